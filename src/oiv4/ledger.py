@@ -94,15 +94,13 @@ def _dedupe_latest(table: pa.Table) -> pa.Table:
 
     con = duckdb.connect()
     con.register("t", table)
-    out = con.execute(
+    out = con.sql(
         """
         SELECT * EXCLUDE (rn) FROM (
           SELECT *, row_number() OVER (PARTITION BY "set", "row" ORDER BY started_at DESC NULLS LAST) AS rn
           FROM t) WHERE rn = 1 ORDER BY "row"
         """
-    ).arrow()
-    if hasattr(out, "read_all"):
-        out = out.read_all()
+    ).to_arrow_table()  # duckdb 2.x: the connection has no `.arrow()` any more
     return out.cast(LEDGER_SCHEMA)
 
 
