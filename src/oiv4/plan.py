@@ -127,6 +127,17 @@ def _check_header(fh: IO[bytes], file_name: str) -> None:
         raise PlanError(f"{file_name}: unexpected header.\n  expected: {','.join(COLUMNS)}\n  found:    {first[:300]}")
 
 
+def _blank_to_null(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """An empty Rotation/OriginalSize, quoted or not, means "unknown"."""
+    cols = []
+    for name in batch.schema.names:
+        col = batch[name]
+        if name in ("Rotation", "OriginalSize"):
+            col = pc.if_else(pc.equal(col, ""), pa.scalar(None, pa.string()), col)
+        cols.append(col)
+    return pa.RecordBatch.from_arrays(cols, names=batch.schema.names)
+
+
 def _invalid_mask(batch: pa.RecordBatch) -> tuple[pa.Array, list[tuple[str, pa.Array]]]:
     """Vectorised row checks; returns (any-problem mask, [(reason, mask), ...])."""
 
@@ -335,7 +346,8 @@ def _validated(
     state = {"record": 0}
 
     def batches() -> Iterator[pa.RecordBatch]:
-        for batch in reader:
+        for raw in reader:
+            batch = _blank_to_null(raw)
             start = state["record"]
             state["record"] += batch.num_rows
             mask, checks = _invalid_mask(batch)
