@@ -84,17 +84,25 @@ def _rows(rng: np.random.Generator, ids: pa.Array, subset: pa.Array) -> pa.Table
     farm = rng.integers(1, 10, size=n)
     server = rng.integers(1000, 9999, size=n)
     secret = _fixed_strings(HEX[rng.integers(0, 16, size=(n, 10))])
-    user = pa.array(np.array(["michael-beat", "zoe_k", "bobjr", "real-al", "tanaka123", "user4567"])[rng.integers(0, 6, size=n)])
-    md5 = _fixed_strings(np.concatenate([B64[rng.integers(0, 64, size=(n, 22))], np.full((n, 2), ord("="), np.uint8)], axis=1))
+    user = pa.array(
+        np.array(["michael-beat", "zoe_k", "bobjr", "real-al", "tanaka123", "user4567"])[rng.integers(0, 6, size=n)]
+    )
+    md5 = _fixed_strings(
+        np.concatenate([B64[rng.integers(0, 64, size=(n, 22))], np.full((n, 2), ord("="), np.uint8)], axis=1)
+    )
     rot = pa.array(np.array(["0.0"] * 90 + ["90.0", "180.0", "270.0"] + [""] * 7)[rng.integers(0, 100, size=n)])
     has_thumb = rng.random(n) < 0.9
-    thumb = _join("https://c1.staticflickr.com/", _num(farm), "/", _num(server), "/", _num(photo), "_", secret, "_z.jpg")
+    thumb = _join(
+        "https://c1.staticflickr.com/", _num(farm), "/", _num(server), "/", _num(photo), "_", secret, "_z.jpg"
+    )
     thumb = pc.if_else(pa.array(has_thumb), thumb, "")
     return pa.table(
         {
             "ImageID": ids,
             "Subset": subset,
-            "OriginalURL": _join("https://farm", _num(farm), ".staticflickr.com/", _num(server), "/", _num(photo), "_", secret, "_o.jpg"),
+            "OriginalURL": _join(
+                "https://farm", _num(farm), ".staticflickr.com/", _num(server), "/", _num(photo), "_", secret, "_o.jpg"
+            ),
             "OriginalLandingURL": _join("https://www.flickr.com/photos/", user, "/", _num(photo)),
             "License": pa.array(np.array(LICENSES)[rng.integers(0, 3, size=n)]),
             "AuthorProfileURL": _join("https://www.flickr.com/people/", user, "/"),
@@ -127,7 +135,9 @@ def generate(data: Path, rows: int, boxable: int, chunk: int = 1_000_000) -> Non
     opts = pacsv.WriteOptions(include_header=True, quoting_style="needed")
     box_tables = []
     t0 = time.time()
-    with pacsv.CSVWriter(str(full_path), pa.schema([pa.field(c, pa.string()) for c in COLUMNS]), write_options=opts) as w:
+    with pacsv.CSVWriter(
+        str(full_path), pa.schema([pa.field(c, pa.string()) for c in COLUMNS]), write_options=opts
+    ) as w:
         for start in range(0, rows, chunk):
             stop = min(rows, start + chunk)
             table = _rows(rng, _ids(rng, stop - start), pa.array(subset_names[subset_codes[start:stop]]))

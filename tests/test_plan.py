@@ -70,7 +70,12 @@ def test_hostile_image_id_is_reported_with_its_line_and_never_planned(tmp_path: 
     lines = {(p.line, p.reason.split()[0]) for p in err.value.problems if p.file == FULL_CSV}
     # header is line 1; a title with an embedded newline shifts later records by a line, so find them:
     text = (tmp_path / "metadata" / FULL_CSV).read_text().splitlines()
-    line_of = {needle: i + 1 for i, t in enumerate(text) for needle in ("../../etc/passwd", "file:///etc/shadow") if needle in t}
+    line_of = {
+        needle: i + 1
+        for i, t in enumerate(text)
+        for needle in ("../../etc/passwd", "file:///etc/shadow")
+        if needle in t
+    }
     assert (line_of["../../etc/passwd"], "ImageID") in lines
     assert (line_of["file:///etc/shadow"], "OriginalURL") in lines
     assert any(p.reason.startswith("OriginalMD5") for p in err.value.problems)
@@ -89,7 +94,9 @@ def test_skip_invalid_plans_without_bad_rows_and_records_them(tmp_path: Path) ->
     assert summary.rejected == 1
     rejected = pq.read_table(tmp_path / "plan" / "rejected.parquet").to_pylist()
     assert rejected[0]["image_id"] == bad_id and rejected[0]["line"] > 1
-    all_ids = {i for s in ("train", "extended_targets") for i in read_manifest(storage, s).column("ImageID").to_pylist()}
+    all_ids = {
+        i for s in ("train", "extended_targets") for i in read_manifest(storage, s).column("ImageID").to_pylist()
+    }
     assert bad_id not in all_ids
 
 
@@ -135,12 +142,18 @@ def test_replan_reuses_an_up_to_date_plan(tmp_path: Path) -> None:
 def test_plan_cli_prints_counts_and_errors_cleanly(tmp_path: Path) -> None:
     full, boxable = make_universe(seed=10, n_train=50, n_val=5, n_test=5, n_box=10)
     _root(tmp_path, full, boxable)
-    ok = subprocess.run([sys.executable, "-m", "oiv4", "plan", "--root", str(tmp_path), "--train-size", "20"], capture_output=True, text=True)
+    ok = subprocess.run(
+        [sys.executable, "-m", "oiv4", "plan", "--root", str(tmp_path), "--train-size", "20"],
+        capture_output=True,
+        text=True,
+    )
     assert ok.returncode == 0, ok.stderr
     assert "extended_targets" in ok.stdout and "20" in ok.stdout
     (tmp_path / "plan" / "summary.json").unlink()
     full[3]["ImageID"] = "bad/id"
     write_csv(tmp_path / "metadata" / FULL_CSV, full)
-    bad = subprocess.run([sys.executable, "-m", "oiv4", "plan", "--root", str(tmp_path), "--force"], capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "oiv4", "plan", "--root", str(tmp_path), "--force"], capture_output=True, text=True
+    )
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr and "bad/id" in bad.stderr
