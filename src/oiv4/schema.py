@@ -86,6 +86,7 @@ class Outcome(StrEnum):
     missing_from_archive = "missing_from_archive"
     disk_full = "disk_full"
     write_error = "write_error"
+    verify_failed = "verify_failed"  # `oiv4 verify --requeue`: an ok image whose stored file is broken
 
 
 #: One row per input image per set. `row` is the image's index in its plan manifest, which makes a
