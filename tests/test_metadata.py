@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from oiv4.http_download import DownloadError, DownloadSettings
+from oiv4.layout import BOXABLE_CSV, FULL_CSV
+from oiv4.metadata import MetadataError, MetadataSettings, fetch_metadata
+from oiv4.mirror import UniverseSpec, start_mirror
+from oiv4.schema import COLUMNS
+from oiv4.storage import Storage
+
+FAST = DownloadSettings(attempts=2, backoff_s=0.01, read_timeout_s=5)
+
+
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    spec = UniverseSpec(seed=11, n_images=60, megapixels=(0.05, 0.1))
+    with start_mirror(spec, cache_dir=tmp_path_factory.mktemp("mirror-cache")) as handle:
+        yield handle
+
+
+def test_metadata_downloads_both_csvs_from_a_mirror(tmp_path: Path, mirror) -> None:
+    sizes = fetch_metadata(Storage(str(tmp_path)), MetadataSettings(base_url=mirror.metadata_base_url, download=FAST))
+    full = (tmp_path / "metadata" / FULL_CSV).read_bytes()
+    assert full == mirror.universe.full_csv(mirror.base_url)
+    assert sizes[FULL_CSV] == len(full)
+    assert (tmp_path / "metadata" / BOXABLE_CSV).read_bytes() == mirror.universe.boxable_csv(mirror.base_url)
+    assert not list((tmp_path / "metadata").glob("*.part*"))
+
+
+def test_metadata_resumes_a_partial_download_with_range(tmp_path: Path, mirror) -> None:
+    body = mirror.universe.full_csv(mirror.base_url)
+    meta = tmp_path / "metadata"
+    meta.mkdir()
+    half = len(body) // 2
+    # A marker byte in the part already on disk: if the download restarted instead of resuming, it would vanish.
+    prefix = bytearray(body[:half])
+    prefix[-1:] = b"#"
+    (meta / (FULL_CSV + ".part")).write_bytes(bytes(prefix))
+    fetch_metadata(Storage(str(tmp_path)), MetadataSettings(base_url=mirror.metadata_base_url, download=FAST))
+    got = (meta / FULL_CSV).read_bytes()
+    assert len(got) == len(body)
+    assert got[: half - 1] == body[: half - 1] and got[half - 1 : half] == b"#" and got[half:] == body[half:]
+
+
+def test_complete_files_are_not_downloaded_again(tmp_path: Path, mirror) -> None:
+    storage = Storage(str(tmp_path))
+    fetch_metadata(storage, MetadataSettings(base_url=mirror.metadata_base_url, download=FAST))
+    path = tmp_path / "metadata" / FULL_CSV
+    mtime = path.stat().st_mtime_ns
+    fetch_metadata(storage, MetadataSettings(base_url="http://127.0.0.1:9/nothing-listens-here/", download=FAST))
+    assert path.stat().st_mtime_ns == mtime
+
+
+@contextmanager
+def tiny_server(routes: dict[str, web.StreamResponse | bytes]) -> Iterator[str]:
+    """A throwaway aiohttp server on 127.0.0.1 for misbehaviours the mirror does not do on CSVs."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    box: dict = {}
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await routes[request.path](request)
+
+    async def start() -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        box["runner"] = runner
+        box["port"] = runner.addresses[0][1]
+        ready.set()
+
+    thread = threading.Thread(target=lambda: (loop.run_until_complete(start()), loop.run_forever()), daemon=True)
+    thread.start()
+    ready.wait(10)
+    try:
+        yield f"http://127.0.0.1:{box['port']}/"
+    finally:
+        asyncio.run_coroutine_threadsafe(box["runner"].cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+def _csv(header: str) -> bytes:
+    return (header + "\n" + "0123456789abcdef,train" + ",x" * 10 + "\n").encode()
+
+
+def test_body_shorter_than_content_length_never_looks_complete(tmp_path: Path) -> None:
+    good = _csv(",".join(COLUMNS))
+
+    async def short(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Length": str(len(good))})
+        await resp.prepare(request)
+        await resp.write(good[:20])
+        request.transport.close()  # the connection drops mid-body
+        return resp
+
+    with tiny_server({f"/{FULL_CSV}": short, f"/train/{BOXABLE_CSV}": short}) as base:
+        with pytest.raises(DownloadError):
+            fetch_metadata(Storage(str(tmp_path)), MetadataSettings(base_url=base, download=FAST))
+    assert not (tmp_path / "metadata" / FULL_CSV).exists()
+    assert (tmp_path / "metadata" / (FULL_CSV + ".part")).exists()
+
+
+def test_wrong_header_is_refused_and_set_aside(tmp_path: Path) -> None:
+    async def wrong(request: web.Request) -> web.Response:
+        return web.Response(body=_csv("ImageID,Subset,Title"))
+
+    with tiny_server({f"/{FULL_CSV}": wrong, f"/train/{BOXABLE_CSV}": wrong}) as base:
+        with pytest.raises(MetadataError, match="unexpected header"):
+            fetch_metadata(Storage(str(tmp_path)), MetadataSettings(base_url=base, download=FAST))
+    assert not (tmp_path / "metadata" / FULL_CSV).exists()
+    assert (tmp_path / "metadata" / (FULL_CSV + ".rejected")).exists()
+
+
+def test_http_error_is_a_clear_cli_error_not_a_traceback(tmp_path: Path) -> None:
+    async def missing(request: web.Request) -> web.Response:
+        return web.Response(status=404)
+
+    with tiny_server({f"/{FULL_CSV}": missing, f"/train/{BOXABLE_CSV}": missing}) as base:
+        proc = subprocess.run(
+            [sys.executable, "-m", "oiv4", "metadata", "--root", str(tmp_path), "--base-url", base],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 2
+    assert "HTTP 404" in proc.stderr and "Traceback" not in proc.stderr
