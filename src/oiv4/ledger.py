@@ -12,7 +12,7 @@ shared lock, and a whole set's ledger (millions of rows) is queried in well unde
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -104,20 +104,43 @@ def _dedupe_latest(table: pa.Table) -> pa.Table:
     return out.cast(LEDGER_SCHEMA)
 
 
+def _read_listed(storage: Storage, list_rels: Callable[[], list[str]], attempts: int = 5) -> pa.Table:
+    """Read the files `list_rels()` names, listing again if one vanished meanwhile.
+
+    A shard that finishes while we read (e.g. `oiv4 status` during a cluster run) writes its compacted
+    file and then removes its parts. Listers name parts *before* shard files, so either a part is read
+    before it goes, or it is gone and a fresh listing finds the compacted file instead.
+    """
+    for attempt in range(attempts):
+        try:
+            return _dedupe_latest(_read_files(storage, list_rels()))
+        except FileNotFoundError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def read_shard(storage: Storage, image_set: ImageSet | str, shard: int) -> pa.Table:
     """The shard's ledger: its compacted file (if any) plus any parts written since, latest row wins."""
     image_set = ImageSet(image_set)
-    rels = [r for r in [LAYOUT.ledger_shard(image_set, shard)] if storage.exists(r)]
-    rels += storage.glob(f"{LAYOUT.ledger_parts_dir(image_set, shard)}/part-*.parquet")
-    return _dedupe_latest(_read_files(storage, rels))
+
+    def rels() -> list[str]:
+        parts = storage.glob(f"{LAYOUT.ledger_parts_dir(image_set, shard)}/part-*.parquet")
+        return [r for r in [LAYOUT.ledger_shard(image_set, shard)] if storage.exists(r)] + parts
+
+    return _read_listed(storage, rels)
 
 
 def read_set(storage: Storage, image_set: ImageSet | str) -> pa.Table:
     """Every ledger row of a set (all shards, compacted and in-progress parts), latest row per image."""
     image_set = ImageSet(image_set)
     d = LAYOUT.ledger_dir(image_set)
-    rels = storage.glob(f"{d}/shard-*.parquet") + storage.glob(f"{d}/shard-*.parts/part-*.parquet")
-    return _dedupe_latest(_read_files(storage, rels))
+
+    def rels() -> list[str]:
+        parts = storage.glob(f"{d}/shard-*.parts/part-*.parquet")
+        return storage.glob(f"{d}/shard-*.parquet") + parts
+
+    return _read_listed(storage, rels)
 
 
 def append_rows(storage: Storage, image_set: ImageSet, shard: int, rows: list[Mapping[str, Any]]) -> None:

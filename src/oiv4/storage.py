@@ -45,7 +45,10 @@ class Storage:
     def fs(self) -> Any:
         import fsspec
 
-        fs, _ = fsspec.core.url_to_fs(self.root, **self.storage_options)
+        # No listings cache: other processes and machines (pool or Dask workers) write under the same root,
+        # so a cached listing would hide new ledger parts from resume/status or show removed ones.
+        # Callers can still opt in by passing use_listings_cache in storage_options.
+        fs, _ = fsspec.core.url_to_fs(self.root, **{"use_listings_cache": False, **self.storage_options})
         return fs
 
     def path(self, rel: str) -> str:
@@ -94,9 +97,20 @@ class Storage:
                 tmp.unlink(missing_ok=True)
                 raise
         else:
-            # fsspec's S3 writer uploads on close; an exception aborts the multipart upload.
-            with self.fs.open(self.path(rel), "wb") as fh:
+            # The object appears when the writer is closed (one PUT, or completing the multipart upload).
+            # fsspec's `with fs.open(...)` closes -- and so publishes -- even when the block raised, so on
+            # error discard instead: that aborts a started multipart upload and never PUTs the partial bytes.
+            fh = self.fs.open(self.path(rel), "wb")
+            try:
                 yield fh
+            except BaseException:
+                if hasattr(fh, "discard"):  # fsspec's buffered writers (s3, gcs, abfs)
+                    fh.discard()
+                    fh.closed = True  # close() would now publish; the writer is finished without it
+                else:
+                    fh.close()
+                raise
+            fh.close()
 
     # -- reads ------------------------------------------------------------------------------
     def exists(self, rel: str) -> bool:
