@@ -178,3 +178,133 @@ def mirror_cmd(
         console.print(f"[red]cannot serve on {host}:{port}:[/red] {exc}")
         raise typer.Exit(2) from None
 # ---- end mirror ----------------------------------------------------------------------------------
+
+
+# ---- verify + report (reader/verify/report) -------------------------------------------------------
+_VerifySetsOpt = typer.Option(None, "--set", "-s", help="Only this set (repeatable) [default: every set present].")
+
+
+@app.command("verify")
+def verify_cmd(
+    root: str = typer.Option(..., "--root", "-r", help="The built root: a folder or an fsspec URL (s3://bucket/prefix)."),
+    deep: bool = typer.Option(
+        False, "--deep", help="Also read every image: check zip CRC-32s and decode every JPEG fully (slow: reads all data)."
+    ),
+    requeue: bool = typer.Option(
+        False,
+        "--requeue",
+        help="Append a `verify_failed` ledger row for each broken image, so `oiv4 fetch --retry-failed verify_failed` "
+        "redoes it. Stored files are never modified or deleted.",
+    ),
+    sets: list[str] = _VerifySetsOpt,
+    workers: int = typer.Option(4, help="Threads reading and decoding in --deep mode."),
+    show: int = typer.Option(10, help="Problems listed per set and kind (the table counts all of them)."),
+) -> None:
+    """Check that the data on disk is what the ledger says, and say what is broken.
+
+    For every set: each `ok` ledger row must have its file or archive member, with the size the ledger
+    recorded; every zip's central directory and tar's headers must parse. With --deep every image is read
+    (zip CRC-32 checked) and decoded. Files no `ok` row points at (orphans) and temp files left by a kill
+    are reported as warnings.
+
+    Exit code: 0 when nothing is broken (warnings allowed), 1 when something is broken, 2 when there is
+    nothing to verify.
+
+    Examples:
+      oiv4 verify --root /data/open_images
+      oiv4 verify --root /data/open_images --deep --requeue && oiv4 fetch --root /data/open_images --retry-failed verify_failed
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from .schema import ImageSet
+    from .storage import Storage
+    from .verify import VerifySettings
+    from .verify import verify as run_verify
+
+    try:
+        chosen = tuple(ImageSet(s).value for s in sets) if sets else None
+    except ValueError:
+        console.print(f"[red]unknown set in {sets}[/red]: choose from {', '.join(s.value for s in ImageSet)}")
+        raise typer.Exit(2) from None
+    storage = Storage(root)
+    if storage.local and not storage.local_path("").is_dir():
+        console.print(f"[yellow]nothing to verify:[/yellow] {storage.root} does not exist")
+        raise typer.Exit(2)
+    settings = VerifySettings(deep=deep, requeue=requeue, sets=chosen, workers=workers)
+    with Progress(
+        "[bold]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console,
+        transient=True, disable=not deep,
+    ) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(f"decoding {name}", total=total)
+            bar.update(tasks[name], completed=done)
+
+        report = run_verify(storage, settings, on_progress=progress)
+    if not report.sets:
+        console.print(f"[yellow]nothing to verify:[/yellow] no plan, ledger or images under {storage.root}")
+        raise typer.Exit(2)
+    _print_verify(report, show)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _print_verify(report, show: int) -> None:
+    from rich import box
+    from rich.table import Table
+
+    out = Console()
+    # Problem columns appear only when some set has that problem, so the table fits 80 columns.
+    kinds = {
+        "missing": ("missing", "bad_location"),
+        "size": ("size_mismatch",),
+        "damaged": ("damaged", "undecodable"),
+        "archive": ("bad_archive",),
+        "orphan": ("orphan",),
+        "temp": ("stray_temp",),
+    }
+    shown = {col: ks for col, ks in kinds.items() if any(s.count(k) for s in report.sets for k in ks)}
+    table = Table(
+        title=f"oiv4 verify{' --deep' if report.deep else ''}: {report.root}",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    table.add_column("set", no_wrap=True)
+    for col in ("planned", "ok rows", "intact" if report.deep else "present", *shown):
+        table.add_column(col, justify="right", no_wrap=True)
+    for s in report.sets:
+        cells = []
+        for col, ks in shown.items():
+            k = sum(s.count(x) for x in ks)
+            colour = "yellow" if col in ("orphan", "temp") else "red"
+            cells.append("[dim]0[/dim]" if k == 0 else f"[{colour}]{k:,}[/]")
+        intact = f"[green]{s.intact:,}[/green]" if s.intact == s.ok_rows else f"{s.intact:,}"
+        planned = "-" if s.planned is None else f"{s.planned:,}"
+        table.add_row(s.image_set, planned, f"{s.ok_rows:,}", intact, *cells)
+    out.print(table)
+    for s in report.sets:
+        by_kind: dict[str, list] = {}
+        for p in s.problems:
+            by_kind.setdefault(p.kind, []).append(p)
+        for kind, items in by_kind.items():
+            colour = "red" if items[0].broken else "yellow"
+            out.print(f"[{colour}]{s.image_set}: {len(items):,} {kind}[/]")
+            for p in items[:show]:
+                out.print(f"  {p.image_id or '-'}  {p.location}  [dim]{p.detail}[/dim]", soft_wrap=True)
+            if len(items) > show:
+                out.print(f"  [dim]... and {len(items) - show:,} more[/dim]")
+        if s.requeued:
+            out.print(f"[cyan]{s.image_set}: requeued {s.requeued:,} broken images as verify_failed[/cyan]")
+    if report.ok:
+        warnings = len(report.problems)
+        out.print("[green]clean[/green]: every ok image is where the ledger says" + (
+            f" ({warnings:,} warnings above)" if warnings else ""))
+    else:
+        broken = sum(s.broken_images for s in report.sets)
+        hint = "" if any(s.requeued for s in report.sets) else "; run again with --requeue to mark them for re-fetch"
+        out.print(f"[red]broken[/red]: {broken:,} images{hint}")
+# ---- end verify + report ---------------------------------------------------------------------------

@@ -801,7 +801,9 @@ def decode(data: bytes, what: str = "image") -> Image.Image:
     try:
         img = Image.open(io.BytesIO(data))
         img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError:
+        raise CorruptImageError(f"{what}: stored bytes are not an image Pillow recognises") from None
+    except (OSError, SyntaxError, ValueError) as exc:
         raise CorruptImageError(f"{what}: stored bytes do not decode ({exc})") from exc
     return img
 
