@@ -22,8 +22,9 @@ import os
 import tarfile
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, fields
 from enum import StrEnum
 from pathlib import Path
@@ -127,7 +128,7 @@ class UniverseSpec:
     misbehaviour_fraction: float = 0.15
     misbehaviours: tuple[str, ...] = ALL_MISBEHAVIOURS
     #: Share of all rows encoded as PNG (RGB, palette, RGBA), GIF, CMYK JPEG or 16-bit PNG rather than JPEG.
-    special_kind_fraction: float = 0.15
+    special_kind_fraction: float = 0.06
     #: Share of rows stored rotated (Rotation 90/180/270) and with an empty (NaN) Rotation.
     rotated_fraction: float = 0.05
     nan_rotation_fraction: float = 0.02
@@ -298,10 +299,12 @@ class Universe:
             for k, j in enumerate(rng.permutation(len(url_rows))[:n_bad].tolist()):
                 misbehaviour[url_rows[j]] = Misbehaviour(spec.misbehaviours[k % len(spec.misbehaviours)])
 
+        # Awkward formats go to well-behaved rows, so each one really reaches the fetcher's decoder.
         kinds = [ImageKind.jpeg] * n
         n_special = round(spec.special_kind_fraction * n)
-        for k, i in enumerate(rng.permutation(n)[:n_special].tolist()):
-            kinds[i] = SPECIAL_KINDS[k % len(SPECIAL_KINDS)]
+        plain = [i for i in range(n) if misbehaviour[i] is Misbehaviour.none]
+        for k, j in enumerate(rng.permutation(len(plain))[:n_special].tolist()):
+            kinds[plain[j]] = SPECIAL_KINDS[k % len(SPECIAL_KINDS)]
 
         rotations = [0.0] * n
         n_rot = round(spec.rotated_fraction * n)
@@ -399,12 +402,16 @@ class Universe:
         with self._lock:
             return self._key_locks.setdefault(key, threading.Lock())
 
-    def _cached(self, rel: str, make: Callable[[], bytes]) -> Path:
-        """Path of the cache file `rel`, made (once, atomically) by `make` if missing."""
+    def _cached(self, rel: str, make: Callable[[], bytes], *, shared: bool = False) -> Path:
+        """Path of the cache file `rel`, made (once, atomically) by `make` if missing.
+
+        `shared` also takes a lock file, so that processes sharing the cache (pytest-xdist workers)
+        do not all build the same expensive file; cheap files are just made twice, harmlessly.
+        """
         path = self.cache_dir / rel
         if path.exists():
             return path
-        with self._key_lock(rel):
+        with self._key_lock(rel), _file_lock(self.cache_dir / "locks" / rel) if shared else nullcontext():
             if not path.exists():
                 self._storage.write_bytes(rel, make())
         return path
@@ -422,7 +429,8 @@ class Universe:
                 data = json.loads(path.read_text())
             except ValueError:  # a foreign or damaged file: regenerate the metadata
                 return
-            self._meta = {k: (int(v[0]), str(v[1])) for k, v in data.items() if k in self._by_id}
+            with self._lock:
+                self._meta.update({k: (int(v[0]), str(v[1])) for k, v in data.items() if k in self._by_id})
 
     # ---- originals ---------------------------------------------------------------------------
     def _make_original(self, info: ImageInfo) -> bytes:
@@ -460,12 +468,17 @@ class Universe:
 
     def ensure_originals(self, workers: int | None = None) -> None:
         """Render every original not yet cached (in parallel), then record sizes and MD5s in index.json."""
-        todo = [i.image_id for i in self.images if i.image_id not in self._meta]
-        if not todo:
+        if all(i.image_id in self._meta for i in self.images):
             return
-        _parallel(self.original_path, todo, workers)
-        index = {k: list(v) for k, v in sorted(self._meta.items())}
-        self._storage.write_bytes("index.json", json.dumps(index).encode())
+        # One process renders, the others wait and then read its index.json.
+        with _file_lock(self.cache_dir / "locks" / "originals"):
+            self._load_index()
+            todo = [i.image_id for i in self.images if i.image_id not in self._meta]
+            if not todo:
+                return
+            _parallel(self.original_path, todo, workers)
+            index = {k: list(v) for k, v in sorted(self._meta.items())}
+            self._storage.write_bytes("index.json", json.dumps(index).encode())
 
     # ---- shrunk copies --------------------------------------------------------------------------
     def _make_scaled(self, info: ImageInfo, max_side: int) -> bytes:
@@ -580,7 +593,7 @@ class Universe:
         stem = _archive_stem(name)
         if stem not in self._archive_ids():
             raise KeyError(f"no archive {name!r}; this universe has {', '.join(self.archive_names())}")
-        return self._cached(f"archives/{stem}.tar.gz", lambda: self._make_archive(stem))
+        return self._cached(f"archives/{stem}.tar.gz", lambda: self._make_archive(stem), shared=True)
 
     def archive_bytes(self, name: str) -> bytes:
         return self.archive_path(name).read_bytes()
@@ -593,6 +606,23 @@ class Universe:
                 self.archive_path(name)
         if thumbnails:
             _parallel(self.thumbnail, [i.image_id for i in self.images if i.thumbnail_path], workers)
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock between processes (no-op where fcntl does not exist)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: duplicated work, still correct (atomic writes)
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def _archive_stem(name: str) -> str:
