@@ -264,6 +264,7 @@ def _print_verify(report, show: int) -> None:
         "archive": ("bad_archive",),
         "orphan": ("orphan",),
         "temp": ("stray_temp",),
+        "staged": ("staged",),
     }
     shown = {col: ks for col, ks in kinds.items() if any(s.count(k) for s in report.sets for k in ks)}
     table = Table(
@@ -280,7 +281,7 @@ def _print_verify(report, show: int) -> None:
         cells = []
         for col, ks in shown.items():
             k = sum(s.count(x) for x in ks)
-            colour = "yellow" if col in ("orphan", "temp") else "red"
+            colour = "yellow" if col in ("orphan", "temp", "staged") else "red"
             cells.append("[dim]0[/dim]" if k == 0 else f"[{colour}]{k:,}[/]")
         intact = f"[green]{s.intact:,}[/green]" if s.intact == s.ok_rows else f"{s.intact:,}"
         planned = "-" if s.planned is None else f"{s.planned:,}"
@@ -308,3 +309,142 @@ def _print_verify(report, show: int) -> None:
         hint = "" if any(s.requeued for s in report.sets) else "; run again with --requeue to mark them for re-fetch"
         out.print(f"[red]broken[/red]: {broken:,} images{hint}")
 # ---- end verify + report ---------------------------------------------------------------------------
+
+
+# ---- fetch + status (URL sets) ---------------------------------------------------------------------
+_FetchArgs = typer.Argument(
+    None,
+    metavar="[SET]... [OUTCOME]...",
+    help="Sets to fetch: train, extended_targets (default: both, in that order). With --retry-failed, any other "
+    "word is an outcome to retry (e.g. http_429 timeout verify_failed); default all failures.",
+    show_default=False,
+)
+_StatusSetsOpt = typer.Option(None, "--set", "-s", help="Only this set (repeatable) [default: all four].")
+
+
+@app.command("fetch")
+def fetch_cmd(
+    args: list[str] = _FetchArgs,
+    root: str = RootOpt,
+    layout: str = typer.Option(
+        "folder",
+        help="folder: <set>/images/<id[:2]>/<id>.jpg (the notebook's); zip: one <set>/images/<set>_NNNNN.zip per "
+        "shard; webdataset: one <set>/webdataset/<set>-NNNNN.tar per shard (<id>.jpg + <id>.json).",
+    ),
+    max_side: int = typer.Option(1024, help="Shrink to fit max_side x max_side, aspect kept; never enlarged."),
+    quality: int = typer.Option(90, min=1, max=100, help="JPEG quality of the stored images."),
+    rotate: bool = typer.Option(
+        True, "--rotate/--no-rotate", help="Apply the CSV Rotation (CCW degrees). --no-rotate reproduces the notebook."
+    ),
+    retry_failed: bool = typer.Option(
+        False,
+        "--retry-failed",
+        help="Fetch recorded failures again: all of them, or only the OUTCOMEs given as arguments. "
+        "(disk_full/write_error rows are always retried.)",
+    ),
+    fallback_thumbnail: bool = typer.Option(
+        False,
+        help="When the original is gone (placeholder/403/404/410), store Thumbnail300KURL instead. It cannot be "
+        "MD5-verified: the ledger says source=thumbnail. Off by default.",
+    ),
+    workers: int = typer.Option(0, help="Worker processes (default: one per core)."),
+    concurrency: int = typer.Option(64, help="Downloads in flight per worker process."),
+    per_host: int = typer.Option(16, help="Of which at most this many to one host."),
+    cpu_threads: int = typer.Option(2, help="Decode/shrink/encode threads per worker process."),
+    attempts: int = typer.Option(4, help="Attempts per URL for retryable failures (429, 5xx, resets, timeouts)."),
+    deadline: float = typer.Option(120.0, help="Seconds one attempt may take in total (slow trickles end here)."),
+    max_mb: int = typer.Option(128, help="Largest response accepted, in MiB (bigger ones: too_large)."),
+    max_megapixels: float = typer.Option(
+        200.0, help="Largest image decoded (bigger ones: decompression_bomb). Real originals reach ~96 MP."
+    ),
+    min_free_mb: int = typer.Option(256, help="Stop cleanly when the root has less free space than this."),
+    executor: str = typer.Option("local", help="local (process pool) or dask."),
+    scheduler: str = typer.Option(None, help="Dask scheduler address (tcp://host:8786); default a LocalCluster."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show live progress."),
+) -> None:
+    """Stage 3: download, verify, shrink and store the train and extended_targets images.
+
+    For every manifest row: download OriginalURL (a redirect to Flickr's "photo unavailable" card is recorded as `placeholder`; 429/503 honour Retry-After, with exponential backoff); check the size against OriginalSize and the MD5 against OriginalMD5; decode (PNG, GIF, palette, alpha on white, CMYK, 16-bit: all become RGB); rotate by the CSV Rotation; shrink to fit 1024x1024; save as JPEG atomically. Every row ends in exactly one ledger outcome (see `oiv4 status`).
+
+    Resumable at any moment: run the same command again after a crash, kill or Ctrl-C and only the unfinished rows are done; finished files are never rewritten.
+
+    Examples:
+
+      oiv4 fetch train --root /data/open_images
+
+      oiv4 fetch extended_targets --root /data/open_images --layout webdataset --workers 8
+
+      oiv4 fetch train --root /data/open_images --retry-failed http_429 timeout
+    """
+    from .executor import ExecutorSettings
+    from .fetch import FetchAborted, FetchError, FetchSettings, HttpSettings, TransformSettings, fetch_set
+    from .fetch.console import LiveFetchView, summary_table
+    from .schema import URL_SETS, ImageSet
+
+    names = {s.value for s in ImageSet}
+    sets = [a for a in args or [] if a in names]
+    outcomes = [a for a in args or [] if a not in names]
+    if any(ImageSet(s).from_archives for s in sets):
+        console.print("[red]fetch:[/red] targets and validation come from the CVDF archives: use `oiv4 archives`")
+        raise typer.Exit(2)
+    if outcomes and not retry_failed:
+        console.print(
+            f"[red]fetch:[/red] unknown set {outcomes[0]!r}: use train or extended_targets "
+            "(outcome names go with --retry-failed)"
+        )
+        raise typer.Exit(2)
+    try:
+        settings = FetchSettings(
+            layout=layout,
+            transform=TransformSettings(
+                max_side=max_side, quality=quality, rotate=rotate, max_pixels=int(max_megapixels * 1e6)
+            ),
+            http=HttpSettings(
+                concurrency=concurrency, per_host=per_host, attempts=attempts, deadline=deadline, max_bytes=max_mb << 20
+            ),
+            cpu_threads=cpu_threads,
+            retry_failed=(tuple(outcomes) or ("all",)) if retry_failed else None,
+            fallback_thumbnail=fallback_thumbnail,
+            min_free_bytes=min_free_mb << 20,
+        )
+    except ValueError as exc:
+        console.print(f"[red]fetch:[/red] {exc}")
+        raise typer.Exit(2) from None
+    ex = ExecutorSettings(kind=executor, workers=workers or None, scheduler=scheduler)
+    storage = _storage(root)
+    for image_set in sets or [s.value for s in URL_SETS]:
+        try:
+            if progress:
+                with LiveFetchView(console, image_set) as view:
+                    summary = fetch_set(storage, image_set, settings, ex, progress=view.update)
+            else:
+                summary = fetch_set(storage, image_set, settings, ex)
+        except FetchError as exc:
+            console.print(f"[red]fetch:[/red] {exc}")
+            raise typer.Exit(2) from None
+        except FetchAborted as exc:
+            console.print(f"[red]fetch stopped:[/red] {exc}")
+            raise typer.Exit(1) from None
+        Console().print(summary_table(summary))
+
+
+@app.command("status")
+def status_cmd(root: str = RootOpt, image_set: list[str] = _StatusSetsOpt) -> None:
+    """Counts per set and outcome, read from the ledgers (safe while a fetch is running).
+
+    Shows the planned rows, each outcome with its share and an example reason, the rows not yet done and the bytes stored.
+
+    Example: oiv4 status --root /data/open_images
+    """
+    from .schema import ImageSet
+    from .status import collect_status, status_table
+
+    try:
+        sets = [ImageSet(s) for s in image_set] if image_set else None
+    except ValueError:
+        console.print(f"[red]status:[/red] --set must be one of {', '.join(s.value for s in ImageSet)}")
+        raise typer.Exit(2) from None
+    Console().print(status_table(collect_status(_storage(root), sets)))
+
+
+# ---- end fetch + status ----------------------------------------------------------------------------
