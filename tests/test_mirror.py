@@ -8,6 +8,7 @@ import hashlib
 import io
 import math
 import tarfile
+import zlib
 from collections.abc import Iterator
 
 import aiohttp
@@ -384,3 +385,51 @@ def test_rotation_nan_rows_have_an_empty_field(mirror: MirrorHandle) -> None:
     _, rows = _parse(mirror.universe.full_csv(mirror.base_url))
     by_id = {r["ImageID"]: r for r in rows}
     assert all(by_id[i.image_id]["Rotation"] == "" for i in nan_rows)
+
+
+def test_archive_damage_options_leave_out_images_add_hostile_members_and_corrupt_streams(tmp_path) -> None:
+    spec = UniverseSpec(
+        seed=5,
+        n_images=60,
+        megapixels=(0.02, 0.05),
+        archive_max_side=64,
+        archive_missing_fraction=0.1,
+        hostile_archive_members=True,
+        corrupt_archives=("validation",),
+    )
+    universe = Universe(spec, tmp_path)
+    in_archives = universe.boxable_ids() + universe.validation_ids()
+    missing = [i for i in in_archives if universe.expected_archive(i) == Outcome.missing_from_archive]
+    assert len(missing) == round(0.1 * len(in_archives))
+    first = universe.archive_names()[0]
+    hostile = universe.hostile_archive_members()
+    assert list(hostile) == [first]
+    with tarfile.open(fileobj=io.BytesIO(universe.archive_bytes(first)), mode="r:gz") as tar:
+        names = tar.getnames()
+    assert set(hostile[first]) <= set(names)
+    assert any(n.startswith("../") for n in names) and any(n.startswith("/") for n in names)
+    for name in universe.archive_names():
+        if name == "validation.tar.gz":
+            continue
+        members = set(universe.archive_members(name))
+        for image_id in missing:
+            assert f"{name.removesuffix('.tar.gz')}/{image_id}.jpg" not in members
+    assert universe.corrupt_offset("train_0.tar.gz") is None
+    offset = universe.corrupt_offset("validation.tar.gz")
+    damaged = universe.archive_bytes("validation.tar.gz")
+    assert offset is not None and 0 < offset < len(damaged)
+    inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
+    inflater.decompress(damaged[:offset])  # intact up to the offset...
+    with pytest.raises(zlib.error, match="invalid block type"):
+        inflater.decompress(damaged[offset:])  # ...and invalid right there
+
+    def read_all(data: bytes) -> None:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            for member in tar:
+                if member.isfile():
+                    tar.extractfile(member).read()  # type: ignore[union-attr]
+
+    with pytest.raises((OSError, EOFError, tarfile.TarError, zlib.error)):
+        read_all(universe.archive_bytes("validation.tar.gz"))
+    with pytest.raises(ValueError, match="corrupt_archives"):
+        UniverseSpec(corrupt_archives=("train_z",))

@@ -27,7 +27,12 @@ CVDF archives: `tar/train_<x>.tar.gz` for each hex digit `x` with boxable images
 `train_<x>/<id>.jpg`) and `tar/validation.tar.gz` (`validation/<id>.jpg`), each image a JPEG of at most
 `archive_max_side` (1024) px on the longest side, as in the real bucket; single images at `train/<id>.jpg`,
 `validation/<id>.jpg`, `test/<id>.jpg`. `Universe.archive_names()` / `archive_bytes(name)` give the same
-archives for upload to a moto S3 server.
+archives for upload to a moto S3 server. Each archive starts with its folder entry, like `tar czf` output.
+Damaged archives, off by default: `archive_missing_fraction` leaves some listed images out
+(`Universe.expected_archive(id)` is then `missing_from_archive`); `hostile_archive_members` adds `../`,
+absolute, non-hex, symlink and hard-link members to the first train archive
+(`Universe.hostile_archive_members()`); `corrupt_archives=("train_3",)` inserts an invalid deflate block
+half-way (`Universe.corrupt_offset(name)` is its byte offset; `gzip -t` says "format violated").
 
 Misbehaviours
 -------------
