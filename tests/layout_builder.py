@@ -5,7 +5,8 @@ ledger rows through `ShardLedger`), so the tests exercise the reader on the same
 
 - "folder":      the seed layout `<set>/images/<id[:2]>/<id>.jpg`, location = the relative path
 - "shard_zip":   `LAYOUT.shard_zip` per shard, members `<id>.jpg`, location `<zip>:<id>.jpg`
-- "shard_tar":   webdataset `LAYOUT.shard_tar`, keys `<id>.jpg` + `<id>.json`, location `<tar>:<id>.jpg`
+- "shard_tar":   webdataset `LAYOUT.shard_tar`, members `<id>.jpg` + `<id>.json`, location `<tar>:<id>` (the
+                 sample key, as store.WebDatasetWriter writes it; `tar_member_locations=True`: `<tar>:<id>.jpg`)
 - "archive_zip": targets `train_<x>.zip` (members `train_<x>/<id>.jpg`, shard = int(x, 16)) or
                  validation `validation.zip` (`validation/<id>.jpg`), like the archive stage.
 """
@@ -121,6 +122,7 @@ def build_set(
     deflate: bool = False,
     with_ledger: bool = True,
     with_plan: bool = True,
+    tar_member_locations: bool = False,
     t0: datetime = T0,
 ) -> BuiltSet:
     """Write set `name` with `n` planned images in `layout`; every `fail_every`-th row fails."""
@@ -174,7 +176,7 @@ def build_set(
             container = LAYOUT.shard_tar(name, shard)
             members.setdefault(container, []).append((f"{iid}.jpg", data))
             members[container].append((f"{iid}.json", json.dumps({"image_id": iid, "row": row}).encode()))
-            loc = f"{container}:{iid}.jpg"
+            loc = f"{container}:{iid}.jpg" if tar_member_locations else f"{container}:{iid}"
         elif layout == "archive_zip":
             stem = _archive_stem(name, iid)
             container = LAYOUT.archive_zip(name, stem)

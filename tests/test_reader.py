@@ -205,7 +205,7 @@ def test_damaged_zip_member_raises_corrupt_image_error(tmp_path):
 def test_garbage_file_raises_corrupt_image_error_on_decode(tmp_path):
     built = build_set(tmp_path, "train", 4, "folder")
     (tmp_path / built.locations[built.ok_ids[1]]).write_bytes(b"\xff\xd8 not really a jpeg")
-    with pytest.raises(CorruptImageError, match="do not decode"):
+    with pytest.raises(CorruptImageError, match="not an image"):
         oiv4.open(tmp_path)["train"][built.ok_ids[1]]
 
 
@@ -300,3 +300,25 @@ def test_dataset_is_a_context_manager_and_reprs_its_sets(tmp_path):
         assert "3 images" in repr(ds["train"])
         assert "train" in ds
         assert list(ds) == ["train"]
+
+
+def test_webdataset_locations_may_name_the_sample_key_or_the_member(tmp_path):
+    keyed = build_set(tmp_path / "k", "train", 6, "shard_tar")
+    named = build_set(tmp_path / "m", "train", 6, "shard_tar", tar_member_locations=True)
+    assert keyed.locations[keyed.ok_ids[0]].endswith(keyed.ok_ids[0])
+    for root, built in ((tmp_path / "k", keyed), (tmp_path / "m", named)):
+        s = oiv4.open(root)["train"]
+        assert [s.read_bytes(i) for i in s.ids()] == [built.images[i] for i in built.ok_ids]
+
+
+def test_images_staged_before_their_shard_archive_was_packed_are_still_readable(tmp_path):
+    # A fetch killed before packing leaves ok rows pointing at a zip that does not exist yet, and the
+    # images in <set>/staging/shard-NNNNN/: reading must not lose them.
+    built = build_set(tmp_path, "train", 8, "shard_zip", shard_rows=4)
+    zpath = tmp_path / LAYOUT.shard_zip("train", 1)
+    zpath.unlink()
+    storage = Storage(str(tmp_path))
+    for image_id in built.ok_ids[4:]:
+        storage.write_bytes(f"train/staging/shard-00001/{image_id}.jpg", built.images[image_id])
+    s = oiv4.open(tmp_path)["train"]
+    assert [s.read_bytes(i) for i in s.ids()] == [built.images[i] for i in built.ok_ids]

@@ -165,3 +165,16 @@ def test_cli_on_a_root_with_nothing_built_says_so(tmp_path):
     result = CliRunner().invoke(app, ["verify", "--root", str(tmp_path / "empty")])
     assert result.exit_code == 2
     assert "nothing to verify" in result.output
+
+
+def test_staged_images_of_an_unpacked_shard_are_a_warning_not_damage(tmp_path):
+    built = build_set(tmp_path, "train", 8, "shard_tar", shard_rows=4)
+    (tmp_path / LAYOUT.shard_tar("train", 1)).unlink()
+    storage = Storage(str(tmp_path))
+    for image_id in built.ok_ids[4:]:
+        storage.write_bytes(f"train/staging/shard-00001/{image_id}.jpg", built.images[image_id])
+    report = verify(tmp_path, VerifySettings(deep=True))
+    assert report.ok
+    assert {(p.image_id, p.kind) for p in report.problems} == {(i, "staged") for i in built.ok_ids[4:]}
+    (check,) = report.sets
+    assert check.intact == 8

@@ -270,6 +270,10 @@ class BlobReader:
                 return fh
         fh = open(self.storage.local_path(rel), "rb", buffering=0)  # noqa: SIM115 - cached, closed on eviction
         with self._lock:
+            other = self._handles.get(rel)
+            if other is not None:  # another thread opened it meanwhile: share theirs
+                fh.close()
+                return other
             self._handles[rel] = fh
             while len(self._handles) > self.max_open:
                 # Dropped, not closed: a thread may still be reading it; refcounting closes it after.
@@ -280,13 +284,15 @@ class BlobReader:
         """`length` bytes of file `rel` from `offset` (fewer only at the end of the file)."""
         if not self.storage.local:
             return bytes(self.storage.fs.cat_file(self.storage.path(rel), start=offset, end=offset + length))
-        fd = self._handle(rel).fileno()
+        fh = self._handle(rel)  # held until the reads are done: eviction must not close it under us
+        fd = fh.fileno()
         out = os.pread(fd, length, offset)
         while len(out) < length:  # pread may return short on some filesystems; stop only at EOF
             more = os.pread(fd, length - len(out), offset + len(out))
             if not more:
                 break
             out += more
+        del fh
         return out
 
     def close(self) -> None:
@@ -319,6 +325,23 @@ class BlobReader:
         self._indexes[container] = idx
         return idx
 
+    def find_member(self, loc: Location) -> tuple[str, Member] | None:
+        """The member `loc` names, as (member name, entry); None when the container lacks it.
+
+        A webdataset location may name the sample key (`<tar>:<id>`, as the fetch stage writes it)
+        rather than the member (`<tar>:<id>.jpg`): the key resolves to its `.jpg` member.
+        """
+        assert loc.container is not None
+        idx = self.index(loc.container)
+        member = idx.get(loc.path)
+        if member is not None:
+            return loc.path, member
+        if loc.kind == "tar" and not loc.path.endswith(".jpg"):
+            member = idx.get(f"{loc.path}.jpg")
+            if member is not None:
+                return f"{loc.path}.jpg", member
+        return None
+
     def read(self, loc: Location) -> bytes:
         """The stored bytes at `loc`: a file's content or a container member's uncompressed data."""
         if loc.container is None:
@@ -326,21 +349,22 @@ class BlobReader:
                 return self.storage.read_bytes(loc.path)
             except FileNotFoundError as exc:
                 raise CorruptImageError(f"{loc}: file is missing") from exc
-        member = self.index(loc.container).get(loc.path)
-        if member is None:
+        found = self.find_member(loc)
+        if found is None:
             raise CorruptImageError(f"{loc}: no such member in {loc.container}")
+        name, member = found
         if loc.kind == "tar":
             data = self.read_at(loc.container, member.offset, member.size)
             if len(data) != member.size:
                 raise CorruptImageError(f"{loc}: member cut short ({len(data)} of {member.size} bytes)")
             return data
-        return self._read_zip_member(loc, member)
+        return self._read_zip_member(loc, name, member)
 
-    def _read_zip_member(self, loc: Location, m: Member) -> bytes:
+    def _read_zip_member(self, loc: Location, name: str, m: Member) -> bytes:
         container = loc.container
         assert container is not None
         # One read covers the local header, the name, a typical extra field and the data.
-        want = _LOCAL.size + len(loc.path.encode()) + 64 + m.compressed_size
+        want = _LOCAL.size + len(name.encode()) + 64 + m.compressed_size
         buf = self.read_at(container, m.offset, want)
         if len(buf) < _LOCAL.size or buf[:4] != b"PK\x03\x04":
             raise CorruptImageError(f"{loc}: local file header damaged at offset {m.offset}")
@@ -381,8 +405,17 @@ class BlobReader:
                 return self.storage.size(loc.path)
             except FileNotFoundError:
                 return None
-        m = self.index(loc.container).get(loc.path)
-        return None if m is None else m.size
+        found = self.find_member(loc)
+        return None if found is None else found[1].size
+
+
+def staged_path(image_set: ImageSet | str, shard: int | None, image_id: str) -> str | None:
+    """Where the fetch stage stages a finished image until its shard's zip/tar is packed (store.py)."""
+    if shard is None or not is_valid_image_id(image_id):
+        return None
+    from .store import shard_writer
+
+    return shard_writer("zip", Storage("/"), image_set, int(shard)).staged_path(image_id)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -696,14 +729,28 @@ class SetReader:
 
     def read_bytes(self, image_id: str) -> bytes:
         """The stored JPEG bytes of `image_id`; raises ImageNotFoundError or CorruptImageError."""
-        return self.blobs.read(parse_location(self._location_at(self._position(image_id))))
+        return self._read_pos(self._position(image_id))
+
+    def _read_pos(self, pos: int) -> bytes:
+        loc = parse_location(self._location_at(pos))
+        try:
+            return self.blobs.read(loc)
+        except (CorruptImageError, BadArchiveError):
+            if loc.container is None:
+                raise
+            # A shard that has not finished yet keeps its images staged beside the archive it will pack.
+            ok = self._load()
+            staged = staged_path(self.image_set, ok["shard"][pos].as_py(), ok["image_id"][pos].as_py())
+            if staged is None or not self.storage.exists(staged):
+                raise
+            return self.storage.read_bytes(staged)
 
     def read_bytes_at(self, position: int) -> bytes:
         """Bytes of the `position`-th stored image in plan order (what a PyTorch Dataset indexes by)."""
         n = len(self)
         if not -n <= position < n:
             raise IndexError(f"position {position} out of range for {n} images")
-        return self.blobs.read(parse_location(self._location_at(position % n)))
+        return self._read_pos(position % n)
 
     def image_id_at(self, position: int) -> str:
         return self._load()["image_id"][position].as_py()

@@ -8,6 +8,7 @@ Checks, per set:
   every image decodes fully with Pillow                                       -> `damaged`, `undecodable`
 - files and archive members no `ok` row points at                            -> `orphan` (warning)
 - temp files a killed writer left behind                                     -> `stray_temp` (warning)
+- images still staged because their shard's archive is not packed yet         -> `staged` (warning)
 
 `requeue=True` appends one ledger row per broken image with outcome `verify_failed` (and the reason), so
 `oiv4 fetch --retry-failed verify_failed` fetches them again. Verify never deletes or rewrites a stored
@@ -39,6 +40,7 @@ from .reader import (
     parse_location,
     read_plan,
     scan_set,
+    staged_path,
 )
 from .schema import ImageSet, Outcome
 from .storage import Storage
@@ -46,7 +48,7 @@ from .storage import Storage
 #: Problem kinds that mean an `ok` image is not actually usable; they make verify fail.
 BROKEN_KINDS: tuple[str, ...] = ("missing", "size_mismatch", "bad_archive", "damaged", "undecodable", "bad_location")
 #: Problem kinds that are reported but do not make the data wrong.
-WARNING_KINDS: tuple[str, ...] = ("orphan", "stray_temp")
+WARNING_KINDS: tuple[str, ...] = ("orphan", "stray_temp", "staged")
 
 
 @dataclass(frozen=True)
@@ -179,8 +181,15 @@ def verify_set(
         except BadLocationError as exc:
             check.problems.append(_row_problem(name, "bad_location", loc_text, str(exc), r))
             continue
-        referenced.add(loc_text)
-        found = _stored_size(storage, inv, indexes, loc)
+        found, key = _stored_size(storage, inv, indexes, loc)
+        referenced.add(key)
+        staged = staged_path(image_set, r["shard"], r["image_id"]) if loc.container else None
+        if isinstance(found, str) and staged in inv.files:
+            # Its shard has not packed its archive yet (killed or still running): fetch resumes it.
+            detail = f"in {staged}, not yet packed into {loc.container} ({found})"
+            check.problems.append(_row_problem(name, "staged", loc_text, detail, r))
+            referenced.add(staged)
+            found, loc = inv.files[staged], Location(staged)
         if isinstance(found, str):
             kind = "bad_archive" if found.startswith("archive unreadable") else "missing"
             check.problems.append(_row_problem(name, kind, loc_text, found, r))
@@ -219,20 +228,24 @@ def _index_containers(blobs: BlobReader, inv: Inventory, check: SetCheck) -> dic
 
 def _stored_size(
     storage: Storage, inv: Inventory, indexes: dict[str, dict[str, Member] | str], loc: Location
-) -> int | str:
-    """The stored size at `loc`, or a sentence saying why there is none."""
+) -> tuple[int | str, str]:
+    """(stored size at `loc` or a sentence saying why there is none, the file/member it resolved to)."""
     if loc.container is None:
         size = inv.files.get(loc.path)
         if size is None and not loc.path.endswith(".jpg") and storage.exists(loc.path):
             size = storage.size(loc.path)  # a location the inventory does not list (not a .jpg)
-        return "file is missing" if size is None else size
+        return ("file is missing" if size is None else size), loc.path
     idx = indexes.get(loc.container)
     if idx is None:
-        return f"archive {loc.container} is missing"
+        return f"archive {loc.container} is missing", str(loc)
     if isinstance(idx, str):
-        return f"archive unreadable: {idx}"
-    member = idx.get(loc.path)
-    return f"no member {loc.path!r} in {loc.container}" if member is None else member.size
+        return f"archive unreadable: {idx}", str(loc)
+    name = loc.path
+    if name not in idx and loc.kind == "tar" and f"{name}.jpg" in idx:
+        name = f"{name}.jpg"  # a webdataset sample key: its image is the `.jpg` member
+    member = idx.get(name)
+    key = f"{loc.container}:{name}"
+    return (f"no member {loc.path!r} in {loc.container}" if member is None else member.size), key
 
 
 def _deep_check(
