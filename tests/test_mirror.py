@@ -433,3 +433,23 @@ def test_archive_damage_options_leave_out_images_add_hostile_members_and_corrupt
         read_all(universe.archive_bytes("validation.tar.gz"))
     with pytest.raises(ValueError, match="corrupt_archives"):
         UniverseSpec(corrupt_archives=("train_z",))
+
+
+def test_latency_and_bandwidth_cap_still_deliver_exact_bytes_and_ranges() -> None:
+    spec = UniverseSpec(
+        seed=SPEC.seed,
+        n_images=SPEC.n_images,
+        megapixels=SPEC.megapixels,
+        archive_max_side=SPEC.archive_max_side,
+        trickle_seconds=SPEC.trickle_seconds,
+        latency_seconds=0.01,
+        bytes_per_second=20_000_000,
+    )
+    assert spec.cache_key() == SPEC.cache_key(), "serving options do not change the bytes"
+    with start_mirror(spec) as mirror:
+        info = next(i for i in mirror.universe.images if i.misbehaviour is Misbehaviour.none)
+        row = _row(mirror, info.image_id)
+        resp = _get(row["OriginalURL"])
+        assert resp.status_code == 200 and md5_b64(resp.content) == row["OriginalMD5"]
+        part = _get(row["OriginalURL"], headers={"Range": "bytes=5-"})
+        assert part.status_code == 206 and part.content == resp.content[5:]

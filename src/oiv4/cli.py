@@ -184,6 +184,8 @@ def mirror_cmd(
     except OSError as exc:
         console.print(f"[red]cannot serve on {host}:{port}:[/red] {exc}")
         raise typer.Exit(2) from None
+
+
 # ---- end mirror ----------------------------------------------------------------------------------
 
 

@@ -111,7 +111,9 @@ def _etag(*parts: object) -> str:
     return '"' + hashlib.sha256("\0".join(map(str, parts)).encode()).hexdigest()[:24] + '"'
 
 
-async def _serve(request: web.Request, body: _Body, content_type: str, etag: str) -> web.Response:
+async def _serve(
+    request: web.Request, body: _Body, content_type: str, etag: str, rate: float = 0.0
+) -> web.StreamResponse:
     headers = {"ETag": etag, "Accept-Ranges": "bytes", "Last-Modified": LAST_MODIFIED}
     total = body.size
     header = request.headers.get("Range")
@@ -131,7 +133,31 @@ async def _serve(request: web.Request, body: _Body, content_type: str, etag: str
         headers["Content-Length"] = str(end - start + 1)
         return web.Response(status=status, headers=headers, content_type=content_type)
     data = body.read(start, end) if end >= start else b""
-    return web.Response(status=status, body=data, headers=headers, content_type=content_type)
+    if rate <= 0:
+        return web.Response(status=status, body=data, headers=headers, content_type=content_type)
+    return await _throttled(request, data, status, headers, content_type, rate)
+
+
+async def _throttled(
+    request: web.Request, data: bytes, status: int, headers: dict[str, str], content_type: str, rate: float
+) -> web.StreamResponse:
+    """Send `data` at about `rate` bytes/s, like a far-away photo host (one connection's share)."""
+    resp = web.StreamResponse(status=status, headers={**headers, "Content-Type": content_type})
+    resp.content_length = len(data)
+    await resp.prepare(request)
+    chunk = max(1024, int(rate / 20))  # ~20 writes per second
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    try:
+        for offset in range(0, len(data), chunk):
+            await resp.write(data[offset : offset + chunk])
+            ahead = began + (offset + chunk) / rate - loop.time()
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+        await resp.write_eof()
+    except ConnectionError:  # the client went away
+        request.protocol.force_close()
+    return resp
 
 
 async def _blocking(fn: Callable[..., Any], *args: Any) -> Any:
@@ -151,9 +177,13 @@ async def _original(request: web.Request, universe: Universe, info: ImageInfo, t
     spec = universe.spec
     bad = info.misbehaviour
     path = request.path
+    if spec.latency_seconds > 0:
+        await asyncio.sleep(spec.latency_seconds)
     if thumbnail and bad not in GONE_PHOTO:
         data = await _blocking(universe.thumbnail, info.image_id)
-        return await _serve(request, _Body(data), "image/jpeg", _etag(spec.cache_key(), path, len(data)))
+        return await _serve(
+            request, _Body(data), "image/jpeg", _etag(spec.cache_key(), path, len(data)), spec.bytes_per_second
+        )
 
     if bad is Misbehaviour.placeholder:
         target = PLACEHOLDER_PATHS[info.index % len(PLACEHOLDER_PATHS)]
@@ -183,7 +213,7 @@ async def _original(request: web.Request, universe: Universe, info: ImageInfo, t
         await asyncio.sleep(spec.slow_ok_seconds)
     if request.method == "GET" and bad in (Misbehaviour.truncated, Misbehaviour.slow_timeout):
         return await _misbehaving_body(request, body, content_type, bad, spec)
-    return await _serve(request, body, content_type, etag)
+    return await _serve(request, body, content_type, etag, spec.bytes_per_second)
 
 
 async def _misbehaving_body(

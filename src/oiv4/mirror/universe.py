@@ -151,6 +151,10 @@ class UniverseSpec:
     #: `slow_timeout` rows spread their body over this many seconds; `slow_ok` rows wait this long first.
     trickle_seconds: float = 20.0
     slow_ok_seconds: float = 0.3
+    #: Simulated distance to Flickr, for benchmarks: a delay before every original/thumbnail answer and
+    #: a per-response bandwidth cap in bytes/s (0 = unlimited). Tests leave both off.
+    latency_seconds: float = 0.0
+    bytes_per_second: float = 0.0
 
     def __post_init__(self) -> None:
         if self.n_images < 1:
@@ -174,7 +178,14 @@ class UniverseSpec:
         if bad:
             raise ValueError(f"corrupt_archives must name train_<hex digit> or validation archives, got {bad}")
 
-    _SERVING_FIELDS = ("transient_failures", "retry_after", "trickle_seconds", "slow_ok_seconds")
+    _SERVING_FIELDS = (
+        "transient_failures",
+        "retry_after",
+        "trickle_seconds",
+        "slow_ok_seconds",
+        "latency_seconds",
+        "bytes_per_second",
+    )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
