@@ -1,0 +1,227 @@
+"""Parallel ranged downloads: to a resumable partial file, or streamed in order straight to the converter.
+
+To a file: the archive is cut into `part_size` parts fetched `connections` at a time and written with
+`pwrite` at their offsets into `<archive>.part`; each finished part is made durable, then recorded in
+the sidecar `<archive>.part.json` (written atomically). A kill loses at most the parts in flight; a
+re-run fetches only the parts the sidecar does not list, and restarts from zero if the remote's size
+or ETag changed. Only a complete file is renamed to its final name (the `.part` file plays the role of
+`Storage.open_atomic`'s temp file, which cannot be used here because parts arrive out of order).
+
+Streamed: the same parallel parts, handed to the consumer strictly in order with at most
+`connections` parts in memory, so nothing of the archive touches the disk.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..storage import Storage
+from .errors import ArchiveError, SourceError
+from .sources import RemoteObject, Source, TransientSourceError
+
+ProgressFn = Callable[[int], None]  # bytes advanced (negative when a failed part is retried)
+
+
+@dataclass(frozen=True)
+class TransferSettings:
+    """How archives are fetched. RAM in `--stream` mode is about `connections * part_size`."""
+
+    part_size: int = 64 << 20
+    connections: int = 8
+    attempts: int = 5  # per part
+    backoff_s: float = 1.0
+
+
+@dataclass
+class DownloadResult:
+    bytes_fetched: int  # this run only: a resumed download fetches just the missing parts
+    parts_total: int
+    parts_resumed: int  # parts already on disk from an earlier run
+    note: str = ""
+
+
+def part_ranges(size: int, part_size: int) -> list[tuple[int, int]]:
+    return [(s, min(s + part_size, size)) for s in range(0, size, part_size)] or [(0, 0)]
+
+
+def _fetch_with_retries(
+    source: Source,
+    obj: RemoteObject,
+    start: int,
+    stop: int,
+    settings: TransferSettings,
+    abort: threading.Event,
+    sink: Callable[[int, bytes], None],
+    progress: ProgressFn | None,
+) -> int:
+    """Fetch [start, stop) into `sink(offset, chunk)`, retrying transient failures; returns bytes fetched."""
+    fetched = 0
+    last: Exception | None = None
+    for attempt in range(settings.attempts):
+        if abort.is_set():
+            raise _Aborted()
+        off = start
+        try:
+            for chunk in source.iter_range(obj, start, stop):
+                if abort.is_set():
+                    raise _Aborted()
+                sink(off, chunk)
+                off += len(chunk)
+                fetched += len(chunk)
+                if progress:
+                    progress(len(chunk))
+            return fetched
+        except TransientSourceError as exc:
+            last = exc
+            if progress and off > start:
+                progress(start - off)  # these bytes will come again
+            if abort.wait(settings.backoff_s * (2**attempt)):
+                raise _Aborted() from exc
+    raise SourceError(obj.name, f"bytes {start}-{stop - 1} failed {settings.attempts} times; last error: {last}")
+
+
+class _Aborted(Exception):
+    """Another part failed: stop this one quietly."""
+
+
+def _disk_error(name: str, path: Path, exc: OSError) -> ArchiveError:
+    if exc.errno == errno.ENOSPC:
+        free = shutil.disk_usage(path.parent).free
+        return ArchiveError(
+            name, f"disk full while writing {path} ({free:,} bytes free); free space and re-run (it resumes)"
+        )
+    return ArchiveError(name, f"cannot write {path}: {exc}")
+
+
+def download_to_storage(
+    source: Source,
+    obj: RemoteObject,
+    storage: Storage,
+    rel: str,
+    settings: TransferSettings,
+    progress: ProgressFn | None = None,
+) -> DownloadResult:
+    """Download `obj` to `rel` under a local root, resuming from the sidecar of an interrupted run."""
+    final = storage.local_path(rel)
+    part = final.with_name(final.name + ".part")
+    sidecar_rel = rel + ".part.json"
+    ranges = part_ranges(obj.size, settings.part_size)
+    if final.exists() and final.stat().st_size == obj.size:
+        return DownloadResult(0, len(ranges), len(ranges), "already on disk")
+    final.parent.mkdir(parents=True, exist_ok=True)
+
+    wanted = {"name": obj.name, "size": obj.size, "etag": obj.etag, "part_size": settings.part_size}
+    done: set[int] = set()
+    note = ""
+    if storage.exists(sidecar_rel) and part.exists():
+        try:
+            state = json.loads(storage.read_bytes(sidecar_rel))
+        except ValueError:
+            state = {}
+        if {k: state.get(k) for k in wanted} == wanted and part.stat().st_size == obj.size:
+            done = {int(i) for i in state.get("done", []) if 0 <= int(i) < len(ranges)}
+        else:
+            note = "the remote object or part size changed since the interrupted download: starting over"
+    if not done:
+        part.unlink(missing_ok=True)
+    need = sum(stop - start for i, (start, stop) in enumerate(ranges) if i not in done)
+    free = shutil.disk_usage(final.parent).free
+    if need > free:
+        raise ArchiveError(obj.name, f"needs {need:,} more bytes of disk at {final.parent}, only {free:,} free")
+
+    lock = threading.Lock()
+    abort = threading.Event()
+
+    def save_state() -> None:
+        storage.write_bytes(sidecar_rel, json.dumps({**wanted, "done": sorted(done)}).encode(), fsync=True)
+
+    try:
+        fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise _disk_error(obj.name, part, exc) from exc
+    fetched = 0
+    try:
+        os.ftruncate(fd, obj.size)
+        if progress:
+            progress(sum(stop - start for i, (start, stop) in enumerate(ranges) if i in done))
+
+        def sink(off: int, chunk: bytes) -> None:
+            try:
+                os.pwrite(fd, chunk, off)
+            except OSError as exc:
+                raise _disk_error(obj.name, part, exc) from exc
+
+        def fetch(i: int) -> int:
+            start, stop = ranges[i]
+            n = _fetch_with_retries(source, obj, start, stop, settings, abort, sink, progress)
+            os.fdatasync(fd)  # the part's bytes are durable before the sidecar says so
+            with lock:
+                done.add(i)
+                save_state()
+            return n
+
+        todo = [i for i in range(len(ranges)) if i not in done]
+        if todo:
+            save_state()
+        with ThreadPoolExecutor(max_workers=max(1, settings.connections), thread_name_prefix="oiv4-dl") as pool:
+            futures: list[Future[int]] = [pool.submit(fetch, i) for i in todo]
+            finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            errors = [f.exception() for f in finished if f.exception() is not None]
+            if errors:
+                abort.set()
+                wait(futures)
+                real = [e for e in errors if not isinstance(e, _Aborted)]
+                raise real[0] if real else ArchiveError(obj.name, "download aborted")
+            fetched = sum(f.result() for f in futures)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if part.stat().st_size != obj.size:
+        raise ArchiveError(obj.name, f"downloaded file is {part.stat().st_size:,} bytes, expected {obj.size:,}")
+    os.replace(part, final)
+    storage.remove(sidecar_rel)
+    storage.sync()
+    return DownloadResult(fetched, len(ranges), len(ranges) - len(todo), note)
+
+
+def stream_parts(
+    source: Source,
+    obj: RemoteObject,
+    settings: TransferSettings,
+    progress: ProgressFn | None = None,
+) -> Iterator[bytes]:
+    """The archive's bytes in order, fetched `connections` parts at a time, never written to disk."""
+    ranges = part_ranges(obj.size, settings.part_size)
+    abort = threading.Event()
+
+    def fetch(i: int) -> bytes:
+        start, stop = ranges[i]
+        buf = bytearray(stop - start)
+
+        def sink(off: int, chunk: bytes) -> None:
+            buf[off - start : off - start + len(chunk)] = chunk
+
+        _fetch_with_retries(source, obj, start, stop, settings, abort, sink, progress)
+        return bytes(buf)
+
+    pool = ThreadPoolExecutor(max_workers=max(1, settings.connections), thread_name_prefix="oiv4-stream")
+    try:
+        window = max(1, settings.connections)
+        pending: dict[int, Future[bytes]] = {i: pool.submit(fetch, i) for i in range(min(window, len(ranges)))}
+        for i in range(len(ranges)):
+            data = pending.pop(i).result()
+            nxt = i + window
+            if nxt < len(ranges):
+                pending[nxt] = pool.submit(fetch, nxt)
+            yield data
+    finally:
+        abort.set()
+        pool.shutdown(wait=True, cancel_futures=True)

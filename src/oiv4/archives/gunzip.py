@@ -1,0 +1,218 @@
+"""Streaming gzip decoding with a choice of decoder, exact error offsets and bounded memory.
+
+Decoder measurements (benchmarks/archive_convert.py, 2-core AMD EPYC VM, a tar.gz of ~280 KB photo-like
+JPEGs, MB/s of decompressed output, best of 3; see benchmarks/RESULTS.md for the full table):
+JPEG data is nearly incompressible, so inflate is mostly literal decoding, where the libraries are close:
+zlib-ng ~390, isal ~360, zlib ~340, `gzip -dc` ~200; `igzip_threaded`/`gzip_ng_threaded` only move the
+same work to a thread, which our pipeline already does. zlib-ng is the default; stdlib zlib, the
+reference implementation, is the fallback for a stream the first decoder rejects (the facts file reports
+`pigz -d` failing with "invalid deflate data" on real archives that other decoders read). `pigz` can be
+named explicitly when installed (it decodes in its own process).
+
+Offsets: input is fed in blocks; a rejected block is re-fed in small steps from a copy of the decoder
+state taken before it (zlib and zlib-ng can copy their state), so the error names the exact compressed
+byte where the data stopped making sense. A decoder that cannot copy its state reports the block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import threading
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from .errors import CorruptStreamError
+
+FEED = 1 << 20  # compressed bytes per decoder call
+OUT_MAX = 4 << 20  # decompressed bytes per decoder call: bounds memory whatever the ratio (bombs)
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _isal() -> tuple[Any, type[Exception]]:
+    from isal import isal_zlib
+
+    return isal_zlib.decompressobj(31), isal_zlib.error
+
+
+def _zlib_ng() -> tuple[Any, type[Exception]]:
+    from zlib_ng import zlib_ng
+
+    return zlib_ng.decompressobj(31), zlib_ng.error
+
+
+def _zlib() -> tuple[Any, type[Exception]]:
+    return zlib.decompressobj(31), zlib.error
+
+
+_FACTORIES: dict[str, Callable[[], tuple[Any, type[Exception]]]] = {"zlib-ng": _zlib_ng, "isal": _isal, "zlib": _zlib}
+DECODERS: tuple[str, ...] = ("zlib-ng", "isal", "zlib", "pigz")
+DEFAULT_DECODERS: tuple[str, ...] = ("zlib-ng", "zlib")
+
+
+def decoder_available(name: str) -> bool:
+    if name == "pigz":
+        return shutil.which("pigz") is not None
+    if name not in _FACTORIES:
+        return False
+    try:
+        _FACTORIES[name]()
+    except ImportError:
+        return False
+    return True
+
+
+def decode(archive: str, decoder: str, chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Decompressed bytes of the gzip stream `chunks` (one or more members); raises CorruptStreamError."""
+    if decoder == "pigz":
+        return _decode_pigz(archive, chunks)
+    if decoder not in _FACTORIES:
+        raise ValueError(f"unknown decoder {decoder!r}; choose from {', '.join(DECODERS)}")
+    return _decode_zlib_like(archive, decoder, _FACTORIES[decoder], chunks)
+
+
+def _feed(d: Any, data: memoryview | bytes) -> Iterator[bytes]:
+    """Hand `data` to decoder `d`, yielding output in bounded pieces, until consumed or the member ends."""
+    out = d.decompress(data, OUT_MAX)
+    if out:
+        yield out
+    while d.unconsumed_tail and not d.eof:
+        out = d.decompress(d.unconsumed_tail, OUT_MAX)
+        if out:
+            yield out
+
+
+def _decode_zlib_like(
+    archive: str, name: str, factory: Callable[[], tuple[Any, type[Exception]]], chunks: Iterable[bytes]
+) -> Iterator[bytes]:
+    d, error = factory()
+    offset = 0  # compressed offset of the current chunk
+    in_member = True  # `d` has not reached its member's end
+    fed_any = False
+    padding = False  # saw zero bytes after the last member (tar-style padding): only zeros may follow
+    for chunk in chunks:
+        view = memoryview(chunk)
+        for pos in range(0, len(view), FEED):
+            block = view[pos : pos + FEED]
+            block_off = offset + pos
+            while len(block):
+                fed_any = True
+                if not in_member:
+                    if padding or block[0] == 0:
+                        if any(block.tobytes()):
+                            raise CorruptStreamError(
+                                archive, name, block_off, len(block), "non-zero bytes after zero padding"
+                            )
+                        padding = True
+                        break
+                    if bytes(block[:2]) != GZIP_MAGIC[: len(block[:2])]:
+                        raise CorruptStreamError(
+                            archive, name, block_off, 1, "garbage after the end of the gzip stream"
+                        )
+                    d, error = factory()
+                    in_member = True
+                snapshot = d.copy() if hasattr(d, "copy") else None
+                try:
+                    yield from _feed(d, block)
+                except error as exc:
+                    detail = str(exc).removeprefix("Error -3 while decompressing data: ")
+                    bad = _first_bad_byte(snapshot, block, error) if snapshot is not None else None
+                    if bad is None:
+                        raise CorruptStreamError(archive, name, block_off, len(block), detail) from None
+                    raise CorruptStreamError(archive, name, block_off + bad, 1, detail) from None
+                if not d.eof:
+                    break
+                in_member = False
+                rest = d.unused_data
+                block_off += len(block) - len(rest)
+                block = memoryview(rest)
+        offset += len(view)
+    if not fed_any:
+        raise CorruptStreamError(archive, name, 0, 0, "the archive is empty")
+    if in_member:
+        yield d.flush()
+        if not d.eof:
+            raise CorruptStreamError(
+                archive, name, offset, 0, "the stream ends before the gzip end marker: truncated archive"
+            )
+
+
+def _first_bad_byte(snapshot: Any, block: memoryview, error: type[Exception]) -> int | None:
+    """Index in `block` of the byte whose arrival makes the decoder fail, replaying from `snapshot`.
+
+    Coarse steps of 4 KiB find the failing step, then single bytes inside it. Only runs on failure.
+    """
+    good = snapshot
+    pos, step = 0, 4096
+    while pos < len(block):
+        trial = good.copy()
+        try:
+            for _ in _feed(trial, block[pos : pos + step]):
+                pass
+        except error:
+            break
+        if trial.eof:
+            return None  # the member ended inside this block: not the simple case, report the block
+        good, pos = trial, pos + step
+    else:
+        return None
+    for k in range(pos, min(pos + step, len(block))):
+        try:
+            for _ in _feed(good, block[k : k + 1]):
+                pass
+        except error:
+            return k
+        if good.eof:
+            return None
+    return None
+
+
+def _decode_pigz(archive: str, chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """pigz in its own process; it reports no offset, so the error gives how far it had been fed."""
+    exe = shutil.which("pigz")
+    if exe is None:
+        raise CorruptStreamError(archive, "pigz", 0, 0, "pigz is not installed")
+    proc = subprocess.Popen([exe, "-dc"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    fed = [0]
+    feed_error: list[BaseException] = []
+
+    def feeder() -> None:
+        try:
+            for chunk in chunks:
+                proc.stdin.write(chunk)  # type: ignore[union-attr]
+                fed[0] += len(chunk)
+        except BrokenPipeError:
+            pass  # pigz stopped reading: its exit status says why
+        except BaseException as exc:
+            feed_error.append(exc)
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.close()  # type: ignore[union-attr]
+
+    t = threading.Thread(target=feeder, name="oiv4-pigz-feed", daemon=True)
+    t.start()
+    try:
+        while True:
+            out = proc.stdout.read(OUT_MAX)
+            if not out:
+                break
+            yield out
+    finally:
+        if proc.poll() is None and t.is_alive():
+            proc.kill()
+        t.join()
+        proc.wait()
+    if feed_error:
+        raise feed_error[0]
+    if proc.returncode != 0:
+        msg = proc.stderr.read().decode(errors="replace").strip().splitlines()
+        raise CorruptStreamError(
+            archive,
+            "pigz",
+            fed[0],
+            0,
+            f"{msg[-1] if msg else 'exit ' + str(proc.returncode)} (pigz had been fed {fed[0]:,} bytes)",
+        )
