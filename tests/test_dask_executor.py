@@ -120,7 +120,7 @@ def test_dask_local_cluster_runs_each_shard_once_on_worker_processes(tmp_path: P
 def cluster():
     """A real scheduler + 2 single-threaded worker processes, the shape `oiv4 --executor dask` starts."""
     with (
-        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
         Client(cluster) as client,
     ):
         yield cluster, client

@@ -12,7 +12,7 @@ shared lock, and a whole set's ledger (millions of rows) is queried in well unde
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -76,11 +76,35 @@ class ShardLedger:
         return table
 
 
+def _read_one(storage: Storage, rel: str) -> pa.Table:
+    with storage.open(rel) as fh:
+        return pq.read_table(fh, schema=LEDGER_SCHEMA)
+
+
+def _read_part_or_its_shard(storage: Storage, rel: str) -> pa.Table:
+    """Read a ledger file; a part that vanished was compacted into its shard file, so read that instead.
+
+    This is what lets `read_set` run while shards finish (e.g. `oiv4 status` during a cluster run): a
+    shard writes its compacted file *before* removing its parts, and listers name parts first.
+    """
+    try:
+        return _read_one(storage, rel)
+    except FileNotFoundError:
+        if ".parts/" not in rel:
+            raise
+        return _read_one(storage, rel.rsplit(".parts/", 1)[0] + ".parquet")
+
+
 def _read_files(storage: Storage, rels: Iterable[str]) -> pa.Table:
-    tables = []
-    for rel in rels:
-        with storage.open(rel) as fh:
-            tables.append(pq.read_table(fh, schema=LEDGER_SCHEMA))
+    rels = list(rels)
+    if storage.local or len(rels) < 2:
+        tables = [_read_part_or_its_shard(storage, rel) for rel in rels]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        # Object stores: each read is a round trip, and a set has hundreds of shard files.
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            tables = list(pool.map(lambda rel: _read_part_or_its_shard(storage, rel), rels))
     if not tables:
         return LEDGER_SCHEMA.empty_table()
     return pa.concat_tables(tables)
@@ -104,43 +128,20 @@ def _dedupe_latest(table: pa.Table) -> pa.Table:
     return out.cast(LEDGER_SCHEMA)
 
 
-def _read_listed(storage: Storage, list_rels: Callable[[], list[str]], attempts: int = 5) -> pa.Table:
-    """Read the files `list_rels()` names, listing again if one vanished meanwhile.
-
-    A shard that finishes while we read (e.g. `oiv4 status` during a cluster run) writes its compacted
-    file and then removes its parts. Listers name parts *before* shard files, so either a part is read
-    before it goes, or it is gone and a fresh listing finds the compacted file instead.
-    """
-    for attempt in range(attempts):
-        try:
-            return _dedupe_latest(_read_files(storage, list_rels()))
-        except FileNotFoundError:
-            if attempt == attempts - 1:
-                raise
-    raise AssertionError("unreachable")
-
-
 def read_shard(storage: Storage, image_set: ImageSet | str, shard: int) -> pa.Table:
     """The shard's ledger: its compacted file (if any) plus any parts written since, latest row wins."""
     image_set = ImageSet(image_set)
-
-    def rels() -> list[str]:
-        parts = storage.glob(f"{LAYOUT.ledger_parts_dir(image_set, shard)}/part-*.parquet")
-        return [r for r in [LAYOUT.ledger_shard(image_set, shard)] if storage.exists(r)] + parts
-
-    return _read_listed(storage, rels)
+    parts = storage.glob(f"{LAYOUT.ledger_parts_dir(image_set, shard)}/part-*.parquet")  # parts first: see _read_part_or_its_shard
+    rels = [r for r in [LAYOUT.ledger_shard(image_set, shard)] if storage.exists(r)]
+    return _dedupe_latest(_read_files(storage, rels + parts))
 
 
 def read_set(storage: Storage, image_set: ImageSet | str) -> pa.Table:
     """Every ledger row of a set (all shards, compacted and in-progress parts), latest row per image."""
     image_set = ImageSet(image_set)
     d = LAYOUT.ledger_dir(image_set)
-
-    def rels() -> list[str]:
-        parts = storage.glob(f"{d}/shard-*.parts/part-*.parquet")
-        return storage.glob(f"{d}/shard-*.parquet") + parts
-
-    return _read_listed(storage, rels)
+    parts = storage.glob(f"{d}/shard-*.parts/part-*.parquet")  # parts first: see _read_part_or_its_shard
+    return _dedupe_latest(_read_files(storage, storage.glob(f"{d}/shard-*.parquet") + parts))
 
 
 def append_rows(storage: Storage, image_set: ImageSet, shard: int, rows: list[Mapping[str, Any]]) -> None:

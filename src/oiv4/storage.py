@@ -138,8 +138,22 @@ class Storage:
         if self.local:
             base = Path(self.root)
             return sorted(p.relative_to(base).as_posix() for p in base.glob(pattern))
-        prefix = self.fs._strip_protocol(self.root).rstrip("/") + "/"
-        return sorted(p[len(prefix) :] for p in self.fs.glob(prefix + pattern))
+        import re
+
+        from fsspec.utils import glob_translate
+
+        # One flat listing under the pattern's literal leading folders, matched here. fsspec's own glob
+        # lists folder by folder and fails when one vanishes meanwhile (a finishing shard removing its
+        # ledger parts while `oiv4 status` reads); a flat listing is also far fewer requests.
+        base = self.fs._strip_protocol(self.root).rstrip("/")
+        literal: list[str] = []
+        for segment in pattern.split("/")[:-1]:
+            if any(c in segment for c in "*?["):
+                break
+            literal.append(segment)
+        matcher = re.compile(glob_translate(f"{base}/{pattern}"))
+        listed = self.fs.find("/".join([base, *literal]), withdirs=True)
+        return sorted(name[len(base) + 1 :] for name in listed if matcher.match(name))
 
     def remove(self, rel: str) -> None:
         if self.local:
