@@ -159,7 +159,8 @@ target_set = pd.read_csv(meta + '/train-images-boxable-with-rotation.csv').set_i
 unused = full_set[(full_set.Subset == 'train') & ~full_set.index.isin(target_set.index)]
 train_set = unused[:1200000]
 extended_target_set = unused[1200000:]
-print(len(target_set), (full_set.Subset == 'validation').sum(), len(train_set), len(extended_target_set))
+print(len(target_set), (full_set.Subset == 'validation').sum(), len(train_set), len(extended_target_set),
+      train_set.index[0], train_set.index[-1], extended_target_set.index[0], extended_target_set.index[-1])
 """
 
 
@@ -190,10 +191,17 @@ def main() -> None:
     summary = json.loads((args.data / "plan" / "summary.json").read_text())
     print(f"oiv4 plan : {t_oiv4:7.1f} s  peak {m_oiv4:5.2f} GiB  counts {summary['counts']}")
     t_pd, m_pd, out = run([sys.executable, "-c", PANDAS_BASELINE, str(args.data / "metadata")])
-    print(f"pandas    : {t_pd:7.1f} s  peak {m_pd:5.2f} GiB  counts {out.split()}")
-    expected = [summary["counts"][s] for s in ("targets", "validation", "train", "extended_targets")]
-    agree = [int(x) for x in out.split()] == expected
-    print(f"ratio pandas/oiv4: {t_pd / t_oiv4:.1f}x faster, {m_pd / m_oiv4:.1f}x less memory; counts agree: {agree}")
+    print(f"pandas    : {t_pd:7.1f} s  peak {m_pd:5.2f} GiB  counts {out.split()[:4]}")
+    expected = [str(summary["counts"][s]) for s in ("targets", "validation", "train", "extended_targets")]
+    import pyarrow.parquet as pq
+
+    train = pq.read_table(args.data / "plan" / "train.parquet", columns=["ImageID"]).column(0)
+    ext = pq.read_table(args.data / "plan" / "extended_targets.parquet", columns=["ImageID"]).column(0)
+    expected += [train[0].as_py(), train[-1].as_py(), ext[0].as_py(), ext[-1].as_py()]  # file order kept
+    agree = out.split() == expected
+    print(
+        f"ratio pandas/oiv4: {t_pd / t_oiv4:.1f}x faster, {m_pd / m_oiv4:.1f}x less memory; counts and split points agree: {agree}"
+    )
     if not agree:
         raise SystemExit("oiv4 and the pandas baseline disagree on the set sizes")
 
