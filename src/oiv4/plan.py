@@ -140,8 +140,7 @@ def _duckdb_reader(path: Path, malformed: list[tuple[int, str]]) -> Iterator[pa.
         params=[str(path)],
     )
     reader = rel.to_arrow_reader(1 << 16) if hasattr(rel, "to_arrow_reader") else rel.fetch_arrow_reader(1 << 16)
-    for batch in reader:
-        yield batch
+    yield from reader
     rejects = con.execute(
         "SELECT DISTINCT line_byte_position, csv_line FROM reject_errors ORDER BY line_byte_position"
     ).fetchall()
