@@ -151,7 +151,7 @@ def mirror_cmd(
     Example: oiv4 mirror --seed 0 --images 3000 --megapixels 2 12 --port 8000 --latency-ms 50
     then:    oiv4 metadata --root ./data --base-url http://127.0.0.1:8000/openimages/2018_04/
     """
-    from .mirror.server import serve_forever
+    from .mirror.server import serve_forever, stderr_progress
     from .mirror.universe import Universe, UniverseSpec
 
     try:
@@ -180,7 +180,7 @@ def mirror_cmd(
         )
 
     try:
-        serve_forever(universe, host=host, port=port, workers=workers, on_ready=ready)
+        serve_forever(universe, host=host, port=port, workers=workers, on_ready=ready, progress=stderr_progress())
     except OSError as exc:
         console.print(f"[red]cannot serve on {host}:{port}:[/red] {exc}")
         raise typer.Exit(2) from None

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import threading
 
-from .server import serve_forever
+from .server import serve_forever, stderr_progress
 from .universe import Universe, UniverseSpec
 
 
@@ -25,6 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--workers", type=int)
     parser.add_argument("--ready-json", action="store_true", help="print {'base_url': ...} once serving")
+    parser.add_argument("--exit-with-parent", action="store_true", help="exit when stdin reaches end of file")
     args = parser.parse_args(argv)
     if args.spec_json:
         spec = UniverseSpec.from_json(args.spec_json)
@@ -37,7 +40,21 @@ def main(argv: list[str] | None = None) -> None:
         else:
             print(f"serving {base_url}", file=sys.stderr, flush=True)
 
-    serve_forever(Universe(spec, args.cache_dir), host=args.host, port=args.port, workers=args.workers, on_ready=ready)
+    if args.exit_with_parent:
+        threading.Thread(target=_exit_on_stdin_eof, daemon=True).start()
+    serve_forever(
+        Universe(spec, args.cache_dir),
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        on_ready=ready,
+        progress=stderr_progress(),
+    )
+
+
+def _exit_on_stdin_eof() -> None:
+    sys.stdin.buffer.read()  # returns only when the parent closed the pipe or died
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from .universe import (
     METADATA_PREFIX,
     ImageInfo,
     Misbehaviour,
+    ProgressFn,
     Universe,
     UniverseSpec,
 )
@@ -424,11 +425,13 @@ class MirrorProcess(MirrorHandle):
         cmd = [
             sys.executable, "-m", "oiv4.mirror",
             "--spec-json", spec.to_json(), "--cache-dir", str(universe.cache_dir),
-            "--host", host, "--port", str(port), "--ready-json",
+            "--host", host, "--port", str(port), "--ready-json", "--exit-with-parent",
         ]  # fmt: skip
         if workers:
             cmd += ["--workers", str(workers)]
-        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        # stdin is a pipe only the child reads: when this process dies, the pipe closes and the child exits,
+        # so a crashed benchmark never leaves a server behind.
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self._proc.stdout is not None
         line = self._proc.stdout.readline()
         if not line:
@@ -448,8 +451,25 @@ class MirrorProcess(MirrorHandle):
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
-        if self._proc.stdout is not None:
-            self._proc.stdout.close()
+        for pipe in (self._proc.stdin, self._proc.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
+def stderr_progress(every_percent: int = 10) -> ProgressFn:
+    """A progress callback printing one line to stderr each `every_percent` of a stage (thread-safe)."""
+    lock = threading.Lock()
+    shown: dict[str, int] = {}
+
+    def report(stage: str, done: int, total: int) -> None:
+        step = done * 100 // max(1, total) // every_percent
+        with lock:
+            if shown.get(stage, -1) >= step:
+                return
+            shown[stage] = step
+        print(f"mirror: {stage} {done:,}/{total:,}", file=sys.stderr, flush=True)
+
+    return report
 
 
 def serve_forever(
@@ -459,9 +479,10 @@ def serve_forever(
     port: int = 0,
     workers: int | None = None,
     on_ready: Callable[[str], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> None:
     """Generate everything, then serve on this thread until interrupted (Ctrl-C / SIGTERM)."""
-    universe.prepare(archives=True, workers=workers)
+    universe.prepare(archives=True, workers=workers, progress=progress)
 
     async def main() -> None:
         runner = web.AppRunner(make_app(universe), access_log=None)

@@ -51,7 +51,10 @@ from .images import (
 )
 
 #: Bump when generation changes, so stale caches are not reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
+
+#: progress(stage, done, total), stage being "originals" or "archives".
+ProgressFn = Callable[[str, int, int], None]
 
 METADATA_PREFIX = "/openimages/2018_04"
 FULL_CSV_PATH = f"{METADATA_PREFIX}/image_ids_and_rotation.csv"
@@ -494,8 +497,11 @@ class Universe:
         side = self.spec.bomb_side
         return self._cached(f"bomb-{side}.png", lambda: decompression_bomb_png(side, side)).read_bytes()
 
-    def ensure_originals(self, workers: int | None = None) -> None:
-        """Render every original not yet cached (in parallel), then record sizes and MD5s in index.json."""
+    def ensure_originals(self, workers: int | None = None, progress: ProgressFn | None = None) -> None:
+        """Render every original not yet cached (in parallel), then record sizes and MD5s in index.json.
+
+        `progress("originals", done, total)` is called as images are finished (from worker threads).
+        """
         if all(i.image_id in self._meta for i in self.images):
             return
         # One process renders, the others wait and then read its index.json.
@@ -504,7 +510,7 @@ class Universe:
             todo = [i.image_id for i in self.images if i.image_id not in self._meta]
             if not todo:
                 return
-            _parallel(self.original_path, todo, workers)
+            _parallel(self.original_path, todo, workers, _stage(progress, "originals", len(todo)))
             index = {k: list(v) for k, v in sorted(self._meta.items())}
             self._storage.write_bytes("index.json", json.dumps(index).encode())
 
@@ -698,12 +704,22 @@ class Universe:
     def archive_bytes(self, name: str) -> bytes:
         return self.archive_path(name).read_bytes()
 
-    def prepare(self, *, archives: bool = True, thumbnails: bool = False, workers: int | None = None) -> None:
+    def prepare(
+        self,
+        *,
+        archives: bool = True,
+        thumbnails: bool = False,
+        workers: int | None = None,
+        progress: ProgressFn | None = None,
+    ) -> None:
         """Generate everything up front (originals, CSV metadata, optionally archives and thumbnails)."""
-        self.ensure_originals(workers)
+        self.ensure_originals(workers, progress)
         if archives:
-            for name in self.archive_names():
+            names = self.archive_names()
+            for done, name in enumerate(names, 1):
                 self.archive_path(name)
+                if progress is not None:
+                    progress("archives", done, len(names))
         if thumbnails:
             _parallel(self.thumbnail, [i.image_id for i in self.images if i.thumbnail_path], workers)
 
@@ -751,12 +767,21 @@ def _archive_stem(name: str) -> str:
     return name.removesuffix(".tar.gz").rsplit("/", 1)[-1]
 
 
-def _parallel(fn: Callable[[str], object], items: list[str], workers: int | None) -> None:
+def _stage(progress: ProgressFn | None, stage: str, total: int) -> Callable[[int], None] | None:
+    if progress is None:
+        return None
+    return lambda done: progress(stage, done, total)
+
+
+def _parallel(
+    fn: Callable[[str], object], items: list[str], workers: int | None, tick: Callable[[int], None] | None = None
+) -> None:
     if not items:
         return
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
-        for _ in pool.map(fn, items):
-            pass
+        for done, _ in enumerate(pool.map(fn, items), 1):
+            if tick is not None:
+                tick(done)
 
 
 __all__ = [
