@@ -190,7 +190,7 @@ def mirror_cmd(
 
 
 # ---- verify + report (reader/verify/report) -------------------------------------------------------
-_VerifySetsOpt = typer.Option(None, "--set", "-s", help="Only this set (repeatable) [default: every set present].")
+_VerifySetsOpt = typer.Option(None, "--set", "-s", help="Only this set (repeatable) \\[default: every set present].")
 
 
 @app.command("verify")
@@ -211,17 +211,17 @@ def verify_cmd(
 ) -> None:
     """Check that the data on disk is what the ledger says, and say what is broken.
 
-    For every set: each `ok` ledger row must have its file or archive member, with the size the ledger
-    recorded; every zip's central directory and tar's headers must parse. With --deep every image is read
-    (zip CRC-32 checked) and decoded. Files no `ok` row points at (orphans) and temp files left by a kill
-    are reported as warnings.
+    For every set: each `ok` ledger row must have its file or archive member, with the size the ledger recorded; every zip's central directory and tar's headers must parse. With --deep every image is also read (zip CRC-32 checked) and decoded. Files no `ok` row points at (orphans), temp files left by a kill and images still staged for an unpacked shard are reported as warnings.
 
-    Exit code: 0 when nothing is broken (warnings allowed), 1 when something is broken, 2 when there is
-    nothing to verify.
+    Exit code: 0 when nothing is broken (warnings allowed), 1 when something is broken, 2 when there is nothing to verify.
 
     Examples:
+
       oiv4 verify --root /data/open_images
-      oiv4 verify --root /data/open_images --deep --requeue && oiv4 fetch --root /data/open_images --retry-failed verify_failed
+
+      oiv4 verify --root /data/open_images --deep --requeue
+
+      oiv4 fetch --root /data/open_images --retry-failed verify_failed   # re-fetch them
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
@@ -317,6 +317,35 @@ def _print_verify(report, show: int) -> None:
         broken = sum(s.broken_images for s in report.sets)
         hint = "" if any(s.requeued for s in report.sets) else "; run again with --requeue to mark them for re-fetch"
         out.print(f"[red]broken[/red]: {broken:,} images{hint}")
+
+@app.command("report")
+def report_cmd(
+    root: str = typer.Option(..., "--root", "-r", help="The built root: a folder or an fsspec URL (s3://bucket/prefix)."),
+    out: str = typer.Option(None, "--out", "-o", help="Where to write the page \\[default: <root>/report/index.html]."),
+    samples: int = typer.Option(24, help="Thumbnails per set on the contact sheet."),
+) -> None:
+    """Write a self-contained HTML report of the build: one file that opens in any browser, offline.
+
+    Per set: counts and outcome breakdown, throughput over time (from the ledger), stored size, dimension and aspect-ratio distributions, a contact sheet of sample images, and the most frequent failure reasons with example URLs. CSS, charts (SVG) and thumbnails are all inline.
+
+    Examples:
+
+      oiv4 report --root /data/open_images          # writes /data/open_images/report/index.html
+
+      oiv4 report --root s3://bucket/oi --out report.html
+    """
+    from .report import ReportSettings, build_report
+    from .storage import Storage
+
+    storage = Storage(root)
+    if storage.local and not storage.local_path("").is_dir():
+        console.print(f"[red]no data at {storage.root}[/red]: the folder does not exist")
+        raise typer.Exit(2)
+    with console.status("collecting figures ...") as status:
+        path = build_report(
+            storage, ReportSettings(samples=samples, out=out), on_set=lambda s: status.update(f"collecting {s} ...")
+        )
+    Console().print(f"report written to [bold]{path}[/bold]")
 # ---- end verify + report ---------------------------------------------------------------------------
 
 

@@ -119,7 +119,7 @@ class _ArchiveWriter(ShardWriter):
     def finalize(self, finished: list[Mapping[str, Any]]) -> None:
         names = [member_name(self.image_set, r["ImageID"]) for r in finished]
         exists = self.storage.exists(self.archive_rel)
-        have = self.archive_members() if exists else set()
+        have = {m for m in self.archive_members() if m.endswith(".jpg")} if exists else set()
         staged = {PurePosixPath(p).name for p in self.storage.glob(f"{self.staging_dir()}/*.jpg")}
         # Rebuild only when something is new (a staged file wins over an old member: it is the re-fetch of
         # an image `verify` found broken) or when members must go; otherwise the archive is left untouched.
