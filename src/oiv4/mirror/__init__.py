@@ -56,7 +56,9 @@ outcome (`oiv4.schema.Outcome` value) a correct fetcher records for the original
 
 Removed or private photos (`placeholder`, 403, 404, 410) answer the same way at their thumbnail URL;
 other rows' thumbnails are served normally. Request counts (for 429/503-then-200) are per server
-instance. `timeout` assumes a client total deadline below `trickle_seconds`.
+instance. `timeout` assumes a client total deadline below `trickle_seconds`. For benchmarks,
+`latency_seconds` delays every image answer and `bytes_per_second` caps each image response's bandwidth
+(both off by default; like the other timing fields they change no byte and are not in the cache key).
 
 Running it
 ----------
