@@ -1,0 +1,72 @@
+"""`oiv4 report`: one self-contained HTML page describing a build (`<root>/report/index.html`).
+
+Per set: counts and outcome breakdown, throughput over time (from the ledger's `started_at` +
+`elapsed_s`), stored size / dimension / aspect distributions, a contact sheet of sample images and
+the most frequent failure reasons with example URLs. Everything is inline (CSS, SVG, images as data:
+URIs), so the file can be mailed, archived or opened offline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..layout import LAYOUT
+from ..reader import Dataset
+from ..schema import ImageSet
+from ..storage import Storage
+from .data import SetStats, collect
+from .page import render
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """`samples` thumbnails per set on the contact sheet; `out` overrides where the page is written."""
+
+    samples: int = 24
+    out: str | None = None  # a local path or fsspec URL; default <root>/report/index.html
+
+
+def build_report(
+    root: str | Storage,
+    settings: ReportSettings | None = None,
+    *,
+    on_set: Callable[[str], None] | None = None,
+    **storage_options: Any,
+) -> str:
+    """Write the report and return where it went (a local path or URL)."""
+    settings = settings or ReportSettings()
+    storage = root if isinstance(root, Storage) else Storage(str(root), storage_options)
+    html = render_report(storage, settings, on_set=on_set)
+    data = html.encode()
+    if settings.out is None:
+        rel = f"{LAYOUT.report_dir()}/index.html"
+        storage.write_bytes(rel, data)
+        return storage.path(rel)
+    target = Storage(settings.out.rsplit("/", 1)[0] if "/" in settings.out else ".", storage.storage_options)
+    name = settings.out.rsplit("/", 1)[-1]
+    target.write_bytes(name, data)
+    return target.path(name)
+
+
+def render_report(
+    storage: Storage, settings: ReportSettings | None = None, *, on_set: Callable[[str], None] | None = None
+) -> str:
+    """The report page as a string (what `build_report` writes)."""
+    settings = settings or ReportSettings()
+    ds = Dataset(storage)
+    stats: list[SetStats] = []
+    for image_set in ImageSet:
+        if image_set.value not in ds.sets:
+            continue
+        if on_set is not None:
+            on_set(image_set.value)
+        s = collect(storage, image_set, ds.sets[image_set.value], samples=settings.samples)
+        if s is not None:
+            stats.append(s)
+    ds.close()
+    return render(storage.root, stats)
+
+
+__all__ = ["ReportSettings", "SetStats", "build_report", "render_report"]

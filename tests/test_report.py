@@ -1,0 +1,140 @@
+"""oiv4 report: a self-contained page whose charts and thumbnails a real browser actually draws."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from typer.testing import CliRunner
+
+from layout_builder import build_root, build_set
+from oiv4.cli import app
+from oiv4.report import ReportSettings, build_report
+
+CHROMIUM = "/usr/bin/chromium"
+
+# Injected into a copy of the page by the test only: measures what the browser laid out and decoded.
+PROBE = """<script>
+window.addEventListener('load', function () {
+  var charts = [].map.call(document.querySelectorAll('svg.chart'), function (svg) {
+    var r = svg.getBoundingClientRect();
+    var drawn = [].filter.call(svg.querySelectorAll('rect.mark'), function (m) {
+      var b = m.getBoundingClientRect(); return b.width > 0 && b.height > 0;
+    }).length;
+    var fills = [].map.call(svg.querySelectorAll('rect.mark'), function (m) { return m.getAttribute('fill'); });
+    return {x: r.left + scrollX, y: r.top + scrollY, w: r.width, h: r.height, drawn: drawn,
+            fills: fills.filter(function (f, i) { return fills.indexOf(f) === i; }),
+            label: svg.getAttribute('aria-label')};
+  });
+  var thumbs = [].map.call(document.querySelectorAll('img.thumb'), function (img) {
+    var r = img.getBoundingClientRect();
+    return {natural: img.naturalWidth, complete: img.complete, w: r.width, h: r.height,
+            x: r.left + scrollX, y: r.top + scrollY};
+  });
+  var out = document.createElement('pre'); out.id = 'probe';
+  out.textContent = JSON.stringify({charts: charts, thumbs: thumbs, height: document.documentElement.scrollHeight});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    profile = tmp_path / f"profile-{len(list(tmp_path.glob('profile-*')))}"
+    cmd = [
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
+        "--force-device-scale-factor=1", f"--user-data-dir={profile}", *args,
+    ]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True)
+
+
+def _render_and_probe(tmp_path: Path, page: Path) -> tuple[dict, Image.Image]:
+    probed = tmp_path / "probed.html"
+    probed.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
+    dom = _chromium(tmp_path, "--virtual-time-budget=3000", "--window-size=1280,900", "--dump-dom", probed.as_uri())
+    match = re.search(r'<pre id="probe">(.*?)</pre>', dom.stdout, re.S)
+    assert match, "the probe did not run: page scripts broken?"
+    probe = json.loads(match.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    shot = tmp_path / "shot.png"
+    height = min(int(probe["height"]) + 20, 16000)
+    _chromium(tmp_path, f"--window-size=1280,{height}", f"--screenshot={shot}", page.as_uri())
+    return probe, Image.open(shot).convert("RGB")
+
+
+def _pixels(img: Image.Image, box: dict) -> np.ndarray:
+    crop = img.crop((int(box["x"]), int(box["y"]), int(box["x"] + box["w"]), int(box["y"] + box["h"])))
+    return np.asarray(crop).reshape(-1, 3).astype(int)
+
+
+def _colours(img: Image.Image, box: dict) -> int:
+    return len(np.unique(_pixels(img, box), axis=0))
+
+
+def _painted(img: Image.Image, box: dict, hex_colour: str) -> bool:
+    """Some pixel in `box` has (nearly) this fill colour: the mark was really painted there."""
+    rgb = np.array([int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)])
+    return bool((np.abs(_pixels(img, box) - rgb).max(axis=1) <= 10).any())
+
+
+def test_report_page_draws_charts_and_thumbnails_in_a_real_browser(tmp_path):
+    root = tmp_path / "root"
+    build_root(root, "shard_zip", n=20, fail_every=4)
+
+    result = CliRunner().invoke(app, ["report", "--root", str(root), "--samples", "12"])
+    assert result.exit_code == 0, result.output
+    page = root / "report" / "index.html"
+    html = page.read_text()
+
+    # Self-contained: nothing is loaded from anywhere (links to example URLs are only anchors).
+    assert not re.search(r"<(?:script|link|img|iframe)[^>]+(?:src|href)=\"(?!data:)", html)
+    assert "url(http" not in html and "@import" not in html
+    for name in ("targets", "validation", "train", "extended_targets"):
+        assert f'id="set-{name}"' in html
+    assert "https://farm" in html  # failure table carries example URLs
+
+    probe, shot = _render_and_probe(tmp_path, page)
+    charts = probe["charts"]
+    # Per set: outcomes, sources, throughput, size, dimensions, aspect.
+    assert len(charts) == 4 * 6
+    for c in charts:
+        assert c["w"] > 100 and c["h"] > 20, c
+        assert c["drawn"] >= 1, c  # bars with a real, non-zero laid-out size
+        if c["y"] + c["h"] < shot.height:
+            for fill in c["fills"]:
+                assert _painted(shot, c, fill), (fill, c)  # the bars' colours really are on screen there
+    throughput = [c for c in charts if c["label"] == "throughput over time"]
+    assert all(c["drawn"] >= 10 for c in throughput)
+    thumbs = probe["thumbs"]
+    assert len(thumbs) == 4 * 12
+    assert all(t["complete"] and t["natural"] > 0 and t["w"] > 50 for t in thumbs)
+    first = thumbs[0]
+    assert _colours(shot, {"x": first["x"], "y": first["y"], "w": first["w"], "h": first["h"]}) >= 8
+
+
+def test_report_survives_sets_with_only_failures_nothing_finished_or_no_ledger(tmp_path):
+    build_set(tmp_path, "train", 6, "folder", fail_every=1)  # every row failed
+    build_set(tmp_path, "extended_targets", 5, "folder", with_ledger=False)  # the notebook's output
+    (tmp_path / "plan").mkdir(exist_ok=True)
+    build_set(tmp_path / "other", "validation", 3, "archive_zip")
+    # A planned set with nothing fetched yet.
+    (tmp_path / "plan" / "targets.parquet").write_bytes((tmp_path / "other/plan/validation.parquet").read_bytes())
+
+    out = tmp_path / "elsewhere" / "r.html"
+    written = build_report(tmp_path, ReportSettings(samples=4, out=str(out)))
+    assert written == str(out)
+    html = out.read_text()
+    assert "no images stored yet" in html  # train: all failed
+    assert "measured on a sample" in html  # extended_targets: dimensions read from the files
+    assert html.count('class="thumb"') == 4  # extended_targets' thumbnails
+    assert "http_404" in html
+    assert not (tmp_path / "report").exists()
+
+
+def test_report_cli_refuses_a_missing_root(tmp_path):
+    result = CliRunner().invoke(app, ["report", "--root", str(tmp_path / "nope")])
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
