@@ -166,7 +166,10 @@ def moto_s3() -> Iterator[str]:
 
 
 def upload(endpoint: str, bucket: str, prefix: str, archives: list[Archive]) -> None:
-    """Create the bucket (if needed) and put the archives, with the dummy credentials moto accepts."""
+    """Create the bucket (if needed) and put the archives, with the dummy credentials moto accepts.
+
+    Objects are public-read, like the CVDF bucket's: anonymous (unsigned) reads are then allowed.
+    """
     import boto3
 
     s3 = boto3.session.Session().client(
@@ -178,9 +181,9 @@ def upload(endpoint: str, bucket: str, prefix: str, archives: list[Archive]) -> 
     )
     existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
     if bucket not in existing:
-        s3.create_bucket(Bucket=bucket)
+        s3.create_bucket(Bucket=bucket, ACL="public-read")
     for a in archives:
-        s3.put_object(Bucket=bucket, Key=f"{prefix}{a.name}", Body=a.data)
+        s3.put_object(Bucket=bucket, Key=f"{prefix}{a.name}", Body=a.data, ACL="public-read")
 
 
 class RangeServer:

@@ -486,3 +486,148 @@ def status_cmd(root: str = RootOpt, image_set: list[str] = _StatusSetsOpt) -> No
 
 
 # ---- end fetch + status ----------------------------------------------------------------------------
+
+
+# ---- archives (targets, validation from the CVDF bucket) -------------------------------------------
+_ArchivesDecoderOpt = typer.Option(
+    None,
+    "--decoder",
+    help="gzip decoder, repeatable, tried in order \\[default: zlib-ng, then zlib as fallback]. "
+    "Choices: zlib-ng, isal, zlib, pigz (if installed).",
+)
+_ArchivesOnlyOpt = typer.Option(None, "--only", help="Only these archives, repeatable, e.g. --only train_3.")
+
+
+@app.command("archives")
+def archives_cmd(
+    image_set: str = typer.Argument(..., metavar="SET", help="targets (train_0..train_f) or validation."),
+    root: str = typer.Option(..., "--root", "-r", help="Where the sets are built (a folder, or s3://... with --stream)."),
+    source: str = typer.Option(
+        "s3://open-images-dataset/tar/",
+        help="Where the .tar.gz archives are: an s3:// prefix (read anonymously), an https:// prefix, "
+        "or a local folder that already holds them (read in place, never modified).",
+    ),
+    s3_endpoint: str = typer.Option(None, help="S3 endpoint URL for an s3:// source, e.g. http://127.0.0.1:5000."),
+    keep_tar: bool = typer.Option(
+        False, "--keep-tar", help="Keep <set>/images/<archive>.tar.gz after conversion (feature extraction reads it)."
+    ),
+    stream: bool = typer.Option(
+        False, "--stream", help="Network straight into the zip: no .tar.gz on disk at all (a retry re-downloads)."
+    ),
+    part_size_mb: int = typer.Option(64, help="Size of each ranged request, MiB."),
+    connections: int = typer.Option(8, help="Ranged requests in flight at once."),
+    max_member_mb: float = typer.Option(50.0, help="Members larger than this are refused (hostile_member), MB."),
+    decoder: list[str] = _ArchivesDecoderOpt,
+    only: list[str] = _ArchivesOnlyOpt,
+    require_published: bool = typer.Option(
+        None,
+        "--require-published/--allow-unpublished",
+        help="Demand the published size and SHA-256 of every archive \\[default: only for the real CVDF bucket; "
+        "other sources are verified by size and ETag, and the summary says so].",
+        show_default=False,
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+) -> None:
+    """Build targets or validation from the CVDF archives: download, verify, convert to random-access zips.
+
+    Archives: targets uses train_<x>.tar.gz for each hex digit starting a boxable ImageID in the plan;
+    validation uses validation.tar.gz.
+
+    Download: parallel ranged requests (--part-size-mb, --connections); a killed download resumes
+    where it stopped. Verified by size + SHA-256 against the published table (other sources: ETag).
+
+    Convert: one streaming pass to <set>/images/<archive>.zip, STORED members <archive>/<id>.jpg
+    as the notebook's zip had them, no extracted copy on disk. Hostile members (absolute paths,
+    '..', links, devices, bad names, oversized) are refused and recorded.
+
+    Record: every member and every plan row gets a ledger row (see `oiv4 status`). Done archives
+    are skipped on re-run; the .tar.gz is deleted after conversion unless --keep-tar.
+
+    Examples:
+
+      oiv4 archives validation --root /data/open_images
+
+      oiv4 archives targets --root /data/open_images --keep-tar --connections 16
+
+      oiv4 archives targets --root R --source http://127.0.0.1:8000/tar/ --stream
+    """
+    import json
+
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+    from rich.table import Table
+
+    from .archives import ArchiveProgress, ArchiveSetError, ArchiveSettings, build_archive_set
+    from .archives.gunzip import DEFAULT_DECODERS
+    from .storage import Storage
+
+    settings = ArchiveSettings(
+        source=source,
+        s3_endpoint=s3_endpoint,
+        part_size=part_size_mb << 20,
+        connections=connections,
+        keep_tar=keep_tar,
+        stream=stream,
+        max_member_bytes=int(max_member_mb * 1_000_000),
+        decoders=tuple(decoder) if decoder else DEFAULT_DECODERS,
+        require_published=require_published,
+        only=tuple(only or ()),
+    )
+
+    with Progress(
+        "[bold]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+
+        class _RichProgress(ArchiveProgress):
+            def __init__(self) -> None:
+                self.tasks: dict[tuple[str, str], object] = {}
+
+            def begin(self, stage: str, name: str, total: int | None) -> None:
+                key = (stage, name)
+                if key in self.tasks:
+                    bar.reset(self.tasks[key], total=total)
+                else:
+                    self.tasks[key] = bar.add_task(f"{stage:8s} {name}", total=total)
+
+            def advance(self, stage: str, name: str, n: int) -> None:
+                if (stage, name) in self.tasks:
+                    bar.advance(self.tasks[(stage, name)], n)
+
+            def message(self, text: str) -> None:
+                bar.console.print(text)
+
+        try:
+            summary = build_archive_set(Storage(root), image_set, settings, _RichProgress())
+        except (ArchiveSetError, ValueError) as exc:
+            console.print(f"[red]archives failed:[/red] {exc}")
+            raise typer.Exit(2) from None
+
+    table = Table(title=f"{summary.image_set} from {summary.source}")
+    for col in ("archive", "status", "stored", "missing", "refused", "verification / error"):
+        table.add_column(col, justify="right" if col in ("stored", "missing", "refused") else "left")
+    for a in summary.archives:
+        refused = sum(n for k, n in a.outcomes.items() if k not in ("ok", "missing_from_archive"))
+        style = {"failed": "red", "done_before": "dim"}.get(a.status, "green")
+        detail = a.error or "; ".join([a.verification, *a.notes]).strip("; ")
+        table.add_row(
+            a.name,
+            f"[{style}]{a.status}[/{style}]",
+            f"{a.outcomes.get('ok', 0):,}",
+            f"{a.outcomes.get('missing_from_archive', 0):,}",
+            f"{refused:,}",
+            detail,
+        )
+    Console(stderr=json_out).print(table)
+    if json_out:
+        typer.echo(json.dumps(summary.to_dict(), indent=1, default=str))
+    if not summary.ok:
+        console.print(f"[red]{len(summary.failed)} archive(s) failed[/red]; fix the cause and re-run (done archives are kept).")
+        raise typer.Exit(1)
+
+
+# ---- end archives -----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import re
 import time
 import zipfile
@@ -33,7 +34,7 @@ from ..layout import LAYOUT
 from ..ledger import ShardLedger, read_shard
 from ..schema import ImageSet, Outcome
 from ..shards import ShardResult, ShardTask
-from ..storage import Storage
+from ..storage import TMP_MARK, Storage
 from .catalog import KnownArchive, archive_name, load_known_archives, rows_by_stem, shard_of
 from .convert import ConvertOutcome, convert_stream
 from .download import DownloadResult, TransferSettings, download_to_storage, stream_parts
@@ -305,6 +306,8 @@ class _Builder:
         tar_rel = _inside_root(st, LAYOUT.archive_tar(self.image_set, stem))
         # Keep a copy of the .tar.gz only when it is not already at its final place.
         tee_tar = s.keep_tar and (fetched.local is None or not _same_file(fetched.local, st, tar_rel))
+        _remove_stale_temps(st, zip_rel)
+        _remove_stale_temps(st, tar_rel)
         failures: list[CorruptStreamError] = []
         out: ConvertOutcome | None = None
         for decoder in s.decoders:
@@ -355,7 +358,7 @@ class _Builder:
         if out is None:
             if not failures:
                 raise ArchiveError(name, f"none of the decoders {', '.join(s.decoders)} is installed")
-            tried = "; ".join(f"{f.decoder}: {f.detail} at compressed byte {f.offset:,}" for f in failures)
+            tried = "; ".join(f"{f.decoder}: {f.detail} at {f.where}" for f in failures)
             hint = (
                 " The downloaded copy may be damaged: delete it and re-run to download it again."
                 if fetched.we_own_file
@@ -385,6 +388,28 @@ class _Builder:
         for r in rows:
             ledger.record(**r)
         ledger.close()
+
+
+def _remove_stale_temps(storage: Storage, rel: str) -> None:
+    """Delete temp files of `rel` left by a killed process (a live writer's temp is left alone)."""
+    if not storage.local:
+        return  # object stores have no temp files: a PUT is all-or-nothing
+    for tmp in storage.glob(f"{rel}{TMP_MARK}*"):
+        pid = tmp.rsplit(TMP_MARK, 1)[1].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            storage.remove(tmp)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _same_file(path: Path, storage: Storage, rel: str) -> bool:

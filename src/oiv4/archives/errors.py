@@ -36,8 +36,8 @@ class CorruptStreamError(ArchiveError):
     """
 
     def __init__(self, archive: str, decoder: str, offset: int, span: int, detail: str) -> None:
-        where = f"compressed byte {offset:,}" if span <= 1 else f"compressed bytes {offset:,}..{offset + span:,}"
-        super().__init__(archive, f"corrupt gzip stream at {where} (decoder {decoder}: {detail})")
+        self.where = f"compressed byte {offset:,}" if span <= 1 else f"compressed bytes {offset:,}..{offset + span:,}"
+        super().__init__(archive, f"corrupt gzip stream at {self.where} (decoder {decoder}: {detail})")
         self.decoder = decoder
         self.offset = offset
         self.span = span

@@ -78,8 +78,8 @@ class MemberChecker:
         if m.size > self.max_member_bytes:
             return Verdict(
                 image_id,
-                Outcome.too_large,
-                f"{m.size:,} bytes exceeds the member cap of {self.max_member_bytes:,} bytes",
+                Outcome.hostile_member,
+                f"{shown}: {m.size:,} bytes exceeds the member cap of {self.max_member_bytes:,} bytes",
             )
         return Verdict(image_id, None)
 

@@ -140,6 +140,8 @@ class S3Source:
             kwargs["IfMatch"] = obj.etag
         try:
             resp = self._client.get_object(**kwargs)
+            if obj.etag and resp.get("ETag") and resp["ETag"] != obj.etag:
+                raise SourceChangedError(obj.name, f"{obj.url} changed while downloading (ETag {resp['ETag']}, was {obj.etag})")
             got = 0
             for chunk in resp["Body"].iter_chunks(READ_CHUNK):
                 got += len(chunk)
@@ -206,6 +208,9 @@ class HttpSource:
                     raise SourceError(
                         obj.name, f"{obj.url}: the server ignores Range requests; cannot download in parts"
                     )
+                etag = resp.headers.get("ETag")
+                if obj.etag and etag and etag != obj.etag:  # for servers that ignore If-Match
+                    raise SourceChangedError(obj.name, f"{obj.url} changed while downloading (ETag {etag}, was {obj.etag})")
                 crange = resp.headers.get("Content-Range", "")
                 if resp.status == 206 and not crange.startswith(f"bytes {start}-{stop - 1}/"):
                     raise TransientSourceError(
@@ -217,7 +222,7 @@ class HttpSource:
                         break
                     got += len(chunk)
                     yield chunk
-        except (SourceError, TransientSourceError):
+        except (SourceError, TransientSourceError):  # SourceChangedError is a SourceError
             raise
         except Exception as exc:
             raise self._fail(obj.name, exc) from exc
