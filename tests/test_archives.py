@@ -10,6 +10,14 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
+from typer.testing import CliRunner
+
+from oiv4.archives import ArchiveSettings, KnownArchive, archive_done, build_archive_set, negative_row
+from oiv4.cli import app
+from oiv4.layout import LAYOUT
+from oiv4.ledger import read_set, read_shard
+from oiv4.schema import LEDGER_SCHEMA
+from oiv4.storage import Storage
 from test_archives_support import (
     Entry,
     RangeServer,
@@ -22,14 +30,6 @@ from test_archives_support import (
     upload,
     write_plan,
 )
-from typer.testing import CliRunner
-
-from oiv4.archives import ArchiveSettings, KnownArchive, archive_done, build_archive_set, negative_row
-from oiv4.cli import app
-from oiv4.layout import LAYOUT
-from oiv4.ledger import read_set, read_shard
-from oiv4.schema import LEDGER_SCHEMA
-from oiv4.storage import Storage
 
 BUCKET = "open-images-dataset"
 
@@ -267,7 +267,9 @@ def test_sha256_mismatch_is_a_clear_error_and_the_bad_download_is_deleted(tmp_pa
     write_plan(storage, "validation", ids)
     table = {archive.name: KnownArchive(archive.name, len(archive.data), "0" * 64)}
     with RangeServer({archive.name: archive.data}) as server:
-        report = build_archive_set(storage, "validation", ArchiveSettings(source=server.base_url, known=table)).archives[0]
+        report = build_archive_set(
+            storage, "validation", ArchiveSettings(source=server.base_url, known=table)
+        ).archives[0]
     assert report.status == "failed"
     assert f"SHA-256 is {archive.sha256}, the published one is {'0' * 64}: corrupt copy" in report.error
     assert "the download was deleted, re-run to fetch it again" in report.error
@@ -303,7 +305,10 @@ def test_missing_archive_at_the_source_fails_that_archive_only(tmp_path: Path) -
         summary = build_archive_set(storage, "targets", ArchiveSettings(s3_endpoint=endpoint))
     status = {a.name: (a.status, a.error) for a in summary.archives}
     assert status["train_2.tar.gz"] == ("converted", None)
-    assert status["train_1.tar.gz"] == ("failed", f"train_1.tar.gz: s3://{BUCKET}/tar/train_1.tar.gz does not exist (404)")
+    assert status["train_1.tar.gz"] == (
+        "failed",
+        f"train_1.tar.gz: s3://{BUCKET}/tar/train_1.tar.gz does not exist (404)",
+    )
 
 
 def test_cli_builds_a_set_and_exits_non_zero_when_an_archive_fails(tmp_path: Path) -> None:
@@ -315,7 +320,9 @@ def test_cli_builds_a_set_and_exits_non_zero_when_an_archive_fails(tmp_path: Pat
     storage = Storage(str(tmp_path / "root"))
     write_plan(storage, "validation", ids)
     runner = CliRunner()
-    ok = runner.invoke(app, ["archives", "validation", "--root", str(tmp_path / "root"), "--source", str(folder), "--json"])
+    ok = runner.invoke(
+        app, ["archives", "validation", "--root", str(tmp_path / "root"), "--source", str(folder), "--json"]
+    )
     assert ok.exit_code == 0, ok.output
     summary = json.loads(ok.stdout[ok.stdout.index("{") :])
     assert summary["ok"] and summary["outcomes"] == {"ok": 3}
