@@ -390,6 +390,7 @@ def fetch_cmd(
     per_host: int = typer.Option(16, help="Of which at most this many to one host."),
     cpu_threads: int = typer.Option(2, help="Decode/shrink/encode threads per worker process."),
     attempts: int = typer.Option(4, help="Attempts per URL for retryable failures (429, 5xx, resets, timeouts)."),
+    backoff: float = typer.Option(1.0, help="Base of the exponential backoff between attempts, in seconds."),
     deadline: float = typer.Option(120.0, help="Seconds one attempt may take in total (slow trickles end here)."),
     max_mb: int = typer.Option(128, help="Largest response accepted, in MiB (bigger ones: too_large)."),
     max_megapixels: float = typer.Option(
@@ -438,7 +439,12 @@ def fetch_cmd(
                 max_side=max_side, quality=quality, rotate=rotate, max_pixels=int(max_megapixels * 1e6)
             ),
             http=HttpSettings(
-                concurrency=concurrency, per_host=per_host, attempts=attempts, deadline=deadline, max_bytes=max_mb << 20
+                concurrency=concurrency,
+                per_host=per_host,
+                attempts=attempts,
+                backoff_base=backoff,
+                deadline=deadline,
+                max_bytes=max_mb << 20,
             ),
             cpu_threads=cpu_threads,
             retry_failed=(tuple(outcomes) or ("all",)) if retry_failed else None,
@@ -631,3 +637,168 @@ def archives_cmd(
 
 
 # ---- end archives -----------------------------------------------------------------------------------
+
+
+# ---- build + demo (lead) ---------------------------------------------------------------------------
+class _RichObserver:
+    """Renders a build: a numbered header per stage, the stages' own live views, a line per result."""
+
+    def __init__(self) -> None:
+        from .build import STAGES
+
+        self._stages = STAGES
+        self.out = Console()
+
+    def stage(self, name: str, detail: str = "") -> None:
+        n = self._stages.index(name) + 1
+        console.rule(f"[bold]{n}/{len(self._stages)} {name}[/bold] {detail}", align="left")
+
+    def fetch_view(self, image_set: str):
+        from contextlib import contextmanager
+
+        from .fetch.console import LiveFetchView
+
+        @contextmanager
+        def view():
+            with LiveFetchView(console, image_set) as live:
+                yield live.update
+
+        return view()
+
+    def archive_progress(self, image_set: str):
+        from .archives import ArchiveProgress
+
+        class Lines(ArchiveProgress):
+            def end(self, stage: str, name: str) -> None:
+                console.print(f"  {name}: {stage} done")
+
+            def message(self, text: str) -> None:
+                console.print(f"  {text}")
+
+        return Lines()
+
+    def done(self, name: str, result: object) -> None:
+        if name == "plan":
+            _print_plan(result)
+        elif name == "archives":
+            bad = result.failed  # type: ignore[attr-defined]
+            outcomes = dict(result.outcomes)  # type: ignore[attr-defined]
+            console.print(f"  {result.image_set}: {outcomes}" + (f" [red]{len(bad)} archive(s) failed[/red]" if bad else ""))  # type: ignore[attr-defined]
+            for a in bad:
+                console.print(f"  [red]{a.name}[/red]: {a.error}")
+        elif name == "fetch":
+            from .fetch.console import summary_table
+
+            self.out.print(summary_table(result))  # type: ignore[arg-type]
+        elif name == "verify":
+            state = "[green]clean[/green]" if result.ok else f"[red]{len(result.problems)} problem(s)[/red]"  # type: ignore[attr-defined]
+            console.print(f"  verify: {state}")
+        elif name == "report":
+            console.print(f"  report: {result}")
+
+
+def _build_errors() -> tuple[type[BaseException], ...]:
+    from .archives import ArchiveSetError
+    from .fetch import FetchAborted, FetchError
+    from .http_download import DownloadError
+    from .metadata import MetadataError
+    from .plan import PlanError
+
+    return (ArchiveSetError, FetchAborted, FetchError, DownloadError, MetadataError, PlanError)
+
+
+def _finish_build(result) -> None:
+    from .status import collect_status, status_table
+
+    Console().print(status_table(collect_status(_storage(result.root))))
+    if result.report_path:
+        Console().print(f"report: [bold]{result.report_path}[/bold]")
+    if not result.ok:
+        console.print("[red]build finished with problems[/red] (see above); re-run the same command to retry what is left")
+        raise typer.Exit(1)
+
+
+@app.command("build")
+def build_cmd(
+    root: str = RootOpt,
+    metadata_url: str = typer.Option(
+        "https://storage.googleapis.com/openimages/2018_04/", help="Base URL of the 2018_04 metadata CSVs."
+    ),
+    archives_source: str = typer.Option(
+        "s3://open-images-dataset/tar/", help="Where the CVDF archives are: s3://..., https://... or a local folder."
+    ),
+    s3_endpoint: str = typer.Option(None, help="S3 endpoint for --archives-source (default: AWS us-east-1)."),
+    train_size: int = typer.Option(1_200_000, help="Size of the train set (the rest of the candidates are extended_targets)."),
+    image_set: list[str] = typer.Option(None, "--set", "-s", help="Only these sets (repeatable) [default: all four]."),
+    layout: str = typer.Option("folder", help="Layout of train/extended_targets: folder (the notebook's), zip or webdataset."),
+    keep_tar: bool = typer.Option(False, help="Keep the CVDF .tar.gz next to each zip (feature extraction reads them)."),
+    executor: str = typer.Option("local", help="local (process pool) or dask."),
+    scheduler: str = typer.Option(None, help="Dask scheduler address (tcp://host:8786); default a LocalCluster."),
+    workers: int = typer.Option(0, help="Worker processes for the fetch stage (default: one per core)."),
+) -> None:
+    """Every stage in order: metadata, plan, archives (targets, validation), fetch (train, extended_targets), verify, report.
+
+    Idempotent: each stage skips what is already done, so after an interruption just run it again.
+
+    Example: oiv4 build --root /data/open_images
+    """
+    from .archives import ArchiveSettings
+    from .build import BuildSettings, run_build
+    from .executor import ExecutorSettings
+    from .fetch import FetchSettings
+    from .metadata import MetadataSettings
+    from .plan import PlanSettings
+    from .schema import ImageSet
+
+    try:
+        sets = tuple(ImageSet(s) for s in image_set) if image_set else tuple(ImageSet)
+        settings = BuildSettings(
+            metadata=MetadataSettings(base_url=metadata_url),
+            plan=PlanSettings(train_size=train_size),
+            archives=ArchiveSettings(source=archives_source, s3_endpoint=s3_endpoint, keep_tar=keep_tar),
+            fetch=FetchSettings(layout=layout),
+            executor=ExecutorSettings(kind=executor, workers=workers or None, scheduler=scheduler),
+            sets=sets,
+        )
+    except ValueError as exc:
+        console.print(f"[red]build:[/red] {exc}")
+        raise typer.Exit(2) from None
+    storage = _storage(root)
+    try:
+        result = run_build(storage, settings, _RichObserver())
+    except _build_errors() as exc:
+        console.print(f"[red]build stopped:[/red] {exc}")
+        raise typer.Exit(2) from None
+    _finish_build(result)
+
+
+@app.command("demo")
+def demo_cmd(
+    root: str = typer.Option("demo-data", "--root", "-r", help="Where the demo sets are built."),
+    images: int = typer.Option(3000, help="Rows in the generated universe (all subsets)."),
+    seed: int = typer.Option(0, help="Seed of the generated universe."),
+    workers: int = typer.Option(0, help="Worker processes for the fetch stage (default: one per core)."),
+) -> None:
+    """The whole pipeline, offline: start a generated OpenImages mirror on 127.0.0.1 and build all four sets from it.
+
+    The mirror serves both CSVs, Flickr-like originals (some misbehaving: 403/404/410, 429/503, redirects to the
+    'photo unavailable' card, cut bodies, slow trickles, bombs) and CVDF-layout archives. Re-running resumes.
+
+    Example: oiv4 demo --root ./demo-data
+    """
+    from .demo import DemoSettings, run_demo
+
+    console.print(f"[bold]oiv4 demo[/bold]: generating a {images:,}-image universe (cached after the first run) ...")
+    try:
+        result = run_demo(DemoSettings(root=root, images=images, seed=seed, workers=workers or None), _RichObserver())
+    except _build_errors() as exc:
+        console.print(f"[red]demo stopped:[/red] {exc}")
+        raise typer.Exit(2) from None
+    _finish_build(result)
+    Console().print(
+        f"\nNext: open the data in Python with [bold]import oiv4; ds = oiv4.open({root!r})[/bold], "
+        f"run [bold]oiv4 verify --root {root} --deep[/bold], or look at the report above."
+    )
+
+
+# ---- end build + demo ------------------------------------------------------------------------------
