@@ -228,8 +228,15 @@ class _ShardRun:
                     t = asyncio.create_task(self._row(client, row, prior.get(row["row"])))
                     tasks.add(t)
                     t.add_done_callback(lambda t: (tasks.discard(t), sem.release()))
-                if tasks:
-                    await asyncio.gather(*tasks)
+                while tasks:
+                    await asyncio.wait(set(tasks), timeout=0.2)
+                    if self._abort is not None:
+                        # The root cannot take more files: stop the rows in flight instead of letting each
+                        # discover it. They stay unrecorded, so the next run does them (a file one of them
+                        # managed to write meanwhile is recovered then).
+                        for t in tasks:
+                            t.cancel()
+                        await asyncio.gather(*tasks, return_exceptions=True)
             finally:
                 flusher.cancel()
 
