@@ -452,7 +452,7 @@ def fetch_cmd(
             min_free_bytes=min_free_mb << 20,
         )
     except ValueError as exc:
-        console.print(f"[red]fetch:[/red] {exc}")
+        console.print(f"[red]fetch:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
     ex = ExecutorSettings(kind=executor, workers=workers or None, scheduler=scheduler)
     storage = _storage(root)
@@ -464,10 +464,10 @@ def fetch_cmd(
             else:
                 summary = fetch_set(storage, image_set, settings, ex)
         except FetchError as exc:
-            console.print(f"[red]fetch:[/red] {exc}")
+            console.print(f"[red]fetch:[/red] {exc}", soft_wrap=True)
             raise typer.Exit(2) from None
         except FetchAborted as exc:
-            console.print(f"[red]fetch stopped:[/red] {exc}")
+            console.print(f"[red]fetch stopped:[/red] {exc}", soft_wrap=True)
             raise typer.Exit(1) from None
         Console().print(summary_table(summary))
 
