@@ -107,9 +107,8 @@ def test_body_shorter_than_content_length_never_looks_complete(tmp_path: Path) -
         request.transport.close()  # the connection drops mid-body
         return resp
 
-    with tiny_server({f"/{FULL_CSV}": short, f"/train/{BOXABLE_CSV}": short}) as base:
-        with pytest.raises(DownloadError):
-            fetch_metadata(Storage(str(tmp_path)), MetadataSettings(base_url=base, download=FAST))
+    with tiny_server({f"/{FULL_CSV}": short, f"/train/{BOXABLE_CSV}": short}) as base, pytest.raises(DownloadError):
+        fetch_metadata(Storage(str(tmp_path)), MetadataSettings(base_url=base, download=FAST))
     assert not (tmp_path / "metadata" / FULL_CSV).exists()
     assert (tmp_path / "metadata" / (FULL_CSV + ".part")).exists()
 
@@ -118,9 +117,11 @@ def test_wrong_header_is_refused_and_set_aside(tmp_path: Path) -> None:
     async def wrong(request: web.Request) -> web.Response:
         return web.Response(body=_csv("ImageID,Subset,Title"))
 
-    with tiny_server({f"/{FULL_CSV}": wrong, f"/train/{BOXABLE_CSV}": wrong}) as base:
-        with pytest.raises(MetadataError, match="unexpected header"):
-            fetch_metadata(Storage(str(tmp_path)), MetadataSettings(base_url=base, download=FAST))
+    with (
+        tiny_server({f"/{FULL_CSV}": wrong, f"/train/{BOXABLE_CSV}": wrong}) as base,
+        pytest.raises(MetadataError, match="unexpected header"),
+    ):
+        fetch_metadata(Storage(str(tmp_path)), MetadataSettings(base_url=base, download=FAST))
     assert not (tmp_path / "metadata" / FULL_CSV).exists()
     assert (tmp_path / "metadata" / (FULL_CSV + ".rejected")).exists()
 
