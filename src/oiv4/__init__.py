@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from .reader import Dataset
 
 
-def open(root: str, **storage_options: Any) -> Dataset:  # noqa: A001 - `oiv4.open(root)` is the promised API
+def open(root: str, **storage_options: Any) -> Dataset:
     """Open the sets built under `root` (a folder or fsspec URL) for reading by ImageID."""
     from .reader import open_dataset
 

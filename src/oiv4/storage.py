@@ -130,7 +130,7 @@ class Storage:
 
     def open(self, rel: str, mode: str = "rb") -> IO[bytes]:
         if self.local:
-            return open(self.local_path(rel), mode)  # noqa: SIM115 - caller closes
+            return open(self.local_path(rel), mode)
         return self.fs.open(self.path(rel), mode)
 
     def glob(self, pattern: str) -> list[str]:
