@@ -73,6 +73,9 @@ def open_image(data: bytes, max_pixels: int, content_type: str | None = None) ->
         raise TransformError(Outcome.not_image, f"body is not a supported image{served}; starts {head!r}") from None
     except Exception as exc:  # any parser failure on untrusted bytes is a recorded outcome
         raise TransformError(Outcome.decode_error, f"cannot parse image header: {type(exc).__name__}: {exc}") from None
+    # Hand the decoder all bytes in one call: Pillow releases the GIL per call, and the default 64 KiB
+    # blocks mean dozens of GIL re-acquisitions per photo, each a wait behind the event loop thread.
+    im.decodermaxblock = max(im.decodermaxblock, len(data))
     w, h = im.size
     if w < 1 or h < 1:
         raise TransformError(Outcome.decode_error, f"image declares an empty size {w}x{h}")
