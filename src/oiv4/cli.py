@@ -385,7 +385,11 @@ def fetch_cmd(
         help="When the original is gone (placeholder/403/404/410), store Thumbnail300KURL instead. It cannot be "
         "MD5-verified: the ledger says source=thumbnail. Off by default.",
     ),
-    workers: int = typer.Option(0, help="Worker processes (default: one per core)."),
+    workers: int = typer.Option(
+        0,
+        help="Worker processes (default: one per core): the local pool's, or the LocalCluster's with "
+        "--executor dask and no --scheduler (a running cluster brings its own workers).",
+    ),
     concurrency: int = typer.Option(64, help="Downloads in flight per worker process."),
     per_host: int = typer.Option(16, help="Of which at most this many to one host."),
     cpu_threads: int = typer.Option(2, help="Decode/shrink/encode threads per worker process."),
@@ -397,8 +401,16 @@ def fetch_cmd(
         200.0, help="Largest image decoded (bigger ones: decompression_bomb). Real originals reach ~96 MP."
     ),
     min_free_mb: int = typer.Option(256, help="Stop cleanly when the root has less free space than this."),
-    executor: str = typer.Option("local", help="local (process pool) or dask."),
-    scheduler: str = typer.Option(None, help="Dask scheduler address (tcp://host:8786); default a LocalCluster."),
+    executor: str = typer.Option(
+        "local",
+        help="local: a process pool on this machine. dask: one Dask task per shard; workers write straight to "
+        "--root (a shared folder or s3://bucket/prefix). See docs/cluster.md.",
+    ),
+    scheduler: str = typer.Option(
+        None,
+        help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (implies --executor dask). Without it, "
+        "--executor dask starts a LocalCluster sized to this machine.",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show live progress."),
 ) -> None:
     """Stage 3: download, verify, shrink and store the train and extended_targets images.
@@ -414,7 +426,10 @@ def fetch_cmd(
       oiv4 fetch extended_targets --root /data/open_images --layout webdataset --workers 8
 
       oiv4 fetch train --root /data/open_images --retry-failed http_429 timeout
+
+      oiv4 fetch train --root s3://bucket/open_images --executor dask --scheduler tcp://10.0.0.5:8786
     """
+    from .dask_executor import DaskSetupError
     from .executor import ExecutorSettings
     from .fetch import FetchAborted, FetchError, FetchSettings, HttpSettings, TransformSettings, fetch_set
     from .fetch.console import LiveFetchView, summary_table
@@ -451,10 +466,10 @@ def fetch_cmd(
             fallback_thumbnail=fallback_thumbnail,
             min_free_bytes=min_free_mb << 20,
         )
+        ex = ExecutorSettings(kind=executor, workers=workers or None, scheduler=scheduler)
     except ValueError as exc:
         console.print(f"[red]fetch:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
-    ex = ExecutorSettings(kind=executor, workers=workers or None, scheduler=scheduler)
     storage = _storage(root)
     for image_set in sets or [s.value for s in URL_SETS]:
         try:
@@ -463,7 +478,7 @@ def fetch_cmd(
                     summary = fetch_set(storage, image_set, settings, ex, progress=view.update)
             else:
                 summary = fetch_set(storage, image_set, settings, ex)
-        except FetchError as exc:
+        except (FetchError, DaskSetupError) as exc:
             console.print(f"[red]fetch:[/red] {exc}", soft_wrap=True)
             raise typer.Exit(2) from None
         except FetchAborted as exc:

@@ -20,12 +20,23 @@ ShardFn = Callable[[ShardTask], ShardResult]
 
 @dataclass(frozen=True)
 class ExecutorSettings:
-    """How shards are run. `kind` is "local" (process pool) or "dask" (distributed scheduler)."""
+    """How shards are run. `kind` is "local" (process pool) or "dask" (distributed scheduler).
+
+    A `scheduler` address implies `kind="dask"`. Dask retries a shard up to `max_pool_restarts` times.
+    """
 
     kind: str = "local"
-    workers: int | None = None  # local: processes (default: one per core)
+    workers: int | None = None  # local: processes; dask without scheduler: LocalCluster workers (default: one per core)
     scheduler: str | None = None  # dask: tcp://host:8786; None starts a LocalCluster
     max_pool_restarts: int = 3
+
+    def __post_init__(self) -> None:
+        if self.scheduler:
+            object.__setattr__(self, "kind", "dask")
+        if self.kind not in ("local", "dask"):
+            raise ValueError(f"unknown executor {self.kind!r}: use 'local' or 'dask'")
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
 
 
 def default_workers() -> int:
