@@ -63,7 +63,7 @@ def test_kill_mid_download_resumes_and_fetches_only_the_missing_parts(tmp_path: 
     storage = Storage(str(root))
     write_plan(storage, "validation", ids)
     with RangeServer({archive.name: archive.data}) as server:
-        settings = {"source": server.base_url, "part_size": part, "connections": 1}
+        settings = {"source": server.base_url, "part_size": part, "connections": 1, "checkpoint_s": 0}
         # Killed after the 11th part's bytes were written but before it was recorded as done.
         run_until_killed(root, "validation", settings, "download", archive.name, after=10 * part + 1)
         tar = root / LAYOUT.archive_tar("validation", "validation")
@@ -92,7 +92,7 @@ def test_resume_after_the_remote_changed_starts_over_and_says_so(tmp_path: Path)
     root = tmp_path / "root"
     storage = Storage(str(root))
     write_plan(storage, "validation", ids)
-    settings = {"part_size": 8192, "connections": 1}
+    settings = {"part_size": 8192, "connections": 1, "checkpoint_s": 0}
     with RangeServer({old.name: old.data}) as server:
         run_until_killed(
             root, "validation", {**settings, "source": server.base_url}, "download", old.name, 3 * 8192 + 1

@@ -56,6 +56,7 @@ class ArchiveSettings:
     connections: int = 8
     attempts: int = 5  # per part
     backoff_s: float = 1.0
+    checkpoint_s: float = 2.0  # a killed download loses at most this many seconds of progress
     timeout_s: float = 120.0
     keep_tar: bool = False  # keep `<set>/images/<archive>.tar.gz` (feature extraction reads it)
     stream: bool = False  # network -> zip with no .tar.gz on disk at all
@@ -67,7 +68,7 @@ class ArchiveSettings:
 
     @property
     def transfer(self) -> TransferSettings:
-        return TransferSettings(self.part_size, self.connections, self.attempts, self.backoff_s)
+        return TransferSettings(self.part_size, self.connections, self.attempts, self.backoff_s, self.checkpoint_s)
 
 
 class ArchiveProgress:

@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ class TransferSettings:
     connections: int = 8
     attempts: int = 5  # per part
     backoff_s: float = 1.0
+    checkpoint_s: float = 2.0  # how often finished parts are synced and recorded in the sidecar (0: every part)
 
 
 @dataclass
@@ -159,13 +161,26 @@ def download_to_storage(
             except OSError as exc:
                 raise _disk_error(obj.name, part, exc) from exc
 
+        finished: set[int] = set()  # fetched, not yet made durable / recorded
+        last_checkpoint = [time.monotonic()]
+
+        def checkpoint() -> None:
+            """Make finished parts durable, then record them (caller holds `lock`)."""
+            os.fdatasync(fd)  # the parts' bytes are durable before the sidecar says so
+            done.update(finished)
+            finished.clear()
+            save_state()
+            last_checkpoint[0] = time.monotonic()
+
         def fetch(i: int) -> int:
             start, stop = ranges[i]
             n = _fetch_with_retries(source, obj, start, stop, settings, abort, sink, progress)
-            os.fdatasync(fd)  # the part's bytes are durable before the sidecar says so
             with lock:
-                done.add(i)
-                save_state()
+                finished.add(i)
+                # fdatasync per part would make a download as slow as the disk's sync path; checkpoints
+                # every `checkpoint_s` cost a kill at most that many seconds of progress.
+                if time.monotonic() - last_checkpoint[0] >= settings.checkpoint_s:
+                    checkpoint()
             return n
 
         todo = [i for i in range(len(ranges)) if i not in done]
@@ -173,15 +188,18 @@ def download_to_storage(
             save_state()
         with ThreadPoolExecutor(max_workers=max(1, settings.connections), thread_name_prefix="oiv4-dl") as pool:
             futures: list[Future[int]] = [pool.submit(fetch, i) for i in todo]
-            finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            errors = [f.exception() for f in finished if f.exception() is not None]
+            completed, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            errors = [f.exception() for f in completed if f.exception() is not None]
             if errors:
                 abort.set()
                 wait(futures)
+                with lock:
+                    checkpoint()  # keep what did arrive for the next run
                 real = [e for e in errors if not isinstance(e, _Aborted)]
                 raise real[0] if real else ArchiveError(obj.name, "download aborted")
             fetched = sum(f.result() for f in futures)
         os.fsync(fd)
+        done.update(finished)
     finally:
         os.close(fd)
     if part.stat().st_size != obj.size:
