@@ -290,6 +290,16 @@ def test_s3_root_reads_through_fsspec(tmp_path):
         assert all(s.read_bytes(i) == built.images[i] for i in built.ok_ids)
         assert s.manifest.num_rows == 9
         assert ds["validation"][0].size[0] > 0
+
+        # verify and report work on the same root through fsspec too
+        from oiv4.report import build_report
+        from oiv4.verify import VerifySettings, verify
+
+        report = verify(Storage("s3://bucket/root", opts), VerifySettings(deep=True))
+        assert report.ok and report.problems == []
+        assert [c.intact for c in report.sets] == [5, len(built.ok_ids)]
+        assert build_report(Storage("s3://bucket/root", opts)) == "s3://bucket/root/report/index.html"
+        assert b"<svg" in fs.cat_file("bucket/root/report/index.html")
     finally:
         server.stop()
 
@@ -323,3 +333,12 @@ def test_images_staged_before_their_shard_archive_was_packed_are_still_readable(
         storage.write_bytes(f"train/staging/shard-00001/{image_id}.jpg", built.images[image_id])
     s = oiv4.open(tmp_path)["train"]
     assert [s.read_bytes(i) for i in s.ids()] == [built.images[i] for i in built.ok_ids]
+
+
+def test_staged_path_matches_where_the_fetch_stage_stages_images(tmp_path):
+    from oiv4.reader import staged_path
+    from oiv4.store import shard_writer
+
+    for layout in ("zip", "webdataset"):
+        writer = shard_writer(layout, Storage(str(tmp_path)), "extended_targets", 12)
+        assert staged_path("extended_targets", 12, "0123456789abcdef") == writer.staged_path("0123456789abcdef")

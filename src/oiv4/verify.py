@@ -183,8 +183,8 @@ def verify_set(
             continue
         found, key = _stored_size(storage, inv, indexes, loc)
         referenced.add(key)
-        staged = staged_path(image_set, r["shard"], r["image_id"]) if loc.container else None
-        if isinstance(found, str) and staged in inv.files:
+        staged = staged_path(image_set, r["shard"], r["image_id"]) if isinstance(found, str) and loc.container else None
+        if staged is not None and staged in inv.files:
             # Its shard has not packed its archive yet (killed or still running): fetch resumes it.
             detail = f"in {staged}, not yet packed into {loc.container} ({found})"
             check.problems.append(_row_problem(name, "staged", loc_text, detail, r))
