@@ -629,12 +629,12 @@ def archives_cmd(
             raise typer.Exit(2) from None
 
     table = Table(title=f"{summary.image_set} from {summary.source}")
-    for col in ("archive", "status", "stored", "missing", "refused", "verification / error"):
+    for col in ("archive", "status", "stored", "missing", "refused", "verified by / error"):
         table.add_column(col, justify="right" if col in ("stored", "missing", "refused") else "left")
     for a in summary.archives:
         refused = sum(n for k, n in a.outcomes.items() if k not in ("ok", "missing_from_archive"))
         style = {"failed": "red", "done_before": "dim"}.get(a.status, "green")
-        detail = a.error or "; ".join([a.verification, *a.notes]).strip("; ")
+        detail = a.error or "; ".join(x for x in [a.verified_by, *a.notes] if x)
         table.add_row(
             a.name,
             f"[{style}]{a.status}[/{style}]",
@@ -644,6 +644,8 @@ def archives_cmd(
             detail,
         )
     Console(stderr=json_out).print(table)
+    for how in sorted({a.verification for a in summary.archives if a.verification}):
+        console.print(f"[dim]verification:[/dim] {how}")
     if json_out:
         typer.echo(json.dumps(summary.to_dict(), indent=1, default=str))
     if not summary.ok:

@@ -94,7 +94,8 @@ class ArchiveReport:
     name: str
     shard: int
     status: str  # "converted", "done_before" or "failed"
-    verification: str = ""
+    verification: str = ""  # how the archive's bytes were verified, in a sentence
+    verified_by: str = ""  # the same in two words; "published SHA-256" only for the real archives
     outcomes: dict[str, int] = field(default_factory=dict)
     members: int = 0
     bytes_downloaded: int = 0
@@ -143,6 +144,7 @@ class _Check:
     known: KnownArchive | None
     etag_md5: str | None
     description: str
+    short: str  # for tables: "published SHA-256", "ETag MD5", "size + ETag", "size only"
 
 
 def _plan_check(
@@ -159,19 +161,22 @@ def _plan_check(
                 f"is {obj.size:,} bytes at {obj.url}, the published size is {known.bytes:,}: not the published archive",
             )
     if known is not None and obj.size == known.bytes:
-        return _Check(known, None, "size and SHA-256 match the published table")
+        return _Check(known, None, "size and SHA-256 match the published table", "published SHA-256")
     why = (
         "not in the published table"
         if known is None
         else f"not the published archive ({obj.size:,} bytes, published {known.bytes:,})"
     )
     if obj.etag_md5:
-        return _Check(None, obj.etag_md5, f"{why}: verified by size and ETag (the MD5 of the content)")
+        return _Check(None, obj.etag_md5, f"{why}: verified by size and ETag (the MD5 of the content)", "ETag MD5")
     if obj.etag:
         return _Check(
-            None, None, f"{why}: verified by size and ETag (unchanged across every part; the ETag is not an MD5)"
+            None,
+            None,
+            f"{why}: verified by size and ETag (unchanged across every part; the ETag is not an MD5)",
+            "size + ETag",
         )
-    return _Check(None, None, f"{why}: verified by size only (the source gives no ETag)")
+    return _Check(None, None, f"{why}: verified by size only (the source gives no ETag)", "size only")
 
 
 def _verify(archive: str, out: ConvertOutcome, obj: RemoteObject, check: _Check) -> None:
@@ -480,8 +485,10 @@ def build_archive_set(
     todo: list[str] = []
     for stem in stems:
         if archive_done(storage, image_set, stem):
-            summary.archives.append(ArchiveReport(archive_name(stem), shard_of(stem), "done_before"))
-            progress.message(f"{archive_name(stem)}: already converted, skipped")
+            done = ArchiveReport(archive_name(stem), shard_of(stem), "done_before")
+            vc = pc.value_counts(read_shard(storage, image_set, shard_of(stem))["outcome"]).to_pylist()
+            done.outcomes = {d["values"]: d["counts"] for d in vc}
+            summary.archives.append(done)
         else:
             todo.append(stem)
 
@@ -502,6 +509,7 @@ def build_archive_set(
             try:
                 fetched = futures.pop(i).result()
                 report.verification = fetched.check.description
+                report.verified_by = fetched.check.short
                 if fetched.downloaded is not None:
                     report.bytes_downloaded = fetched.downloaded.bytes_fetched
                     report.parts_resumed = fetched.downloaded.parts_resumed
