@@ -276,6 +276,18 @@ def test_cli_status_and_fetch_explain_themselves(fetched, tmp_path):
     )
     assert again.returncode == 0, again.stderr
     assert "0 of 2 shards had work" in again.stdout
+    before = {r["row"]: r for r in ledger_rows(storage, "train")}
+    retry = subprocess.run(
+        [*cli, "fetch", "train", "http_404", "--retry-failed", "--root", storage.root, "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert retry.returncode == 0, retry.stderr
+    after = {r["row"]: r for r in ledger_rows(storage, "train")}
+    redone = {n for n in after if after[n]["started_at"] != before[n]["started_at"]}
+    assert redone and redone == {n for n, r in before.items() if r["outcome"] == "http_404"}
+    assert all(after[n]["outcome"] == "http_404" for n in redone)  # still gone
     wrong = subprocess.run([*cli, "fetch", "targets", "--root", storage.root], capture_output=True, text=True)
     assert wrong.returncode == 2 and "oiv4 archives" in wrong.stderr and "Traceback" not in wrong.stderr
     unplanned = subprocess.run([*cli, "fetch", "train", "--root", str(tmp_path)], capture_output=True, text=True)

@@ -7,6 +7,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 from ..executor import ExecutorSettings, run_shards
@@ -149,6 +150,11 @@ def fetch_set(
 
     try:
         run_shards(tasks, run_fetch_shard, executor or ExecutorSettings(), on_result=on_result)
+    except BrokenProcessPool as exc:
+        raise FetchAborted(
+            "worker processes kept dying (out of memory? killed?); finished rows are kept: re-run to resume, "
+            "with fewer --workers or a lower --concurrency if memory is short"
+        ) from exc
     finally:
         stop_polling.set()
         if poller_thread is not None:
