@@ -484,6 +484,9 @@ def fetch_cmd(
         except FetchAborted as exc:
             console.print(f"[red]fetch stopped:[/red] {exc}", soft_wrap=True)
             raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/yellow]: finished rows are kept; run the same command to resume")
+            raise typer.Exit(130) from None
         Console().print(summary_table(summary))
 
 
