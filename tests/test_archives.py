@@ -353,3 +353,20 @@ def test_every_decoder_gives_the_same_zip(tmp_path: Path, decoder: str) -> None:
     assert {n: hashlib.md5(d).hexdigest() for n, d in zipped.items()} == {
         e.name: hashlib.md5(e.data).hexdigest() for e in archive.entries
     }
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_disk_too_small_fails_before_any_byte_is_downloaded(tmp_path: Path, stream: bool) -> None:
+    ids = image_ids(2, seed=17)
+    archive = images_archive("validation", ids)
+    storage = Storage(str(tmp_path / "root"))
+    write_plan(storage, "validation", ids)
+    huge = 1 << 60  # no disk has an exabyte free
+    with RangeServer({archive.name: archive.data}, head_sizes={archive.name: huge}) as server:
+        report = build_archive_set(storage, "validation", ArchiveSettings(source=server.base_url, stream=stream)).archives[0]
+        assert server.gets == 0
+    assert report.status == "failed"
+    if stream:  # nothing to download to disk, but the zip needs room
+        assert f"needs about {int(huge * 1.01):,} bytes of free disk for the zip" in report.error
+    else:
+        assert f"needs {huge:,} more bytes of disk at {tmp_path / 'root/validation/images'}" in report.error

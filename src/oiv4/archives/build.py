@@ -19,6 +19,7 @@ import contextlib
 import errno
 import os
 import re
+import shutil
 import time
 import zipfile
 from collections import Counter
@@ -38,10 +39,10 @@ from ..storage import TMP_MARK, Storage
 from .catalog import KnownArchive, archive_name, load_known_archives, rows_by_stem, shard_of
 from .convert import ConvertOutcome, convert_stream
 from .download import DownloadResult, TransferSettings, download_to_storage, stream_parts
-from .errors import ArchiveError, ArchiveSetError, CorruptStreamError, VerificationError
+from .errors import ArchiveError, ArchiveSetError, CorruptStreamError, SourceError, VerificationError
 from .gunzip import DECODERS, DEFAULT_DECODERS, decoder_available
 from .members import DEFAULT_MAX_MEMBER_BYTES
-from .sources import CVDF_S3, RemoteObject, Source, make_source
+from .sources import CVDF_S3, RemoteObject, Source, TransientSourceError, make_source
 
 READ_CHUNK = 8 << 20
 
@@ -276,9 +277,20 @@ class _Builder:
             raise ArchiveSetError(str(exc)) from exc
 
     # -- fetching ------------------------------------------------------------------------------------
+    def _stat(self, name: str) -> RemoteObject:
+        s = self.settings
+        for attempt in range(s.attempts):
+            try:
+                return self.source.stat(name)
+            except TransientSourceError as exc:
+                if attempt == s.attempts - 1:
+                    raise SourceError(name, f"cannot reach {self.source.description} ({exc})") from exc
+                time.sleep(s.backoff_s * 2**attempt)
+        raise AssertionError("unreachable")
+
     def fetch(self, stem: str) -> _Fetched:
         name = archive_name(stem)
-        obj = self.source.stat(name)
+        obj = self._stat(name)
         check = _plan_check(obj, self.source, self.settings, self.table)
         in_place = self.source.local_path(name)
         if in_place is not None:
@@ -314,6 +326,14 @@ class _Builder:
         tee_tar = s.keep_tar and (fetched.local is None or not _same_file(fetched.local, st, tar_rel))
         _remove_stale_temps(st, zip_rel)
         _remove_stale_temps(st, tar_rel)
+        if st.local:
+            # The zip of JPEGs is the size of the .tar.gz (+ the copy with keep_tar): fail now, not hours in.
+            need = int(fetched.obj.size * (2.01 if tee_tar else 1.01))
+            free = _free_bytes(st.local_path(zip_rel))
+            if need > free:
+                raise ArchiveError(
+                    name, f"needs about {need:,} bytes of free disk for the zip, {free:,} free at {st.root}"
+                )
         failures: list[CorruptStreamError] = []
         out: ConvertOutcome | None = None
         for decoder in s.decoders:
@@ -416,6 +436,13 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _free_bytes(path: Path) -> int:
+    """Free bytes on the filesystem that will hold `path` (its nearest existing ancestor)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
 
 
 def _same_file(path: Path, storage: Storage, rel: str) -> bool:

@@ -50,8 +50,25 @@ class DownloadResult:
     note: str = ""
 
 
-def part_ranges(size: int, part_size: int) -> list[tuple[int, int]]:
-    return [(s, min(s + part_size, size)) for s in range(0, size, part_size)] or [(0, 0)]
+class Parts:
+    """The byte ranges `[start, stop)` of an object cut into `part_size` parts, computed on demand
+    (a server announcing an absurd size must not make us build a list of billions of ranges)."""
+
+    def __init__(self, size: int, part_size: int) -> None:
+        self.size, self.part_size = size, part_size
+        self.n = max(1, -(-size // part_size))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> tuple[int, int]:
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        start = i * self.part_size
+        return start, min(start + self.part_size, self.size)
+
+    def bytes_of(self, parts: set[int]) -> int:
+        return sum(stop - start for start, stop in map(self.__getitem__, parts))
 
 
 def _fetch_with_retries(
@@ -115,7 +132,7 @@ def download_to_storage(
     final = storage.local_path(rel)
     part = final.with_name(final.name + ".part")
     sidecar_rel = rel + ".part.json"
-    ranges = part_ranges(obj.size, settings.part_size)
+    ranges = Parts(obj.size, settings.part_size)
     if final.exists() and final.stat().st_size == obj.size:
         return DownloadResult(0, len(ranges), len(ranges), "already on disk")
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -134,7 +151,7 @@ def download_to_storage(
             note = "the remote object or part size changed since the interrupted download: starting over"
     if not done:
         part.unlink(missing_ok=True)
-    need = sum(stop - start for i, (start, stop) in enumerate(ranges) if i not in done)
+    need = obj.size - ranges.bytes_of(done)
     free = shutil.disk_usage(final.parent).free
     if need > free:
         raise ArchiveError(obj.name, f"needs {need:,} more bytes of disk at {final.parent}, only {free:,} free")
@@ -153,7 +170,7 @@ def download_to_storage(
     try:
         os.ftruncate(fd, obj.size)
         if progress:
-            progress(sum(stop - start for i, (start, stop) in enumerate(ranges) if i in done))
+            progress(ranges.bytes_of(done))
 
         def sink(off: int, chunk: bytes) -> None:
             try:
@@ -217,7 +234,7 @@ def stream_parts(
     progress: ProgressFn | None = None,
 ) -> Iterator[bytes]:
     """The archive's bytes in order, fetched `connections` parts at a time, never written to disk."""
-    ranges = part_ranges(obj.size, settings.part_size)
+    ranges = Parts(obj.size, settings.part_size)
     abort = threading.Event()
 
     def fetch(i: int) -> bytes:

@@ -49,7 +49,9 @@ class Source(Protocol):
     description: str
     official: bool  # the real CVDF bucket: the published table is mandatory
 
-    def stat(self, name: str) -> RemoteObject: ...
+    def stat(self, name: str) -> RemoteObject:
+        """Size and ETag; raises SourceError, or TransientSourceError for a failure worth retrying."""
+        ...
 
     def iter_range(self, obj: RemoteObject, start: int, stop: int) -> Iterator[bytes]: ...
 
@@ -125,9 +127,7 @@ class S3Source:
             head = self._client.head_object(Bucket=self.bucket, Key=self._key(name))
         except Exception as exc:
             err = self._classify(name, exc)
-            if isinstance(err, TransientSourceError):
-                raise SourceError(name, f"cannot reach {self.description}: {exc}") from exc
-            raise err from exc
+            raise err from exc  # TransientSourceError: the caller retries
         return RemoteObject(name, self._url(name), int(head["ContentLength"]), head.get("ETag"))
 
     def iter_range(self, obj: RemoteObject, start: int, stop: int) -> Iterator[bytes]:
@@ -141,10 +141,14 @@ class S3Source:
         try:
             resp = self._client.get_object(**kwargs)
             if obj.etag and resp.get("ETag") and resp["ETag"] != obj.etag:
-                raise SourceChangedError(obj.name, f"{obj.url} changed while downloading (ETag {resp['ETag']}, was {obj.etag})")
+                raise SourceChangedError(
+                    obj.name, f"{obj.url} changed while downloading (ETag {resp['ETag']}, was {obj.etag})"
+                )
             got = 0
             for chunk in resp["Body"].iter_chunks(READ_CHUNK):
                 got += len(chunk)
+                if got > stop - start:  # never hand on bytes beyond the asked range
+                    raise TransientSourceError(f"{obj.url}: more bytes than the {stop - start} asked at {start}")
                 yield chunk
         except Exception as exc:
             raise self._classify(obj.name, exc) from exc
@@ -188,9 +192,7 @@ class HttpSource:
                 etag = resp.headers.get("ETag")
         except Exception as exc:
             err = self._fail(name, exc)
-            if isinstance(err, TransientSourceError):
-                raise SourceError(name, f"cannot reach {self._url(name)}: {exc}") from exc
-            raise err from exc
+            raise err from exc  # TransientSourceError: the caller retries
         if length is None or not length.isdigit():
             raise SourceError(name, f"{self._url(name)}: the server sends no Content-Length; cannot plan a download")
         return RemoteObject(name, self._url(name), int(length), etag)
@@ -210,7 +212,9 @@ class HttpSource:
                     )
                 etag = resp.headers.get("ETag")
                 if obj.etag and etag and etag != obj.etag:  # for servers that ignore If-Match
-                    raise SourceChangedError(obj.name, f"{obj.url} changed while downloading (ETag {etag}, was {obj.etag})")
+                    raise SourceChangedError(
+                        obj.name, f"{obj.url} changed while downloading (ETag {etag}, was {obj.etag})"
+                    )
                 crange = resp.headers.get("Content-Range", "")
                 if resp.status == 206 and not crange.startswith(f"bytes {start}-{stop - 1}/"):
                     raise TransientSourceError(
