@@ -517,7 +517,7 @@ _ArchivesDecoderOpt = typer.Option(
     None,
     "--decoder",
     help="gzip decoder, repeatable, tried in order \\[default: zlib-ng, then zlib as fallback]. "
-    "Choices: zlib-ng, isal, zlib, pigz (if installed).",
+    "Choices: zlib-ng, isal, zlib.",
 )
 _ArchivesOnlyOpt = typer.Option(None, "--only", help="Only these archives, repeatable, e.g. --only train_3.")
 
