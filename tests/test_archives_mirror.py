@@ -5,6 +5,7 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
+import oiv4
 from oiv4.archives import ArchiveSettings, build_archive_set
 from oiv4.layout import LAYOUT
 from oiv4.ledger import read_set
@@ -60,6 +61,13 @@ def test_targets_and_validation_build_from_the_mirror_over_https(tmp_path: Path)
         assert all("verified by size and ETag" in a.verification for a in targets.archives + validation.archives)
         check_set(storage, universe, "targets")
         check_set(storage, universe, "validation")
+
+        # What downstream code sees: oiv4.open reads every stored image back from the zips.
+        with oiv4.open(str(tmp_path / "root")) as ds:
+            for name, ids in (("targets", universe.boxable_ids()), ("validation", universe.validation_ids())):
+                stored = [i for i in ids if universe.expected_archive(i) == "ok"]
+                assert sorted(ds[name].ids()) == sorted(stored)
+                assert all(ds[name].read_bytes(i) == universe.small_image(i) for i in stored)
 
         # The mirror's hostile members: each refused with a reason, none in any zip, nothing outside the root.
         hostile = universe.hostile_archive_members()
