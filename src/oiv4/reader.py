@@ -470,13 +470,21 @@ def load_ledger(
     table = pa.concat_tables([t.cast(schema) for t in _read_files(storage, rels, cols)])
     if row_filter is not None:
         table = table.filter(pc.equal(table["row"], row_filter))
-    rows = table["row"].to_numpy()
+    rows = _int64s(table["row"])
     if len(rows) > 1 and not bool((rows[1:] > rows[:-1]).all()):
         if len(np.unique(rows)) != len(rows):
             table = _latest_per_row(table)
         else:
             table = table.take(pc.sort_indices(table["row"]))  # shards listed out of row order
     return table.select(list(columns or LEDGER_SCHEMA.names))
+
+
+def _int64s(col: pa.ChunkedArray) -> np.ndarray:
+    """A non-null int64 column as numpy, straight from its buffers (`to_numpy` imports pandas: +0.3 s)."""
+    arr = col.combine_chunks()
+    if arr.null_count:
+        raise ValueError("ledger column `row` has nulls")
+    return np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + len(arr)]
 
 
 def _read_files(storage: Storage, rels: list[str], columns: list[str]) -> list[pa.Table]:
@@ -621,10 +629,9 @@ def ids_to_keys(ids: pa.Array | pa.ChunkedArray) -> np.ndarray | None:
     nibbles = _HEX[data]
     if (nibbles == 255).any():
         return None
-    keys = np.zeros(n, dtype=np.uint64)
-    for k in range(16):
-        keys = (keys << np.uint64(4)) | nibbles[:, k].astype(np.uint64)
-    return keys
+    # Two nibbles per byte, then the 8 bytes of each row read as one big-endian integer.
+    packed = (nibbles[:, 0::2] << 4) | nibbles[:, 1::2]
+    return np.ascontiguousarray(packed).view(">u8").ravel().astype(np.uint64)
 
 
 class _IdIndex:
