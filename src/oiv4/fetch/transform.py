@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 from dataclasses import dataclass
 
 from PIL import Image, ImageCms, UnidentifiedImageError
@@ -59,14 +60,30 @@ def rotation_degrees(rotation: float | None) -> int | None:
     return deg if deg in (0, 90, 180, 270) and abs(rotation - round(rotation)) < 1e-6 else None
 
 
+def _open_plugins(data: bytes) -> Image.Image:
+    """`Image.open(data, formats=ALLOWED_FORMATS)` without Pillow's global pixel-limit check."""
+    Image.init()
+    prefix = data[:16]
+    for fmt in ALLOWED_FORMATS:
+        factory, accept = Image.OPEN[fmt]
+        if accept is not None and accept(prefix) is not True:
+            continue
+        try:
+            return factory(io.BytesIO(data), "")
+        except (SyntaxError, IndexError, TypeError, struct.error):
+            continue  # as Image.open does: not this format after all
+    raise UnidentifiedImageError("cannot identify image file")
+
+
 def open_image(data: bytes, max_pixels: int, content_type: str | None = None) -> Image.Image:
     """Open (header only) with our own, explicit pixel limit; raises TransformError."""
-    # Pillow's bomb check reads a process-wide global (Image.MAX_IMAGE_PIXELS, ~179 MP hard limit) that
-    # would refuse real 180-200 MP originals and that other code may change. We switch it off and apply
-    # `max_pixels` ourselves, on the declared size, before a single pixel is decoded.
-    Image.MAX_IMAGE_PIXELS = None
+    # `max_pixels` is applied below, on the declared size, before a single pixel is decoded. Pillow's own
+    # check reads a process-wide global (Image.MAX_IMAGE_PIXELS, hard limit ~179 MP) which would refuse
+    # real 180-200 MP originals; switching it off would silently disable bomb protection for everything
+    # else in the process (a user's notebook, the reader). So we open through the format plugins directly,
+    # which is all `Image.open` does besides that global check.
     try:
-        im = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+        im = _open_plugins(data)
     except UnidentifiedImageError:
         head = data[:24]
         served = f" (served as {content_type})" if content_type else ""
