@@ -10,6 +10,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -139,3 +140,33 @@ def test_kill_mid_conversion_redoes_only_that_archive_without_downloading_again(
     ledger = read_set(storage, "targets")
     assert sorted(ledger["row"].to_pylist()) == list(range(20))
     assert set(ledger["outcome"].to_pylist()) == {"ok"}
+
+
+def test_ctrl_c_stops_the_cli_promptly_and_a_rerun_finishes(tmp_path: Path) -> None:
+    ids = image_ids(10, seed=24)
+    archive = make_archive(
+        "validation", [Entry(f"validation/{i}.jpg", noisy_jpeg(k, (512, 512))) for k, i in enumerate(ids)]
+    )
+    assert len(archive.data) > 2 << 20  # three 1 MiB parts at least
+    root = tmp_path / "root"
+    storage = Storage(str(root))
+    write_plan(storage, "validation", ids)
+    oiv4 = Path(sys.executable).with_name("oiv4")
+    cmd = [str(oiv4), "archives", "validation", "--root", str(root), "--part-size-mb", "1", "--connections", "1"]
+    with RangeServer({archive.name: archive.data}, stall_after_requests=2) as server:
+        proc = subprocess.Popen(
+            [*cmd, "--source", server.base_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        while server.gets <= 2 and proc.poll() is None:  # the third part's request is now hanging in the server
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        # Hang guard only: a CLI that waited for the stalled transfer would sit here until the server let go (60 s).
+        _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "interrupted." in err and "Run the same command again" in err
+    assert not (root / LAYOUT.archive_zip("validation", "validation")).exists()
+
+    with RangeServer({archive.name: archive.data}) as server:
+        again = subprocess.run([*cmd, "--source", server.base_url], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert set(read_set(storage, "validation")["outcome"].to_pylist()) == {"ok"}

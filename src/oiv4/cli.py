@@ -576,6 +576,8 @@ def archives_cmd(
       oiv4 archives targets --root R --source http://127.0.0.1:8000/tar/ --stream
     """
     import json
+    import os
+    import sys
 
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
     from rich.table import Table
@@ -630,6 +632,17 @@ def archives_cmd(
         except (ArchiveSetError, ValueError) as exc:
             console.print(f"[red]archives failed:[/red] {exc}")
             raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            bar.stop()
+            console.print(
+                "[yellow]interrupted.[/yellow] Run the same command again: finished archives are kept, "
+                "a download continues from its last checkpoint, an unfinished conversion starts over."
+            )
+            # Everything on disk is already consistent (atomic renames, checkpointed sidecars); exiting now
+            # spares waiting for a transfer thread blocked in a socket read.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
 
     table = Table(title=f"{summary.image_set} from {summary.source}")
     for col in ("archive", "status", "stored", "missing", "refused", "verified by / error"):

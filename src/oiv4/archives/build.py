@@ -18,8 +18,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 import shutil
+import threading
 import time
 import zipfile
 from collections import Counter
@@ -36,7 +36,7 @@ from ..ledger import ShardLedger, read_shard
 from ..schema import ImageSet, Outcome
 from ..shards import ShardResult, ShardTask
 from ..storage import TMP_MARK, Storage
-from .catalog import KnownArchive, archive_name, load_known_archives, rows_by_stem, shard_of
+from .catalog import KnownArchive, all_stems, archive_name, load_known_archives, rows_by_stem, shard_of
 from .convert import ConvertOutcome, convert_stream
 from .download import DownloadResult, TransferSettings, download_to_storage, stream_parts
 from .errors import ArchiveError, ArchiveSetError, CorruptStreamError, SourceError, VerificationError
@@ -271,6 +271,7 @@ class _Builder:
         self.settings = settings
         self.progress = progress
         self.table = dict(settings.known) if settings.known is not None else load_known_archives()
+        self.cancel = threading.Event()  # set on Ctrl-C / any exit: in-flight transfers stop within a chunk
         try:
             self.source = make_source(settings.source, settings.s3_endpoint, settings.connections, settings.timeout_s)
         except ValueError as exc:
@@ -311,6 +312,7 @@ class _Builder:
                 tar_rel,
                 self.settings.transfer,
                 lambda n: self.progress.advance("download", name, n),
+                self.cancel,
             )
         finally:
             self.progress.end("download", name)
@@ -343,7 +345,7 @@ class _Builder:
             chunks = (
                 _file_chunks(fetched.local)
                 if fetched.local is not None
-                else stream_parts(self.source, fetched.obj, s.transfer)
+                else stream_parts(self.source, fetched.obj, s.transfer, cancel=self.cancel)
             )
             self.progress.begin("convert", name, fetched.obj.size)
             try:
@@ -476,6 +478,55 @@ def _plan_groups(storage: Storage, image_set: ImageSet) -> dict[str, dict[str, i
     return {stem: {id_list[i]: int(rows[i]) for i in idx} for stem, idx in groups.items()}
 
 
+def _convert_in_order(builder: _Builder, todo: list[str], groups: dict[str, dict[str, int]]) -> list[ArchiveReport]:
+    """Fetch and convert `todo` in order, one download running ahead of the conversion in progress:
+    network and CPU overlap, and at most two .tar.gz files are on disk at once."""
+    reports: list[ArchiveReport] = []
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="oiv4-fetch")
+    futures: dict[int, Future[_Fetched]] = {}
+    finished = False
+
+    def ensure(i: int) -> None:
+        if i < len(todo) and i not in futures:
+            futures[i] = pool.submit(builder.fetch, todo[i])
+
+    try:
+        for i, stem in enumerate(todo):
+            ensure(i)
+            ensure(i + 1)
+            report = ArchiveReport(archive_name(stem), shard_of(stem), "converted")
+            t = time.monotonic()
+            try:
+                fetched = futures.pop(i).result()
+                report.verification = fetched.check.description
+                report.verified_by = fetched.check.short
+                if fetched.downloaded is not None:
+                    report.bytes_downloaded = fetched.downloaded.bytes_fetched
+                    report.parts_resumed = fetched.downloaded.parts_resumed
+                    if fetched.downloaded.note:
+                        report.notes.append(fetched.downloaded.note)
+                builder.convert(stem, fetched, groups[stem], report)
+                if builder.settings.stream:
+                    report.bytes_downloaded = report.compressed_bytes
+            except ArchiveError as exc:
+                report.status = "failed"
+                report.error = str(exc)
+                builder.progress.message(str(exc))
+            except OSError as exc:  # disk full, permissions: this archive fails, the message says where
+                report.status = "failed"
+                why = "disk full" if exc.errno == errno.ENOSPC else "I/O error"
+                report.error = f"{archive_name(stem)}: {why}: {exc}"
+                builder.progress.message(report.error)
+            report.elapsed_s = round(time.monotonic() - t, 3)
+            reports.append(report)
+        finished = True
+    finally:
+        builder.cancel.set()  # Ctrl-C or an error: stop the download running ahead, keep its parts
+        # On Ctrl-C, do not wait for a transfer blocked in a socket read: it ends at its next chunk.
+        pool.shutdown(wait=finished, cancel_futures=True)
+    return reports
+
+
 def build_archive_set(
     storage: Storage,
     image_set: ImageSet | str,
@@ -504,8 +555,10 @@ def build_archive_set(
         raise ArchiveSetError("part_size, connections and max_member_bytes must be positive")
     groups = _plan_groups(storage, image_set)
     for stem in settings.only:
-        if not re.match(r"^(train_[0-9a-f]|validation)$", stem):
+        if stem not in all_stems(image_set):
             raise ArchiveSetError(f"--only {stem!r}: not an archive of {image_set.value}")
+        if stem not in groups:
+            progress.message(f"{archive_name(stem)}: no image of the {image_set.value} plan is in it, nothing to do")
     stems = [s for s in sorted(groups) if not settings.only or s in settings.only]
     builder = _Builder(storage, image_set, settings, progress)
     summary = ArchiveSetSummary(image_set.value, builder.source.description)
@@ -519,44 +572,7 @@ def build_archive_set(
         else:
             todo.append(stem)
 
-    # One download runs ahead of the conversion in progress: network and CPU overlap, and at most two
-    # .tar.gz files are on disk at once.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="oiv4-fetch") as pool:
-        futures: dict[int, Future[_Fetched]] = {}
-
-        def ensure(i: int) -> None:
-            if i < len(todo) and i not in futures:
-                futures[i] = pool.submit(builder.fetch, todo[i])
-
-        for i, stem in enumerate(todo):
-            ensure(i)
-            ensure(i + 1)
-            report = ArchiveReport(archive_name(stem), shard_of(stem), "converted")
-            t = time.monotonic()
-            try:
-                fetched = futures.pop(i).result()
-                report.verification = fetched.check.description
-                report.verified_by = fetched.check.short
-                if fetched.downloaded is not None:
-                    report.bytes_downloaded = fetched.downloaded.bytes_fetched
-                    report.parts_resumed = fetched.downloaded.parts_resumed
-                    if fetched.downloaded.note:
-                        report.notes.append(fetched.downloaded.note)
-                builder.convert(stem, fetched, groups[stem], report)
-                if settings.stream:
-                    report.bytes_downloaded = report.compressed_bytes
-            except ArchiveError as exc:
-                report.status = "failed"
-                report.error = str(exc)
-                progress.message(str(exc))
-            except OSError as exc:  # disk full, permissions: this archive fails, the message says where
-                report.status = "failed"
-                report.error = (
-                    f"{archive_name(stem)}: {'disk full' if exc.errno == errno.ENOSPC else 'I/O error'}: {exc}"
-                )
-                progress.message(report.error)
-            report.elapsed_s = round(time.monotonic() - t, 3)
-            summary.archives.append(report)
+    summary.archives += _convert_in_order(builder, todo, groups)
     summary.archives.sort(key=lambda a: a.name)
     summary.elapsed_s = round(time.monotonic() - t0, 3)
     return summary

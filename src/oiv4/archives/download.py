@@ -71,13 +71,33 @@ class Parts:
         return sum(stop - start for start, stop in map(self.__getitem__, parts))
 
 
+class Abort:
+    """Stop signal for one transfer, also raised by an outer `cancel` event (Ctrl-C of the whole run)."""
+
+    def __init__(self, cancel: threading.Event | None = None) -> None:
+        self._own = threading.Event()
+        self._cancel = cancel
+
+    def set(self) -> None:
+        self._own.set()
+
+    def is_set(self) -> bool:
+        return self._own.is_set() or (self._cancel is not None and self._cancel.is_set())
+
+    def wait(self, seconds: float) -> bool:
+        end = time.monotonic() + seconds
+        while not self.is_set() and (left := end - time.monotonic()) > 0:
+            self._own.wait(min(left, 0.2))
+        return self.is_set()
+
+
 def _fetch_with_retries(
     source: Source,
     obj: RemoteObject,
     start: int,
     stop: int,
     settings: TransferSettings,
-    abort: threading.Event,
+    abort: Abort,
     sink: Callable[[int, bytes], None],
     progress: ProgressFn | None,
 ) -> int:
@@ -127,6 +147,7 @@ def download_to_storage(
     rel: str,
     settings: TransferSettings,
     progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
 ) -> DownloadResult:
     """Download `obj` to `rel` under a local root, resuming from the sidecar of an interrupted run."""
     final = storage.local_path(rel)
@@ -157,7 +178,7 @@ def download_to_storage(
         raise ArchiveError(obj.name, f"needs {need:,} more bytes of disk at {final.parent}, only {free:,} free")
 
     lock = threading.Lock()
-    abort = threading.Event()
+    abort = Abort(cancel)
 
     def save_state() -> None:
         storage.write_bytes(sidecar_rel, json.dumps({**wanted, "done": sorted(done)}).encode(), fsync=True)
@@ -232,10 +253,11 @@ def stream_parts(
     obj: RemoteObject,
     settings: TransferSettings,
     progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
 ) -> Iterator[bytes]:
     """The archive's bytes in order, fetched `connections` parts at a time, never written to disk."""
     ranges = Parts(obj.size, settings.part_size)
-    abort = threading.Event()
+    abort = Abort(cancel)
 
     def fetch(i: int) -> bytes:
         start, stop = ranges[i]
