@@ -370,3 +370,26 @@ def test_a_disk_too_small_fails_before_any_byte_is_downloaded(tmp_path: Path, st
         assert f"needs about {int(huge * 1.01):,} bytes of free disk for the zip" in report.error
     else:
         assert f"needs {huge:,} more bytes of disk at {tmp_path / 'root/validation/images'}" in report.error
+
+
+def test_archives_run_as_shards_on_the_local_executor(tmp_path: Path) -> None:
+    from oiv4.archives import run_archive_shard
+    from oiv4.executor import ExecutorSettings, run_shards
+    from oiv4.schema import ImageSet
+    from oiv4.shards import ShardTask
+
+    ids3, ids7 = image_ids(3, "3", seed=30), image_ids(2, "7", seed=31)
+    folder = tmp_path / "src"
+    folder.mkdir()
+    for a in (images_archive("train_3", ids3), images_archive("train_7", ids7)):
+        (folder / a.name).write_bytes(a.data)
+    root = tmp_path / "root"
+    write_plan(Storage(str(root)), "targets", ids3 + ids7)
+    settings = ArchiveSettings(source=str(folder))
+    tasks = [
+        ShardTask("archives", ImageSet.targets, shard, 0, 0, str(root), settings=settings, name=stem)
+        for stem, shard in (("train_3", 3), ("train_7", 7))
+    ]
+    results = run_shards(tasks, run_archive_shard, ExecutorSettings(workers=2))
+    assert sorted((r.shard, dict(r.outcomes)) for r in results) == [(3, {"ok": 3}), (7, {"ok": 2})]
+    assert sorted(read_set(Storage(str(root)), "targets")["row"].to_pylist()) == list(range(5))

@@ -73,7 +73,10 @@ class ArchiveSettings:
 
 
 class ArchiveProgress:
-    """Progress events; the CLI renders them with rich, the API default ignores them. Thread-safe needed."""
+    """Progress events; the CLI renders them with rich, the API default ignores them.
+
+    Methods are called from download and conversion threads: implementations must be thread-safe.
+    """
 
     def begin(self, stage: str, name: str, total: int | None) -> None:
         """`stage` is "download" or "convert"; `total` in bytes (compressed)."""
