@@ -202,7 +202,8 @@ def _log_bins(values: np.ndarray, lo: float, hi: float, per_decade: int) -> list
 def _lin_bins(values: np.ndarray, step: float) -> list[Bin]:
     if values.size == 0:
         return []
-    top = max(step, math.ceil(float(values.max()) / step) * step + (step if values.max() % step == 0 else 0))
+    # The last bin is closed on the right, so a 1024 px longest side ends in [896, 1024], not [1024, 1152).
+    top = max(step, math.ceil(float(values.max()) / step) * step)
     edges = np.arange(0, top + step / 2, step)
     counts, _ = np.histogram(values, bins=edges)
     return [Bin(float(a), float(b), int(c)) for a, b, c in zip(edges[:-1], edges[1:], counts, strict=True)]
@@ -249,9 +250,13 @@ def _sample_dims(reader: SetReader, k: int) -> tuple[np.ndarray, np.ndarray, np.
 
 
 def _failures(con, top: int = 12) -> list[FailureGroup]:
-    # Reasons embed byte counts and the like; long digit runs are folded so similar failures group.
+    # Reasons embed byte counts, ports and checksums: fold them so the same failure groups as one line.
+    folded = (
+        "regexp_replace(regexp_replace(coalesce(reason, ''), '[A-Za-z0-9+/]{22}==', '…', 'g'), "
+        "'[0-9][0-9,.]{2,}[0-9]', '…', 'g')"
+    )
     rows = con.execute(
-        f"""SELECT outcome, regexp_replace(coalesce(reason, ''), '[0-9]{{4,}}', '…', 'g') r, count(*) n,
+        f"""SELECT outcome, {folded} r, count(*) n,
                    list(url ORDER BY "row") FILTER (WHERE url IS NOT NULL)[1:3] ex
             FROM l WHERE outcome <> '{Outcome.ok.value}' GROUP BY 1, 2 ORDER BY n DESC, 1, 2 LIMIT {top}"""
     ).fetchall()
