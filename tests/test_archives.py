@@ -99,6 +99,7 @@ def test_validation_streams_from_s3_without_any_tar_on_disk(tmp_path: Path) -> N
     assert files_under(root / "validation") == {"images", "images/validation.zip"}
     assert zip_members(root / "validation/images/validation.zip") == {e.name: e.data for e in archive.entries}
     assert outcomes(storage, "validation") == {"ok": 8}
+    assert summary.archives[0].sha256 == archive.sha256
 
 
 def test_rerun_skips_done_archives_without_touching_the_network(tmp_path: Path) -> None:

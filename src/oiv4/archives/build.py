@@ -105,6 +105,7 @@ class ArchiveReport:
     bytes_downloaded: int = 0
     parts_resumed: int = 0
     compressed_bytes: int = 0
+    sha256: str = ""  # of the .tar.gz as read (always computed: it is the archive's identity)
     zip_bytes: int = 0
     decoder: str = ""
     elapsed_s: float = 0.0
@@ -407,6 +408,7 @@ class _Builder:
         report.members = out.members
         report.outcomes = dict(out.outcomes)
         report.compressed_bytes = out.compressed_bytes
+        report.sha256 = out.sha256
         if fetched.we_own_file and not s.keep_tar and fetched.local is not None:
             st.remove(tar_rel)
 
