@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -394,3 +395,26 @@ def test_archives_run_as_shards_on_the_local_executor(tmp_path: Path) -> None:
     results = run_shards(tasks, run_archive_shard, ExecutorSettings(workers=2))
     assert sorted((r.shard, dict(r.outcomes)) for r in results) == [(3, {"ok": 3}), (7, {"ok": 2})]
     assert sorted(read_set(Storage(str(root)), "targets")["row"].to_pylist()) == list(range(5))
+
+
+def test_streaming_into_an_s3_root_writes_the_zip_and_ledger_there(tmp_path: Path) -> None:
+    import boto3
+
+    ids = image_ids(6, "e", seed=32)
+    archive = images_archive("train_e", ids)
+    with moto_s3() as endpoint:
+        upload(endpoint, BUCKET, "tar/", [archive])
+        boto3.session.Session().client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+        ).create_bucket(Bucket="results")
+        storage = Storage("s3://results/oi", {"endpoint_url": endpoint, "key": "x", "secret": "x"})
+        write_plan(storage, "targets", ids)
+        settings = ArchiveSettings(s3_endpoint=endpoint, part_size=2048)
+        refused = build_archive_set(storage, "targets", settings).archives[0]
+        summary = build_archive_set(storage, "targets", replace(settings, stream=True))
+        assert summary.ok, summary.to_dict()
+        with storage.open(LAYOUT.archive_zip("targets", "train_e")) as fh, zipfile.ZipFile(fh) as zf:
+            assert {n: zf.read(n) for n in zf.namelist()} == {e.name: e.data for e in archive.entries}
+        assert outcomes(storage, "targets") == {"ok": 6}
+        assert archive_done(storage, "targets", "train_e")
+    assert refused.status == "failed" and "use stream=True (--stream) for a remote root" in refused.error
