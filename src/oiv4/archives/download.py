@@ -195,7 +195,10 @@ def download_to_storage(
 
         def sink(off: int, chunk: bytes) -> None:
             try:
-                os.pwrite(fd, chunk, off)
+                view = memoryview(chunk)
+                while view:  # pwrite may write less than asked
+                    n = os.pwrite(fd, view, off)
+                    view, off = view[n:], off + n
             except OSError as exc:
                 raise _disk_error(obj.name, part, exc) from exc
 
