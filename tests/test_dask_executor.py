@@ -237,3 +237,13 @@ def test_unreachable_scheduler_is_a_clear_error(tmp_path: Path) -> None:
 
     with dask.config.set({"distributed.comm.timeouts.connect": "2s"}), pytest.raises(DaskSetupError, match="dask scheduler"):
         run_shards(tasks, record_shard, settings)
+
+
+def test_scheduler_without_workers_is_a_clear_error(tmp_path: Path) -> None:
+    tasks = make_tasks(str(tmp_path), 3, 3, RecordSettings())
+    with (
+        LocalCluster(n_workers=0, processes=True, dashboard_address=":0") as empty,
+        dask.config.set({"distributed.comm.timeouts.connect": "1s"}),
+        pytest.raises(DaskSetupError, match="no Dask worker joined"),
+    ):
+        run_shards(tasks, record_shard, ExecutorSettings(scheduler=empty.scheduler_address))

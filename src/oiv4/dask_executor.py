@@ -114,6 +114,17 @@ def _check_workers(client: Client, task: ShardTask) -> None:
     object-store root needs credentials in every worker's environment. Both are easy to get wrong and
     would otherwise surface as every shard failing in turn.
     """
+    import dask
+
+    # A scheduler whose workers are still starting (or were never started) would queue every shard silently.
+    wait = dask.config.get("distributed.comm.timeouts.connect")
+    try:
+        client.wait_for_workers(1, timeout=wait)
+    except TimeoutError:
+        raise DaskSetupError(
+            f"no Dask worker joined the scheduler within {wait}: start some with "
+            "`dask worker <scheduler address> --nworkers <cores> --nthreads 1` (see docs/cluster.md)"
+        ) from None
     try:
         problems = client.run(_probe_worker, task.root, task.storage_options)
     except Exception as exc:  # a worker without oiv4 installed cannot even unpickle the probe
