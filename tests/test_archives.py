@@ -418,3 +418,18 @@ def test_streaming_into_an_s3_root_writes_the_zip_and_ledger_there(tmp_path: Pat
         assert outcomes(storage, "targets") == {"ok": 6}
         assert archive_done(storage, "targets", "train_e")
     assert refused.status == "failed" and "use stream=True (--stream) for a remote root" in refused.error
+
+
+def test_a_good_copy_after_a_refused_one_takes_the_plan_row(tmp_path: Path) -> None:
+    (image_id,) = image_ids(1, "4", seed=33)
+    name = f"train_4/{image_id}.jpg"
+    archive = make_archive("train_4", [Entry(name, kind="symlink", linkname="/etc/shadow"), Entry(name, jpeg(5))])
+    folder = tmp_path / "src"
+    folder.mkdir()
+    (folder / archive.name).write_bytes(archive.data)
+    storage = Storage(str(tmp_path / "root"))
+    write_plan(storage, "targets", [image_id])
+    assert build_archive_set(storage, "targets", ArchiveSettings(source=str(folder))).ok
+    rows = sorted(read_set(storage, "targets").to_pylist(), key=lambda r: r["row"])
+    assert [(r["row"], r["outcome"]) for r in rows] == [(negative_row(4, 1), "hostile_member"), (0, "ok")]
+    assert zip_members(tmp_path / "root" / LAYOUT.archive_zip("targets", "train_4")) == {name: jpeg(5)}
