@@ -235,8 +235,8 @@ def _convert_members(
                 add(v.image_id, m, Outcome.not_image, f"{printable(m.name)}: {bad}", False, bytes_downloaded=m.size)
                 continue
             # Defence in depth: only a checked name ever reaches the zip.
-            assert safe_name.match(m.name), m.name
-            info = zipfile.ZipInfo(m.name, date_time=_dos_time(m.mtime))
+            assert safe_name.match(v.name), v.name
+            info = zipfile.ZipInfo(v.name, date_time=_dos_time(m.mtime))
             info.compress_type = zipfile.ZIP_STORED
             info.file_size = m.size
             info.external_attr = 0o644 << 16
@@ -255,9 +255,9 @@ def _convert_members(
                 stored_bytes=m.size,
                 stored_width=dims[0] if dims else None,
                 stored_height=dims[1] if dims else None,
-                location=f"{zip_rel}:{m.name}",
+                location=f"{zip_rel}:{v.name}",
             )
-            result.stored_names.append(m.name)
+            result.stored_names.append(v.name)
             result.stored_bytes += m.size
     for image_id, row in plan_rows.items():
         if image_id not in by_id:

@@ -24,6 +24,14 @@ class Verdict:
     image_id: str | None
     outcome: str | None  # None: store it
     reason: str = ""
+    name: str = ""  # the member name to store under (a leading "./" dropped)
+
+
+def normalized(name: str) -> str:
+    """`./train_0/x.jpg` -> `train_0/x.jpg`: a leading `./` (tar run from inside the parent) means nothing."""
+    while name.startswith("./"):
+        name = name[2:]
+    return name
 
 
 def printable(name: str, limit: int = 120) -> str:
@@ -44,13 +52,13 @@ class MemberChecker:
 
     def is_own_dir(self, m: TarMember) -> bool:
         """The archive's top-level folder entry (`train_3/`): structure, not an image."""
-        return m.kind == "dir" and m.name.rstrip("/") == self.stem
+        return m.kind == "dir" and normalized(m.name).rstrip("/") in (self.stem, "", ".")
 
     def check(self, m: TarMember) -> Verdict:
-        name = m.name
+        name = normalized(m.name)
         match = self._name_re.match(name)
         image_id = match.group(1) if match else None
-        shown = printable(name)
+        shown = printable(m.name)
         if name.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", name):
             return Verdict(image_id, Outcome.hostile_member, f"absolute path {shown} refused")
         parts = re.split(r"[\\/]", name)
@@ -81,7 +89,7 @@ class MemberChecker:
                 Outcome.hostile_member,
                 f"{shown}: {m.size:,} bytes exceeds the member cap of {self.max_member_bytes:,} bytes",
             )
-        return Verdict(image_id, None)
+        return Verdict(image_id, None, name=name)
 
 
 def check_jpeg(head: bytes) -> str | None:
