@@ -93,10 +93,10 @@ def test_member_checker_accepts_only_the_archive_layout() -> None:
     assert "exceeds the member cap" in check.check(member("train_b/bb23456789abcdef.jpg", size=101)).reason
     assert check.is_own_dir(member("train_b/", "dir"))
     # `tar czf` run from inside the parent folder: a leading ./ is dropped, nothing else is forgiven
-    dotted = check.check(member("./train_b/cc23456789abcdef.jpg"))
-    assert dotted.outcome is None and dotted.name == "train_b/cc23456789abcdef.jpg"
+    dotted = check.check(member("./train_b/bc23456789abcdef.jpg"))
+    assert dotted.outcome is None and dotted.name == "train_b/bc23456789abcdef.jpg"
     assert check.is_own_dir(member("./", "dir")) and check.is_own_dir(member("./train_b/", "dir"))
-    assert "path traversal" in check.check(member("./../train_b/dd23456789abcdef.jpg")).reason
+    assert "path traversal" in check.check(member("./../train_b/bd23456789abcdef.jpg")).reason
 
 
 def test_jpeg_size_reads_the_frame_header() -> None:
