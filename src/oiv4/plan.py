@@ -164,7 +164,7 @@ def _duckdb_reader(path: Path, malformed: list[tuple[int, str]]) -> Iterator[pa.
 
 
 def _check_header(fh: IO[bytes], file_name: str) -> None:
-    first = fh.readline(1 << 16).decode("utf-8-sig", errors="replace").strip()
+    first = fh.read(1 << 16).split(b"\n", 1)[0].decode("utf-8-sig", errors="replace").strip()
     fh.seek(0)
     got = tuple(c.strip().strip('"') for c in first.split(","))
     if got != COLUMNS:
