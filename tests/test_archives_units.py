@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import tarfile
+import zipfile
 
 import pytest
 
@@ -12,6 +13,8 @@ from oiv4.archives.errors import CorruptStreamError, CorruptTarError
 from oiv4.archives.gunzip import decode
 from oiv4.archives.members import MemberChecker, jpeg_size
 from oiv4.archives.tarstream import PieceReader, iter_members
+from oiv4.archives.zipwriter import StoredZipWriter
+from oiv4.reader import index_zip
 from test_archives_support import jpeg
 
 
@@ -102,3 +105,84 @@ def test_member_checker_accepts_only_the_archive_layout() -> None:
 def test_jpeg_size_reads_the_frame_header() -> None:
     assert jpeg_size(jpeg(3, (77, 41))) == (77, 41)
     assert jpeg_size(b"\xff\xd8\xff\xda\x00\x02") is None
+
+
+def _read_zip(path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as zf:
+        assert zf.testzip() is None  # every CRC checks out
+        return {i.filename: zf.read(i) for i in zf.infolist()}
+
+
+@pytest.mark.parametrize("force_zip64", [False, True])
+def test_stored_zip_writer_output_reads_back_with_zipfile_and_the_oiv4_reader(tmp_path, force_zip64: bool) -> None:
+    members = {f"train_0/{i:016x}.jpg": jpeg(i) for i in range(5)}
+    path = tmp_path / "a.zip"
+    with open(path, "wb") as fh:
+        w = StoredZipWriter(fh, force_zip64=force_zip64)
+        for k, (name, data) in enumerate(members.items()):
+            w.add(name, [memoryview(data)[:10], memoryview(data)[10:]], mtime=1_525_132_800 + k * 2)
+        w.close()
+    assert _read_zip(path) == members
+    with zipfile.ZipFile(path) as zf:
+        info = zf.infolist()[1]
+        assert info.compress_type == zipfile.ZIP_STORED and info.date_time == (2018, 5, 1, 0, 0, 2)
+        assert info.external_attr >> 16 == 0o100644
+    data = path.read_bytes()
+    index = index_zip(lambda o, n: data[o : o + n], len(data), "a.zip")
+    assert sorted(index) == sorted(members)
+
+
+def test_stored_zip_writer_switches_to_zip64_past_65535_entries(tmp_path) -> None:
+    path = tmp_path / "many.zip"
+    with open(path, "wb") as fh:
+        w = StoredZipWriter(fh)
+        for i in range(70_000):
+            w.add(f"validation/{i:016x}.jpg", [b"x"])
+        w.close()
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+        assert len(names) == 70_000 and zf.read(names[-1]) == b"x"
+
+
+_ZEROS = bytes(1 << 20)
+
+
+class _SparseZeros(io.RawIOBase):
+    """A file that turns writes of `_ZEROS` into holes, so a >4 GiB zip costs no disk and little time."""
+
+    def __init__(self, fh) -> None:
+        self.fh = fh
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        if isinstance(b, memoryview) and b.obj is _ZEROS:
+            self.fh.seek(len(b), 1)
+        else:
+            self.fh.write(b)
+        return len(b)
+
+
+def test_stored_zip_writer_records_offsets_beyond_4_gib(tmp_path) -> None:
+    zeros = memoryview(_ZEROS)
+    path = tmp_path / "big.zip"
+    with open(path, "wb") as fh:
+        w = StoredZipWriter(_SparseZeros(fh))
+        w.add("train_0/0000000000000001.jpg", [zeros] * 2200)  # 2.3 GB of zeros, each
+        w.add("train_0/0000000000000002.jpg", [zeros] * 2200)
+        w.add("train_0/0000000000000003.jpg", [b"after 4 GiB"])
+        w.close()
+        fh.truncate()
+    assert path.stat().st_size > 1 << 32
+    with zipfile.ZipFile(path) as zf:
+        last = zf.getinfo("train_0/0000000000000003.jpg")
+        assert last.header_offset > 1 << 32 and zf.read(last) == b"after 4 GiB"
+    with open(path, "rb") as fh:
+        size = path.stat().st_size
+
+        def read_at(o: int, n: int) -> bytes:
+            fh.seek(o)
+            return fh.read(n)
+
+        assert index_zip(read_at, size, "big.zip")["train_0/0000000000000003.jpg"].offset == last.header_offset

@@ -19,8 +19,6 @@ import hashlib
 import queue
 import re
 import threading
-import time
-import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -32,6 +30,7 @@ from ..schema import Outcome
 from .gunzip import decode
 from .members import MemberChecker, check_jpeg, jpeg_size, printable
 from .tarstream import PieceReader, TarMember, iter_members
+from .zipwriter import StoredZipWriter
 
 RAW_PIECE = 4 << 20  # compressed bytes per queue item
 QUEUE_ITEMS = 24  # bounded hand-off between the threads: ~100 MB in flight at most
@@ -59,15 +58,6 @@ class ConvertOutcome:
 
 class _Stopped(Exception):
     pass
-
-
-def _dos_time(mtime: int) -> tuple[int, int, int, int, int, int]:
-    t = time.gmtime(max(0, mtime))
-    if t.tm_year < 1980:
-        return (1980, 1, 1, 0, 0, 0)
-    if t.tm_year > 2107:
-        return (2107, 12, 31, 23, 59, 58)
-    return (t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec)
 
 
 def convert_stream(
@@ -217,48 +207,43 @@ def _convert_members(
         )
         result.outcomes[outcome] += 1
 
-    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for m, views in iter_members(reader, want, archive):
-            if checker.is_own_dir(m):
-                result.directories += 1
-                continue
-            result.members += 1
-            v = verdicts[m.index]
-            if views is None:
-                add(v.image_id, m, v.outcome, v.reason, False, bytes_downloaded=m.size)
-                continue
-            head = bytes(views[0][:65536]) if views else b""
-            if len(head) < min(65536, m.size):
-                head = b"".join(bytes(x) for x in views)[:65536]
-            bad = check_jpeg(head)
-            if bad is not None:
-                add(v.image_id, m, Outcome.not_image, f"{printable(m.name)}: {bad}", False, bytes_downloaded=m.size)
-                continue
-            # Defence in depth: only a checked name ever reaches the zip.
-            assert safe_name.match(v.name), v.name
-            info = zipfile.ZipInfo(v.name, date_time=_dos_time(m.mtime))
-            info.compress_type = zipfile.ZIP_STORED
-            info.file_size = m.size
-            info.external_attr = 0o644 << 16
-            with zf.open(info, "w") as w:
-                for piece in views:
-                    w.write(piece)
-            dims = jpeg_size(head)
-            in_plan = v.image_id in plan_rows
-            add(
-                v.image_id,
-                m,
-                Outcome.ok,
-                f"stored from {archive}" if in_plan else f"stored from {archive}; not a row of the plan",
-                True,
-                bytes_downloaded=m.size,
-                stored_bytes=m.size,
-                stored_width=dims[0] if dims else None,
-                stored_height=dims[1] if dims else None,
-                location=f"{zip_rel}:{v.name}",
-            )
-            result.stored_names.append(v.name)
-            result.stored_bytes += m.size
+    zf = StoredZipWriter(out)
+    for m, views in iter_members(reader, want, archive):
+        if checker.is_own_dir(m):
+            result.directories += 1
+            continue
+        result.members += 1
+        v = verdicts[m.index]
+        if views is None:
+            add(v.image_id, m, v.outcome, v.reason, False, bytes_downloaded=m.size)
+            continue
+        head = bytes(views[0][:65536]) if views else b""
+        if len(head) < min(65536, m.size):
+            head = b"".join(bytes(x) for x in views)[:65536]
+        bad = check_jpeg(head)
+        if bad is not None:
+            add(v.image_id, m, Outcome.not_image, f"{printable(m.name)}: {bad}", False, bytes_downloaded=m.size)
+            continue
+        # Defence in depth: only a checked name ever reaches the zip.
+        assert safe_name.match(v.name), v.name
+        zf.add(v.name, views, m.mtime)
+        dims = jpeg_size(head)
+        in_plan = v.image_id in plan_rows
+        add(
+            v.image_id,
+            m,
+            Outcome.ok,
+            f"stored from {archive}" if in_plan else f"stored from {archive}; not a row of the plan",
+            True,
+            bytes_downloaded=m.size,
+            stored_bytes=m.size,
+            stored_width=dims[0] if dims else None,
+            stored_height=dims[1] if dims else None,
+            location=f"{zip_rel}:{v.name}",
+        )
+        result.stored_names.append(v.name)
+        result.stored_bytes += m.size
+    zf.close()  # the central directory; only reached when every member went through
     for image_id, row in plan_rows.items():
         if image_id not in by_id:
             result.rows.append(

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from ..schema import Outcome
 from .tarstream import TarMember
+from .zipwriter import MAX_MEMBER
 
 DEFAULT_MAX_MEMBER_BYTES = 50_000_000
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -45,7 +46,8 @@ class MemberChecker:
 
     def __init__(self, stem: str, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> None:
         self.stem = stem
-        self.max_member_bytes = max_member_bytes
+        # STORED members without Zip64 sizes must stay under 4 GiB; no JPEG comes anywhere near.
+        self.max_member_bytes = min(max_member_bytes, MAX_MEMBER)
         self._name_re = re.compile(rf"^{re.escape(stem)}/([0-9a-f]{{16}})\.jpg$")
         self._digit = stem[-1] if stem.startswith("train_") else None
         self._seen: set[str] = set()
