@@ -217,10 +217,11 @@ def _convert_members(
         if views is None:
             add(v.image_id, m, v.outcome, v.reason, False, bytes_downloaded=m.size)
             continue
-        head = bytes(views[0][:65536]) if views else b""
+        # JPEG headers (magic, frame size) live in the first 64 KB; usually all in the first piece: no copy.
+        head: bytes | memoryview = views[0] if views else b""
         if len(head) < min(65536, m.size):
-            head = b"".join(bytes(x) for x in views)[:65536]
-        bad = check_jpeg(head)
+            head = b"".join(views)[:65536]
+        bad = check_jpeg(bytes(head[:16]))
         if bad is not None:
             add(v.image_id, m, Outcome.not_image, f"{printable(m.name)}: {bad}", False, bytes_downloaded=m.size)
             continue

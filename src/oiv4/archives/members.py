@@ -103,7 +103,7 @@ def check_jpeg(head: bytes) -> str | None:
     return f"not a JPEG (starts with {head[:8].hex()})"
 
 
-def jpeg_size(data: bytes) -> tuple[int, int] | None:
+def jpeg_size(data: bytes | memoryview) -> tuple[int, int] | None:
     """(width, height) from the first SOF marker, reading only the headers; None if not found."""
     pos = 2
     n = len(data)
