@@ -1,17 +1,18 @@
 """Streaming gzip decoding with a choice of decoder, exact error offsets and bounded memory.
 
 Decoder measurements (benchmarks/archive_convert.py: a 1 GB tar.gz of ~150 KB photo-like JPEGs made with
-gzip -6, 2-core EPYC VM shared with other work, load ~6, best of 3, GB/s of decompressed output):
-in-process isal 0.28, zlib-ng 0.27, zlib 0.19; `pigz -dc` 0.20; `gzip -dc` 0.14. On a quieter moment a
-300 MB sample gave zlib-ng 0.39, isal 0.36, zlib 0.34, `gzip -dc` 0.20. JPEG data is nearly
-incompressible, so inflate is mostly literal decoding and isal's usual lead over zlib-ng disappears;
-`igzip_threaded` / `gzip_ng_threaded` only move that same work to a thread, which the converter already
-does. Whole conversions (inflate + tar + zip + SHA-256) took 4.9 s with zlib-ng, 5.1 s with isal and
-7.1 s with zlib. zlib-ng is the default because it is as fast as isal here *and* can copy its state,
-which gives exact error offsets (below); stdlib zlib, the reference implementation, is the fallback
-for a stream the first decoder rejects (the facts file reports `pigz -d` failing with "invalid deflate
-data" on real archives that other decoders read). `pigz -dc` as a subprocess decoder was measured and
-left out: slower than zlib-ng in-process, not installed everywhere, and it reports no error offset.
+gzip -6, 2-core EPYC VM shared with other work, load ~4, best of 3, GB/s of decompressed output):
+in-process zlib-ng 0.33, isal 0.29, zlib 0.27; `pigz -dc` 0.24; `gzip -dc` 0.16 (an earlier run at
+load ~6: isal 0.28, zlib-ng 0.27, zlib 0.19). JPEG data is nearly incompressible, so inflate is mostly
+literal decoding and isal's usual lead over zlib-ng disappears; `igzip_threaded` / `gzip_ng_threaded`
+only move that same work to a thread, which the converter already does (and isal's decompressobj was
+seen not to overlap with the other thread's work, zlib-ng's does). Whole conversions (inflate + tar +
+zip + SHA-256) took 3.9 s with zlib-ng, 4.4 s with isal and 4.9 s with zlib. zlib-ng is the default:
+fastest here, and it can copy its state, which gives exact error offsets (below); stdlib zlib, the
+reference implementation, is the fallback for a stream the first decoder rejects (the facts file
+reports `pigz -d` failing with "invalid deflate data" on real archives that other decoders read).
+`pigz -dc` as a subprocess decoder was measured and left out: slower than zlib-ng in-process, not
+installed everywhere, and it reports no error offset.
 
 Offsets: input is fed in blocks; a rejected block is re-fed in small steps from a copy of the decoder
 state taken before it (zlib and zlib-ng can copy their state), so the error names the exact compressed
