@@ -392,7 +392,7 @@ class _Builder:
                 raise ArchiveError(name, f"none of the decoders {', '.join(s.decoders)} is installed")
             tried = "; ".join(f"{f.decoder}: {f.detail} at {f.where}" for f in failures)
             hint = (
-                " The downloaded copy may be damaged: delete it and re-run to download it again."
+                f" The downloaded copy may be damaged: delete {fetched.local} and re-run to download it again."
                 if fetched.we_own_file
                 else ""
             )
