@@ -114,5 +114,6 @@ def test_mirror_archive_with_an_invalid_deflate_block_is_named_at_its_exact_offs
     assert report.status == "failed"
     assert f"zlib-ng: invalid block type at compressed byte {offset:,};" in report.error
     assert f"zlib: invalid block type at compressed byte {offset:,})" in report.error
-    assert "delete it and re-run" in report.error
+    tar = tmp_path / "root" / LAYOUT.archive_tar("validation", "validation")
+    assert f"delete {tar} and re-run to download it again" in report.error and tar.exists()
     assert not (tmp_path / "root" / LAYOUT.archive_zip("validation", "validation")).exists()
