@@ -24,20 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-COLUMNS = [
-    "ImageID",
-    "Subset",
-    "OriginalURL",
-    "OriginalLandingURL",
-    "License",
-    "AuthorProfileURL",
-    "Author",
-    "Title",
-    "OriginalSize",
-    "OriginalMD5",
-    "Thumbnail300KURL",
-    "Rotation",
-]
+from oiv4.schema import COLUMNS
+
 TITLES = [
     "...die FNF-Kerze",
     "Sunset over the lake, Tahoe",

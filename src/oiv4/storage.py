@@ -64,38 +64,34 @@ class Storage:
     def write_bytes(self, rel: str, data: bytes, *, fsync: bool = False) -> None:
         """Write `data` at `rel` atomically: readers see the old state or the whole new file."""
         if self.local:
-            target = self.local_path(rel)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f"{target.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
-            try:
-                with open(tmp, "wb") as fh:
-                    fh.write(data)
-                    if fsync:
-                        fh.flush()
-                        os.fsync(fh.fileno())
-                os.replace(tmp, target)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+            with self._local_atomic(rel, fsync) as fh:
+                fh.write(data)
         else:
             self.fs.pipe_file(self.path(rel), data)
+
+    @contextmanager
+    def _local_atomic(self, rel: str, fsync: bool) -> Iterator[IO[bytes]]:
+        """Temp file beside the target (same filesystem, so the rename is atomic), renamed on success."""
+        target = self.local_path(rel)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f"{target.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+        try:
+            with open(tmp, "wb") as fh:
+                yield fh
+                if fsync:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     @contextmanager
     def open_atomic(self, rel: str) -> Iterator[IO[bytes]]:
         """A binary file handle whose content appears at `rel` only when the block exits cleanly."""
         if self.local:
-            target = self.local_path(rel)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f"{target.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
-            try:
-                with open(tmp, "wb") as fh:
-                    yield fh
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, target)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+            with self._local_atomic(rel, fsync=True) as fh:
+                yield fh
         else:
             # The object appears when the writer is closed (one PUT, or completing the multipart upload).
             # fsspec's `with fs.open(...)` closes -- and so publishes -- even when the block raised, so on
