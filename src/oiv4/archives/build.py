@@ -406,7 +406,7 @@ class _Builder:
         st.sync()  # the zip is durable before any ledger row points into it
         self._record(stem, out.rows)
         report.members = out.members
-        report.outcomes = dict(out.outcomes)
+        report.outcomes = {str(k): n for k, n in out.outcomes.items()}
         report.compressed_bytes = out.compressed_bytes
         report.sha256 = out.sha256
         if fetched.we_own_file and not s.keep_tar and fetched.local is not None:
@@ -468,22 +468,32 @@ def _maybe_atomic(storage: Storage, rel: str | None) -> Iterator[IO[bytes] | Non
 # ---- the set ----------------------------------------------------------------------------------------
 
 
-def _plan_groups(storage: Storage, image_set: ImageSet) -> dict[str, dict[str, int]]:
-    from ..plan import read_manifest
+class _PlanRows:
+    """The set's plan rows grouped by archive; the per-archive ImageID -> row maps are built on demand
+    (1.7M targets rows: no point building sixteen dicts when fifteen archives are already done)."""
 
-    if not storage.exists(LAYOUT.plan(image_set)):
-        raise ArchiveSetError(
-            f"no plan for {image_set.value} at {storage.path(LAYOUT.plan(image_set))}: run `oiv4 plan` first"
-        )
-    table = read_manifest(storage, image_set, columns=["ImageID", "row"])
-    ids = table["ImageID"]
-    rows = table["row"].to_numpy()
-    groups = rows_by_stem(image_set, ids, rows)
-    id_list = ids.to_pylist()
-    return {stem: {id_list[i]: int(rows[i]) for i in idx} for stem, idx in groups.items()}
+    def __init__(self, storage: Storage, image_set: ImageSet) -> None:
+        from ..plan import read_manifest
+
+        if not storage.exists(LAYOUT.plan(image_set)):
+            raise ArchiveSetError(
+                f"no plan for {image_set.value} at {storage.path(LAYOUT.plan(image_set))}: run `oiv4 plan` first"
+            )
+        table = read_manifest(storage, image_set, columns=["ImageID", "row"])
+        self._ids = table["ImageID"]
+        self._rows = table["row"].to_numpy()
+        self.groups = rows_by_stem(image_set, self._ids, self._rows)
+
+    def __contains__(self, stem: str) -> bool:
+        return stem in self.groups
+
+    def __getitem__(self, stem: str) -> dict[str, int]:
+        idx = self.groups[stem]
+        ids = self._ids.take(idx).to_pylist()
+        return dict(zip(ids, self._rows[idx].tolist(), strict=True))
 
 
-def _convert_in_order(builder: _Builder, todo: list[str], groups: dict[str, dict[str, int]]) -> list[ArchiveReport]:
+def _convert_in_order(builder: _Builder, todo: list[str], groups: _PlanRows) -> list[ArchiveReport]:
     """Fetch and convert `todo` in order, one download running ahead of the conversion in progress:
     network and CPU overlap, and at most two .tar.gz files are on disk at once."""
     reports: list[ArchiveReport] = []
@@ -558,13 +568,13 @@ def build_archive_set(
         raise ArchiveSetError("stream and keep_tar exclude each other: streaming writes no .tar.gz at all")
     if settings.part_size < 1 or settings.connections < 1 or settings.max_member_bytes < 1:
         raise ArchiveSetError("part_size, connections and max_member_bytes must be positive")
-    groups = _plan_groups(storage, image_set)
+    groups = _PlanRows(storage, image_set)
     for stem in settings.only:
         if stem not in all_stems(image_set):
             raise ArchiveSetError(f"--only {stem!r}: not an archive of {image_set.value}")
         if stem not in groups:
             progress.message(f"{archive_name(stem)}: no image of the {image_set.value} plan is in it, nothing to do")
-    stems = [s for s in sorted(groups) if not settings.only or s in settings.only]
+    stems = [s for s in sorted(groups.groups) if not settings.only or s in settings.only]
     builder = _Builder(storage, image_set, settings, progress)
     summary = ArchiveSetSummary(image_set.value, builder.source.description)
     todo: list[str] = []
