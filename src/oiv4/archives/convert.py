@@ -1,7 +1,7 @@
 """One pass from compressed bytes to a zip of STORED JPEGs, with a ledger row for every member.
 
 Two threads share the work on a 2-core machine: the producer reads compressed chunks and inflates
-them (the decoders release the GIL); the consumer hashes the compressed chunks (SHA-256, and MD5 when
+them (zlib-ng releases the GIL while it inflates); the consumer hashes the compressed chunks (SHA-256, and MD5 when
 the ETag is one), parses tar headers, checks members and writes zip entries (CRC-32 and writes release
 the GIL too). Nothing is extracted to disk: the zip is the only thing written, plus the `.tar.gz`
 itself when asked to keep it (`tee`).
@@ -9,7 +9,8 @@ itself when asked to keep it (`tee`).
 Ledger rows of members that are not plan rows (refused members, or images the plan does not list)
 get a negative `row` that is unique within the set and stable across runs:
 `-(shard * 2**32) - (member_index + 1)`, where `member_index` is the member's 0-based position in the
-tar. Coverage of the plan is therefore `row >= 0`; every member is still accounted for.
+tar (counting every header that is not a pax/GNU meta header, the archive's own folder entry included).
+Coverage of the plan is therefore `row >= 0`; every member is still accounted for.
 """
 
 from __future__ import annotations
