@@ -51,7 +51,9 @@ SPEC = UniverseSpec(
 )
 #: Ledger parts every 0.1 s, so progress is visible mid-shard. (Not flush_rows=1: that also exposes a race in
 #: the shard's flush -- a queued part write cancelled with the periodic flusher -- reported to the fetch owner.)
-SETTINGS = FetchSettings(http=HttpSettings(concurrency=1, attempts=2, backoff_base=0.05, deadline=5.0), flush_seconds=0.1)
+SETTINGS = FetchSettings(
+    http=HttpSettings(concurrency=1, attempts=2, backoff_base=0.05, deadline=5.0), flush_seconds=0.1
+)
 
 
 @pytest.fixture(scope="module")

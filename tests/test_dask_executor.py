@@ -235,7 +235,10 @@ def test_unreachable_scheduler_is_a_clear_error(tmp_path: Path) -> None:
     tasks = make_tasks(str(tmp_path), 3, 3, RecordSettings())
     settings = ExecutorSettings(kind="dask", scheduler="tcp://127.0.0.1:9")  # discard port: nothing listens
 
-    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}), pytest.raises(DaskSetupError, match="dask scheduler"):
+    with (
+        dask.config.set({"distributed.comm.timeouts.connect": "2s"}),
+        pytest.raises(DaskSetupError, match="dask scheduler"),
+    ):
         run_shards(tasks, record_shard, settings)
 
 

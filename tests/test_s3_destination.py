@@ -54,13 +54,17 @@ def test_storage_on_s3_sees_what_other_writers_add_and_remove(s3_root) -> None:
     root, options = s3_root
     storage = Storage(root, options)
     storage.write_bytes("ledger/train/shard-00000.parts/part-a.parquet", b"a")
-    assert storage.glob("ledger/train/shard-*.parts/part-*.parquet") == ["ledger/train/shard-00000.parts/part-a.parquet"]
+    assert storage.glob("ledger/train/shard-*.parts/part-*.parquet") == [
+        "ledger/train/shard-00000.parts/part-a.parquet"
+    ]
 
     other = other_writer(options)
     other.pipe_file(bucket_path(root, "ledger/train/shard-00000.parts/part-b.parquet"), b"b")
     other.rm(bucket_path(root, "ledger/train/shard-00000.parts/part-a.parquet"))
 
-    assert storage.glob("ledger/train/shard-*.parts/part-*.parquet") == ["ledger/train/shard-00000.parts/part-b.parquet"]
+    assert storage.glob("ledger/train/shard-*.parts/part-*.parquet") == [
+        "ledger/train/shard-00000.parts/part-b.parquet"
+    ]
     assert storage.exists("ledger/train/shard-00000.parts/part-b.parquet")
     assert not storage.exists("ledger/train/shard-00000.parts/part-a.parquet")
     assert storage.read_bytes("ledger/train/shard-00000.parts/part-b.parquet") == b"b"
@@ -166,4 +170,3 @@ def test_read_set_while_shards_compact_never_fails_nor_loses_rows(s3_root) -> No
         seen.append(len(rows))
     writer.join()
     assert read_set(storage, "train").num_rows == n_shards * rows_per_shard
-

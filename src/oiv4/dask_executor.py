@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 class DaskSetupError(RuntimeError):
     """The cluster cannot run this job: scheduler unreachable, or workers cannot see the root/import oiv4."""
 
