@@ -163,3 +163,12 @@ def test_output_is_deterministic():
     assert (
         transform_image(data, 90.0, TransformSettings()).data == transform_image(data, 90.0, TransformSettings()).data
     )
+
+
+def test_resample_filter_is_a_setting_and_unknown_ones_are_refused():
+    data = _encode(_marked(2000, 1500), "JPEG")
+    outs = {f: transform_image(data, 0.0, TransformSettings(resample=f)) for f in ("bicubic", "bilinear", "box")}
+    assert {o.stored_size for o in outs.values()} == {(1024, 768)}
+    assert len({o.data for o in outs.values()}) == 3
+    with pytest.raises(ValueError, match="unknown resample"):
+        TransformSettings(resample="nearest-ish")

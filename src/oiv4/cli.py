@@ -371,6 +371,9 @@ def fetch_cmd(
     ),
     max_side: int = typer.Option(1024, help="Shrink to fit max_side x max_side, aspect kept; never enlarged."),
     quality: int = typer.Option(90, min=1, max=100, help="JPEG quality of the stored images."),
+    resample: str = typer.Option(
+        "bicubic", help="Shrink filter: bicubic (as Pillow's thumbnail), bilinear (~10% faster), box (~20% faster)."
+    ),
     rotate: bool = typer.Option(
         True, "--rotate/--no-rotate", help="Apply the CSV Rotation (CCW degrees). --no-rotate reproduces the notebook."
     ),
@@ -451,7 +454,11 @@ def fetch_cmd(
         settings = FetchSettings(
             layout=layout,
             transform=TransformSettings(
-                max_side=max_side, quality=quality, rotate=rotate, max_pixels=int(max_megapixels * 1e6)
+                max_side=max_side,
+                quality=quality,
+                rotate=rotate,
+                max_pixels=int(max_megapixels * 1e6),
+                resample=resample,
             ),
             http=HttpSettings(
                 concurrency=concurrency,

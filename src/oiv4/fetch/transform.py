@@ -22,6 +22,12 @@ ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 
 _TRANSPOSE = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
 _WHITE = (255, 255, 255)
+_FILTERS = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "box": Image.Resampling.BOX,
+    "lanczos": Image.Resampling.LANCZOS,
+}
 
 
 class TransformError(Exception):
@@ -169,7 +175,7 @@ def transform_image(
         if rgb.size != final:
             # reducing_gap 2.0 (as `thumbnail`): box-reduce by an integer factor only while staying >= 2x the
             # final size, so non-JPEG giants are cheap and the bicubic filter still does the final antialiasing.
-            rgb = rgb.resize(final, Image.Resampling.BICUBIC, reducing_gap=2.0)
+            rgb = rgb.resize(final, _FILTERS[settings.resample], reducing_gap=2.0)
     except TransformError:
         raise
     except Exception as exc:  # corrupt pixel data in untrusted bytes is a recorded outcome
