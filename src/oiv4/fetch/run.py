@@ -10,6 +10,9 @@ from collections.abc import Callable, Iterable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from ..executor import ExecutorSettings, run_shards
 from ..layout import LAYOUT
 from ..ledger import now_utc, read_set
@@ -54,12 +57,25 @@ class FetchSummary:
         return self.planned - sum(self.totals.values())
 
 
-def _layout_of(location: str) -> str:
-    if ".zip:" in location:
-        return "zip"
-    if ".tar:" in location:
-        return "webdataset"
-    return "folder"
+def _layouts_in(ledger: pa.Table) -> set[str]:
+    """The layouts the set's `ok` rows were stored in (vectorised: a set's ledger has millions of rows)."""
+    loc = ledger.filter(pc.equal(ledger["outcome"], Outcome.ok.value))["location"]
+    loc = loc.filter(pc.is_valid(loc))
+    if len(loc) == 0:
+        return set()
+    is_zip, is_tar = pc.match_substring(loc, ".zip:"), pc.match_substring(loc, ".tar:")
+    kinds = {"zip": pc.any(is_zip).as_py(), "webdataset": pc.any(is_tar).as_py()}
+    kinds["folder"] = pc.any(pc.invert(pc.or_(is_zip, is_tar))).as_py()
+    return {k for k, present in kinds.items() if present}
+
+
+def _finished_per_shard(ledger: pa.Table, settings: FetchSettings) -> Counter[int]:
+    """Rows per shard that this run leaves alone (recorded, and not an outcome it retries)."""
+    outcomes = pc.unique(ledger["outcome"]).to_pylist()
+    keep = [o for o in outcomes if not settings.retried(o)]
+    shards = ledger.filter(pc.is_in(ledger["outcome"], pa.array(keep, pa.string())))["shard"]
+    vc = pc.value_counts(shards)
+    return Counter(dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist(), strict=True)))
 
 
 def _plan(storage: Storage, image_set: ImageSet) -> tuple[int, int]:
@@ -99,17 +115,13 @@ def fetch_set(
     started = now_utc()
     t0 = time.monotonic()
     ledger = read_set(storage, image_set)
-    cols = ledger.select(["shard", "outcome", "location"]).to_pydict()
-    found = {_layout_of(loc) for o, loc in zip(cols["outcome"], cols["location"], strict=True) if o == "ok" and loc}
+    found = _layouts_in(ledger)
     if found and found != {settings.layout}:
         raise FetchError(
             f"{image_set.value} under {storage.root} was fetched with layout {'/'.join(sorted(found))}; "
             f"re-run with --layout {sorted(found)[0]} (or fetch into another root)"
         )
-    finished: Counter[int] = Counter()
-    for shard, outcome in zip(cols["shard"], cols["outcome"], strict=True):
-        if not settings.retried(outcome):
-            finished[shard] += 1
+    finished = _finished_per_shard(ledger, settings)
 
     def complete(shard: int, start: int, stop: int) -> bool:
         # Compacted ledger, no parts left (the shard ended cleanly) and nothing to retry.
@@ -160,8 +172,9 @@ def fetch_set(
         if poller_thread is not None:
             poller_thread.join()
         summary.elapsed_s = time.monotonic() - t0
-    totals = read_set(storage, image_set)["outcome"].to_pylist()
-    summary.totals = dict(Counter(totals).most_common())
+    vc = pc.value_counts(read_set(storage, image_set)["outcome"])
+    totals = Counter(dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist(), strict=True)))
+    summary.totals = dict(totals.most_common())
     return summary
 
 
