@@ -64,6 +64,11 @@ class Run:
     def per_s(self) -> float:
         return self.images / self.seconds
 
+    @property
+    def per_cpu_s(self) -> float:
+        """Images per CPU-second of our processes: the cost per image, whatever else loads the machine."""
+        return self.per_s / self.cores_ours if self.cores_ours else 0.0
+
 
 def workload(n: int, megapixels: tuple[float, float], seed: int, latency: float, bandwidth_mb: float) -> UniverseSpec:
     """Healthy JPEG originals only: the same spec as benchmarks/fetch_throughput.py (so one rendered cache)."""
@@ -201,12 +206,12 @@ def main() -> int:
     print(f"best of {args.repeat} round(s); load average now {os.getloadavg()[0]:.1f}")
     print(
         f"{'executor':<10} {'workers':>7} {'rows':>6} {'seconds':>8} {'images/s':>9} {'per worker':>11}"
-        f" {'cores ours':>11} {'cores machine':>14}"
+        f" {'cores ours':>11} {'cores machine':>14} {'img/CPU-s':>10}"
     )
     for r in by.values():
         print(
             f"{r.executor:<10} {r.workers:>7} {r.images:>6,} {r.seconds:>8.1f} {r.per_s:>9.2f} "
-            f"{r.per_s / r.workers:>11.2f} {r.cores_ours:>11.2f} {r.cores_machine:>14.2f}"
+            f"{r.per_s / r.workers:>11.2f} {r.cores_ours:>11.2f} {r.cores_machine:>14.2f} {r.per_cpu_s:>10.1f}"
         )
     stored_kb = by["dask", 2].stored_mb * 1e3 / max(1, by["dask", 2].ok)
     print(f"stored JPEG: {stored_kb:.0f} KB per image on average")
@@ -214,7 +219,11 @@ def main() -> int:
     ok_overhead = max(overhead.values()) <= 0.10
     print(f"scaling dask x2 / dask x1 = {scaling:.2f}  (target >= 1.7: {'PASS' if ok_scaling else 'FAIL'})")
     for w, o in overhead.items():
-        print(f"dask overhead vs local at {w} worker(s) = {o * 100:+.1f} %  (target <= 10 %)")
+        cpu = by["local", w].per_cpu_s / by["dask", w].per_cpu_s - 1
+        print(
+            f"dask overhead vs local at {w} worker(s) = {o * 100:+.1f} % wall time, {cpu * 100:+.1f} % CPU per image"
+            "  (target <= 10 %)"
+        )
     print(f"overhead target: {'PASS' if ok_overhead else 'FAIL'}")
     if args.json:
         Path(args.json).write_text(
