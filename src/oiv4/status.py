@@ -28,6 +28,9 @@ class SetStatus:
     examples: dict[str, str] = field(default_factory=dict)  # outcome -> one reason
     bytes_downloaded: int = 0
     stored_bytes: int = 0
+    #: Rows recorded for planned images (ledger `row >= 0`). Archive members that are not in the plan
+    #: (refused hostile names, unplanned images) get negative rows: counted, but they cover nothing planned.
+    recorded_planned: int = 0
 
     @property
     def recorded(self) -> int:
@@ -39,7 +42,7 @@ class SetStatus:
 
     @property
     def remaining(self) -> int | None:
-        return None if self.planned is None else max(0, self.planned - self.recorded)
+        return None if self.planned is None else max(0, self.planned - self.recorded_planned)
 
 
 def collect_status(storage: Storage, sets: list[ImageSet | str] | None = None) -> list[SetStatus]:
@@ -58,6 +61,7 @@ def collect_status(storage: Storage, sets: list[ImageSet | str] | None = None) -
             st.counts = dict(sorted(counts.items(), key=lambda kv: (kv[0] != Outcome.ok, -kv[1], kv[0])))
             st.bytes_downloaded = int(pc.sum(t["bytes_downloaded"]).as_py() or 0)
             st.stored_bytes = int(pc.sum(t["stored_bytes"]).as_py() or 0)
+            st.recorded_planned = int(pc.sum(pc.greater_equal(t["row"], 0)).as_py() or 0)
             for outcome in st.counts:
                 if outcome != Outcome.ok:
                     reasons = t.filter(pc.equal(t["outcome"], outcome)).slice(0, 1)["reason"].to_pylist()
@@ -77,7 +81,7 @@ def status_table(statuses: list[SetStatus]) -> Table:
     table.add_column("outcome")
     table.add_column("images", justify="right")
     table.add_column("of planned", justify="right")
-    table.add_column("example reason", overflow="fold", max_width=70)
+    table.add_column("example reason", overflow="ellipsis", no_wrap=True, max_width=60)
     for st in statuses:
         name = f"[bold]{st.image_set}[/bold]"
         if st.planned is None:

@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from oiv4.layout import LAYOUT
+from oiv4.ledger import ShardLedger, now_utc
+from oiv4.schema import ImageSet
+from oiv4.status import collect_status, status_table
+from oiv4.storage import Storage
+
+
+def test_unplanned_archive_members_do_not_count_as_planned_work_done(tmp_path: Path) -> None:
+    storage = Storage(str(tmp_path))
+    counts = {"targets": 4, "validation": 0, "train": 0, "extended_targets": 0}
+    storage.write_bytes(LAYOUT.plan_summary(), json.dumps({"shard_rows": 10, "counts": counts}).encode())
+    ledger = ShardLedger(storage, ImageSet.targets, 0)
+    for row, outcome in [(0, "ok"), (1, "ok"), (-1, "hostile_member"), (-2, "hostile_member")]:
+        ledger.record(image_id=f"{row + 10:016x}", row=row, outcome=outcome, reason="why", started_at=now_utc())
+    ledger.close()
+    (targets,) = collect_status(storage, ["targets"])
+    assert targets.recorded == 4 and targets.recorded_planned == 2
+    assert targets.remaining == 2  # rows 2 and 3 are not done, whatever the refused members say
+    assert status_table([targets]).row_count > 0
