@@ -22,7 +22,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from distributed import Client, LocalCluster
-from moto.server import ThreadedMotoServer
 
 from oiv4.executor import ExecutorSettings
 from oiv4.fetch import FetchSettings, FetchSummary, HttpSettings, fetch_set
@@ -78,15 +77,6 @@ def cluster() -> Iterator[tuple[LocalCluster, Client]]:
         Client(cluster) as client,
     ):
         yield cluster, client
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 def destination(kind: str, tmp_path: Path, moto_endpoint: str) -> Storage:

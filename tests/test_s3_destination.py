@@ -7,38 +7,16 @@ What matters on an object store: nothing partial ever appears at a final key, an
 from __future__ import annotations
 
 import threading
-import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 
 import boto3
 import pytest
 import s3fs
-from moto.server import ThreadedMotoServer
 
 from oiv4.layout import LAYOUT
 from oiv4.ledger import ShardLedger, now_utc, read_set, read_shard
 from oiv4.schema import ImageSet
 from oiv4.storage import Storage
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def s3_root(moto_endpoint: str) -> tuple[str, dict[str, str]]:
-    """A fresh bucket per test: `s3://<bucket>/run` plus the storage options that reach it."""
-    bucket = f"oiv4-{uuid.uuid4().hex[:12]}"
-    boto3.client(
-        "s3", endpoint_url=moto_endpoint, aws_access_key_id="x", aws_secret_access_key="x", region_name="us-east-1"
-    ).create_bucket(Bucket=bucket)
-    return f"s3://{bucket}/run", {"endpoint_url": moto_endpoint, "key": "x", "secret": "x"}
 
 
 def other_writer(options: dict[str, str]) -> s3fs.S3FileSystem:
