@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import click
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
+
+#: `--help` lists commands in pipeline order, whatever order the modules register them in.
+COMMAND_ORDER = ("build", "demo", "metadata", "plan", "archives", "fetch", "status", "verify", "report", "mirror")
+
+
+class _PipelineOrder(TyperGroup):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: COMMAND_ORDER.index(n) if n in COMMAND_ORDER else len(COMMAND_ORDER))
+
 
 app = typer.Typer(
+    cls=_PipelineOrder,
     name="oiv4",
     help=(
         "Build the OpenImages V4 image sets reliably, resumably and fast.\n\n"
-        "Stages, in order: metadata -> plan -> fetch (train, extended_targets) / archives (targets, validation) "
+        "Stages, in order: metadata -> plan -> archives (targets, validation) / fetch (train, extended_targets) "
         "-> status / verify / report. `oiv4 build --root R` runs them all; every stage can be re-run safely "
         "and only does what is left."
     ),
@@ -39,7 +52,7 @@ def _storage(root: str):
     return Storage(root)
 
 
-@app.command("metadata")
+@app.command("metadata", rich_help_panel="Stages, in order")
 def metadata_cmd(
     root: str = RootOpt,
     base_url: str = typer.Option(
@@ -79,7 +92,7 @@ def metadata_cmd(
         console.print(f"[green]ok[/green] {name}: {size:,} bytes")
 
 
-@app.command("plan")
+@app.command("plan", rich_help_panel="Stages, in order")
 def plan_cmd(
     root: str = RootOpt,
     train_size: int = typer.Option(
@@ -126,7 +139,7 @@ def _print_plan(summary) -> None:
 
 
 # ---- mirror (local OpenImages universe for tests, demo, benchmarks) -------------------------------
-@app.command("mirror")
+@app.command("mirror", rich_help_panel="Offline and testing")
 def mirror_cmd(
     seed: int = typer.Option(0, help="Seed of the universe: the same seed always gives the same bytes."),
     images: int = typer.Option(300, help="Rows in image_ids_and_rotation.csv (train, validation and test)."),
@@ -193,7 +206,7 @@ def mirror_cmd(
 _VerifySetsOpt = typer.Option(None, "--set", "-s", help="Only this set (repeatable) \\[default: every set present].")
 
 
-@app.command("verify")
+@app.command("verify", rich_help_panel="Inspect the result")
 def verify_cmd(
     root: str = typer.Option(..., "--root", "-r", help="The built root: a folder or an fsspec URL (s3://bucket/prefix)."),
     deep: bool = typer.Option(
@@ -318,7 +331,7 @@ def _print_verify(report, show: int) -> None:
         hint = "" if any(s.requeued for s in report.sets) else "; run again with --requeue to mark them for re-fetch"
         out.print(f"[red]broken[/red]: {broken:,} images{hint}")
 
-@app.command("report")
+@app.command("report", rich_help_panel="Inspect the result")
 def report_cmd(
     root: str = typer.Option(..., "--root", "-r", help="The built root: a folder or an fsspec URL (s3://bucket/prefix)."),
     out: str = typer.Option(None, "--out", "-o", help="Where to write the page \\[default: <root>/report/index.html]."),
@@ -360,7 +373,7 @@ _FetchArgs = typer.Argument(
 _StatusSetsOpt = typer.Option(None, "--set", "-s", help="Only this set (repeatable) [default: all four].")
 
 
-@app.command("fetch")
+@app.command("fetch", rich_help_panel="Stages, in order")
 def fetch_cmd(
     args: list[str] = _FetchArgs,
     root: str = RootOpt,
@@ -416,7 +429,7 @@ def fetch_cmd(
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show live progress."),
 ) -> None:
-    """Stage 3: download, verify, shrink and store the train and extended_targets images.
+    """Stage 4: download, verify, shrink and store the train and extended_targets images.
 
     For every manifest row: download OriginalURL (a redirect to Flickr's "photo unavailable" card is recorded as `placeholder`; 429/503 honour Retry-After, with exponential backoff); check the size against OriginalSize and the MD5 against OriginalMD5; decode (PNG, GIF, palette, alpha on white, CMYK, 16-bit: all become RGB); rotate by the CSV Rotation; shrink to fit 1024x1024; save as JPEG atomically. Every row ends in exactly one ledger outcome (see `oiv4 status`).
 
@@ -497,7 +510,7 @@ def fetch_cmd(
         Console().print(summary_table(summary))
 
 
-@app.command("status")
+@app.command("status", rich_help_panel="Inspect the result")
 def status_cmd(root: str = RootOpt, image_set: list[str] = _StatusSetsOpt) -> None:
     """Counts per set and outcome, read from the ledgers (safe while a fetch is running).
 
@@ -529,7 +542,7 @@ _ArchivesDecoderOpt = typer.Option(
 _ArchivesOnlyOpt = typer.Option(None, "--only", help="Only these archives, repeatable, e.g. --only train_3.")
 
 
-@app.command("archives")
+@app.command("archives", rich_help_panel="Stages, in order")
 def archives_cmd(
     image_set: str = typer.Argument(..., metavar="SET", help="targets (train_0..train_f) or validation."),
     root: str = typer.Option(..., "--root", "-r", help="Where the sets are built (a folder, or s3://... with --stream)."),
@@ -559,7 +572,7 @@ def archives_cmd(
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
 ) -> None:
-    """Build targets or validation from the CVDF archives: download, verify, convert to random-access zips.
+    """Stage 3: build targets or validation from the CVDF archives: download, verify, convert to random-access zips.
 
     Archives: targets uses train_<x>.tar.gz for each hex digit starting a boxable ImageID in the plan;
     validation uses validation.tar.gz.
@@ -758,7 +771,7 @@ def _finish_build(result) -> None:
         raise typer.Exit(1)
 
 
-@app.command("build")
+@app.command("build", rich_help_panel="Run everything")
 def build_cmd(
     root: str = RootOpt,
     metadata_url: str = typer.Option(
@@ -812,7 +825,7 @@ def build_cmd(
     _finish_build(result)
 
 
-@app.command("demo")
+@app.command("demo", rich_help_panel="Run everything")
 def demo_cmd(
     root: str = typer.Option("demo-data", "--root", "-r", help="Where the demo sets are built."),
     images: int = typer.Option(3000, help="Rows in the generated universe (all subsets)."),
