@@ -385,7 +385,9 @@ def fetch_cmd(
     max_side: int = typer.Option(1024, help="Shrink to fit max_side x max_side, aspect kept; never enlarged."),
     quality: int = typer.Option(90, min=1, max=100, help="JPEG quality of the stored images."),
     resample: str = typer.Option(
-        "bicubic", help="Shrink filter: bicubic (as Pillow's thumbnail), bilinear (~10% faster), box (~20% faster)."
+        "bilinear",
+        help="Shrink filter: bilinear (default), bicubic (as Pillow's thumbnail; 14% slower, same look), "
+        "box (7% faster, softer), lanczos.",
     ),
     rotate: bool = typer.Option(
         True, "--rotate/--no-rotate", help="Apply the CSV Rotation (CCW degrees). --no-rotate reproduces the notebook."
