@@ -70,6 +70,10 @@ def collect_status(storage: Storage, sets: list[ImageSet | str] | None = None) -
     return out
 
 
+def _short(reason: str, limit: int = 90) -> str:
+    return reason if len(reason) <= limit else reason[: limit - 1] + "…"
+
+
 def _pct(n: int, d: int | None) -> str:
     return f"{100 * n / d:.1f}%" if d else ""
 
@@ -77,11 +81,12 @@ def _pct(n: int, d: int | None) -> str:
 def status_table(statuses: list[SetStatus]) -> Table:
     """A rich table: one block of rows per set, one row per outcome, plus not-yet-done rows."""
     table = Table(title="oiv4 status", show_lines=False, header_style="bold")
-    table.add_column("set")
-    table.add_column("outcome")
-    table.add_column("images", justify="right")
-    table.add_column("of planned", justify="right")
-    table.add_column("example reason", overflow="ellipsis", no_wrap=True, max_width=60)
+    # The counts never wrap; the reason column (cut to one short sentence) takes the width that is left.
+    table.add_column("set", no_wrap=True, min_width=len("extended_targets"))
+    table.add_column("outcome", no_wrap=True, min_width=len("decompression_bomb"))
+    table.add_column("images", justify="right", no_wrap=True, min_width=9)
+    table.add_column("of planned", justify="right", no_wrap=True, min_width=10)
+    table.add_column("example reason", overflow="fold", max_width=60)
     for st in statuses:
         name = f"[bold]{st.image_set}[/bold]"
         if st.planned is None:
@@ -94,7 +99,7 @@ def status_table(statuses: list[SetStatus]) -> Table:
         for outcome, n in st.counts.items():
             style = "green" if outcome == Outcome.ok else "red"
             table.add_row(
-                "", f"[{style}]{outcome}[/{style}]", f"{n:,}", _pct(n, st.planned), st.examples.get(outcome, "")
+                "", f"[{style}]{outcome}[/{style}]", f"{n:,}", _pct(n, st.planned), _short(st.examples.get(outcome, ""))
             )
         if st.remaining:
             table.add_row("", "[yellow]not yet done[/yellow]", f"{st.remaining:,}", _pct(st.remaining, st.planned), "")
