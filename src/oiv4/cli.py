@@ -754,12 +754,13 @@ class _RichObserver:
 
 def _build_errors() -> tuple[type[BaseException], ...]:
     from .archives import ArchiveSetError
+    from .dask_executor import DaskSetupError
     from .fetch import FetchAborted, FetchError
     from .http_download import DownloadError
     from .metadata import MetadataError
     from .plan import PlanError
 
-    return (ArchiveSetError, FetchAborted, FetchError, DownloadError, MetadataError, PlanError)
+    return (ArchiveSetError, DaskSetupError, FetchAborted, FetchError, DownloadError, MetadataError, PlanError)
 
 
 def _finish_build(result) -> None:
