@@ -90,7 +90,7 @@ async def _download(url: str, dest: Path, settings: DownloadSettings, progress: 
             except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
                 last_error = exc
             await asyncio.sleep(min(30.0, settings.backoff_s * 2**attempt))
-    raise DownloadError(f"{url}: gave up after {settings.attempts} attempts: {last_error!r}")
+    raise DownloadError(f"{url}: gave up after {settings.attempts} attempts: {type(last_error).__name__}: {last_error}")
 
 
 def _total_from_content_range(value: str | None) -> int | None:
