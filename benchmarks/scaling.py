@@ -38,11 +38,12 @@ from pathlib import Path
 import psutil
 import pyarrow.compute as pc
 
+from fetch_throughput import bench_spec
 from oiv4.executor import ExecutorSettings
 from oiv4.fetch import FetchSettings, HttpSettings, fetch_set
 from oiv4.ledger import read_set
 from oiv4.metadata import MetadataSettings, fetch_metadata
-from oiv4.mirror import MirrorProcess, UniverseSpec
+from oiv4.mirror import MirrorProcess
 from oiv4.plan import PlanSettings, build_plan, read_manifest
 from oiv4.storage import Storage
 
@@ -70,22 +71,6 @@ class Run:
         return self.per_s / self.cores_ours if self.cores_ours else 0.0
 
 
-def workload(n: int, megapixels: tuple[float, float], seed: int, latency: float, bandwidth_mb: float) -> UniverseSpec:
-    """Healthy JPEG originals only: the same spec as benchmarks/fetch_throughput.py (so one rendered cache)."""
-    return UniverseSpec(
-        latency_seconds=latency,
-        bytes_per_second=bandwidth_mb * 1e6,
-        seed=seed,
-        n_images=n,
-        megapixels=megapixels,
-        validation_fraction=0.0,
-        test_fraction=0.0,
-        boxable_fraction=0.0,
-        misbehaviour_fraction=0.0,
-        special_kind_fraction=0.0,
-        rotated_fraction=0.05,
-        nan_rotation_fraction=0.0,
-    )
 
 
 def fresh_root(template: Storage, dest: Path) -> Storage:
@@ -155,7 +140,8 @@ def main() -> int:
     work = Path(args.work_dir)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    spec = workload(args.images, tuple(args.megapixels), args.seed, args.latency, args.bandwidth)
+    # The same spec as fetch_throughput.py, so both benchmarks share one rendered universe.
+    spec = bench_spec(args.images, tuple(args.megapixels), args.seed, args.latency, args.bandwidth)
     settings = FetchSettings(http=HttpSettings(concurrency=args.concurrency, per_host=args.concurrency), cpu_threads=1)
 
     print(
