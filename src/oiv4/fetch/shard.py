@@ -92,6 +92,8 @@ def run_fetch_shard(task: ShardTask) -> ShardResult:
     # Everything imported so far (pyarrow, aiohttp, Pillow: ~10^5 objects) lives as long as the process.
     # Freezing it keeps the cyclic GC from re-scanning it on every full collection, which the event loop's
     # steady churn of futures and callbacks otherwise triggers often (measured: ~40% of the loop thread).
+    # Collect first: cyclic garbage of the worker's previous shard would otherwise be frozen for good.
+    gc.collect()
     gc.freeze()
     return asyncio.run(_ShardRun(task, settings, storage).run())
 
