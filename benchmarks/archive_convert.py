@@ -36,13 +36,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from oiv4.archives import ArchiveSettings, build_archive_set
-from oiv4.archives.gunzip import decode, decoder_available
-from oiv4.layout import LAYOUT
-from oiv4.mirror.images import encode_jpeg, noise_tile, render_picture
-from oiv4.plan import MANIFEST_SCHEMA
-from oiv4.schema import COLUMNS
-from oiv4.storage import Storage
+from oiv4.contracts.layout import LAYOUT
+from oiv4.contracts.schema import COLUMNS, MANIFEST_SCHEMA
+from oiv4.io.storage import Storage
+from oiv4.stages.archives import ArchiveSettings, build_archive_set
+from oiv4.stages.archives.gunzip import decode, decoder_available
+from oiv4_mirror.images import encode_jpeg, noise_tile, render_picture
 
 STEM = "train_0"
 

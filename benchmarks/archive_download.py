@@ -5,7 +5,7 @@ Starts moto's S3 server in its own process on 127.0.0.1, uploads `--objects` pub
 
 - the notebook: `aws s3 --no-sign-request sync s3://open-images-dataset/tar/ DEST --exclude "*" --include
   "train_*.tar.gz"` (awscli installed into its own venv under /tmp on first use);
-- oiv4: the archive stage's downloader (`oiv4.archives.download.download_to_storage`, anonymous boto3,
+- oiv4: the archive stage's downloader (`oiv4.stages.archives.download.download_to_storage`, anonymous boto3,
   parallel ranged parts, sidecar resume), archive after archive as `oiv4 archives` does, with its default
   64 MiB parts and also with awscli's 8 MiB parts (moto reads the whole object for every ranged GET, so
   the part size changes the server's cost as much as the client's).
@@ -82,9 +82,9 @@ def main() -> None:
 
     import boto3
 
-    from oiv4.archives.download import TransferSettings, download_to_storage
-    from oiv4.archives.sources import S3Source
-    from oiv4.storage import Storage
+    from oiv4.io.storage import Storage
+    from oiv4.stages.archives.download import TransferSettings, download_to_storage
+    from oiv4.stages.archives.sources import S3Source
 
     aws = ensure_awscli()
     work = Path(args.work)

@@ -50,14 +50,16 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from oiv4.executor import ExecutorSettings
-from oiv4.fetch import FetchSettings, HttpSettings, TransformSettings, fetch_set
-from oiv4.fetch.transform import transform_image
-from oiv4.layout import LAYOUT
-from oiv4.metadata import MetadataSettings, fetch_metadata
-from oiv4.mirror import MirrorProcess, UniverseSpec
-from oiv4.plan import MANIFEST_SCHEMA, PlanSettings, build_plan, read_manifest
-from oiv4.storage import Storage
+from oiv4.contracts.layout import LAYOUT
+from oiv4.contracts.schema import MANIFEST_SCHEMA
+from oiv4.io.manifest import read_manifest
+from oiv4.io.storage import Storage
+from oiv4.run.executor import ExecutorSettings
+from oiv4.stages.fetch import FetchSettings, HttpSettings, TransformSettings, fetch_set
+from oiv4.stages.fetch.transform import transform_image
+from oiv4.stages.metadata import MetadataSettings, fetch_metadata
+from oiv4.stages.plan import PlanSettings, build_plan
+from oiv4_mirror import MirrorProcess, UniverseSpec
 
 IMG2DATASET = "img2dataset==1.47.0"
 

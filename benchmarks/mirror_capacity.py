@@ -21,7 +21,7 @@ from pathlib import Path
 
 import aiohttp
 
-from oiv4.mirror import MirrorProcess, UniverseSpec
+from oiv4_mirror import MirrorProcess, UniverseSpec
 
 STATIC_SERVER = """
 import json, sys

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from oiv4.schema import COLUMNS
+from oiv4.contracts.schema import COLUMNS
 
 TITLES = [
     "...die FNF-Kerze",

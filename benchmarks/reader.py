@@ -9,7 +9,7 @@ Compared, in one run:
 - open: `oiv4.open(root)["targets"]` + `len()` vs pandas reading the ledger into an ImageID-indexed frame
 - random read by ID from the zip: oiv4 (cached central-directory index + one pread) vs
   `zipfile.ZipFile(path).read(member)` opened per read (what a notebook does) and vs a kept-open ZipFile
-- indexing a 110k-member zip: `oiv4.reader.index_zip` vs `zipfile.ZipFile(path)`
+- indexing a 110k-member zip: `oiv4.read.dataset.index_zip` vs `zipfile.ZipFile(path)`
 
 Usage: .venv/bin/python benchmarks/reader.py [--rows 1000000] [--images 4000] [--reads 2000] [--workdir DIR]
 """
@@ -30,10 +30,10 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 import oiv4
-from oiv4.layout import LAYOUT
-from oiv4.reader import BlobReader, index_zip
-from oiv4.schema import COLUMNS, LEDGER_SCHEMA
-from oiv4.storage import Storage
+from oiv4.contracts.layout import LAYOUT
+from oiv4.contracts.schema import COLUMNS, LEDGER_SCHEMA
+from oiv4.io.containers import BlobReader, index_zip
+from oiv4.io.storage import Storage
 
 SHARD_ROWS = 10_000
 BIG_ZIP_MEMBERS = 110_000
@@ -198,7 +198,7 @@ def bench_cold_open(root: Path) -> tuple[float, float]:
     import sys
 
     code = (
-        "import time; t = time.perf_counter(); import oiv4, oiv4.reader; t1 = time.perf_counter(); "
+        "import time; t = time.perf_counter(); import oiv4, oiv4.read.dataset; t1 = time.perf_counter(); "
         f"s = oiv4.open({str(root)!r})['targets']; len(s); s.read_bytes(s.image_id_at(0)); "
         "print(t1 - t, time.perf_counter() - t1)"
     )
@@ -231,7 +231,7 @@ def bench_index(root: Path) -> tuple[float, float]:
 
 def bench_deep_verify(root: Path, images: int) -> tuple[float, float]:
     """Seconds to CRC-check and decode every image of the real zip: oiv4 verify --deep vs testzip + Pillow."""
-    from oiv4.verify import VerifySettings, verify
+    from oiv4.stages.verify import VerifySettings, verify
 
     t = time.perf_counter()
     report = verify(root / "deep", VerifySettings(deep=True, workers=4))
@@ -275,7 +275,7 @@ def main() -> None:
 
     t_idx, t_zf = bench_index(root)
     print(f"\nindex a {BIG_ZIP_MEMBERS:,}-member zip's central directory (best of 5)")
-    print(f"  oiv4.reader.index_zip: {t_idx * 1000:7.1f} ms")
+    print(f"  oiv4.read.dataset.index_zip: {t_idx * 1000:7.1f} ms")
     print(f"  zipfile.ZipFile:       {t_zf * 1000:7.1f} ms   ratio {t_zf / t_idx:.1f}x")
 
     ours, naive = bench_deep_verify(root, args.images)

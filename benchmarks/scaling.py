@@ -39,13 +39,14 @@ import psutil
 import pyarrow.compute as pc
 
 from fetch_throughput import bench_spec
-from oiv4.executor import ExecutorSettings
-from oiv4.fetch import FetchSettings, HttpSettings, fetch_set
-from oiv4.ledger import read_set
-from oiv4.metadata import MetadataSettings, fetch_metadata
-from oiv4.mirror import MirrorProcess
-from oiv4.plan import PlanSettings, build_plan, read_manifest
-from oiv4.storage import Storage
+from oiv4.io.ledger import read_set
+from oiv4.io.manifest import read_manifest
+from oiv4.io.storage import Storage
+from oiv4.run.executor import ExecutorSettings
+from oiv4.stages.fetch import FetchSettings, HttpSettings, fetch_set
+from oiv4.stages.metadata import MetadataSettings, fetch_metadata
+from oiv4.stages.plan import PlanSettings, build_plan
+from oiv4_mirror import MirrorProcess
 
 
 @dataclass

@@ -16,14 +16,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from oiv4.executor import ExecutorSettings
-from oiv4.fetch import FetchSettings, HttpSettings
-from oiv4.layout import LAYOUT
-from oiv4.ledger import read_set
-from oiv4.metadata import MetadataSettings, fetch_metadata
-from oiv4.mirror import MirrorHandle, UniverseSpec, start_mirror
-from oiv4.plan import MANIFEST_SCHEMA, PlanSettings, build_plan
-from oiv4.storage import TMP_MARK, Storage
+from oiv4.contracts.layout import LAYOUT
+from oiv4.contracts.schema import MANIFEST_SCHEMA
+from oiv4.io.ledger import read_set
+from oiv4.io.storage import TMP_MARK, Storage
+from oiv4.run.executor import ExecutorSettings
+from oiv4.stages.fetch import FetchSettings, HttpSettings
+from oiv4.stages.metadata import MetadataSettings, fetch_metadata
+from oiv4.stages.plan import PlanSettings, build_plan
+from oiv4_mirror import MirrorHandle, UniverseSpec, start_mirror
 
 #: Every misbehaviour a few times, every colour kind, some rotations; small pictures (some > 1024 px).
 SPEC = UniverseSpec(

@@ -27,10 +27,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
-from oiv4.layout import LAYOUT
-from oiv4.ledger import ShardLedger
-from oiv4.schema import COLUMNS, ImageSet
-from oiv4.storage import Storage
+from oiv4.contracts.layout import LAYOUT
+from oiv4.contracts.schema import COLUMNS, ImageSet
+from oiv4.io.ledger import ShardLedger
+from oiv4.io.storage import Storage
 
 LAYOUTS = ("folder", "shard_zip", "shard_tar", "archive_zip")
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

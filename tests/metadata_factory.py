@@ -9,7 +9,7 @@ import io
 import random
 from pathlib import Path
 
-from oiv4.schema import COLUMNS
+from oiv4.contracts.schema import COLUMNS
 
 TITLES = ['Café, "quoted" & more', "日本の風景", "plain", "comma, separated, title", "multi\nline title", ""]
 

@@ -13,12 +13,12 @@ import pyarrow.compute as pc
 import pytest
 from typer.testing import CliRunner
 
-from oiv4.archives import ArchiveSettings, KnownArchive, archive_done, build_archive_set, negative_row
 from oiv4.cli import app
-from oiv4.layout import LAYOUT
-from oiv4.ledger import read_set, read_shard
-from oiv4.schema import LEDGER_SCHEMA
-from oiv4.storage import Storage
+from oiv4.contracts.layout import LAYOUT
+from oiv4.contracts.schema import LEDGER_SCHEMA
+from oiv4.io.ledger import read_set, read_shard
+from oiv4.io.storage import Storage
+from oiv4.stages.archives import ArchiveSettings, KnownArchive, archive_done, build_archive_set, negative_row
 from test_archives_support import (
     Entry,
     RangeServer,
@@ -286,8 +286,8 @@ def test_sha256_mismatch_is_a_clear_error_and_the_bad_download_is_deleted(tmp_pa
 
 
 def test_the_real_bucket_demands_the_published_table_and_ships_it() -> None:
-    from oiv4.archives import load_known_archives
-    from oiv4.archives.sources import make_source
+    from oiv4.stages.archives import load_known_archives
+    from oiv4.stages.archives.sources import make_source
 
     table = load_known_archives()
     assert len(table) == 18 and table["validation.tar.gz"].bytes == 12_844_530_798
@@ -375,10 +375,10 @@ def test_a_disk_too_small_fails_before_any_byte_is_downloaded(tmp_path: Path, st
 
 
 def test_archives_run_as_shards_on_the_local_executor(tmp_path: Path) -> None:
-    from oiv4.archives import run_archive_shard
-    from oiv4.executor import ExecutorSettings, run_shards
-    from oiv4.schema import ImageSet
-    from oiv4.shards import ShardTask
+    from oiv4.contracts.schema import ImageSet
+    from oiv4.contracts.shards import ShardTask
+    from oiv4.run.executor import ExecutorSettings, run_shards
+    from oiv4.stages.archives import run_archive_shard
 
     ids3, ids7 = image_ids(3, "3", seed=30), image_ids(2, "7", seed=31)
     folder = tmp_path / "src"

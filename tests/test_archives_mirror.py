@@ -6,13 +6,13 @@ import zipfile
 from pathlib import Path
 
 import oiv4
-from oiv4.archives import ArchiveSettings, build_archive_set
-from oiv4.layout import LAYOUT
-from oiv4.ledger import read_set
-from oiv4.metadata import MetadataSettings, fetch_metadata
-from oiv4.mirror import UniverseSpec, start_mirror
-from oiv4.plan import PlanSettings, build_plan
-from oiv4.storage import Storage
+from oiv4.contracts.layout import LAYOUT
+from oiv4.io.ledger import read_set
+from oiv4.io.storage import Storage
+from oiv4.stages.archives import ArchiveSettings, build_archive_set
+from oiv4.stages.metadata import MetadataSettings, fetch_metadata
+from oiv4.stages.plan import PlanSettings, build_plan
+from oiv4_mirror import UniverseSpec, start_mirror
 from test_archives_support import moto_s3, upload
 
 SPEC = UniverseSpec(

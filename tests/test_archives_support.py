@@ -22,10 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from oiv4.layout import LAYOUT
-from oiv4.plan import MANIFEST_SCHEMA
-from oiv4.schema import COLUMNS, ImageSet
-from oiv4.storage import Storage
+from oiv4.contracts.layout import LAYOUT
+from oiv4.contracts.schema import COLUMNS, MANIFEST_SCHEMA, ImageSet
+from oiv4.io.storage import Storage
 
 
 def jpeg(seed: int, size: tuple[int, int] = (48, 32)) -> bytes:

@@ -9,12 +9,12 @@ import zipfile
 
 import pytest
 
-from oiv4.archives.errors import CorruptStreamError, CorruptTarError
-from oiv4.archives.gunzip import decode
-from oiv4.archives.members import MemberChecker, jpeg_size
-from oiv4.archives.tarstream import PieceReader, iter_members
-from oiv4.archives.zipwriter import StoredZipWriter
-from oiv4.reader import index_zip
+from oiv4.io.containers import index_zip
+from oiv4.stages.archives.errors import CorruptStreamError, CorruptTarError
+from oiv4.stages.archives.gunzip import decode
+from oiv4.stages.archives.members import MemberChecker, jpeg_size
+from oiv4.stages.archives.tarstream import PieceReader, iter_members
+from oiv4.stages.archives.zipwriter import StoredZipWriter
 from test_archives_support import jpeg
 
 
@@ -80,7 +80,7 @@ def test_tar_stream_cut_inside_a_member_is_corrupt() -> None:
 
 
 def test_member_checker_accepts_only_the_archive_layout() -> None:
-    from oiv4.archives.tarstream import TarMember
+    from oiv4.stages.archives.tarstream import TarMember
 
     def member(name: str, kind: str = "file", size: int = 10) -> TarMember:
         return TarMember(0, name, name.encode(), kind, size, "", 0, 0)

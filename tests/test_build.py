@@ -10,12 +10,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 import oiv4
-from oiv4.build import BuildSettings, run_build
-from oiv4.demo import DemoSettings, demo_build_settings
-from oiv4.ledger import read_set
-from oiv4.mirror import UniverseSpec, start_mirror
-from oiv4.schema import ImageSet
-from oiv4.storage import Storage
+from oiv4.contracts.schema import ImageSet
+from oiv4.io.ledger import read_set
+from oiv4.io.storage import Storage
+from oiv4.run.build import BuildSettings, run_build
+from oiv4.run.demo import DemoSettings, demo_build_settings
+from oiv4_mirror import UniverseSpec, start_mirror
 
 SPEC = UniverseSpec(seed=21, n_images=320, megapixels=(0.05, 0.2), trickle_seconds=4.0, retry_after=0)
 

@@ -23,16 +23,16 @@ import pyarrow.parquet as pq
 import pytest
 from distributed import Client, LocalCluster
 
-from oiv4.executor import ExecutorSettings
-from oiv4.fetch import FetchSettings, FetchSummary, HttpSettings, fetch_set
-from oiv4.layout import LAYOUT
-from oiv4.ledger import read_set
-from oiv4.metadata import MetadataSettings, fetch_metadata
-from oiv4.mirror import MirrorHandle, UniverseSpec, start_mirror
-from oiv4.plan import PlanSettings, build_plan
-from oiv4.schema import LEDGER_SCHEMA
-from oiv4.status import collect_status
-from oiv4.storage import Storage
+from oiv4.contracts.layout import LAYOUT
+from oiv4.contracts.schema import LEDGER_SCHEMA
+from oiv4.io.ledger import read_set
+from oiv4.io.storage import Storage
+from oiv4.run.executor import ExecutorSettings
+from oiv4.stages.fetch import FetchSettings, FetchSummary, HttpSettings, fetch_set
+from oiv4.stages.metadata import MetadataSettings, fetch_metadata
+from oiv4.stages.plan import PlanSettings, build_plan
+from oiv4.stages.status import collect_status
+from oiv4_mirror import MirrorHandle, UniverseSpec, start_mirror
 from test_dask_executor import run_in_thread
 
 SHARD_ROWS = 8

@@ -20,13 +20,13 @@ import pyarrow.parquet as pq
 import pytest
 from distributed import Client, LocalCluster
 
-from oiv4.dask_executor import DaskSetupError
-from oiv4.executor import ExecutorSettings, run_shards
-from oiv4.layout import LAYOUT
-from oiv4.ledger import ShardLedger, now_utc, read_set, read_shard
-from oiv4.schema import LEDGER_SCHEMA, ImageSet
-from oiv4.shards import ShardResult, ShardTask, shard_bounds
-from oiv4.storage import Storage
+from oiv4.contracts.layout import LAYOUT
+from oiv4.contracts.schema import LEDGER_SCHEMA, ImageSet
+from oiv4.contracts.shards import ShardResult, ShardTask, shard_bounds
+from oiv4.io.ledger import ShardLedger, now_utc, read_set, read_shard
+from oiv4.io.storage import Storage
+from oiv4.run.dask_executor import DaskSetupError
+from oiv4.run.executor import ExecutorSettings, run_shards
 
 PID_RE = re.compile(r"pid (\d+)")
 

@@ -19,8 +19,8 @@ from fetch_env import planned_root
 DUMP = textwrap.dedent(
     """
     import json, sys
-    from oiv4.ledger import read_set
-    from oiv4.storage import Storage
+    from oiv4.io.ledger import read_set
+    from oiv4.io.storage import Storage
     rows = read_set(Storage(sys.argv[1]), "extended_targets").to_pylist()
     print(json.dumps([[r["image_id"], r["outcome"], r["reason"]] for r in rows]))
     """

@@ -8,8 +8,8 @@ import time
 
 from aiohttp import web
 
-from oiv4.fetch.http import HttpClient, parse_retry_after, status_outcome
-from oiv4.fetch.settings import HttpSettings
+from oiv4.stages.fetch.http import HttpClient, parse_retry_after, status_outcome
+from oiv4.stages.fetch.settings import HttpSettings
 
 BODY = b"\xff\xd8" + b"x" * 50_000 + b"\xff\xd9"
 

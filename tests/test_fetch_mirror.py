@@ -27,12 +27,12 @@ from fetch_env import (
     temp_files,
     write_manifest,
 )
-from oiv4.fetch import FetchError, fetch_set
-from oiv4.fetch.transform import fit_size
-from oiv4.layout import LAYOUT, HostileIdError
-from oiv4.mirror import ImageKind, Misbehaviour
-from oiv4.plan import read_manifest
-from oiv4.storage import Storage
+from oiv4.contracts.layout import LAYOUT, HostileIdError
+from oiv4.io.manifest import read_manifest
+from oiv4.io.storage import Storage
+from oiv4.stages.fetch import FetchError, fetch_set
+from oiv4.stages.fetch.transform import fit_size
+from oiv4_mirror import ImageKind, Misbehaviour
 
 URL_SETS = ("train", "extended_targets")
 

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from fetch_env import SPEC, copy_root, files_under, ledger_rows, planned_root, temp_files
-from oiv4.mirror import Misbehaviour
+from oiv4_mirror import Misbehaviour
 
 #: More rows, mostly healthy (kill windows should land in the middle of real work), no slow trickles.
 KILL_SPEC = dataclasses.replace(

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from oiv4.fetch.settings import TransformSettings
-from oiv4.fetch.transform import TransformError, fit_size, open_image, transform_image
+from oiv4.stages.fetch.settings import TransformSettings
+from oiv4.stages.fetch.transform import TransformError, fit_size, open_image, transform_image
 
 RED = (255, 0, 0)
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from oiv4.http_download import DownloadError, DownloadSettings
-from oiv4.layout import BOXABLE_CSV, FULL_CSV
-from oiv4.metadata import MetadataError, MetadataSettings, fetch_metadata
-from oiv4.mirror import UniverseSpec, start_mirror
-from oiv4.schema import COLUMNS
-from oiv4.storage import Storage
+from oiv4.contracts.layout import BOXABLE_CSV, FULL_CSV
+from oiv4.contracts.schema import COLUMNS
+from oiv4.io.download import DownloadError, DownloadSettings
+from oiv4.io.storage import Storage
+from oiv4.stages.metadata import MetadataError, MetadataSettings, fetch_metadata
+from oiv4_mirror import UniverseSpec, start_mirror
 
 FAST = DownloadSettings(attempts=2, backoff_s=0.01, read_timeout_s=5)
 

@@ -17,9 +17,9 @@ import pytest
 import requests
 from PIL import Image
 
-from oiv4.mirror import ImageKind, MirrorHandle, MirrorProcess, Misbehaviour, Universe, UniverseSpec, start_mirror
-from oiv4.mirror.universe import md5_b64
-from oiv4.schema import COLUMNS, MD5_B64_RE, Outcome, is_valid_image_id
+from oiv4.contracts.schema import COLUMNS, MD5_B64_RE, Outcome, is_valid_image_id
+from oiv4_mirror import ImageKind, MirrorHandle, MirrorProcess, Misbehaviour, Universe, UniverseSpec, start_mirror
+from oiv4_mirror.universe import md5_b64
 
 # Small pictures and a short trickle keep the module fast; 300 rows give every misbehaviour >= 1 row.
 SPEC = UniverseSpec(seed=7, n_images=300, megapixels=(0.05, 0.2), archive_max_side=256, trickle_seconds=3.0)

@@ -8,9 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from metadata_factory import expected_sets, make_universe, write_csv
-from oiv4.layout import BOXABLE_CSV, FULL_CSV
-from oiv4.plan import PlanError, PlanSettings, build_plan, read_manifest
-from oiv4.storage import Storage
+from oiv4.contracts.layout import BOXABLE_CSV, FULL_CSV
+from oiv4.io.manifest import read_manifest
+from oiv4.io.storage import Storage
+from oiv4.stages.plan import PlanError, PlanSettings, build_plan
 
 
 def _root(tmp_path: Path, full: list[dict], boxable: list[dict]) -> Storage:
@@ -160,8 +161,8 @@ def test_plan_cli_prints_counts_and_errors_cleanly(tmp_path: Path) -> None:
 
 
 def test_metadata_and_plan_work_on_an_s3_root(tmp_path: Path, s3_root: tuple[str, dict[str, str]]) -> None:
-    from oiv4.metadata import MetadataSettings, fetch_metadata
-    from oiv4.mirror import UniverseSpec, start_mirror
+    from oiv4.stages.metadata import MetadataSettings, fetch_metadata
+    from oiv4_mirror import UniverseSpec, start_mirror
 
     root, options = s3_root
     storage = Storage(root, options)

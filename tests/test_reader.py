@@ -14,19 +14,13 @@ from PIL import Image
 
 import oiv4
 from layout_builder import LAYOUTS, T0, build_set, make_jpeg
-from oiv4.layout import LAYOUT
-from oiv4.ledger import append_rows
-from oiv4.reader import (
-    BadArchiveError,
-    BadLocationError,
-    BlobReader,
-    CorruptImageError,
-    ImageNotFoundError,
-    index_zip,
-    parse_location,
-)
-from oiv4.schema import ImageSet
-from oiv4.storage import Storage
+from oiv4.contracts.layout import LAYOUT
+from oiv4.contracts.schema import ImageSet
+from oiv4.io.blob_errors import BadArchiveError, BadLocationError, CorruptImageError, ImageNotFoundError
+from oiv4.io.containers import BlobReader, index_zip
+from oiv4.io.ledger import append_rows
+from oiv4.io.locations import parse_location
+from oiv4.io.storage import Storage
 
 
 def _set_name(layout: str) -> str:
@@ -293,7 +287,7 @@ def test_s3_root_reads_through_fsspec(tmp_path):
 
         # verify and report work on the same root through fsspec too
         from oiv4.report import build_report
-        from oiv4.verify import VerifySettings, verify
+        from oiv4.stages.verify import VerifySettings, verify
 
         report = verify(Storage("s3://bucket/root", opts), VerifySettings(deep=True))
         assert report.ok and report.problems == []
@@ -336,8 +330,8 @@ def test_images_staged_before_their_shard_archive_was_packed_are_still_readable(
 
 
 def test_staged_path_matches_where_the_fetch_stage_stages_images(tmp_path):
-    from oiv4.reader import staged_path
-    from oiv4.store import shard_writer
+    from oiv4.io.locations import staged_path
+    from oiv4.io.store import shard_writer
 
     for layout in ("zip", "webdataset"):
         writer = shard_writer(layout, Storage(str(tmp_path)), "extended_targets", 12)

@@ -13,10 +13,10 @@ import boto3
 import pytest
 import s3fs
 
-from oiv4.layout import LAYOUT
-from oiv4.ledger import ShardLedger, now_utc, read_set, read_shard
-from oiv4.schema import ImageSet
-from oiv4.storage import Storage
+from oiv4.contracts.layout import LAYOUT
+from oiv4.contracts.schema import ImageSet
+from oiv4.io.ledger import ShardLedger, now_utc, read_set, read_shard
+from oiv4.io.storage import Storage
 
 
 def other_writer(options: dict[str, str]) -> s3fs.S3FileSystem:

@@ -3,11 +3,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from oiv4.layout import LAYOUT
-from oiv4.ledger import ShardLedger, now_utc
-from oiv4.schema import ImageSet
-from oiv4.status import collect_status, status_table
-from oiv4.storage import Storage
+from oiv4.contracts.layout import LAYOUT
+from oiv4.contracts.schema import ImageSet
+from oiv4.io.ledger import ShardLedger, now_utc
+from oiv4.io.storage import Storage
+from oiv4.stages.status import collect_status, status_table
 
 
 def test_unplanned_archive_members_do_not_count_as_planned_work_done(tmp_path: Path) -> None:

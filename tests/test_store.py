@@ -8,10 +8,10 @@ import zipfile
 
 import pytest
 
-from oiv4.layout import LAYOUT, HostileIdError
-from oiv4.schema import ImageSet
-from oiv4.storage import TMP_MARK, Storage
-from oiv4.store import remove_stale_temps, shard_writer
+from oiv4.contracts.layout import LAYOUT, HostileIdError
+from oiv4.contracts.schema import ImageSet
+from oiv4.io.storage import TMP_MARK, Storage
+from oiv4.io.store import remove_stale_temps, shard_writer
 
 IDS = [f"{i:016x}" for i in (0xA1, 0x3B, 0xFF00, 0x12)]  # manifest order, deliberately not sorted
 

@@ -9,16 +9,16 @@ import dataclasses
 from pathlib import Path
 
 from oiv4 import open as oiv4_open
-from oiv4.build import run_build
-from oiv4.demo import DemoSettings, demo_build_settings
-from oiv4.fetch import fetch_set
-from oiv4.layout import LAYOUT
-from oiv4.ledger import read_set
-from oiv4.mirror import UniverseSpec, start_mirror
-from oiv4.reader import index_zip
+from oiv4.contracts.layout import LAYOUT
+from oiv4.io.containers import index_zip
+from oiv4.io.ledger import read_set
+from oiv4.io.storage import Storage
 from oiv4.report import build_report
-from oiv4.storage import Storage
-from oiv4.verify import VerifySettings, verify
+from oiv4.run.build import run_build
+from oiv4.run.demo import DemoSettings, demo_build_settings
+from oiv4.stages.fetch import fetch_set
+from oiv4.stages.verify import VerifySettings, verify
+from oiv4_mirror import UniverseSpec, start_mirror
 
 SPEC = UniverseSpec(seed=31, n_images=160, megapixels=(0.05, 0.2), trickle_seconds=4.0)
 

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .reader import Dataset
+    from oiv4.read.dataset import Dataset
 
 
 def open(root: str, **storage_options: Any) -> Dataset:
     """Open the sets built under `root` (a folder or fsspec URL) for reading by ImageID."""
-    from .reader import open_dataset
+    from oiv4.read.dataset import open_dataset
 
     return open_dataset(root, **storage_options)

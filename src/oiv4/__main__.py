@@ -1,3 +1,3 @@
-from .cli import main
+from oiv4.cli import main
 
 main()

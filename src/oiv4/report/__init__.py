@@ -12,12 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..layout import LAYOUT
-from ..reader import Dataset
-from ..schema import ImageSet
-from ..storage import Storage
-from .data import SetStats, collect
-from .page import render
+from oiv4.contracts.layout import LAYOUT
+from oiv4.contracts.schema import ImageSet
+from oiv4.io.storage import Storage
+from oiv4.read.dataset import Dataset
+from oiv4.report.data import SetStats, collect
+from oiv4.report.page import render
 
 
 @dataclass(frozen=True)

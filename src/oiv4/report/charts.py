@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from .data import Bin, Bucket
+from oiv4.report.data import Bin, Bucket
 
 OK = "#2b9a66"
 PENDING = "#c9ced6"

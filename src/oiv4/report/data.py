@@ -11,9 +11,13 @@ from datetime import datetime
 import numpy as np
 import pyarrow as pa
 
-from ..reader import CorruptImageError, ReaderError, SetReader, decode, load_ledger, read_plan
-from ..schema import ImageSet, Outcome
-from ..storage import Storage
+from oiv4.contracts.schema import ImageSet, Outcome
+from oiv4.io.blob_errors import CorruptImageError, ReaderError
+from oiv4.io.image_decode import decode
+from oiv4.io.ledger import load_ledger
+from oiv4.io.manifest import read_plan
+from oiv4.io.storage import Storage
+from oiv4.read.set_reader import SetReader
 
 #: Ledger columns the report reads (not `location`/`image_id` of every row: memory on 7M-row sets).
 REPORT_COLUMNS = (

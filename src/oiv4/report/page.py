@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from .. import __version__
-from .charts import (
+from oiv4 import __version__
+from oiv4.report.charts import (
     ACCENT,
     ACCENT_2,
     OK,
@@ -20,7 +20,7 @@ from .charts import (
     stacked_bar,
     timeline,
 )
-from .data import SetStats
+from oiv4.report.data import SetStats
 
 SET_BLURB = {
     "targets": "The boxable train images (1,743,042 in the full release), from the CVDF tarballs",

@@ -1,0 +1,83 @@
+"""Where everything lives under a root. The seed notebook's layout is the default, so readers written
+for it keep working; every path an ImageID touches goes through `image_relpath`, which refuses
+anything that is not a 16-hex ID, so hostile IDs can never become paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from oiv4.contracts.schema import ImageSet, is_valid_image_id
+
+METADATA_FILES: dict[str, str] = {
+    # local file name -> path relative to the metadata base URL (release 2018_04)
+    "image_ids_and_rotation.csv": "image_ids_and_rotation.csv",
+    "train-images-boxable-with-rotation.csv": "train/train-images-boxable-with-rotation.csv",
+}
+FULL_CSV = "image_ids_and_rotation.csv"
+BOXABLE_CSV = "train-images-boxable-with-rotation.csv"
+
+
+class HostileIdError(ValueError):
+    """An ImageID that is not 16 lowercase hex characters was about to become a path."""
+
+
+def check_image_id(image_id: str) -> str:
+    if not is_valid_image_id(image_id):
+        raise HostileIdError(f"refusing ImageID {image_id!r}: not 16 lowercase hex characters")
+    return image_id
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Relative paths (POSIX, '/'-separated) of every artefact under a root.
+
+    Relative so that the same layout serves a local folder, a shared mount or `s3://bucket/prefix`.
+    """
+
+    def metadata(self, name: str) -> str:
+        return f"metadata/{name}"
+
+    def plan(self, image_set: ImageSet | str) -> str:
+        return f"plan/{ImageSet(image_set).value}.parquet"
+
+    def plan_summary(self) -> str:
+        return "plan/summary.json"
+
+    def image(self, image_set: ImageSet | str, image_id: str) -> str:
+        """The seed layout: `<set>/images/<id[:2]>/<id>.jpg`."""
+        check_image_id(image_id)
+        return f"{ImageSet(image_set).value}/images/{image_id[:2]}/{image_id}.jpg"
+
+    def images_dir(self, image_set: ImageSet | str) -> str:
+        return f"{ImageSet(image_set).value}/images"
+
+    def shard_zip(self, image_set: ImageSet | str, shard: int) -> str:
+        s = ImageSet(image_set).value
+        return f"{s}/images/{s}_{shard:05d}.zip"
+
+    def shard_tar(self, image_set: ImageSet | str, shard: int) -> str:
+        s = ImageSet(image_set).value
+        return f"{s}/webdataset/{s}-{shard:05d}.tar"
+
+    def archive_zip(self, image_set: ImageSet | str, archive_stem: str) -> str:
+        """targets/images/train_<x>.zip and validation/images/validation.zip, as the notebook made them."""
+        return f"{ImageSet(image_set).value}/images/{archive_stem}.zip"
+
+    def archive_tar(self, image_set: ImageSet | str, archive_stem: str) -> str:
+        return f"{ImageSet(image_set).value}/images/{archive_stem}.tar.gz"
+
+    def ledger_dir(self, image_set: ImageSet | str) -> str:
+        return f"ledger/{ImageSet(image_set).value}"
+
+    def ledger_shard(self, image_set: ImageSet | str, shard: int) -> str:
+        return f"{self.ledger_dir(image_set)}/shard-{shard:05d}.parquet"
+
+    def ledger_parts_dir(self, image_set: ImageSet | str, shard: int) -> str:
+        return f"{self.ledger_dir(image_set)}/shard-{shard:05d}.parts"
+
+    def report_dir(self) -> str:
+        return "report"
+
+
+LAYOUT = Layout()

@@ -1,0 +1,26 @@
+"""Reading a set's plan manifest (`plan/<set>.parquet`)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from oiv4.contracts.layout import LAYOUT
+from oiv4.contracts.schema import ImageSet
+from oiv4.io.storage import Storage
+
+
+def read_plan(storage: Storage, image_set: ImageSet | str) -> pa.Table | None:
+    """The set's plan manifest (12 metadata columns + `row`), or None when it was never planned."""
+    rel = LAYOUT.plan(image_set)
+    if not storage.exists(rel):
+        return None
+    with storage.open(rel) as fh:
+        return pq.read_table(fh)
+
+
+
+def read_manifest(storage: Storage, image_set: ImageSet | str, columns: list[str] | None = None) -> pa.Table:
+    """A set's manifest (all rows, file order)."""
+    with storage.open(LAYOUT.plan(image_set)) as fh:
+        return pq.read_table(fh, columns=columns)

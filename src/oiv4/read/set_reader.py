@@ -1,0 +1,255 @@
+"""One set's stored images by ImageID, over any layout."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from oiv4.contracts.layout import LAYOUT
+from oiv4.contracts.schema import ImageSet, Outcome, is_valid_image_id
+from oiv4.io.blob_errors import BadArchiveError, CorruptImageError, ImageNotFoundError
+from oiv4.io.containers import BlobReader
+from oiv4.io.image_decode import decode
+from oiv4.io.inventory import inventory_ledger
+from oiv4.io.ledger import load_ledger
+from oiv4.io.locations import Location, parse_location, staged_path
+from oiv4.io.manifest import read_plan
+from oiv4.io.storage import Storage
+from oiv4.read.id_index import IdIndex
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from oiv4.read.torch_adapter import TorchImageDataset
+
+
+# --------------------------------------------------------------------------------------------------
+# the public API
+
+
+#: Ledger columns the reader keeps in memory for every set (the manifest reads the rest on demand).
+READER_COLUMNS = ("image_id", "shard", "row", "outcome", "location", "stored_bytes", "started_at")
+
+
+class SetReader:
+    """One set's stored images: `len()`, `ids()`, `[image_id]`, iteration in plan order, `.manifest`.
+
+    Only images whose latest ledger outcome is `ok` are part of the set as read; everything planned is
+    in `.manifest` with its outcome and reason. Loading is lazy: nothing is read until first use.
+    """
+
+    def __init__(self, storage: Storage, image_set: ImageSet | str, blobs: BlobReader | None = None) -> None:
+        self.storage = storage
+        self.image_set = ImageSet(image_set)
+        self.blobs = blobs or BlobReader(storage)
+        self._ok: pa.Table | None = None
+        self._index: IdIndex | None = None
+        self._not_ok: pa.Table | None = None
+        self._has_ledger: bool | None = None
+
+    def __repr__(self) -> str:
+        return f"<oiv4 set {self.image_set.value!r}: {len(self)} images, layout {self.layout}>"
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The in-memory ledger travels (cheap Arrow buffers); the ID index is rebuilt on demand.
+        state = dict(self.__dict__)
+        state["_index"] = None
+        return state
+
+    # loading -------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.image_set.value
+
+    @property
+    def has_ledger(self) -> bool:
+        """False for sets built without a ledger (their images are found from the files present)."""
+        if self._has_ledger is None:
+            d = LAYOUT.ledger_dir(self.image_set)
+            self._has_ledger = bool(
+                self.storage.glob(f"{d}/shard-*.parquet") or self.storage.glob(f"{d}/shard-*.parts/part-*.parquet")
+            )
+        return self._has_ledger
+
+    def _load(self) -> pa.Table:
+        if self._ok is None:
+            if self.has_ledger:
+                ledger = load_ledger(self.storage, self.image_set, READER_COLUMNS)
+                is_ok = pc.equal(ledger["outcome"], Outcome.ok.value)
+                if pc.all(is_ok).as_py() is not False:  # the common case for archive sets: nothing to drop
+                    self._not_ok, ok = ledger.slice(0, 0).select(["image_id", "row", "outcome"]), ledger
+                else:
+                    # Kept to explain a miss ("planned, but http_404"); failures only, to stay small.
+                    self._not_ok = ledger.filter(pc.invert(is_ok)).select(["image_id", "row", "outcome"])
+                    ok = ledger.filter(is_ok)
+            else:
+                ok = inventory_ledger(
+                    self.storage, self.blobs, self.image_set, read_plan(self.storage, self.image_set)
+                )
+            self._ok = ok.combine_chunks()
+        return self._ok
+
+    def _position(self, image_id: str) -> int:
+        if self._index is None:
+            self._index = IdIndex(self._load()["image_id"])
+        pos = self._index.find(image_id)
+        if pos is None:
+            raise ImageNotFoundError(self._why_missing(image_id))
+        return pos
+
+    def _why_missing(self, image_id: str) -> str:
+        if not is_valid_image_id(image_id):
+            return f"{image_id!r} is not an ImageID (16 lowercase hex characters)"
+        if self._not_ok is not None:
+            t = self._not_ok
+            hit = t.filter(pc.equal(t["image_id"], image_id))
+            if hit.num_rows:
+                outcome = hit["outcome"][0].as_py()
+                reason = self.ledger_row(int(hit["row"][0].as_py())).get("reason")
+                return f"{image_id} is not stored in {self.name}: outcome {outcome} ({reason})"
+        return f"{image_id} is not in set {self.name}"
+
+    # the set as a collection -----------------------------------------------------------------
+    def __len__(self) -> int:
+        return self._load().num_rows
+
+    def __contains__(self, image_id: object) -> bool:
+        return isinstance(image_id, str) and self._index_find(image_id) is not None
+
+    def _index_find(self, image_id: str) -> int | None:
+        if self._index is None:
+            self._index = IdIndex(self._load()["image_id"])
+        return self._index.find(image_id)
+
+    def ids(self) -> list[str]:
+        """ImageIDs of the stored images, in plan order."""
+        return self._load()["image_id"].to_pylist()
+
+    def location(self, image_id: str) -> Location:
+        """Where `image_id` is stored (file path, or container and member)."""
+        return parse_location(self._location_at(self._position(image_id)))
+
+    def _location_at(self, pos: int) -> str:
+        ok = self._load()
+        loc = ok["location"][pos].as_py()
+        if loc is None:  # an ok row without a location: the seed layout is the only sane guess
+            return LAYOUT.image(self.image_set, ok["image_id"][pos].as_py())
+        return loc
+
+    def read_bytes(self, image_id: str) -> bytes:
+        """The stored JPEG bytes of `image_id`; raises ImageNotFoundError or CorruptImageError."""
+        return self._read_pos(self._position(image_id))
+
+    def _read_pos(self, pos: int) -> bytes:
+        loc = parse_location(self._location_at(pos))
+        try:
+            return self.blobs.read(loc)
+        except (CorruptImageError, BadArchiveError):
+            if loc.container is None:
+                raise
+            # A shard that has not finished yet keeps its images staged beside the archive it will pack.
+            ok = self._load()
+            staged = staged_path(self.image_set, ok["shard"][pos].as_py(), ok["image_id"][pos].as_py())
+            if staged is None or not self.storage.exists(staged):
+                raise
+            return self.storage.read_bytes(staged)
+
+    def read_bytes_at(self, position: int) -> bytes:
+        """Bytes of the `position`-th stored image in plan order (what a PyTorch Dataset indexes by)."""
+        n = len(self)
+        if not -n <= position < n:
+            raise IndexError(f"position {position} out of range for {n} images")
+        return self._read_pos(position % n)
+
+    def image_id_at(self, position: int) -> str:
+        return self._load()["image_id"][position].as_py()
+
+    def __getitem__(self, key: str | int) -> Image.Image:
+        """`reader[image_id]` (or `reader[position]`) -> the decoded PIL image."""
+        data = self.read_bytes_at(key) if isinstance(key, int) else self.read_bytes(key)
+        return decode(data, str(key))
+
+    def get(self, image_id: str, default: Any = None) -> Image.Image | Any:
+        try:
+            return self[image_id]
+        except ImageNotFoundError:
+            return default
+
+    def __iter__(self) -> Iterator[tuple[str, Image.Image]]:
+        """(image_id, PIL image) pairs in plan order."""
+        for pos, image_id in enumerate(self.ids()):
+            yield image_id, decode(self.read_bytes_at(pos), image_id)
+
+    def iter_bytes(self) -> Iterator[tuple[str, bytes]]:
+        """(image_id, JPEG bytes) pairs in plan order, without decoding."""
+        for pos, image_id in enumerate(self.ids()):
+            yield image_id, self.read_bytes_at(pos)
+
+    @property
+    def layout(self) -> str:
+        """How this set is stored: "folder", "zip", "tar", a mix ("folder+zip"), or "empty"."""
+        ok = self._load()
+        if ok.num_rows == 0:
+            return "empty"
+        locs = ok["location"]
+        kinds = set()
+        is_zip = pc.match_substring(locs, ".zip:")
+        is_tar = pc.match_substring(locs, ".tar:")
+        if pc.any(is_zip).as_py():
+            kinds.add("zip")
+        if pc.any(is_tar).as_py():
+            kinds.add("tar")
+        if pc.any(pc.invert(pc.or_(is_zip, is_tar))).as_py():
+            kinds.add("folder")
+        return "+".join(k for k in ("folder", "zip", "tar") if k in kinds)
+
+    # the manifest ------------------------------------------------------------------------------
+    @property
+    def ledger(self) -> pa.Table:
+        """Every ledger row of the set (latest per manifest row, all columns), sorted by `row`."""
+        return load_ledger(self.storage, self.image_set)
+
+    @property
+    def manifest(self) -> pa.Table:
+        """The plan's rows (all 12 metadata columns + `row`) joined with their ledger outcome.
+
+        Rows not yet finished have a null `outcome`. Query it with DuckDB: `duckdb.sql("... FROM m")`.
+        """
+        plan = read_plan(self.storage, self.image_set)
+        ledger = self.ledger if self.has_ledger else self._load()
+        import duckdb
+
+        con = duckdb.connect()
+        con.register("l", ledger)
+        extra = [c for c in ledger.column_names if c not in ("image_id", "set", "row")]
+        if plan is None:
+            return con.sql('SELECT * FROM l ORDER BY "row"').to_arrow_table()
+        con.register("p", plan)
+        sel = ", ".join(f'l."{c}"' for c in extra)
+        return con.sql(f'SELECT p.*, {sel} FROM p LEFT JOIN l USING ("row") ORDER BY p."row"').to_arrow_table()
+
+    def ledger_row(self, row: int) -> dict[str, Any]:
+        """The latest ledger row for manifest row `row` as a dict (empty when it has none)."""
+        hit = load_ledger(self.storage, self.image_set, row_filter=row)
+        return hit.to_pylist()[-1] if hit.num_rows else {}
+
+    # adapters ------------------------------------------------------------------------------
+    def torch(
+        self,
+        transform: Callable[[Image.Image], Any] | None = None,
+        *,
+        with_ids: bool = False,
+        to_tensor: bool = False,
+    ) -> TorchImageDataset:
+        """A PyTorch map-style Dataset over this set; see `oiv4.read.torch_adapter` (torch stays optional)."""
+        from oiv4.read.torch_adapter import TorchImageDataset
+
+        return TorchImageDataset(self, transform=transform, with_ids=with_ids, to_tensor=to_tensor)
+
+    def close(self) -> None:
+        self.blobs.close()
+
+

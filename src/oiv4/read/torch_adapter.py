@@ -1,0 +1,67 @@
+"""A PyTorch map-style Dataset over one set, without making torch a dependency of oiv4.
+
+`torch.utils.data.DataLoader` accepts any object with `__len__` and `__getitem__(int)`, so this class
+needs nothing from torch; torch is imported only if you ask for tensors (`to_tensor=True`). It pickles
+to DataLoader workers as the set's small in-memory ledger plus the root: file handles and archive
+indexes are rebuilt inside each worker, and reads use `pread`, so forked workers never share a file offset.
+
+    from torch.utils.data import DataLoader
+    ds = oiv4.open(root)["validation"].torch(transform=my_transform)
+    for batch in DataLoader(ds, batch_size=64, num_workers=4): ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from oiv4.read.set_reader import SetReader
+
+
+class TorchImageDataset:
+    """Item `i` is the `i`-th stored image of the set in plan order, decoded to RGB and transformed.
+
+    `transform` receives a PIL RGB image (torchvision transforms fit here). Without a transform and
+    with `to_tensor=True` the item is a uint8 CHW tensor. With `with_ids=True` items are
+    `(image_id, item)` pairs, so features can be written back keyed by ImageID.
+    """
+
+    def __init__(
+        self,
+        reader: SetReader,
+        transform: Callable[[Image.Image], Any] | None = None,
+        *,
+        with_ids: bool = False,
+        to_tensor: bool = False,
+    ) -> None:
+        self.reader = reader
+        self.transform = transform
+        self.with_ids = with_ids
+        self.to_tensor = to_tensor
+        len(reader)  # load the ledger once here, so workers receive it instead of each re-reading it
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def __getitem__(self, index: int) -> Any:
+        from oiv4.io.image_decode import decode
+
+        image_id = self.reader.image_id_at(index)
+        img = decode(self.reader.read_bytes_at(index), image_id).convert("RGB")
+        item: Any = self.transform(img) if self.transform is not None else img
+        if self.to_tensor and self.transform is None:
+            item = _pil_to_tensor(img)
+        return (image_id, item) if self.with_ids else item
+
+    def __repr__(self) -> str:
+        return f"<TorchImageDataset {self.reader.name}: {len(self)} images>"
+
+
+def _pil_to_tensor(img: Image.Image) -> Any:
+    import numpy as np
+    import torch  # imported lazily: torch is optional
+
+    return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).contiguous()

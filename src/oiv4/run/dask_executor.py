@@ -1,0 +1,176 @@
+"""Run shards on a Dask distributed cluster: one Dask task per shard, nothing else on the wire.
+
+`run_shards(..., ExecutorSettings(kind="dask", scheduler="tcp://host:8786"))` lands here. Without a
+scheduler address a `LocalCluster` sized like the local pool is started (one single-threaded worker
+process per core: a shard is already concurrent inside, so more threads per worker only fight over
+the GIL).
+
+Why this is safe without any cluster code of our own:
+
+- Workers write images and ledger parts *directly* to the root (`Storage` travels inside each
+  `ShardTask` with its `storage_options`); only the small `ShardResult` counts come back.
+- A worker that dies takes its running shard with it. The scheduler re-runs that task elsewhere
+  (`distributed.scheduler.allowed-failures`), a shard that *raises* is retried `retries` times, and
+  the re-run skips every row its ledger already holds, so nothing is done twice.
+- Keys are `<task.key>-<run token>`: one task per shard, readable in the dashboard, and unique per
+  run so a long-lived scheduler never hands back a result remembered from an earlier run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from oiv4.contracts.shards import ShardResult, ShardTask
+from oiv4.run.executor import ExecutorSettings, ShardFn, default_workers
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+log = logging.getLogger(__name__)
+
+
+class DaskSetupError(RuntimeError):
+    """The cluster cannot run this job: scheduler unreachable, or workers cannot see the root/import oiv4."""
+
+
+def run_dask(
+    tasks: list[ShardTask],
+    fn: ShardFn,
+    settings: ExecutorSettings,
+    on_result: Callable[[ShardResult], None] | None = None,
+) -> list[ShardResult]:
+    """Run `fn(task)` for every task on a Dask cluster; results come back in completion order.
+
+    `settings.scheduler` names an existing scheduler (`tcp://host:8786`); None starts a LocalCluster
+    of `settings.workers` (default: one per core) single-threaded worker processes for this call.
+    `settings.max_pool_restarts` bounds both how often a raising shard is retried and (on the
+    LocalCluster) how many worker deaths one shard may cause before it is declared poison.
+    A shard that still fails re-raises its error here, after the remaining shards are cancelled.
+    """
+    tasks = list(tasks)
+    if not tasks:
+        return []
+    with _client(settings, len(tasks)) as client:
+        _check_workers(client, tasks[0])
+        return _run(client, tasks, fn, settings, on_result)
+
+
+@contextmanager
+def _client(settings: ExecutorSettings, n_tasks: int) -> Iterator[Client]:
+    import dask
+    from distributed import Client, LocalCluster
+
+    if settings.scheduler:
+        try:
+            # Waits `distributed.comm.timeouts.connect` (30 s by default; DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT).
+            client = Client(settings.scheduler)
+        except OSError as exc:
+            raise DaskSetupError(
+                f"cannot reach the Dask scheduler at {settings.scheduler} ({exc}). Start one with "
+                "`dask scheduler` and workers with `dask worker <address> --nthreads 1` (see docs/cluster.md)."
+            ) from None
+        with client:
+            log.info("connected to %s (%d workers)", settings.scheduler, len(client.scheduler_info()["workers"]))
+            yield client
+        return
+    n_workers = max(1, min(settings.workers or default_workers(), n_tasks))
+    # The scheduler reads allowed-failures when it starts: set it for the cluster we own only.
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": settings.max_pool_restarts}),
+        LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",  # a free port: never collides with another run (needs bokeh to serve)
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        log.info("started a LocalCluster of %d worker processes (%s)", n_workers, cluster.dashboard_link)
+        yield client
+
+
+def _probe_worker(root: str, storage_options: dict[str, Any]) -> str | None:
+    """On a worker: None if oiv4 imports and the root is reachable, else why not (shown to the user)."""
+    try:
+        from oiv4.io.storage import Storage
+
+        storage = Storage(root, storage_options)
+        if storage.local:
+            return None if os.path.isdir(storage.root) else f"{storage.root} is not a folder on this machine"
+        storage.fs.ls(storage.fs._strip_protocol(storage.root))
+        return None
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _check_workers(client: Client, task: ShardTask) -> None:
+    """Fail before submitting anything if a worker cannot import oiv4 or reach the root.
+
+    A local root on a multi-machine cluster must be a shared mount at the same path everywhere; an
+    object-store root needs credentials in every worker's environment. Both are easy to get wrong and
+    would otherwise surface as every shard failing in turn.
+    """
+    import dask
+
+    # A scheduler whose workers are still starting (or were never started) would queue every shard silently.
+    wait = dask.config.get("distributed.comm.timeouts.connect")
+    try:
+        client.wait_for_workers(1, timeout=wait)
+    except TimeoutError:
+        raise DaskSetupError(
+            f"no Dask worker joined the scheduler within {wait}: start some with "
+            "`dask worker <scheduler address> --nworkers <cores> --nthreads 1` (see docs/cluster.md)"
+        ) from None
+    try:
+        problems = client.run(_probe_worker, task.root, task.storage_options)
+    except Exception as exc:  # a worker without oiv4 installed cannot even unpickle the probe
+        raise DaskSetupError(f"a Dask worker cannot run oiv4 ({type(exc).__name__}: {exc}); install it there") from None
+    bad = {addr: why for addr, why in problems.items() if why}
+    if bad:
+        lines = "\n".join(f"  {addr}: {why}" for addr, why in sorted(bad.items()))
+        raise DaskSetupError(
+            f"{len(bad)} of {len(problems)} Dask workers cannot use the root {task.root}:\n{lines}\n"
+            "Use a shared folder mounted at the same path on every machine, or an s3:// root with "
+            "credentials in each worker's environment (docs/cluster.md)."
+        )
+
+
+def _run(
+    client: Client,
+    tasks: list[ShardTask],
+    fn: ShardFn,
+    settings: ExecutorSettings,
+    on_result: Callable[[ShardResult], None] | None,
+) -> list[ShardResult]:
+    from distributed import as_completed
+
+    token = secrets.token_hex(4)
+    futures = [
+        client.submit(
+            fn,
+            task,
+            key=f"{task.key}-{token}",
+            pure=False,
+            retries=settings.max_pool_restarts,
+            priority=len(tasks) - i,  # plan order: the first shards finish first, like the local pool
+        )
+        for i, task in enumerate(tasks)
+    ]
+    results: list[ShardResult] = []
+    try:
+        for fut in as_completed(futures):
+            # Re-raises a shard's own exception, or KilledWorker when one shard took down too many workers.
+            result = fut.result()
+            results.append(result)
+            if on_result:
+                on_result(result)
+    finally:
+        # On error or Ctrl-C: stop queued shards. Running ones finish on their own; their files and ledger
+        # rows are complete and atomic, so the next run simply skips them.
+        client.cancel([f for f in futures if not f.done()])
+    return results

@@ -1,0 +1,96 @@
+"""Run shards: a local process pool by default, a Dask cluster on request.
+
+The executor only moves `ShardTask`s to workers and `ShardResult`s back; all durable state is in
+the shard's files and ledger, so a shard lost with its worker is simply submitted again.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+
+from oiv4.contracts.shards import ShardResult, ShardTask
+
+ShardFn = Callable[[ShardTask], ShardResult]
+
+
+@dataclass(frozen=True)
+class ExecutorSettings:
+    """How shards are run. `kind` is "local" (process pool) or "dask" (distributed scheduler).
+
+    A `scheduler` address implies `kind="dask"`. Dask retries a shard up to `max_pool_restarts` times.
+    """
+
+    kind: str = "local"
+    workers: int | None = None  # local: processes; dask without scheduler: LocalCluster workers (default: one per core)
+    scheduler: str | None = None  # dask: tcp://host:8786; None starts a LocalCluster
+    max_pool_restarts: int = 3
+
+    def __post_init__(self) -> None:
+        if self.scheduler:
+            object.__setattr__(self, "kind", "dask")
+        if self.kind not in ("local", "dask"):
+            raise ValueError(f"unknown executor {self.kind!r}: use 'local' or 'dask'")
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def run_shards(
+    tasks: Iterable[ShardTask],
+    fn: ShardFn,
+    settings: ExecutorSettings | None = None,
+    on_result: Callable[[ShardResult], None] | None = None,
+) -> list[ShardResult]:
+    """Run `fn` on every task and return the results (in completion order)."""
+    settings = settings or ExecutorSettings()
+    tasks = list(tasks)
+    if not tasks:
+        return []
+    if settings.kind == "local":
+        return _run_local(tasks, fn, settings, on_result)
+    if settings.kind == "dask":
+        from oiv4.run.dask_executor import run_dask
+
+        return run_dask(tasks, fn, settings, on_result)
+    raise ValueError(f"unknown executor {settings.kind!r}: use 'local' or 'dask'")
+
+
+def _run_local(
+    tasks: list[ShardTask],
+    fn: ShardFn,
+    settings: ExecutorSettings,
+    on_result: Callable[[ShardResult], None] | None,
+) -> list[ShardResult]:
+    workers = min(settings.workers or default_workers(), len(tasks))
+    results: list[ShardResult] = []
+    pending = list(tasks)
+    restarts = 0
+    # spawn, not fork: the parent may be running an event loop or a mirror thread, which fork copies badly.
+    ctx = multiprocessing.get_context("spawn")
+    while pending:
+        try:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                futures: dict[Future[ShardResult], ShardTask] = {pool.submit(fn, t): t for t in pending}
+                while futures:
+                    done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        task = futures.pop(fut)
+                        result = fut.result()
+                        pending.remove(task)
+                        results.append(result)
+                        if on_result:
+                            on_result(result)
+        except BrokenProcessPool:
+            # A worker died (OOM killer, kill -9). Its shard's ledger lets the re-run skip finished rows.
+            restarts += 1
+            if restarts > settings.max_pool_restarts:
+                raise
+    return results

@@ -1,0 +1,252 @@
+"""Download one URL the way Flickr needs: bounded, retried, and honest about how it ended.
+
+One `HttpClient` (one aiohttp `ClientSession`, keep-alive connections, a per-host connection limit)
+serves a whole shard. Redirects are followed by hand so that Flickr's "photo unavailable" redirect is
+recognised from its *target* (not just from a failing MD5 later) and so that only http(s) targets are
+followed. Every attempt runs under a total deadline, because a host that trickles a byte every few
+seconds never trips a read timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+
+import aiohttp
+from yarl import URL
+
+from oiv4.contracts.schema import Outcome
+from oiv4.stages.fetch.settings import HttpSettings
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+#: Worth another attempt: the same request may well succeed later.
+_RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_RETRY_OUTCOMES = frozenset({Outcome.connection_error, Outcome.timeout, Outcome.truncated})
+_CHUNK = 1 << 18
+
+
+@dataclass
+class Fetched:
+    """How a download ended. `body` is set only when `outcome == "ok"`."""
+
+    outcome: str
+    reason: str
+    url: str  # the URL asked for
+    final_url: str  # after redirects
+    attempts: int = 0
+    bytes_downloaded: int = 0  # over all attempts
+    body: bytes | None = None
+    content_type: str | None = None
+    status: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == Outcome.ok
+
+
+@dataclass
+class _Attempt:
+    outcome: str
+    reason: str
+    final_url: str
+    nbytes: int = 0
+    body: bytes | None = None
+    content_type: str | None = None
+    status: int | None = None
+    retry_after: float | None = None
+    retryable: bool = False
+
+
+def status_outcome(status: int) -> str:
+    """The ledger outcome of a final HTTP status: `http_<code>`, with all 5xx as `http_5xx`."""
+    return Outcome.http_5xx.value if 500 <= status <= 599 else f"http_{status}"
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date); None if absent/invalid."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - (now if now is not None else datetime.now(UTC).timestamp()))
+
+
+class HttpClient:
+    """Async downloader for one worker process; use as `async with HttpClient(settings) as client`."""
+
+    def __init__(self, settings: HttpSettings, rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self._rng = rng or random.Random()
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> HttpClient:
+        s = self.settings
+        connector = aiohttp.TCPConnector(
+            limit=s.concurrency, limit_per_host=s.per_host, ttl_dns_cache=300, keepalive_timeout=30
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None, connect=s.connect_timeout, sock_read=s.read_timeout),
+            headers={"User-Agent": s.user_agent, "Accept-Encoding": "identity"},
+            read_bufsize=1 << 20,
+        )
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds to wait before attempt `attempt + 1`: the server's Retry-After if it gave one (capped),
+        else exponential backoff with jitter (so that many rows throttled together do not return together)."""
+        s = self.settings
+        if retry_after is not None:
+            return min(retry_after, s.retry_after_max) + self._rng.uniform(0, 0.1 * s.backoff_base)
+        return min(s.backoff_max, s.backoff_base * 2 ** (attempt - 1)) * self._rng.uniform(0.5, 1.5)
+
+    async def fetch(self, url: str, expected_size: int | None = None) -> Fetched:
+        """GET `url` with retries. `expected_size` (OriginalSize) lets a wrong Content-Length end early."""
+        total = 0
+        s = self.settings
+        if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
+            return Fetched(
+                Outcome.connection_error, f"not an http(s) URL: {str(url)[:200]!r}; not requested", str(url), str(url)
+            )
+        for attempt in range(1, s.attempts + 1):
+            a = await self._attempt(url, expected_size)
+            total += a.nbytes
+            if a.outcome == Outcome.ok or not a.retryable or attempt == s.attempts:
+                reason = (
+                    a.reason if attempt == 1 or a.outcome == Outcome.ok else f"{a.reason} (after {attempt} attempts)"
+                )
+                return Fetched(a.outcome, reason, url, a.final_url, attempt, total, a.body, a.content_type, a.status)
+            await asyncio.sleep(self.backoff(attempt, a.retry_after))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _attempt(self, url: str, expected_size: int | None) -> _Attempt:
+        assert self._session is not None, "use `async with HttpClient(...)`"
+        s = self.settings
+        current = url
+        received = 0
+        content_length: int | None = None
+        t0 = time.monotonic()
+        try:
+            async with asyncio.timeout(s.deadline):
+                for _hop in range(s.max_redirects + 1):
+                    async with self._session.get(current, allow_redirects=False) as resp:
+                        if resp.status in _REDIRECTS:
+                            target, problem = self._redirect_target(current, resp.headers.get("Location"))
+                            if problem:
+                                return _Attempt(Outcome.bad_redirect, problem, current, status=resp.status)
+                            if any(m in URL(target).path for m in s.placeholder_markers):
+                                return _Attempt(
+                                    Outcome.placeholder,
+                                    f"HTTP {resp.status} redirect to {target}: Flickr's 'photo unavailable' card",
+                                    target,
+                                    status=resp.status,
+                                )
+                            current = target
+                            continue
+                        if resp.status != 200:
+                            return _Attempt(
+                                status_outcome(resp.status),
+                                f"HTTP {resp.status} {resp.reason or ''}".rstrip(),
+                                current,
+                                status=resp.status,
+                                retry_after=parse_retry_after(resp.headers.get("Retry-After")),
+                                retryable=resp.status in _RETRY_STATUS,
+                            )
+                        content_length = resp.content_length
+                        if content_length is not None and content_length > s.max_bytes:
+                            return _Attempt(
+                                Outcome.too_large,
+                                f"Content-Length {content_length:,} exceeds the {s.max_bytes:,}-byte cap; not downloaded",
+                                current,
+                                status=200,
+                            )
+                        if content_length is not None and expected_size is not None and content_length != expected_size:
+                            return _Attempt(
+                                Outcome.size_mismatch,
+                                f"Content-Length {content_length:,} differs from OriginalSize {expected_size:,}; "
+                                "not downloaded",
+                                current,
+                                status=200,
+                            )
+                        chunks: list[bytes] = []
+                        async for chunk in resp.content.iter_chunked(_CHUNK):
+                            received += len(chunk)
+                            if received > s.max_bytes:
+                                return _Attempt(
+                                    Outcome.too_large,
+                                    f"body exceeds the {s.max_bytes:,}-byte cap; stopped reading",
+                                    current,
+                                    received,
+                                    status=200,
+                                )
+                            chunks.append(chunk)
+                        return _Attempt(
+                            Outcome.ok, "", current, received, b"".join(chunks), resp.content_type, status=200
+                        )
+                return _Attempt(Outcome.bad_redirect, f"more than {s.max_redirects} redirects", current)
+        except TimeoutError as exc:
+            elapsed = time.monotonic() - t0
+            if isinstance(exc, aiohttp.ConnectionTimeoutError):
+                why = f"could not connect within {s.connect_timeout:g}s"
+            elif isinstance(exc, aiohttp.SocketTimeoutError):
+                why = f"no data for {s.read_timeout:g}s"
+            else:
+                why = f"response not complete within the {s.deadline:g}s deadline"
+            got = f" ({received:,} bytes received)" if received else ""
+            return _Attempt(Outcome.timeout, f"{why}{got}, after {elapsed:.1f}s", current, received, retryable=True)
+        except aiohttp.ClientPayloadError as exc:
+            of = f" of {content_length:,}" if content_length is not None else ""
+            return _Attempt(
+                Outcome.truncated,
+                f"body cut short after {received:,}{of} bytes: {_short(exc)}",
+                current,
+                received,
+                retryable=True,
+            )
+        except aiohttp.InvalidURL as exc:
+            outcome = Outcome.bad_redirect if current != url else Outcome.connection_error
+            return _Attempt(outcome, f"invalid URL {_short(exc)}", current)
+        except (aiohttp.ClientError, OSError) as exc:
+            # Connection refused/reset, DNS failure, server hung up, malformed response headers.
+            return _Attempt(
+                Outcome.connection_error, f"{type(exc).__name__}: {_short(exc)}", current, received, retryable=True
+            )
+
+    @staticmethod
+    def _redirect_target(current: str, location: str | None) -> tuple[str, str]:
+        """(absolute target, problem or "")."""
+        if not location:
+            return "", "redirect without a Location header"
+        try:
+            target = URL(current).join(URL(location))
+        except ValueError as exc:
+            return "", f"unparseable redirect Location {location[:200]!r}: {exc}"
+        if target.scheme not in ("http", "https"):
+            return "", f"redirect to a non-http(s) URL {str(target)[:200]!r}; not followed"
+        return str(target), ""
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
