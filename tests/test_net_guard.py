@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from oiv4.io.net_guard import BlockedAddress, GuardSettings, address_class, guarded_connector
+from oiv4.io.net_guard import BlockedAddress, GuardSettings, address_class, check_peer, guarded_connector
 
 
 class FakePublicDns(AbstractResolver):
@@ -199,3 +199,16 @@ def test_internal_and_reserved_addresses_are_blocked(address):
 @pytest.mark.parametrize("address", ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8"])
 def test_public_addresses_are_allowed(address):
     assert address_class(ipaddress.ip_address(address)) is None
+
+
+def test_the_after_connect_check_refuses_a_socket_whose_real_peer_is_loopback():
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            peer = client.getpeername()
+            with pytest.raises(BlockedAddress, match=r"loopback address 127\.0\.0\.1"):
+                check_peer("photos.example.com", peer, GuardSettings())
+            check_peer("mirror", peer, GuardSettings(allowed_endpoints=frozenset({("127.0.0.1", port)})))
+            check_peer("mirror", peer, GuardSettings(allow_private_networks=True))
+    with pytest.raises(BlockedAddress, match="unverifiable"):
+        check_peer("photos.example.com", None, GuardSettings())

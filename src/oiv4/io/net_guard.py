@@ -120,15 +120,21 @@ class GuardedConnector(aiohttp.TCPConnector):
     async def _create_connection(self, req: aiohttp.ClientRequest, traces: list[Any], timeout: Any) -> Any:
         proto = await super()._create_connection(req, traces, timeout)
         transport = proto.transport
-        peer = transport.get_extra_info("peername") if transport is not None else None
-        if not peer:
+        try:
+            check_peer(req.url.host or "?", transport.get_extra_info("peername") if transport else None, self.guard)
+        except BlockedAddress:
             proto.close()
-            raise BlockedAddress(req.url.host or "?", "(unknown)", "an unverifiable")
-        why = refusal(peer[0], peer[1], self.guard)
-        if why is not None:
-            proto.close()
-            raise BlockedAddress(req.url.host or "?", peer[0], why)
+            raise
         return proto
+
+
+def check_peer(host: str, peername: Any, guard: GuardSettings) -> None:
+    """Raise BlockedAddress unless `peername` (a socket's `getpeername()`) is an address the guard allows."""
+    if not peername:
+        raise BlockedAddress(host, "(unknown)", "an unverifiable")
+    why = refusal(peername[0], peername[1], guard)
+    if why is not None:
+        raise BlockedAddress(host, peername[0], why)
 
 
 def guarded_connector(guard: GuardSettings | None = None, **kwargs: Any) -> GuardedConnector:
