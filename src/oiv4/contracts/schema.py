@@ -87,6 +87,10 @@ class Outcome(StrEnum):
     disk_full = "disk_full"
     write_error = "write_error"
     verify_failed = "verify_failed"  # `oiv4 verify --requeue`: an ok image whose stored file is broken
+    corrupt_jpeg = "corrupt_jpeg"  # libjpeg reported damaged entropy-coded data (io.strict_decode)
+    blocked_address = "blocked_address"  # URL or redirect to a loopback/private/reserved address (io.net_guard)
+    unsafe_path = "unsafe_path"  # target path would leave the output root (symlink, `..`; io.safe_paths)
+    checksum_mismatch = "checksum_mismatch"  # stored bytes no longer match the ledger's checksum (io.checksum)
 
 
 #: One row per input image per set. `row` is the image's index in its plan manifest, which makes a
