@@ -39,7 +39,8 @@ import pyarrow.parquet as pq
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import COLUMNS, MANIFEST_SCHEMA
 from oiv4.io.storage import Storage
-from oiv4.stages.archives import ArchiveSettings, build_archive_set
+from oiv4.run.archives import build_archive_set
+from oiv4.stages.archives import ArchiveSettings
 from oiv4.stages.archives.gunzip import decode, decoder_available
 from oiv4_mirror.images import encode_jpeg, noise_tile, render_picture
 

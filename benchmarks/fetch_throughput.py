@@ -55,7 +55,8 @@ from oiv4.contracts.schema import MANIFEST_SCHEMA
 from oiv4.io.manifest import read_manifest
 from oiv4.io.storage import Storage
 from oiv4.run.executor import ExecutorSettings
-from oiv4.stages.fetch import FetchSettings, HttpSettings, TransformSettings, fetch_set
+from oiv4.run.fetch import fetch_set
+from oiv4.stages.fetch import FetchSettings, HttpSettings, TransformSettings
 from oiv4.stages.fetch.transform import transform_image
 from oiv4.stages.metadata import MetadataSettings, fetch_metadata
 from oiv4.stages.plan import PlanSettings, build_plan

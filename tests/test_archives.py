@@ -18,7 +18,8 @@ from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import LEDGER_SCHEMA
 from oiv4.io.ledger import read_set, read_shard
 from oiv4.io.storage import Storage
-from oiv4.stages.archives import ArchiveSettings, KnownArchive, archive_done, build_archive_set, negative_row
+from oiv4.run.archives import build_archive_set
+from oiv4.stages.archives import ArchiveSettings, KnownArchive, archive_done, negative_row
 from test_archives_support import (
     Entry,
     RangeServer,
@@ -365,7 +366,9 @@ def test_a_disk_too_small_fails_before_any_byte_is_downloaded(tmp_path: Path, st
     write_plan(storage, "validation", ids)
     huge = 1 << 60  # no disk has an exabyte free
     with RangeServer({archive.name: archive.data}, head_sizes={archive.name: huge}) as server:
-        report = build_archive_set(storage, "validation", ArchiveSettings(source=server.base_url, stream=stream)).archives[0]
+        report = build_archive_set(
+            storage, "validation", ArchiveSettings(source=server.base_url, stream=stream)
+        ).archives[0]
         assert server.gets == 0
     assert report.status == "failed"
     if stream:  # nothing to download to disk, but the zip needs room

@@ -9,7 +9,8 @@ import oiv4
 from oiv4.contracts.layout import LAYOUT
 from oiv4.io.ledger import read_set
 from oiv4.io.storage import Storage
-from oiv4.stages.archives import ArchiveSettings, build_archive_set
+from oiv4.run.archives import build_archive_set
+from oiv4.stages.archives import ArchiveSettings
 from oiv4.stages.metadata import MetadataSettings, fetch_metadata
 from oiv4.stages.plan import PlanSettings, build_plan
 from oiv4_mirror import UniverseSpec, start_mirror

@@ -10,11 +10,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 import oiv4
+from oiv4.cli.demo import DemoSettings, demo_build_settings, write_report
 from oiv4.contracts.schema import ImageSet
 from oiv4.io.ledger import read_set
 from oiv4.io.storage import Storage
 from oiv4.run.build import BuildSettings, run_build
-from oiv4.run.demo import DemoSettings, demo_build_settings
 from oiv4_mirror import UniverseSpec, start_mirror
 
 SPEC = UniverseSpec(seed=21, n_images=320, megapixels=(0.05, 0.2), trickle_seconds=4.0, retry_after=0)
@@ -30,11 +30,11 @@ def _settings(base_url: str) -> BuildSettings:
 def test_build_produces_all_four_sets_and_a_rerun_redoes_nothing(tmp_path: Path) -> None:
     with start_mirror(SPEC, cache_dir=tmp_path / "cache") as mirror:
         storage = Storage(str(tmp_path / "root"))
-        result = run_build(storage, _settings(mirror.base_url))
+        result = run_build(storage, _settings(mirror.base_url), report=write_report)
         universe = mirror.universe
         images = sorted((tmp_path / "root" / "train" / "images").rglob("*.jpg"))
         mtimes = [p.stat().st_mtime_ns for p in images]
-        again = run_build(storage, _settings(mirror.base_url))
+        again = run_build(storage, _settings(mirror.base_url), report=write_report)
     assert all(s.done == 0 for s in again.fetch.values())
     assert all(a.status == "done_before" for s in again.archives.values() for a in s.archives)
     assert [p.stat().st_mtime_ns for p in images] == mtimes

@@ -28,7 +28,8 @@ from oiv4.contracts.schema import LEDGER_SCHEMA
 from oiv4.io.ledger import read_set
 from oiv4.io.storage import Storage
 from oiv4.run.executor import ExecutorSettings
-from oiv4.stages.fetch import FetchSettings, FetchSummary, HttpSettings, fetch_set
+from oiv4.run.fetch import fetch_set
+from oiv4.stages.fetch import FetchSettings, FetchSummary, HttpSettings
 from oiv4.stages.metadata import MetadataSettings, fetch_metadata
 from oiv4.stages.plan import PlanSettings, build_plan
 from oiv4.stages.status import collect_status

@@ -30,7 +30,8 @@ from fetch_env import (
 from oiv4.contracts.layout import LAYOUT, HostileIdError
 from oiv4.io.manifest import read_manifest
 from oiv4.io.storage import Storage
-from oiv4.stages.fetch import FetchError, fetch_set
+from oiv4.run.fetch import fetch_set
+from oiv4.stages.fetch import FetchError
 from oiv4.stages.fetch.transform import fit_size
 from oiv4_mirror import ImageKind, Misbehaviour
 

@@ -9,14 +9,14 @@ import dataclasses
 from pathlib import Path
 
 from oiv4 import open as oiv4_open
+from oiv4.cli.demo import DemoSettings, demo_build_settings
 from oiv4.contracts.layout import LAYOUT
 from oiv4.io.containers import index_zip
 from oiv4.io.ledger import read_set
 from oiv4.io.storage import Storage
 from oiv4.report import build_report
 from oiv4.run.build import run_build
-from oiv4.run.demo import DemoSettings, demo_build_settings
-from oiv4.stages.fetch import fetch_set
+from oiv4.run.fetch import fetch_set
 from oiv4.stages.verify import VerifySettings, verify
 from oiv4_mirror import UniverseSpec, start_mirror
 

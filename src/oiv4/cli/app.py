@@ -450,7 +450,9 @@ def fetch_cmd(
     from oiv4.contracts.schema import URL_SETS, ImageSet
     from oiv4.run.dask_executor import DaskSetupError
     from oiv4.run.executor import ExecutorSettings
-    from oiv4.stages.fetch import FetchAborted, FetchError, FetchSettings, HttpSettings, TransformSettings, fetch_set
+    from oiv4.run.fetch import fetch_set
+    from oiv4.run.shard_settings import SettingsChangedError
+    from oiv4.stages.fetch import FetchAborted, FetchError, FetchSettings, HttpSettings, TransformSettings
     from oiv4.stages.fetch.console import LiveFetchView, summary_table
 
     names = {s.value for s in ImageSet}
@@ -500,7 +502,7 @@ def fetch_cmd(
                     summary = fetch_set(storage, image_set, settings, ex, progress=view.update)
             else:
                 summary = fetch_set(storage, image_set, settings, ex)
-        except (FetchError, DaskSetupError) as exc:
+        except (FetchError, DaskSetupError, SettingsChangedError) as exc:
             console.print(f"[red]fetch:[/red] {exc}", soft_wrap=True)
             raise typer.Exit(2) from None
         except FetchAborted as exc:
@@ -605,7 +607,9 @@ def archives_cmd(
     from rich.table import Table
 
     from oiv4.io.storage import Storage
-    from oiv4.stages.archives import ArchiveProgress, ArchiveSetError, ArchiveSettings, build_archive_set
+    from oiv4.run.archives import build_archive_set
+    from oiv4.run.shard_settings import SettingsChangedError
+    from oiv4.stages.archives import ArchiveProgress, ArchiveSetError, ArchiveSettings
     from oiv4.stages.archives.gunzip import DEFAULT_DECODERS
 
     settings = ArchiveSettings(
@@ -651,7 +655,7 @@ def archives_cmd(
 
         try:
             summary = build_archive_set(Storage(root), image_set, settings, _RichProgress())
-        except (ArchiveSetError, ValueError) as exc:
+        except (ArchiveSetError, SettingsChangedError, ValueError) as exc:
             console.print(f"[red]archives failed:[/red] {exc}")
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
@@ -755,12 +759,14 @@ class _RichObserver:
 def _build_errors() -> tuple[type[BaseException], ...]:
     from oiv4.io.download import DownloadError
     from oiv4.run.dask_executor import DaskSetupError
+    from oiv4.run.shard_settings import SettingsChangedError
     from oiv4.stages.archives import ArchiveSetError
     from oiv4.stages.fetch import FetchAborted, FetchError
     from oiv4.stages.metadata import MetadataError
     from oiv4.stages.plan import PlanError
 
-    return (ArchiveSetError, DaskSetupError, FetchAborted, FetchError, DownloadError, MetadataError, PlanError)
+    errors = (ArchiveSetError, DaskSetupError, FetchAborted, FetchError, DownloadError, MetadataError, PlanError)
+    return (*errors, SettingsChangedError)
 
 
 def _finish_build(result) -> None:
@@ -798,6 +804,7 @@ def build_cmd(
 
     Example: oiv4 build --root /data/open_images
     """
+    from oiv4.cli.demo import write_report
     from oiv4.contracts.schema import ImageSet
     from oiv4.run.build import BuildSettings, run_build
     from oiv4.run.executor import ExecutorSettings
@@ -821,7 +828,7 @@ def build_cmd(
         raise typer.Exit(2) from None
     storage = _storage(root)
     try:
-        result = run_build(storage, settings, _RichObserver())
+        result = run_build(storage, settings, _RichObserver(), write_report)
     except _build_errors() as exc:
         console.print(f"[red]build stopped:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -842,7 +849,7 @@ def demo_cmd(
 
     Example: oiv4 demo --root ./demo-data
     """
-    from oiv4.run.demo import DemoSettings, run_demo
+    from oiv4.cli.demo import DemoSettings, run_demo
 
     console.print(f"[bold]oiv4 demo[/bold]: generating a {images:,}-image universe (cached after the first run) ...")
     try:

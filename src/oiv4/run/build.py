@@ -5,7 +5,8 @@
 Each stage already skips what is done (complete CSVs, an up-to-date plan, converted archives, rows
 with a ledger outcome), so running `build` again after any interruption only does what is left.
 The stages keep their own APIs; this module only sequences them and reports to an observer, so the
-CLI, the demo and a notebook user all drive the same code.
+CLI, the demo and a notebook user all drive the same code. The report is a layer above this one, so
+its step is handed in by the caller (`run_build(..., report=...)`: the CLI and the demo pass one).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from dataclasses import dataclass, field
 
 from oiv4.contracts.schema import ImageSet
 from oiv4.io.storage import Storage
-from oiv4.report import ReportSettings, build_report
+from oiv4.run.archives import build_archive_set
 from oiv4.run.executor import ExecutorSettings
-from oiv4.stages.archives import ArchiveProgress, ArchiveSetSummary, ArchiveSettings, build_archive_set
-from oiv4.stages.fetch import FetchProgress, FetchSettings, FetchSummary, fetch_set
+from oiv4.run.fetch import fetch_set
+from oiv4.stages.archives import ArchiveProgress, ArchiveSetSummary, ArchiveSettings
+from oiv4.stages.fetch import FetchProgress, FetchSettings, FetchSummary
 from oiv4.stages.metadata import MetadataSettings, fetch_metadata
 from oiv4.stages.plan import PlanSettings, PlanSummary, build_plan
 from oiv4.stages.verify import VerifyReport, VerifySettings, verify
@@ -38,7 +40,10 @@ class BuildSettings:
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)
     sets: tuple[ImageSet, ...] = tuple(ImageSet)
     verify: bool = True
-    report: bool = True
+    report: bool = True  # run the `report` step given to `run_build` (if any)
+    #: Where archive shards run; None: on the cluster when `executor` is Dask, else on threads of this
+    #: process (progress shown, one download overlapping one conversion).
+    archive_executor: ExecutorSettings | None = None
 
 
 class BuildObserver:
@@ -80,10 +85,21 @@ class BuildResult:
         return archives_ok and (self.verify is None or self.verify.ok)
 
 
+#: The closing report step: writes the run report under the root, returns where it is.
+ReportStep = Callable[[Storage], str]
+
+
 def run_build(
-    storage: Storage, settings: BuildSettings | None = None, observer: BuildObserver | None = None
+    storage: Storage,
+    settings: BuildSettings | None = None,
+    observer: BuildObserver | None = None,
+    report: ReportStep | None = None,
 ) -> BuildResult:
-    """Run every stage for `settings.sets` under `storage`; stage errors propagate with their own types."""
+    """Run every stage for `settings.sets` under `storage`; stage errors propagate with their own types.
+
+    `report` is the last step (e.g. `lambda s: oiv4.report.build_report(s, ReportSettings())`); it runs
+    when given and `settings.report` is on.
+    """
     settings = settings or BuildSettings()
     obs = observer or BuildObserver()
     result = BuildResult(root=storage.root)
@@ -96,9 +112,12 @@ def run_build(
     result.plan = build_plan(storage, settings.plan)
     obs.done("plan", result.plan)
 
+    archive_executor = settings.archive_executor or (settings.executor if settings.executor.kind == "dask" else None)
     for image_set in (s for s in settings.sets if s.from_archives):
         obs.stage("archives", image_set.value)
-        summary = build_archive_set(storage, image_set, settings.archives, obs.archive_progress(image_set.value))
+        summary = build_archive_set(
+            storage, image_set, settings.archives, obs.archive_progress(image_set.value), archive_executor
+        )
         result.archives[image_set.value] = summary
         obs.done("archives", summary)
 
@@ -114,8 +133,8 @@ def run_build(
         result.verify = verify(storage, VerifySettings(sets=tuple(s.value for s in settings.sets)))
         obs.done("verify", result.verify)
 
-    if settings.report:
+    if settings.report and report is not None:
         obs.stage("report")
-        result.report_path = build_report(storage, ReportSettings())
+        result.report_path = report(storage)
         obs.done("report", result.report_path)
     return result

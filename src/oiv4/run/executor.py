@@ -1,4 +1,4 @@
-"""Run shards: a local process pool by default, a Dask cluster on request.
+"""Run shards: a local process pool by default, a Dask cluster on request, or threads of this process.
 
 The executor only moves `ShardTask`s to workers and `ShardResult`s back; all durable state is in
 the shard's files and ledger, so a shard lost with its worker is simply submitted again.
@@ -9,18 +9,20 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 from oiv4.contracts.shards import ShardResult, ShardTask
 
 ShardFn = Callable[[ShardTask], ShardResult]
+KINDS = ("local", "dask", "thread")
 
 
 @dataclass(frozen=True)
 class ExecutorSettings:
-    """How shards are run. `kind` is "local" (process pool) or "dask" (distributed scheduler).
+    """How shards are run. `kind` is "local" (process pool), "dask" (distributed scheduler) or "thread"
+    (threads of this process: in-process progress callbacks keep working; what archive sets use by default).
 
     A `scheduler` address implies `kind="dask"`. Dask retries a shard up to `max_pool_restarts` times.
     """
@@ -33,8 +35,8 @@ class ExecutorSettings:
     def __post_init__(self) -> None:
         if self.scheduler:
             object.__setattr__(self, "kind", "dask")
-        if self.kind not in ("local", "dask"):
-            raise ValueError(f"unknown executor {self.kind!r}: use 'local' or 'dask'")
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown executor {self.kind!r}: use one of {', '.join(KINDS)}")
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
 
@@ -48,8 +50,13 @@ def run_shards(
     fn: ShardFn,
     settings: ExecutorSettings | None = None,
     on_result: Callable[[ShardResult], None] | None = None,
+    interrupt: Callable[[], None] | None = None,
 ) -> list[ShardResult]:
-    """Run `fn` on every task and return the results (in completion order)."""
+    """Run `fn` on every task and return the results (in completion order).
+
+    `interrupt` is called when the run stops early (Ctrl-C, a failing shard) to stop shards running in
+    this process (thread executor); shards in other processes are stopped by their executor.
+    """
     settings = settings or ExecutorSettings()
     tasks = list(tasks)
     if not tasks:
@@ -60,7 +67,9 @@ def run_shards(
         from oiv4.run.dask_executor import run_dask
 
         return run_dask(tasks, fn, settings, on_result)
-    raise ValueError(f"unknown executor {settings.kind!r}: use 'local' or 'dask'")
+    if settings.kind == "thread":
+        return _run_threads(tasks, fn, settings, on_result, interrupt)
+    raise ValueError(f"unknown executor {settings.kind!r}: use one of {', '.join(KINDS)}")
 
 
 def _run_local(
@@ -93,4 +102,35 @@ def _run_local(
             restarts += 1
             if restarts > settings.max_pool_restarts:
                 raise
+    return results
+
+
+def _run_threads(
+    tasks: list[ShardTask],
+    fn: ShardFn,
+    settings: ExecutorSettings,
+    on_result: Callable[[ShardResult], None] | None,
+    interrupt: Callable[[], None] | None,
+) -> list[ShardResult]:
+    """Shards on `settings.workers` (default 2) threads of this process, submitted in plan order.
+
+    For shards that mostly wait on the network or on code that releases the GIL (archive download and
+    inflate): two at a time overlap one download with one conversion, and callbacks need no pickling.
+    """
+    results: list[ShardResult] = []
+    pool = ThreadPoolExecutor(max_workers=min(settings.workers or 2, len(tasks)), thread_name_prefix="oiv4-shard")
+    finished = False
+    try:
+        futures = [pool.submit(fn, t) for t in tasks]
+        for fut in as_completed(futures):
+            result = fut.result()
+            results.append(result)
+            if on_result:
+                on_result(result)
+        finished = True
+    finally:
+        if not finished and interrupt is not None:
+            interrupt()  # Ctrl-C or a failing shard: running shards stop at their next chunk
+        # On Ctrl-C, do not wait for a shard blocked in a socket read: it ends at its next chunk.
+        pool.shutdown(wait=finished, cancel_futures=True)
     return results

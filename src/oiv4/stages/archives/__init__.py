@@ -1,25 +1,20 @@
 """The archive sets (targets, validation): CVDF `.tar.gz` archives -> random-access zips, in one pass.
 
-    from oiv4.stages.archives import ArchiveSettings, build_archive_set
+    from oiv4.run.archives import build_archive_set
+    from oiv4.stages.archives import ArchiveSettings
     summary = build_archive_set(Storage("/data/oi"), "validation", ArchiveSettings(source="s3://open-images-dataset/tar/"))
 
 Modules: `catalog` (which archives, published sizes/SHA-256), `sources` (S3 / https / folder),
 `download` (parallel ranged parts, resumable), `gunzip` (decoders, exact error offsets), `tarstream`
-(tar headers), `members` (what may be stored), `convert` (the one pass), `build` (the set, the ledger).
+(tar headers), `members` (what may be stored), `convert` (the one pass), `settings` (settings, progress
+events, reports), `checks` (verification policy, done-ness), `builder` (one archive, end to end),
+`stage` (`ArchiveStage`: one shard per archive, run by the run layer's `build_archive_set`).
 """
 
 from __future__ import annotations
 
-from oiv4.stages.archives.build import (
-    ArchiveProgress,
-    ArchiveReport,
-    ArchiveSetSummary,
-    ArchiveSettings,
-    archive_done,
-    build_archive_set,
-    run_archive_shard,
-)
 from oiv4.stages.archives.catalog import KnownArchive, load_known_archives
+from oiv4.stages.archives.checks import archive_done
 from oiv4.stages.archives.convert import negative_row
 from oiv4.stages.archives.errors import (
     ArchiveError,
@@ -30,6 +25,8 @@ from oiv4.stages.archives.errors import (
     SourceError,
     VerificationError,
 )
+from oiv4.stages.archives.settings import ArchiveProgress, ArchiveReport, ArchiveSetSummary, ArchiveSettings
+from oiv4.stages.archives.stage import ArchiveStage, run_archive_shard
 
 __all__ = [
     "ArchiveError",
@@ -38,6 +35,7 @@ __all__ = [
     "ArchiveSetError",
     "ArchiveSetSummary",
     "ArchiveSettings",
+    "ArchiveStage",
     "CorruptStreamError",
     "CorruptTarError",
     "KnownArchive",
@@ -45,7 +43,6 @@ __all__ = [
     "SourceError",
     "VerificationError",
     "archive_done",
-    "build_archive_set",
     "load_known_archives",
     "negative_row",
     "run_archive_shard",

@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from oiv4.stages.fetch.progress import FetchProgress
-from oiv4.stages.fetch.run import FetchSummary
+from oiv4.stages.fetch.stage import FetchSummary
 
 
 def _duration(seconds: float | None) -> str:

@@ -88,6 +88,8 @@ class FetchSettings:
     #: Stop a shard cleanly when the root's filesystem has less free space than this (local roots only);
     #: ENOSPC is still handled if the disk fills faster. 0 disables the check.
     min_free_bytes: int = 256 << 20
+    #: Resume shards started with other output settings (see `output_settings`); the override is recorded.
+    force_settings: bool = False
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -98,6 +100,19 @@ class FetchSettings:
             raise ValueError("attempts, concurrency and per_host must be >= 1")
         if self.retry_failed is not None:
             object.__setattr__(self, "retry_failed", tuple(self.retry_failed))
+
+    def output_settings(self) -> dict[str, str | int | float | bool | None]:
+        """The settings that shape the stored bytes, recorded with each shard (a resume must not change them)."""
+        t = self.transform
+        return {
+            "layout": self.layout,
+            "max_side": t.max_side,
+            "quality": t.quality,
+            "rotate": t.rotate,
+            "resample": t.resample,
+            "draft_gap": t.draft_gap,
+            "optimize": t.optimize,
+        }
 
     def retried(self, outcome: str) -> bool:
         """True when a row recorded with `outcome` must be fetched again by this run."""

@@ -19,30 +19,26 @@ stays flat whatever the shard size.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import errno
 import gc
-import hashlib
 import shutil
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import pyarrow.parquet as pq
-
-from oiv4.contracts.layout import LAYOUT, HostileIdError
+from oiv4.contracts.layout import HostileIdError
 from oiv4.contracts.schema import ImageSet, Outcome
 from oiv4.contracts.shards import ShardResult, ShardTask
 from oiv4.io.ledger import ShardLedger, append_rows, now_utc, read_shard
 from oiv4.io.storage import Storage
 from oiv4.io.store import ShardWriter, shard_writer
 from oiv4.stages.fetch.http import Fetched, HttpClient
+from oiv4.stages.fetch.rows import check_original, merge_fallback, read_manifest_slice
 from oiv4.stages.fetch.settings import GONE_OUTCOMES, FetchSettings
 from oiv4.stages.fetch.transform import TransformError, check_stored, transform_image
 
-#: Columns a shard reads from the plan (all 12 + row: the webdataset layout stores them as metadata).
 _SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
@@ -54,31 +50,6 @@ class _WriteFailed(Exception):
     def __init__(self, exc: OSError) -> None:
         super().__init__(str(exc))
         self.exc = exc
-
-
-def md5_b64(data: bytes) -> str:
-    """OriginalMD5's form: base64 of the 16-byte MD5 digest."""
-    return base64.b64encode(hashlib.md5(data).digest()).decode()
-
-
-def read_manifest_slice(storage: Storage, image_set: ImageSet | str, start: int, stop: int) -> list[dict[str, Any]]:
-    """Manifest rows [start, stop) as dicts, reading only the Parquet row groups that hold them."""
-    with storage.open(LAYOUT.plan(image_set)) as fh:
-        pf = pq.ParquetFile(fh)
-        groups, first, offset = [], None, 0
-        for i in range(pf.num_row_groups):
-            n = pf.metadata.row_group(i).num_rows
-            if offset < stop and offset + n > start:
-                groups.append(i)
-                first = offset if first is None else first
-            offset += n
-        if not groups:
-            return []
-        table = pf.read_row_groups(groups).slice(start - (first or 0), stop - start)
-    rows = table.to_pylist()
-    if rows and (rows[0]["row"] != start or rows[-1]["row"] != start + len(rows) - 1):
-        raise ValueError(f"{LAYOUT.plan(image_set)}: column `row` does not match file order at rows {start}..{stop}")
-    return rows
 
 
 def run_fetch_shard(task: ShardTask) -> ShardResult:
@@ -368,18 +339,8 @@ class _ShardRun:
         body = fetched.body or b""
         verified = "unverified thumbnail (Thumbnail300KURL has no checksum)"
         if original:
-            size = row.get("OriginalSize")
-            if size is not None and len(body) != size:
-                return {
-                    "outcome": Outcome.size_mismatch.value,
-                    "reason": f"got {len(body):,} bytes, OriginalSize says {size:,}",
-                }
-            md5 = md5_b64(body)
-            if md5 != row.get("OriginalMD5"):
-                return {
-                    "outcome": Outcome.md5_mismatch.value,
-                    "reason": f"MD5 {md5} differs from OriginalMD5 {row.get('OriginalMD5')} ({len(body):,} bytes)",
-                }
+            if (refused := check_original(row, body)) is not None:
+                return refused
             verified = "size and MD5 verified"
         ts = self.settings.transform
         try:
@@ -404,23 +365,9 @@ class _ShardRun:
     async def _fallback(self, client: HttpClient, row: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any] | None:
         """The original is gone: store the (unverifiable) Thumbnail300KURL copy instead, if there is one."""
         url = row.get("Thumbnail300KURL") or ""
-        gone = f"original gone ({rec['outcome']}: {rec['reason']})"
         if not url:
             rec["reason"] = f"{rec['reason']}; no Thumbnail300KURL to fall back to"
             return rec
         thumb = await client.fetch(url)
         trec = await self._store(row, thumb, original=False)
-        if trec is None:
-            return None
-        attempts = rec["attempts"] + trec["attempts"]
-        nbytes = rec["bytes_downloaded"] + trec["bytes_downloaded"]
-        if trec["outcome"] == Outcome.ok:
-            return {
-                **trec,
-                "attempts": attempts,
-                "bytes_downloaded": nbytes,
-                "reason": f"{gone}; stored the {trec['reason']}",
-            }
-        rec.update(attempts=attempts, bytes_downloaded=nbytes)
-        rec["reason"] = f"{rec['reason']}; thumbnail fallback failed too ({trec['outcome']}: {trec['reason']})"
-        return rec
+        return None if trec is None else merge_fallback(rec, trec)

@@ -3,6 +3,7 @@
 The mirror runs in its own process (so serving does not compete with the build for this process's
 GIL) and behaves like the real sources: CSVs in the real schema, Flickr-like originals with their
 misbehaviours, CVDF-layout archives. The build code is exactly `oiv4 build`'s, with the mirror's URLs.
+It lives in the CLI layer because it starts the mirror and closes with the report (a layer above `run`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from oiv4.io.storage import Storage
+from oiv4.report import ReportSettings, build_report
 from oiv4.run.build import BuildObserver, BuildResult, BuildSettings, run_build
 from oiv4.run.executor import ExecutorSettings
 from oiv4.stages.archives import ArchiveSettings
@@ -41,6 +43,11 @@ def demo_build_settings(settings: DemoSettings, base_url: str) -> BuildSettings:
     )
 
 
+def write_report(storage: Storage) -> str:
+    """The build's closing step: the HTML run report with default settings (also what `oiv4 build` runs)."""
+    return build_report(storage, ReportSettings())
+
+
 def run_demo(settings: DemoSettings | None = None, observer: BuildObserver | None = None) -> BuildResult:
     """Start a mirror, build every set from it into `settings.root`, stop the mirror."""
     settings = settings or DemoSettings()
@@ -49,6 +56,6 @@ def run_demo(settings: DemoSettings | None = None, observer: BuildObserver | Non
     )
     mirror = MirrorProcess(spec)
     try:
-        return run_build(Storage(settings.root), demo_build_settings(settings, mirror.base_url), observer)
+        return run_build(Storage(settings.root), demo_build_settings(settings, mirror.base_url), observer, write_report)
     finally:
         mirror.stop()

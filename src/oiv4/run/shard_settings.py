@@ -1,0 +1,127 @@
+"""The settings that shaped a shard's stored bytes, recorded beside its ledger when it starts.
+
+`ledger/<set>/shard-NNNNN.settings.json` holds the stage's `output_settings()` (JPEG quality, max side,
+rotation, resample filter, draft, layout for fetch; the member size limit for archives). Resuming a
+shard with different values would leave one shard holding images made two ways, which no ledger column
+would reveal, so it is refused with the differing settings named, unless the settings say
+`force_settings`; then the new values are recorded together with what they replaced and when.
+The ledger's columns stay as they are: readers of the ledger never need this file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from oiv4.contracts.layout import LAYOUT
+from oiv4.contracts.schema import ImageSet
+from oiv4.contracts.shards import SettingValue, ShardResult, ShardTask
+from oiv4.io.ledger import now_utc
+from oiv4.io.storage import Storage
+
+
+class SettingsChangedError(RuntimeError):
+    """A shard started with other output settings would be resumed with these; the message names them."""
+
+
+def settings_rel(image_set: ImageSet | str, shard: int) -> str:
+    """Where a shard's settings record lives: beside its ledger file."""
+    return LAYOUT.ledger_shard(image_set, shard).removesuffix(".parquet") + ".settings.json"
+
+
+def read_record(storage: Storage, image_set: ImageSet | str, shard: int) -> dict[str, Any] | None:
+    """The shard's settings record, or None if the shard never started (or predates these records)."""
+    rel = settings_rel(image_set, shard)
+    if not storage.exists(rel):
+        return None
+    return json.loads(storage.read_bytes(rel))
+
+
+def _wanted(task: ShardTask) -> dict[str, SettingValue]:
+    return dict(task.settings.output_settings()) if task.settings is not None else {}
+
+
+def _differences(old: Mapping[str, object], new: Mapping[str, object]) -> dict[str, tuple[object, object]]:
+    return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
+
+
+def _describe(diff: Mapping[str, tuple[object, object]]) -> str:
+    return ", ".join(f"{k}: was {old!r}, now {new!r}" for k, (old, new) in diff.items())
+
+
+def _write(storage: Storage, task: ShardTask, settings: dict[str, SettingValue], overrides: list[Any]) -> None:
+    record = {
+        "stage": task.stage,
+        "set": task.image_set.value,
+        "shard": task.shard,
+        "settings": settings,
+        "recorded_at": now_utc().isoformat(),
+        "overrides": overrides,
+    }
+    storage.write_bytes(settings_rel(task.image_set, task.shard), json.dumps(record, indent=1).encode())
+
+
+@dataclass(frozen=True)
+class SettingsConflict:
+    shard: int
+    differences: dict[str, tuple[object, object]]
+
+
+def check_tasks(storage: Storage, tasks: Iterable[ShardTask]) -> list[SettingsConflict]:
+    """Shards already started with output settings other than their task's, with what differs."""
+    conflicts = []
+    for task in tasks:
+        record = read_record(storage, task.image_set, task.shard)
+        if record is not None and (diff := _differences(record["settings"], _wanted(task))):
+            conflicts.append(SettingsConflict(task.shard, diff))
+    return conflicts
+
+
+def refuse_or_override(storage: Storage, image_set: ImageSet, tasks: list[ShardTask], force: bool) -> None:
+    """Before any shard runs: refuse a resume with changed output settings, or record the forced override."""
+    conflicts = check_tasks(storage, tasks)
+    if not conflicts:
+        return
+    if not force:
+        first = conflicts[0]
+        more = f" (and {len(conflicts) - 1} more shards)" if len(conflicts) > 1 else ""
+        raise SettingsChangedError(
+            f"{image_set.value} shard {first.shard}{more} was started with other settings "
+            f"({_describe(first.differences)}): re-run with the old values, or with --force-settings to "
+            f"resume with the new ones (the override is recorded in {settings_rel(image_set, first.shard)})"
+        )
+    by_shard = {t.shard: t for t in tasks}
+    for c in conflicts:
+        task = by_shard[c.shard]
+        old = read_record(storage, image_set, c.shard) or {}
+        overrides = [
+            *old.get("overrides", []),
+            {"at": now_utc().isoformat(), "previous": old.get("settings", {}), "forced": True},
+        ]
+        _write(storage, task, _wanted(task), overrides)
+
+
+@dataclass(frozen=True)
+class RecordingShard:
+    """The shard function the executors run: records the task's output settings, then runs the shard.
+
+    Top-level and frozen, so it pickles by reference for the process pool and Dask. The check is
+    repeated here (not only when planning) because another run may have started the shard meanwhile.
+    """
+
+    run_shard: Callable[[ShardTask], ShardResult]
+
+    def __call__(self, task: ShardTask) -> ShardResult:
+        storage = Storage(task.root, task.storage_options)
+        wanted = _wanted(task)
+        record = read_record(storage, task.image_set, task.shard)
+        if record is None:
+            _write(storage, task, wanted, [])
+        elif diff := _differences(record["settings"], wanted):
+            raise SettingsChangedError(
+                f"{task.image_set.value} shard {task.shard} was started with other settings meanwhile "
+                f"({_describe(diff)}): is another run using this root?"
+            )
+        return self.run_shard(task)

@@ -1,0 +1,269 @@
+"""One archive: fetch it (download, stream, or read in place), convert it in one pass, verify, record.
+
+The steps, per archive (one ledger shard each):
+1. `stat` at the source; with the published table in force, a wrong size fails before any byte moves.
+2. Download to `LAYOUT.archive_tar` (parallel ranged parts, resumable), or stream it (`stream=True`),
+   or read it in place from a local source folder.
+3. One pass: inflate, check members, write the zip through `Storage.open_atomic`, hash the compressed
+   bytes. A decoder that rejects the stream is retried with the next one (`decoders`); size and SHA-256
+   (or the ETag's MD5) must match before the zip is allowed to appear at its final path.
+4. The zip's central directory is read back and compared with the rows about to be recorded; then the
+   ledger rows are written and compacted, which is what marks the archive done. A kill anywhere before
+   that redoes this archive's conversion only, reusing the downloaded `.tar.gz`, which is deleted after
+   success unless `keep_tar`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from oiv4.contracts.layout import LAYOUT
+from oiv4.contracts.schema import ImageSet
+from oiv4.io.ledger import ShardLedger
+from oiv4.io.storage import TMP_MARK, Storage
+from oiv4.stages.archives.catalog import archive_name, load_known_archives, shard_of
+from oiv4.stages.archives.checks import Check, check_zip, inside_root, plan_check, verify_copy
+from oiv4.stages.archives.convert import ConvertOutcome, convert_stream
+from oiv4.stages.archives.download import DownloadResult, download_to_storage, stream_parts
+from oiv4.stages.archives.errors import (
+    ArchiveError,
+    ArchiveSetError,
+    CorruptStreamError,
+    SourceError,
+    VerificationError,
+)
+from oiv4.stages.archives.gunzip import decoder_available
+from oiv4.stages.archives.settings import ArchiveProgress, ArchiveReport, ArchiveSettings
+from oiv4.stages.archives.sources import RemoteObject, TransientSourceError, make_source
+
+READ_CHUNK = 8 << 20
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as fh:
+        while chunk := fh.read(READ_CHUNK):
+            yield chunk
+
+
+@dataclass
+class Fetched:
+    obj: RemoteObject
+    check: Check
+    local: Path | None  # a file to read; None in stream mode
+    downloaded: DownloadResult | None  # None when nothing had to be downloaded
+    we_own_file: bool  # the file is our download (deleted when done / when corrupt), not the user's
+
+
+class ArchiveBuilder:
+    """Fetches and converts the archives of one set under one root; `cancel` stops in-flight transfers."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        image_set: ImageSet,
+        settings: ArchiveSettings,
+        progress: ArchiveProgress,
+        cancel: threading.Event | None = None,
+    ) -> None:
+        self.storage = storage
+        self.image_set = image_set
+        self.settings = settings
+        self.progress = progress
+        self.table = dict(settings.known) if settings.known is not None else load_known_archives()
+        # Set on Ctrl-C / an error elsewhere: in-flight transfers stop within a chunk.
+        self.cancel = cancel if cancel is not None else threading.Event()
+        try:
+            self.source = make_source(settings.source, settings.s3_endpoint, settings.connections, settings.timeout_s)
+        except ValueError as exc:
+            raise ArchiveSetError(str(exc)) from exc
+
+    # -- fetching ------------------------------------------------------------------------------------
+    def _stat(self, name: str) -> RemoteObject:
+        s = self.settings
+        for attempt in range(s.attempts):
+            try:
+                return self.source.stat(name)
+            except TransientSourceError as exc:
+                if attempt == s.attempts - 1:
+                    raise SourceError(name, f"cannot reach {self.source.description} ({exc})") from exc
+                time.sleep(s.backoff_s * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def fetch(self, stem: str) -> Fetched:
+        name = archive_name(stem)
+        obj = self._stat(name)
+        check = plan_check(obj, self.source, self.settings, self.table)
+        in_place = self.source.local_path(name)
+        if in_place is not None:
+            return Fetched(obj, check, in_place, None, False)
+        if self.settings.stream:
+            return Fetched(obj, check, None, None, False)
+        if not self.storage.local:
+            raise ArchiveError(
+                name, f"cannot download to {self.storage.root}: use stream=True (--stream) for a remote root"
+            )
+        tar_rel = inside_root(self.storage, LAYOUT.archive_tar(self.image_set, stem))
+        self.progress.begin("download", name, obj.size)
+        try:
+            result = download_to_storage(
+                self.source,
+                obj,
+                self.storage,
+                tar_rel,
+                self.settings.transfer,
+                lambda n: self.progress.advance("download", name, n),
+                self.cancel,
+            )
+        finally:
+            self.progress.end("download", name)
+        return Fetched(obj, check, self.storage.local_path(tar_rel), result, True)
+
+    # -- converting ----------------------------------------------------------------------------------
+    def convert(self, stem: str, fetched: Fetched, plan_rows: dict[str, int], report: ArchiveReport) -> None:
+        s, st = self.settings, self.storage
+        name = archive_name(stem)
+        zip_rel = inside_root(st, LAYOUT.archive_zip(self.image_set, stem))
+        tar_rel = inside_root(st, LAYOUT.archive_tar(self.image_set, stem))
+        # Keep a copy of the .tar.gz only when it is not already at its final place.
+        tee_tar = s.keep_tar and (fetched.local is None or not _same_file(fetched.local, st, tar_rel))
+        _remove_stale_temps(st, zip_rel)
+        _remove_stale_temps(st, tar_rel)
+        if st.local:
+            # The zip of JPEGs is the size of the .tar.gz (+ the copy with keep_tar): fail now, not hours in.
+            need = int(fetched.obj.size * (2.01 if tee_tar else 1.01))
+            free = _free_bytes(st.local_path(zip_rel))
+            if need > free:
+                raise ArchiveError(
+                    name, f"needs about {need:,} bytes of free disk for the zip, {free:,} free at {st.root}"
+                )
+        failures: list[CorruptStreamError] = []
+        out: ConvertOutcome | None = None
+        for decoder in s.decoders:
+            if not decoder_available(decoder):
+                report.notes.append(f"decoder {decoder} is not installed here: skipped")
+                continue
+            chunks = (
+                _file_chunks(fetched.local)
+                if fetched.local is not None
+                else stream_parts(self.source, fetched.obj, s.transfer, cancel=self.cancel)
+            )
+            self.progress.begin("convert", name, fetched.obj.size)
+            try:
+                with st.open_atomic(zip_rel) as fh, _maybe_atomic(st, tar_rel if tee_tar else None) as tee:
+                    out = convert_stream(
+                        archive=name,
+                        stem=stem,
+                        shard=shard_of(stem),
+                        zip_rel=zip_rel,
+                        chunks=chunks,
+                        out=fh,
+                        decoder=decoder,
+                        plan_rows=plan_rows,
+                        max_member_bytes=s.max_member_bytes,
+                        source_url=fetched.obj.url,
+                        want_md5=fetched.check.etag_md5 is not None,
+                        tee=tee,
+                        progress=lambda n: self.progress.advance("convert", name, n),
+                    )
+                    verify_copy(name, out, fetched.obj, fetched.check)
+                report.decoder = decoder
+                break
+            except CorruptStreamError as exc:
+                failures.append(exc)
+                self.progress.message(f"{exc}; trying the next decoder")
+                continue
+            except VerificationError as exc:
+                if fetched.we_own_file and fetched.local is not None:
+                    fetched.local.unlink(missing_ok=True)
+                    raise VerificationError(
+                        name, f"{exc.detail}; the download was deleted, re-run to fetch it again"
+                    ) from exc
+                raise
+            finally:
+                self.progress.end("convert", name)
+                if hasattr(chunks, "close"):
+                    chunks.close()
+        if out is None:
+            if not failures:
+                raise ArchiveError(name, f"none of the decoders {', '.join(s.decoders)} is installed")
+            tried = "; ".join(f"{f.decoder}: {f.detail} at {f.where}" for f in failures)
+            hint = (
+                f" The downloaded copy may be damaged: delete {fetched.local} and re-run to download it again."
+                if fetched.we_own_file
+                else ""
+            )
+            raise ArchiveError(name, f"corrupt gzip stream, every decoder failed ({tried}).{hint}") from failures[-1]
+        if failures:
+            report.notes.append(
+                f"decoder {failures[0].decoder} failed ({failures[0].detail}); {report.decoder} succeeded"
+            )
+        report.notes.extend(out.notes)
+        report.zip_bytes = check_zip(st, name, zip_rel, out)
+        st.sync()  # the zip is durable before any ledger row points into it
+        self._record(stem, out.rows)
+        report.members = out.members
+        report.outcomes = {str(k): n for k, n in out.outcomes.items()}
+        report.compressed_bytes = out.compressed_bytes
+        report.sha256 = out.sha256
+        if fetched.we_own_file and not s.keep_tar and fetched.local is not None:
+            st.remove(tar_rel)
+
+    def _record(self, stem: str, rows: list[dict[str, Any]]) -> None:
+        shard = shard_of(stem)
+        # Rows of an earlier, unfinished conversion of this archive describe a zip that no longer exists.
+        self.storage.remove(LAYOUT.ledger_shard(self.image_set, shard))
+        self.storage.remove(LAYOUT.ledger_parts_dir(self.image_set, shard))
+        ledger = ShardLedger(self.storage, self.image_set, shard, flush_rows=len(rows) + 1)
+        for r in rows:
+            ledger.record(**r)
+        ledger.close()
+
+
+def _remove_stale_temps(storage: Storage, rel: str) -> None:
+    """Delete temp files of `rel` left by a killed process (a live writer's temp is left alone)."""
+    if not storage.local:
+        return  # object stores have no temp files: a PUT is all-or-nothing
+    for tmp in storage.glob(f"{rel}{TMP_MARK}*"):
+        pid = tmp.rsplit(TMP_MARK, 1)[1].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            storage.remove(tmp)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _free_bytes(path: Path) -> int:
+    """Free bytes on the filesystem that will hold `path` (its nearest existing ancestor)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def _same_file(path: Path, storage: Storage, rel: str) -> bool:
+    return storage.local and path.resolve() == storage.local_path(rel).resolve()
+
+
+@contextlib.contextmanager
+def _maybe_atomic(storage: Storage, rel: str | None) -> Iterator[IO[bytes] | None]:
+    if rel is None:
+        yield None
+    else:
+        with storage.open_atomic(rel) as fh:
+            yield fh

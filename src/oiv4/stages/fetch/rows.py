@@ -1,0 +1,74 @@
+"""The row-level pieces of a fetch shard that need no event loop: its manifest slice, the checks of a
+downloaded original against the metadata, and how a thumbnail fallback's record is merged."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from oiv4.contracts.layout import LAYOUT
+from oiv4.contracts.schema import ImageSet, Outcome
+from oiv4.io.storage import Storage
+
+
+def md5_b64(data: bytes) -> str:
+    """OriginalMD5's form: base64 of the 16-byte MD5 digest."""
+    return base64.b64encode(hashlib.md5(data).digest()).decode()
+
+
+def read_manifest_slice(storage: Storage, image_set: ImageSet | str, start: int, stop: int) -> list[dict[str, Any]]:
+    """Manifest rows [start, stop) as dicts, reading only the Parquet row groups that hold them."""
+    with storage.open(LAYOUT.plan(image_set)) as fh:
+        pf = pq.ParquetFile(fh)
+        groups, first, offset = [], None, 0
+        for i in range(pf.num_row_groups):
+            n = pf.metadata.row_group(i).num_rows
+            if offset < stop and offset + n > start:
+                groups.append(i)
+                first = offset if first is None else first
+            offset += n
+        if not groups:
+            return []
+        table = pf.read_row_groups(groups).slice(start - (first or 0), stop - start)
+    rows = table.to_pylist()
+    if rows and (rows[0]["row"] != start or rows[-1]["row"] != start + len(rows) - 1):
+        raise ValueError(f"{LAYOUT.plan(image_set)}: column `row` does not match file order at rows {start}..{stop}")
+    return rows
+
+
+def check_original(row: dict[str, Any], body: bytes) -> dict[str, Any] | None:
+    """None if `body` is the original the row describes (OriginalSize, OriginalMD5), else the ledger fields
+    of the refusal."""
+    size = row.get("OriginalSize")
+    if size is not None and len(body) != size:
+        return {
+            "outcome": Outcome.size_mismatch.value,
+            "reason": f"got {len(body):,} bytes, OriginalSize says {size:,}",
+        }
+    md5 = md5_b64(body)
+    if md5 != row.get("OriginalMD5"):
+        return {
+            "outcome": Outcome.md5_mismatch.value,
+            "reason": f"MD5 {md5} differs from OriginalMD5 {row.get('OriginalMD5')} ({len(body):,} bytes)",
+        }
+    return None
+
+
+def merge_fallback(rec: dict[str, Any], trec: dict[str, Any]) -> dict[str, Any]:
+    """One ledger record for a row whose original was gone (`rec`) and whose thumbnail was tried (`trec`)."""
+    gone = f"original gone ({rec['outcome']}: {rec['reason']})"
+    attempts = rec["attempts"] + trec["attempts"]
+    nbytes = rec["bytes_downloaded"] + trec["bytes_downloaded"]
+    if trec["outcome"] == Outcome.ok:
+        return {
+            **trec,
+            "attempts": attempts,
+            "bytes_downloaded": nbytes,
+            "reason": f"{gone}; stored the {trec['reason']}",
+        }
+    rec.update(attempts=attempts, bytes_downloaded=nbytes)
+    rec["reason"] = f"{rec['reason']}; thumbnail fallback failed too ({trec['outcome']}: {trec['reason']})"
+    return rec

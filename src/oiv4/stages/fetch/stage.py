@@ -1,0 +1,173 @@
+"""The fetch stage as a `Stage`: which shards of a URL set (train, extended_targets) are unfinished, how one
+runs, and the summary of a run. `oiv4.run.fetch.fetch_set` runs it through an executor."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from oiv4.contracts.layout import LAYOUT
+from oiv4.contracts.schema import ImageSet, Outcome
+from oiv4.contracts.shards import SetPlan, ShardResult, ShardTask, shard_bounds
+from oiv4.io.ledger import read_set
+from oiv4.io.storage import Storage
+from oiv4.io.store import remove_stale_temps
+from oiv4.stages.fetch.settings import FetchSettings
+from oiv4.stages.fetch.shard import FetchAborted, run_fetch_shard
+
+
+class FetchError(RuntimeError):
+    """The fetch cannot start (no plan, wrong set, layout conflict); the message says what to do."""
+
+
+@dataclass
+class FetchSummary:
+    """What one `fetch_set` call did, and where the whole set stands afterwards."""
+
+    image_set: str
+    planned: int  # rows in the set's manifest
+    shards: int  # shards of the set
+    shards_run: int  # shards with work in this run
+    outcomes: Counter[str] = field(default_factory=Counter)  # rows finished by this run
+    skipped: int = 0  # rows already finished before this run
+    bytes_downloaded: int = 0
+    elapsed_s: float = 0.0
+    totals: dict[str, int] = field(default_factory=dict)  # the set's whole ledger, by outcome
+
+    @property
+    def done(self) -> int:
+        return sum(self.outcomes.values())
+
+    @property
+    def images_per_s(self) -> float:
+        return self.done / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def remaining(self) -> int:
+        """Planned rows without a ledger row (0 after a complete run)."""
+        return self.planned - sum(self.totals.values())
+
+
+def _layouts_in(ledger: pa.Table) -> set[str]:
+    """The layouts the set's `ok` rows were stored in (vectorised: a set's ledger has millions of rows)."""
+    loc = ledger.filter(pc.equal(ledger["outcome"], Outcome.ok.value))["location"]
+    loc = loc.filter(pc.is_valid(loc))
+    if len(loc) == 0:
+        return set()
+    is_zip, is_tar = pc.match_substring(loc, ".zip:"), pc.match_substring(loc, ".tar:")
+    kinds = {"zip": pc.any(is_zip).as_py(), "webdataset": pc.any(is_tar).as_py()}
+    kinds["folder"] = pc.any(pc.invert(pc.or_(is_zip, is_tar))).as_py()
+    return {k for k, present in kinds.items() if present}
+
+
+def _finished_per_shard(ledger: pa.Table, settings: FetchSettings) -> Counter[int]:
+    """Rows per shard that this run leaves alone (recorded, and not an outcome it retries)."""
+    outcomes = pc.unique(ledger["outcome"]).to_pylist()
+    keep = [o for o in outcomes if not settings.retried(o)]
+    shards = ledger.filter(pc.is_in(ledger["outcome"], pa.array(keep, pa.string())))["shard"]
+    vc = pc.value_counts(shards)
+    return Counter(dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist(), strict=True)))
+
+
+def _plan(storage: Storage, image_set: ImageSet) -> tuple[int, int]:
+    rel = LAYOUT.plan_summary()
+    if not storage.exists(rel) or not storage.exists(LAYOUT.plan(image_set)):
+        raise FetchError(f"no plan under {storage.root}: run `oiv4 plan --root {storage.root}` first")
+    summary = json.loads(storage.read_bytes(rel))
+    return int(summary["counts"][image_set.value]), int(summary["shard_rows"])
+
+
+@dataclass(frozen=True)
+class FetchStage:
+    """The URL-set fetch as a `Stage`: plans unfinished shards, runs one, summarises a run.
+
+    Run it with `oiv4.run.fetch.fetch_set` (or `oiv4.run.stage_runner.run_set`).
+    """
+
+    name: str = "fetch"
+
+    def plan_set(
+        self,
+        root: str,
+        storage_options: Mapping[str, Any],
+        image_set: ImageSet,
+        settings: FetchSettings,
+        shards: Iterable[int] | None,
+    ) -> SetPlan:
+        """Shards with unfinished rows; shards whose ledger is complete are not even planned.
+
+        Raises `FetchError` if the fetch cannot start. A run with work removes temp files an interrupted
+        one left behind: run one fetch per set at a time.
+        """
+        storage = Storage(root, dict(storage_options))
+        image_set = ImageSet(image_set)
+        if image_set.from_archives:
+            raise FetchError(f"{image_set.value} comes from the CVDF archives, not from URLs: use `oiv4 archives`")
+        planned, shard_rows = _plan(storage, image_set)
+        bounds = shard_bounds(planned, shard_rows)
+        wanted = set(range(len(bounds))) if shards is None else set(shards)
+        ledger = read_set(storage, image_set)
+        found = _layouts_in(ledger)
+        if found and found != {settings.layout}:
+            raise FetchError(
+                f"{image_set.value} under {storage.root} was fetched with layout {'/'.join(sorted(found))}; "
+                f"re-run with --layout {sorted(found)[0]} (or fetch into another root)"
+            )
+        finished = _finished_per_shard(ledger, settings)
+
+        def complete(shard: int, start: int, stop: int) -> bool:
+            # Compacted ledger, no parts left (the shard ended cleanly) and nothing to retry.
+            return (
+                finished[shard] == stop - start
+                and storage.exists(LAYOUT.ledger_shard(image_set, shard))
+                and not storage.exists(LAYOUT.ledger_parts_dir(image_set, shard))
+            )
+
+        tasks = [
+            ShardTask(self.name, image_set, i, start, stop, storage.root, dict(storage.storage_options), settings)
+            for i, (start, stop) in enumerate(bounds)
+            if i in wanted and not complete(i, start, stop)
+        ]
+        todo = sum(t.stop - t.start - finished[t.shard] for t in tasks)
+        if tasks:
+            remove_stale_temps(storage, image_set)
+        skipped = sum(finished[i] for i in wanted & set(finished))
+        return SetPlan(tasks, len(bounds), todo, skipped, notes=[{"set": image_set.value, "planned": planned}])
+
+    def run_shard(self, task: ShardTask) -> ShardResult:
+        return run_fetch_shard(task)
+
+    def summarise(
+        self, root: str, storage_options: Mapping[str, Any], plan: SetPlan, results: list[ShardResult], elapsed_s: float
+    ) -> FetchSummary:
+        """This run's counts, and where the whole set stands afterwards (read from its ledger)."""
+        image_set, planned = str(plan.notes[0]["set"]), int(str(plan.notes[0]["planned"]))
+        summary = FetchSummary(
+            image_set, planned, plan.shards, len(plan.tasks), skipped=plan.skipped, elapsed_s=elapsed_s
+        )
+        for r in results:
+            summary.outcomes.update(r.outcomes)
+            summary.bytes_downloaded += r.bytes_downloaded
+        vc = pc.value_counts(read_set(Storage(root, dict(storage_options)), image_set)["outcome"])
+        totals = Counter(dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist(), strict=True)))
+        summary.totals = dict(totals.most_common())
+        return summary
+
+    def aborted(self, message: str) -> Exception:
+        return FetchAborted(message)
+
+    def interrupt(self) -> None:
+        """Nothing to do: fetch shards run in worker processes, which their executor stops."""
+
+
+#: The fetch stage (stateless: one instance serves every run).
+FETCH = FetchStage()
+
+
+__all__ = ["FETCH", "FetchAborted", "FetchError", "FetchStage", "FetchSummary"]
