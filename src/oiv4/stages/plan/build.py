@@ -141,7 +141,8 @@ def _plan(storage: Storage, settings: PlanSettings, inputs: dict[str, int], exac
             write(ImageSet.extended_targets, cand.slice(take))
             candidates += cand.num_rows
 
-        resolve_lines(storage, problems)
+        if not resolve_lines(storage, problems) and not exact:
+            raise UnreliableRead("the fast reader's records differ from the exact reader's")
         duplicates = duplicate_problems(storage, planned_ids)
         if duplicates:
             raise PlanError(problem_message(problems + duplicates, skippable=False), problems + duplicates)

@@ -15,20 +15,20 @@ from oiv4.stages.plan.problems import RowProblem
 from oiv4.stages.plan.sources import exact_records
 
 
-def locate_records(fh: IO[bytes], wanted: set[int]) -> dict[int, int]:
-    """Map 0-based indexes among the well-formed data records to the line where each record starts.
+def locate_records(fh: IO[bytes], wanted: set[int]) -> dict[int, tuple[int, str]]:
+    """Map 0-based indexes among the well-formed data records to (the line where it starts, its ImageID).
 
     Only well-formed records are counted, as every reader hands on only those (the rest are reported
     as malformed lines with their own line numbers).
     """
-    found: dict[int, int] = {}
+    found: dict[int, tuple[int, str]] = {}
     last = max(wanted)
     rec = 0
     for line, fields, _ in exact_records(fh):
         if fields is None:
             continue
         if rec in wanted:
-            found[rec] = line
+            found[rec] = (line, fields[0])
         if rec >= last:
             break
         rec += 1
@@ -49,8 +49,13 @@ def locate_raw_lines(fh: IO[bytes], texts: list[str]) -> list[int]:
     return lines
 
 
-def resolve_lines(storage: Storage, problems: list[RowProblem]) -> None:
-    """Fill in the line of every problem known only by its record index."""
+def resolve_lines(storage: Storage, problems: list[RowProblem]) -> bool:
+    """Fill in the line of every problem known only by its record index.
+
+    False if a record is missing or has another ImageID: the reader that numbered the records split the
+    file differently from the exact reader (DuckDB reads `a,...,0.0,` as 12 fields, csv as 13).
+    """
+    agree = True
     by_file: dict[str, set[int]] = {}
     for p in problems:
         if p.line < 0 and p.record >= 0:
@@ -59,8 +64,11 @@ def resolve_lines(storage: Storage, problems: list[RowProblem]) -> None:
         with storage.open(LAYOUT.metadata(file_name)) as fh:
             lines = locate_records(fh, records)
         for i, p in enumerate(problems):
-            if p.file == file_name and p.line < 0 and p.record in lines:
-                problems[i] = RowProblem(p.file, lines[p.record], p.record, p.image_id, p.reason)
+            if p.file == file_name and p.line < 0 and p.record >= 0:
+                line, image_id = lines.get(p.record, (-1, None))
+                agree &= image_id == p.image_id
+                problems[i] = RowProblem(p.file, line, p.record, p.image_id, p.reason)
+    return agree
 
 
 def duplicate_problems(storage: Storage, ids: list[pa.Array]) -> list[RowProblem]:
