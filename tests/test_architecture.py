@@ -27,7 +27,6 @@ KNOWN_VIOLATIONS: set[str] = {
 }
 KNOWN_LONG: set[str] = {
     "oiv4.cli.app", "oiv4.stages.archives.build", "oiv4.stages.fetch.shard",
-    "oiv4_mirror.server", "oiv4_mirror.universe",
 }
 
 
