@@ -32,7 +32,7 @@ from oiv4.stages.plan.problems import MAX_RECORD_BYTES, PlanError
 
 BLOCK_SIZE = 16 << 20  # 16 MiB CSV blocks: ~50k rows a batch, fast and a flat memory profile
 EXACT_BATCH_ROWS = 50_000
-COUNT_CHUNK = 64 << 20
+COUNT_CHUNK = 16 << 20
 _STRING_SCHEMA = pa.schema([pa.field(c, pa.string()) for c in COLUMNS])
 
 #: (line, text) of a line a reader could not split into 12 fields; text may say why.
@@ -53,13 +53,17 @@ class RecordCounter:
         self.last_end = -1  # absolute position of the last record-ending newline
         self.last_byte = -1
         self.records = 0
+        self._mask = np.empty(0, bool)  # reused: a fresh 16 MiB temporary per chunk cost ~2x the time
 
-    def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: bytes | bytearray | memoryview) -> None:
         d = np.frombuffer(chunk, np.uint8)
         if not d.size:
             return
-        nl = np.flatnonzero(d == 10)
-        qp = np.flatnonzero(d == 34)
+        if self._mask.size < d.size:
+            self._mask = np.empty(d.size, bool)
+        mask = self._mask[: d.size]
+        nl = np.flatnonzero(np.equal(d, 10, out=mask))
+        qp = np.flatnonzero(np.equal(d, 34, out=mask))
         ends = nl[((np.searchsorted(qp, nl) + self.open_quote) & 1) == 0]
         if ends.size:
             before_abs = np.concatenate(([self.last_end], ends[:-1] + self.pos))
@@ -79,10 +83,13 @@ class RecordCounter:
 
 
 def count_records(path: Path) -> int:
+    """Data records of a local CSV file (see RecordCounter)."""
     counter = RecordCounter()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(COUNT_CHUNK):
-            counter.feed(chunk)
+    buf = bytearray(COUNT_CHUNK)  # read into one buffer: small chunks stay in cache, no per-chunk allocation
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as fh:
+        while n := fh.readinto(view):
+            counter.feed(view[:n])
     return counter.data_records()
 
 
