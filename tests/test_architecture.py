@@ -20,9 +20,6 @@ MAX_LINES = 400
 KNOWN_VIOLATIONS: set[str] = set()
 KNOWN_LONG: set[str] = {
     "oiv4.cli.app",
-    "oiv4.stages.plan",
-    "oiv4_mirror.server",
-    "oiv4_mirror.universe",
 }
 
 

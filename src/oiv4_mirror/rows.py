@@ -1,0 +1,114 @@
+"""The rows of a universe: IDs, subsets, boxable rows, misbehaviours, formats, rotations and the text of
+each CSV field, all drawn from the spec's seed (numpy's generator, so equal specs give equal rows)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from oiv4_mirror.images import SPECIAL_KINDS, ImageKind
+from oiv4_mirror.spec import ImageInfo, Misbehaviour, UniverseSpec
+
+_LICENSES = (
+    "https://creativecommons.org/licenses/by/2.0/",
+    "https://creativecommons.org/licenses/by-sa/2.0/",
+    "https://creativecommons.org/licenses/by-nc/2.0/",
+)
+_ASPECTS = (4 / 3, 3 / 2, 16 / 9, 1.0, 3 / 4, 2 / 3)
+# Titles and authors exercise CSV quoting: commas, double quotes, non-ASCII, leading dots.
+_WORDS = (
+    "sunset", "Café", "Straße", "東京", "Москва", "naïve", "fjörd", "...die FNF-Kerze", "garden", "beach",
+    "São Paulo", "🐱", "l'été", "bridge", "night, city", 'the "best" day', "Zürich", "crème brûlée",
+)  # fmt: skip
+_AUTHORS = ("Michael Beat", "José Ñúñez", "Zoë O'Brien", 'Anna "Nan" Li', "山田 太郎", "Smith, John", "Ólafur")
+
+
+def build_rows(spec: UniverseSpec) -> tuple[list[ImageInfo], list[int]]:
+    """(rows in full-CSV order, a permutation of row indexes giving the boxable file's order)."""
+    n = spec.n_images
+    rng = np.random.default_rng([spec.seed, 1])
+    ids: list[str] = []
+    seen: set[str] = set()
+    while len(ids) < n:
+        for v in rng.integers(0, 2**64, n, dtype=np.uint64).tolist():
+            hid = f"{v:016x}"
+            if hid not in seen and len(ids) < n:
+                seen.add(hid)
+                ids.append(hid)
+
+    order = rng.permutation(n).tolist()
+    n_val = round(spec.validation_fraction * n)
+    n_test = round(spec.test_fraction * n)
+    subsets = ["train"] * n
+    for i in order[:n_val]:
+        subsets[i] = "validation"
+    for i in order[n_val : n_val + n_test]:
+        subsets[i] = "test"
+    train = [i for i in range(n) if subsets[i] == "train"]
+    n_box = round(spec.boxable_fraction * len(train))
+    boxable = {train[j] for j in rng.permutation(len(train))[:n_box].tolist()}
+    url_rows = [i for i in train if i not in boxable]
+
+    misbehaviour = [Misbehaviour.none] * n
+    if spec.misbehaviours:
+        n_bad = round(spec.misbehaviour_fraction * len(url_rows))
+        for k, j in enumerate(rng.permutation(len(url_rows))[:n_bad].tolist()):
+            misbehaviour[url_rows[j]] = Misbehaviour(spec.misbehaviours[k % len(spec.misbehaviours)])
+
+    # Awkward formats go to well-behaved rows, so each one really reaches the fetcher's decoder.
+    kinds = [ImageKind.jpeg] * n
+    n_special = round(spec.special_kind_fraction * n)
+    plain = [i for i in range(n) if misbehaviour[i] is Misbehaviour.none]
+    for k, j in enumerate(rng.permutation(len(plain))[:n_special].tolist()):
+        kinds[plain[j]] = SPECIAL_KINDS[k % len(SPECIAL_KINDS)]
+
+    rotations = [0.0] * n
+    n_rot = round(spec.rotated_fraction * n)
+    n_nan = round(spec.nan_rotation_fraction * n)
+    perm = rng.permutation(n).tolist()
+    for k, i in enumerate(perm[:n_rot]):
+        rotations[i] = (90.0, 180.0, 270.0)[k % 3]
+    for i in perm[n_rot : n_rot + n_nan]:
+        rotations[i] = math.nan
+    no_thumb = set(rng.permutation(n)[: round(spec.missing_thumbnail_fraction * n)].tolist())
+
+    lo, hi = spec.megapixels
+    infos = []
+    for i in range(n):
+        mp = float(rng.uniform(lo, hi))
+        aspect = _ASPECTS[int(rng.integers(len(_ASPECTS)))]
+        width = max(8, round(math.sqrt(mp * 1e6 * aspect)))
+        height = max(8, round(width / aspect))
+        photo = int(rng.integers(10**9, 10**10))
+        secret, secret2 = (f"{int(x):010x}" for x in rng.integers(0, 2**40, 2))
+        farm, server = int(rng.integers(1, 10)), int(rng.integers(1000, 10000))
+        author = _AUTHORS[int(rng.integers(len(_AUTHORS)))]
+        slug = f"user{int(rng.integers(10**6)):06d}"
+        words = [_WORDS[int(j)] for j in rng.integers(0, len(_WORDS), int(rng.integers(1, 4)))]
+        kind, bad = kinds[i], misbehaviour[i]
+        if bad is Misbehaviour.decompression_bomb:
+            kind = ImageKind.png_rgb
+        ext = "jpg" if bad is Misbehaviour.wrong_content_type else kind.extension
+        infos.append(
+            ImageInfo(
+                index=i,
+                image_id=ids[i],
+                subset=subsets[i],
+                boxable=i in boxable,
+                misbehaviour=bad,
+                kind=kind,
+                width=width,
+                height=height,
+                rotation=rotations[i],
+                original_path=f"/farm{farm}/{server}/{photo}_{secret}_o.{ext}",
+                thumbnail_path="" if i in no_thumb else f"/c1/{farm}/{server}/{photo}_{secret2}_z.jpg",
+                landing_url=f"https://www.flickr.com/photos/{slug}/{photo}",
+                license=_LICENSES[int(rng.integers(len(_LICENSES)))],
+                author_profile_url=f"https://www.flickr.com/people/{slug}/",
+                author=author,
+                title=" ".join(words),
+            )
+        )
+    # The boxable file has its own order (neither sorted nor the full file's): this permutation.
+    return infos, rng.permutation(n).tolist()
