@@ -30,8 +30,10 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from oiv4.contracts.errors import InputError
 from oiv4.contracts.layout import BOXABLE_CSV, FULL_CSV, LAYOUT
 from oiv4.contracts.schema import COLUMNS, MANIFEST_SCHEMA, ImageSet
+from oiv4.contracts.setting import setting
 from oiv4.contracts.shards import DEFAULT_SHARD_ROWS
 from oiv4.io.storage import Storage
 
@@ -50,7 +52,7 @@ DICTIONARY_COLUMNS = ["Subset", "License", "Author", "Title", "Rotation"]
 _ROTATIONS = ["0", "0.0", "90", "90.0", "180", "180.0", "270", "270.0"]
 
 
-class PlanError(RuntimeError):
+class PlanError(RuntimeError, InputError):
     """The metadata cannot be planned; `problems` lists (file, line, reason) for each bad row."""
 
     def __init__(self, message: str, problems: list[RowProblem] | None = None) -> None:
@@ -72,10 +74,14 @@ class RowProblem:
 
 @dataclass(frozen=True)
 class PlanSettings:
-    train_size: int = DEFAULT_TRAIN_SIZE
-    shard_rows: int = DEFAULT_SHARD_ROWS
-    skip_invalid: bool = False  # drop bad rows (recorded in plan/rejected.parquet) instead of failing
-    force: bool = False  # re-plan even if an up-to-date plan exists
+    train_size: int = setting(
+        DEFAULT_TRAIN_SIZE, help="How many candidates (in file order) form the train set; the rest are extended_targets."
+    )
+    shard_rows: int = setting(DEFAULT_SHARD_ROWS, help="Rows per shard of the URL sets (the unit of work and of resume).")
+    skip_invalid: bool = setting(
+        False, help="Plan without invalid rows (listed in plan/rejected.parquet) instead of failing."
+    )
+    force: bool = setting(False, help="Re-plan even if an up-to-date plan exists (changes what recorded work refers to).")
 
 
 @dataclass

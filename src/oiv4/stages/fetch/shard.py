@@ -32,6 +32,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from oiv4.contracts.errors import ExecutionError, StorageError
 from oiv4.contracts.layout import LAYOUT, HostileIdError
 from oiv4.contracts.schema import ImageSet, Outcome
 from oiv4.contracts.shards import ShardResult, ShardTask
@@ -46,11 +47,11 @@ from oiv4.stages.fetch.transform import TransformError, check_stored, transform_
 _SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-class FetchAborted(RuntimeError):
+class FetchAborted(RuntimeError, ExecutionError):
     """The run cannot go on (disk full, unwritable root): retrying rows would only burn through them."""
 
 
-class _WriteFailed(Exception):
+class _WriteFailed(StorageError):
     def __init__(self, exc: OSError) -> None:
         super().__init__(str(exc))
         self.exc = exc
