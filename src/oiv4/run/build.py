@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from oiv4.contracts.schema import ImageSet
+from oiv4.contracts.setting import setting
 from oiv4.io.storage import Storage
 from oiv4.report import ReportSettings, build_report
 from oiv4.run.executor import ExecutorSettings
@@ -36,9 +37,14 @@ class BuildSettings:
     archives: ArchiveSettings = field(default_factory=ArchiveSettings)
     fetch: FetchSettings = field(default_factory=FetchSettings)
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)
-    sets: tuple[ImageSet, ...] = tuple(ImageSet)
-    verify: bool = True
-    report: bool = True
+    #: How the closing verify runs; its `sets` default to `sets` below.
+    verification: VerifySettings = field(default_factory=VerifySettings)
+    reporting: ReportSettings = field(default_factory=ReportSettings)
+    sets: tuple[ImageSet, ...] = setting(
+        tuple(ImageSet), help="Only these sets (repeatable).", flag="--set", short="-s", default_text="all four"
+    )
+    verify: bool = setting(True, help="Verify the sets once they are built.")
+    report: bool = setting(True, help="Write the HTML report at the end.")
 
 
 class BuildObserver:
@@ -111,11 +117,14 @@ def run_build(
 
     if settings.verify:
         obs.stage("verify")
-        result.verify = verify(storage, VerifySettings(sets=tuple(s.value for s in settings.sets)))
+        checks = settings.verification
+        if checks.sets is None:
+            checks = replace(checks, sets=tuple(s.value for s in settings.sets))
+        result.verify = verify(storage, checks)
         obs.done("verify", result.verify)
 
     if settings.report:
         obs.stage("report")
-        result.report_path = build_report(storage, ReportSettings())
+        result.report_path = build_report(storage, settings.reporting)
         obs.done("report", result.report_path)
     return result

@@ -121,7 +121,12 @@ class VerifySettings:
         "redoes it. Stored files are never modified or deleted.",
     )
     sets: tuple[str, ...] | None = setting(
-        None, help="Only this set (repeatable).", flag="--set", short="-s", default_text="every set present"
+        None,
+        help="Only this set (repeatable).",
+        flag="--set",
+        short="-s",
+        default_text="every set present",
+        choices=tuple(s.value for s in ImageSet),
     )
     #: Pillow and zlib release the GIL, so threads do scale here.
     workers: int = setting(4, help="Threads reading and decoding in --deep mode.")
