@@ -137,5 +137,5 @@ def test_http_error_is_a_clear_cli_error_not_a_traceback(tmp_path: Path) -> None
             text=True,
             timeout=60,
         )
-    assert proc.returncode == 2
+    assert proc.returncode == 4  # SourceError: the server would not serve the CSVs
     assert "HTTP 404" in proc.stderr and "Traceback" not in proc.stderr

@@ -156,7 +156,7 @@ def test_plan_cli_prints_counts_and_errors_cleanly(tmp_path: Path) -> None:
     bad = subprocess.run(
         [sys.executable, "-m", "oiv4", "plan", "--root", str(tmp_path), "--force"], capture_output=True, text=True
     )
-    assert bad.returncode == 2
+    assert bad.returncode == 3  # InputError: the metadata itself is malformed
     assert "Traceback" not in bad.stderr and "bad/id" in bad.stderr
 
 

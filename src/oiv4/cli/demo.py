@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from oiv4.contracts.setting import setting
 from oiv4.io.storage import Storage
 from oiv4.report import ReportSettings, build_report
 from oiv4.run.build import BuildObserver, BuildResult, BuildSettings, run_build
@@ -23,13 +24,15 @@ from oiv4_mirror import MirrorProcess, UniverseSpec
 
 @dataclass(frozen=True)
 class DemoSettings:
-    root: str = "demo-data"
-    images: int = 3000
-    seed: int = 0
-    megapixels: tuple[float, float] = (0.5, 3.0)
+    root: str = setting("demo-data", help="Where the demo sets are built.", short="-r")
+    images: int = setting(3000, help="Rows in the generated universe (all subsets).")
+    seed: int = setting(0, help="Seed of the generated universe.")
+    megapixels: tuple[float, float] = setting((0.5, 3.0), help="Range of the originals' sizes, MIN MAX.")
     #: The demo's train set: the first N URL-set candidates, so both train and extended_targets are non-empty.
-    train_size: int = 1000
-    workers: int | None = None
+    train_size: int = setting(
+        1000, help="Size of the demo's train set (the rest of the candidates are extended_targets)."
+    )
+    workers: int | None = setting(None, help="Worker processes for the fetch stage.", default_text="one per core")
 
 
 def demo_build_settings(settings: DemoSettings, base_url: str) -> BuildSettings:

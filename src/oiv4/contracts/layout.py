@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from oiv4.contracts.errors import InputError
 from oiv4.contracts.schema import ImageSet, is_valid_image_id
 
 METADATA_FILES: dict[str, str] = {
@@ -18,7 +19,7 @@ FULL_CSV = "image_ids_and_rotation.csv"
 BOXABLE_CSV = "train-images-boxable-with-rotation.csv"
 
 
-class HostileIdError(ValueError):
+class HostileIdError(ValueError, InputError):
     """An ImageID that is not 16 lowercase hex characters was about to become a path."""
 
 

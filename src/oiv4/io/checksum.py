@@ -28,6 +28,8 @@ from typing import Protocol
 
 import xxhash
 
+from oiv4.contracts.errors import IntegrityError
+
 
 class _Hasher(Protocol):
     def update(self, data: bytes, /) -> object: ...
@@ -42,7 +44,7 @@ ALGORITHMS: dict[str, Callable[[], _Hasher]] = {
 DEFAULT_ALGORITHM = "xxh3"
 
 
-class ChecksumError(ValueError):
+class ChecksumError(ValueError, IntegrityError):
     """A checksum string is malformed or names an algorithm we do not know; the message says which."""
 
 

@@ -16,21 +16,25 @@ from pathlib import Path
 
 import aiohttp
 
+from oiv4.contracts.errors import SourceError
+from oiv4.contracts.setting import setting
+
 CHUNK = 1 << 20
 
 ProgressFn = Callable[[int, int | None], None]  # (bytes so far, total or None)
 
 
-class DownloadError(RuntimeError):
+class DownloadError(RuntimeError, SourceError):
     """A download that cannot complete; the message says which URL and why."""
 
 
 @dataclass(frozen=True)
 class DownloadSettings:
-    connect_timeout_s: float = 30.0
-    read_timeout_s: float = 120.0  # max silence between chunks; big files have no total deadline
-    attempts: int = 8
-    backoff_s: float = 1.0
+    connect_timeout_s: float = setting(30.0, help="Seconds to wait for a connection.", flag="--connect-timeout")
+    #: Big files have no total deadline: only silence ends an attempt.
+    read_timeout_s: float = setting(120.0, help="Longest silence between two chunks, in seconds.", flag="--read-timeout")
+    attempts: int = setting(8, help="Attempts per file; a retry resumes where the last one stopped.")
+    backoff_s: float = setting(1.0, help="Base of the exponential backoff between attempts, in seconds.", flag="--backoff")
 
 
 async def _download(url: str, dest: Path, settings: DownloadSettings, progress: ProgressFn | None) -> int:

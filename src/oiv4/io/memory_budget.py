@@ -26,6 +26,8 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from oiv4.contracts.errors import SourceError
+
 
 class _Waiter:
     """One blocked acquirer: a thread (Event) or a task (Future on its loop)."""
@@ -150,7 +152,7 @@ def decoded_bytes(width: int, height: int, bands: int = 4) -> int:
     return width * height * bands
 
 
-class BodyTooLarge(Exception):
+class BodyTooLarge(SourceError):
     """The body went past `max_bytes`; ledger outcome `too_large`."""
 
 

@@ -31,11 +31,13 @@ from typing import Any
 import aiohttp
 from aiohttp.abc import ResolveResult
 
+from oiv4.contracts.errors import SourceError
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
-class BlockedAddress(aiohttp.ClientError):
+class BlockedAddress(aiohttp.ClientError, SourceError):
     """A URL (or a redirect) leads to an address the guard refuses; ledger outcome `blocked_address`.
 
     The reason names the host and the address class only: it is the same whether anything listens there or not.

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from oiv4.contracts.errors import UsageError
 from oiv4.io.storage import Storage
 
 LOCK_NAME = ".oiv4-run.lock"
@@ -36,7 +37,7 @@ LOCK_NAME = ".oiv4-run.lock"
 DEFAULT_LEASE_S = 90.0
 
 
-class RootLockedError(RuntimeError):
+class RootLockedError(RuntimeError, UsageError):
     """Another live run holds the root."""
 
 

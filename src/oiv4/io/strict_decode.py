@@ -45,6 +45,7 @@ import numpy as np
 import simplejpeg
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from oiv4.contracts.errors import InputError
 from oiv4.contracts.schema import Outcome
 
 #: Decoders we let near untrusted bytes (as fetch/transform.py): EPS would run Ghostscript, so it is refused.
@@ -65,7 +66,7 @@ DAMAGE_WARNINGS: tuple[re.Pattern[str], ...] = (
 )
 
 
-class CorruptImageData(Exception):
+class CorruptImageData(InputError):
     """The bytes cannot become a trustworthy image; `outcome` is the ledger outcome, the message its reason."""
 
     def __init__(self, outcome: str, reason: str) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
+from oiv4.contracts.setting import setting
 from oiv4.io.storage import Storage
 from oiv4.read.dataset import Dataset
 from oiv4.report.data import SetStats, collect
@@ -24,8 +25,10 @@ from oiv4.report.page import render
 class ReportSettings:
     """`samples` thumbnails per set on the contact sheet; `out` overrides where the page is written."""
 
-    samples: int = 24
-    out: str | None = None  # a local path or fsspec URL; default <root>/report/index.html
+    samples: int = setting(24, help="Thumbnails per set on the contact sheet.")
+    out: str | None = setting(
+        None, help="Where to write the page: a local path or fsspec URL.", short="-o", default_text="<root>/report/index.html"
+    )
 
 
 def build_report(

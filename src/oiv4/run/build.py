@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from oiv4.contracts.schema import ImageSet
+from oiv4.contracts.setting import setting
 from oiv4.io.storage import Storage
 from oiv4.run.archives import build_archive_set
 from oiv4.run.executor import ExecutorSettings
@@ -38,12 +39,21 @@ class BuildSettings:
     archives: ArchiveSettings = field(default_factory=ArchiveSettings)
     fetch: FetchSettings = field(default_factory=FetchSettings)
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)
-    sets: tuple[ImageSet, ...] = tuple(ImageSet)
-    verify: bool = True
-    report: bool = True  # run the `report` step given to `run_build` (if any)
-    #: Where archive shards run; None: on the cluster when `executor` is Dask, else on threads of this
-    #: process (progress shown, one download overlapping one conversion).
-    archive_executor: ExecutorSettings | None = None
+    #: How the closing verify runs; its `sets` default to `sets` below.
+    verification: VerifySettings = field(default_factory=VerifySettings)
+    sets: tuple[ImageSet, ...] = setting(
+        tuple(ImageSet), help="Only these sets (repeatable).", flag="--set", short="-s", default_text="all four"
+    )
+    verify: bool = setting(True, help="Verify the sets once they are built.")
+    report: bool = setting(True, help="Write the HTML report at the end (the `report` step given to run_build).")
+    archive_executor: ExecutorSettings | None = field(
+        default=None,
+        metadata={
+            "help": "Where archive shards run.",
+            "cli": False,
+            "why": "derived from --executor: on the cluster with Dask, else threads of this process (progress shown)",
+        },
+    )
 
 
 class BuildObserver:
@@ -130,7 +140,10 @@ def run_build(
 
     if settings.verify:
         obs.stage("verify")
-        result.verify = verify(storage, VerifySettings(sets=tuple(s.value for s in settings.sets)))
+        checks = settings.verification
+        if checks.sets is None:
+            checks = replace(checks, sets=tuple(s.value for s in settings.sets))
+        result.verify = verify(storage, checks)
         obs.done("verify", result.verify)
 
     if settings.report and report is not None:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from oiv4.contracts.errors import ExecutionError
 from oiv4.contracts.shards import ShardResult, ShardTask
 from oiv4.run.executor import ExecutorSettings, ShardFn, default_workers
 
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class DaskSetupError(RuntimeError):
+class DaskSetupError(RuntimeError, ExecutionError):
     """The cluster cannot run this job: scheduler unreachable, or workers cannot see the root/import oiv4."""
 
 

@@ -13,6 +13,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, Thr
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
+from oiv4.contracts.setting import setting
 from oiv4.contracts.shards import ShardResult, ShardTask
 
 ShardFn = Callable[[ShardTask], ShardResult]
@@ -27,10 +28,25 @@ class ExecutorSettings:
     A `scheduler` address implies `kind="dask"`. Dask retries a shard up to `max_pool_restarts` times.
     """
 
-    kind: str = "local"
-    workers: int | None = None  # local: processes; dask without scheduler: LocalCluster workers (default: one per core)
-    scheduler: str | None = None  # dask: tcp://host:8786; None starts a LocalCluster
-    max_pool_restarts: int = 3
+    kind: str = setting(
+        "local",
+        help="local: a process pool on this machine. dask: one Dask task per shard; workers write straight to "
+        "--root (a shared folder or s3://bucket/prefix). See docs/cluster.md.",
+        flag="--executor",
+        choices=("local", "dask"),
+    )
+    workers: int | None = setting(
+        None,
+        help="Worker processes: the local pool's, or the LocalCluster's with --executor dask and no --scheduler "
+        "(a running cluster brings its own workers).",
+        default_text="one per core",
+    )
+    scheduler: str | None = setting(
+        None,
+        help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (implies --executor dask).",
+        default_text="a LocalCluster sized to this machine",
+    )
+    max_pool_restarts: int = setting(3, help="Times a shard is retried after its worker died.")
 
     def __post_init__(self) -> None:
         if self.scheduler:

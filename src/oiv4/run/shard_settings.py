@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from oiv4.contracts.errors import UsageError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
 from oiv4.contracts.shards import SettingValue, ShardResult, ShardTask
@@ -22,7 +23,7 @@ from oiv4.io.ledger import now_utc
 from oiv4.io.storage import Storage
 
 
-class SettingsChangedError(RuntimeError):
+class SettingsChangedError(RuntimeError, UsageError):
     """A shard started with other output settings would be resumed with these; the message names them."""
 
 

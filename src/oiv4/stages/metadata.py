@@ -7,22 +7,27 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from oiv4.contracts.errors import InputError
 from oiv4.contracts.layout import LAYOUT, METADATA_FILES
 from oiv4.contracts.schema import COLUMNS
+from oiv4.contracts.setting import setting
 from oiv4.io.download import DownloadSettings, download_file
 from oiv4.io.storage import Storage
 
 DEFAULT_METADATA_BASE = "https://storage.googleapis.com/openimages/2018_04/"
 
 
-class MetadataError(RuntimeError):
+class MetadataError(RuntimeError, InputError):
     """A metadata file is missing, truncated or not in the 2018_04 schema."""
 
 
 @dataclass(frozen=True)
 class MetadataSettings:
-    base_url: str = DEFAULT_METADATA_BASE
-    force: bool = False  # re-download even if a complete, valid file is present
+    base_url: str = setting(
+        DEFAULT_METADATA_BASE,
+        help="Where the 2018_04 CSVs live; point it at a mirror (e.g. `oiv4 mirror`) to work offline.",
+    )
+    force: bool = setting(False, help="Download again even if complete files are present.")
     download: DownloadSettings = field(default_factory=DownloadSettings)
 
 

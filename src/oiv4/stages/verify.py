@@ -27,6 +27,7 @@ from typing import Any
 import pyarrow.compute as pc
 
 from oiv4.contracts.schema import ImageSet, Outcome
+from oiv4.contracts.setting import setting
 from oiv4.io.blob_errors import BadArchiveError, BadLocationError, CorruptImageError
 from oiv4.io.containers import BlobReader, Member
 from oiv4.io.image_decode import decode
@@ -111,10 +112,24 @@ class VerifyReport:
 class VerifySettings:
     """`deep` reads and decodes every image; `requeue` records broken ones as `verify_failed`."""
 
-    deep: bool = False
-    requeue: bool = False
-    sets: tuple[str, ...] | None = None  # None: every set present
-    workers: int = 4  # threads reading/decoding in deep mode (Pillow and zlib release the GIL)
+    deep: bool = setting(
+        False, help="Also read every image: check zip CRC-32s and decode every JPEG fully (slow: reads all data)."
+    )
+    requeue: bool = setting(
+        False,
+        help="Append a `verify_failed` ledger row for each broken image, so `oiv4 fetch --retry-failed verify_failed` "
+        "redoes it. Stored files are never modified or deleted.",
+    )
+    sets: tuple[str, ...] | None = setting(
+        None,
+        help="Only this set (repeatable).",
+        flag="--set",
+        short="-s",
+        default_text="every set present",
+        choices=tuple(s.value for s in ImageSet),
+    )
+    #: Pillow and zlib release the GIL, so threads do scale here.
+    workers: int = setting(4, help="Threads reading and decoding in --deep mode.")
 
 
 ProgressFn = Callable[[str, int, int], None]  # (set, done, total)

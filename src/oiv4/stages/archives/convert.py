@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
 
+from oiv4.contracts.errors import Interrupted
 from oiv4.contracts.schema import Outcome
 from oiv4.io.ledger import now_utc
 from oiv4.stages.archives.gunzip import decode
@@ -57,7 +58,7 @@ class ConvertOutcome:
     notes: list[str] = field(default_factory=list)
 
 
-class _Stopped(Exception):
+class _Stopped(Interrupted):
     pass
 
 

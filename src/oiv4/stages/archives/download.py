@@ -24,6 +24,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
+from oiv4.contracts.errors import Interrupted
 from oiv4.io.storage import Storage
 from oiv4.stages.archives.errors import ArchiveError, SourceError
 from oiv4.stages.archives.sources import RemoteObject, Source, TransientSourceError
@@ -127,7 +128,7 @@ def _fetch_with_retries(
     raise SourceError(obj.name, f"bytes {start}-{stop - 1} failed {settings.attempts} times; last error: {last}")
 
 
-class _Aborted(Exception):
+class _Aborted(Interrupted):
     """Another part failed: stop this one quietly."""
 
 

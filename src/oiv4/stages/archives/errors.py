@@ -6,8 +6,10 @@ non-zero at the end); it never leaves a half-written zip or a ledger row behind 
 
 from __future__ import annotations
 
+from oiv4.contracts import errors
 
-class ArchiveError(RuntimeError):
+
+class ArchiveError(RuntimeError, errors.Oiv4Error):
     """One archive could not be downloaded, verified or converted; `archive` names it."""
 
     def __init__(self, archive: str, message: str) -> None:
@@ -16,7 +18,7 @@ class ArchiveError(RuntimeError):
         self.detail = message
 
 
-class SourceError(ArchiveError):
+class SourceError(ArchiveError, errors.SourceError):
     """The source cannot serve the archive (missing object, HTTP error, unreachable endpoint)."""
 
 
@@ -24,11 +26,11 @@ class SourceChangedError(SourceError):
     """The remote object changed (size or ETag) while we were downloading it."""
 
 
-class VerificationError(ArchiveError):
+class VerificationError(ArchiveError, errors.IntegrityError):
     """Size, SHA-256 or ETag of the archive does not match what it must be."""
 
 
-class CorruptStreamError(ArchiveError):
+class CorruptStreamError(ArchiveError, errors.IntegrityError):
     """The gzip/deflate stream cannot be decoded; `offset` is where in the compressed bytes it broke.
 
     `offset` is the first compressed byte of the input block that the decoder rejected and
@@ -44,9 +46,9 @@ class CorruptStreamError(ArchiveError):
         self.detail = detail  # the decoder's own words (ArchiveError.detail would be the whole sentence)
 
 
-class CorruptTarError(ArchiveError):
+class CorruptTarError(ArchiveError, errors.InputError):
     """The decompressed bytes are not a sound tar stream (bad header checksum, truncated member)."""
 
 
-class ArchiveSetError(RuntimeError):
+class ArchiveSetError(RuntimeError, errors.UsageError):
     """The set cannot be built at all (no plan, bad settings, unusable root); nothing was written."""

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from oiv4.contracts.setting import setting
 from oiv4.stages.archives.catalog import KnownArchive
 from oiv4.stages.archives.download import TransferSettings
 from oiv4.stages.archives.gunzip import DEFAULT_DECODERS
@@ -18,23 +19,63 @@ from oiv4.stages.archives.sources import CVDF_S3
 class ArchiveSettings:
     """How an archive set is built. Defaults fetch from the public CVDF bucket, anonymously."""
 
-    source: str = CVDF_S3  # s3://bucket/prefix/, http(s)://host/prefix/, or a local folder
-    s3_endpoint: str | None = None  # e.g. http://127.0.0.1:5000 for a moto server
-    part_size: int = 64 << 20
-    connections: int = 8
-    attempts: int = 5  # per part
-    backoff_s: float = 1.0
-    checkpoint_s: float = 2.0  # a killed download loses at most this many seconds of progress
-    timeout_s: float = 120.0
-    keep_tar: bool = False  # keep `<set>/images/<archive>.tar.gz` (feature extraction reads it)
-    stream: bool = False  # network -> zip with no .tar.gz on disk at all
-    max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES
-    decoders: tuple[str, ...] = DEFAULT_DECODERS  # tried in order; later ones are fallbacks
-    require_published: bool | None = None  # None: required when the source is the real CVDF bucket
-    known: Mapping[str, KnownArchive] | None = field(default=None, hash=False)  # None: the packaged table
-    only: tuple[str, ...] = ()  # restrict to these archive stems, e.g. ("train_3",)
-    #: Resume an archive started with another `max_member_bytes` anyway; the override is recorded.
-    force_settings: bool = False
+    source: str = setting(
+        CVDF_S3,
+        help="Where the .tar.gz archives are: an s3:// prefix (read anonymously), an https:// prefix, "
+        "or a local folder that already holds them (read in place, never modified).",
+    )
+    s3_endpoint: str | None = setting(
+        None, help="S3 endpoint URL for an s3:// source, e.g. http://127.0.0.1:5000.", default_text="AWS us-east-1"
+    )
+    part_size: int = setting(64 << 20, help="Size of each ranged request, MiB.", flag="--part-size-mb", scale=1 << 20)
+    connections: int = setting(8, help="Ranged requests in flight at once.")
+    attempts: int = setting(5, help="Attempts per ranged request.")
+    backoff_s: float = setting(
+        1.0, help="Base of the exponential backoff between attempts, in seconds.", flag="--backoff"
+    )
+    checkpoint_s: float = setting(
+        2.0, help="Seconds between download checkpoints (what a kill can lose).", flag="--checkpoint"
+    )
+    timeout_s: float = setting(120.0, help="Seconds a ranged request may stay silent.", flag="--timeout")
+    keep_tar: bool = setting(
+        False, help="Keep <set>/images/<archive>.tar.gz after conversion (feature extraction reads it)."
+    )
+    stream: bool = setting(
+        False, help="Network straight into the zip: no .tar.gz on disk at all (a retry re-downloads)."
+    )
+    max_member_bytes: int = setting(
+        DEFAULT_MAX_MEMBER_BYTES,
+        help="Members larger than this are refused (hostile_member), MB.",
+        flag="--max-member-mb",
+        scale=1_000_000,
+        cli_type=float,
+    )
+    decoders: tuple[str, ...] = setting(
+        DEFAULT_DECODERS,
+        help="gzip decoder, repeatable, tried in order (later ones are fallbacks). Choices: zlib-ng, isal, zlib.",
+        flag="--decoder",
+    )
+    require_published: bool | None = setting(
+        None,
+        help="Demand the published size and SHA-256 of every archive (other sources are verified by size and "
+        "ETag, and the summary says so).",
+        flag="--require-published/--allow-unpublished",
+        default_text="only for the real CVDF bucket",
+    )
+    known: Mapping[str, KnownArchive] | None = field(
+        default=None,
+        hash=False,
+        metadata={
+            "help": "Published size and SHA-256 per archive (None: the packaged table).",
+            "cli": False,
+            "why": "a table, not a value: tests and benchmarks pass their own",
+        },
+    )
+    only: tuple[str, ...] = setting((), help="Only these archives, repeatable, e.g. --only train_3.")
+    force_settings: bool = setting(
+        False,
+        help="Resume archives started with other settings (max member size) anyway; the override is recorded.",
+    )
 
     @property
     def transfer(self) -> TransferSettings:

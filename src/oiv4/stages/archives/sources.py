@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from oiv4.contracts import errors
 from oiv4.stages.archives.errors import SourceChangedError, SourceError
 
 CVDF_S3 = "s3://open-images-dataset/tar/"
@@ -23,7 +24,7 @@ CVDF_HTTPS_HOST = "open-images-dataset.s3.amazonaws.com"
 READ_CHUNK = 1 << 20
 
 
-class TransientSourceError(Exception):
+class TransientSourceError(errors.SourceError):
     """A failure worth retrying (connection reset, timeout, 5xx, short read)."""
 
 

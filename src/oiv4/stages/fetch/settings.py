@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from oiv4.contracts.schema import Outcome
+from oiv4.contracts.setting import setting
 
 LAYOUTS: tuple[str, ...] = ("folder", "zip", "webdataset")
 RESAMPLE_FILTERS: tuple[str, ...] = ("bicubic", "bilinear", "box", "lanczos")
@@ -23,24 +24,37 @@ GONE_OUTCOMES: frozenset[str] = frozenset(
 class TransformSettings:
     """How a verified original becomes the stored JPEG."""
 
-    max_side: int = 1024  # shrink to fit max_side x max_side, aspect kept, never enlarged
-    quality: int = 90
-    rotate: bool = True  # apply the CSV Rotation (counter-clockwise degrees); False reproduces the notebook
+    max_side: int = setting(1024, help="Shrink to fit max_side x max_side, aspect kept; never enlarged.")
+    quality: int = setting(90, help="JPEG quality of the stored images, 1..100.")
+    rotate: bool = setting(True, help="Apply the CSV Rotation (CCW degrees). --no-rotate reproduces the notebook.")
     #: Refuse images above this many pixels *before* decoding. Real originals reach ~96 MP, so 200 MP keeps
     #: every real photo and still refuses bombs (a 30000x30000 PNG is 900 MP). Set explicitly because
     #: Pillow's own global default (~179 MP hard limit) would both refuse real photos near it and is global.
-    max_pixels: int = 200_000_000
+    max_pixels: int = setting(
+        200_000_000,
+        help="Largest image decoded, in megapixels (bigger ones: decompression_bomb). Real originals reach ~96 MP.",
+        flag="--max-megapixels",
+        scale=1_000_000,
+        cli_type=float,
+    )
     #: JPEGs are decoded at 1/2, 1/4 or 1/8 scale straight from the DCT (`Image.draft`) while still at least
     #: `draft_gap` times the final size; 0 decodes at full size. Measured on 2-12 MP photos: 1.0 takes half
     #: the decode+shrink time of 2.0 (Pillow's `thumbnail` default), at 46.9 vs 52.9 dB PSNR against a
     #: full-size Lanczos shrink -- both well above the ~40 dB where a difference starts to be visible.
-    draft_gap: float = 1.0
-    optimize: bool = False  # Huffman optimisation: ~5% smaller files for ~10% more encode time
+    draft_gap: float = setting(
+        1.0, help="Decode JPEGs at 1/2..1/8 scale while still this many times the final size (0: full size)."
+    )
+    optimize: bool = setting(False, help="Huffman-optimise the JPEGs: ~5% smaller files for ~10% more encode time.")
     #: Shrink filter after the DCT-domain reduction. Measured on 2-12 MP photos (CPU ms per image including
     #: MD5, decode and encode / PSNR against a full-size Lanczos shrink): bilinear 38.7 ms / 46.4 dB,
     #: bicubic (Pillow's `thumbnail`) 44.8 ms / 46.9 dB, box (OpenCV's INTER_AREA, img2dataset's) 35.9 ms /
     #: 42.2 dB. Bilinear is the default: 14% faster than bicubic for a difference no one can see.
-    resample: str = "bilinear"
+    resample: str = setting(
+        "bilinear",
+        help="Shrink filter: bilinear, bicubic (as Pillow's thumbnail; 14% slower, same look), box (7% faster, "
+        "softer), lanczos.",
+        choices=RESAMPLE_FILTERS,
+    )
 
     def __post_init__(self) -> None:
         if self.resample not in RESAMPLE_FILTERS:
@@ -51,22 +65,33 @@ class TransformSettings:
 class HttpSettings:
     """How originals are downloaded. Timeouts in seconds."""
 
-    concurrency: int = 64  # downloads in flight per worker process
-    per_host: int = 16  # of which at most this many to one host (Flickr farms are few hosts)
-    connect_timeout: float = 15.0
-    read_timeout: float = 30.0  # longest silence between two reads
+    concurrency: int = setting(64, help="Downloads in flight per worker process.")
+    #: Flickr farms are few hosts: this is what keeps them from rate-limiting us.
+    per_host: int = setting(16, help="Of which at most this many to one host.")
+    connect_timeout: float = setting(15.0, help="Seconds to wait for a connection.")
+    read_timeout: float = setting(30.0, help="Longest silence between two reads, in seconds.")
     #: Total deadline of one attempt, from the request to the last byte. A slow trickle that never goes
     #: silent for `read_timeout` still ends here (outcome `timeout`).
-    deadline: float = 120.0
-    attempts: int = 4  # per URL, for retryable failures (429, 5xx, resets, timeouts, cut bodies)
-    backoff_base: float = 1.0  # exponential backoff: base * 2**(attempt-1) * jitter(0.5..1.5)
-    backoff_max: float = 60.0
-    retry_after_max: float = 120.0  # never wait longer than this on one Retry-After
-    max_bytes: int = 128 << 20  # per response; larger bodies end as `too_large` (refused early by Content-Length)
-    max_redirects: int = 5
+    deadline: float = setting(120.0, help="Seconds one attempt may take in total (slow trickles end here).")
+    attempts: int = setting(4, help="Attempts per URL for retryable failures (429, 5xx, resets, timeouts).")
+    #: base * 2**(attempt-1) * jitter(0.5..1.5)
+    backoff_base: float = setting(
+        1.0, help="Base of the exponential backoff between attempts, in seconds.", flag="--backoff"
+    )
+    backoff_max: float = setting(60.0, help="Longest wait between two attempts, in seconds.")
+    retry_after_max: float = setting(120.0, help="Never wait longer than this on one Retry-After, in seconds.")
+    #: Refused early by Content-Length when the server sends one.
+    max_bytes: int = setting(
+        128 << 20, help="Largest response accepted, in MiB (bigger ones: too_large).", flag="--max-mb", scale=1 << 20
+    )
+    max_redirects: int = setting(5, help="Redirects followed per URL.")
     #: A redirect whose target path contains one of these is Flickr's "photo unavailable" card.
-    placeholder_markers: tuple[str, ...] = ("photo_unavailable",)
-    user_agent: str = "oiv4/0.1 (+https://github.com/oiv4; OpenImages V4 builder)"
+    placeholder_markers: tuple[str, ...] = setting(
+        ("photo_unavailable",),
+        help="A redirect whose target path contains this (repeatable) is Flickr's 'photo unavailable' card.",
+        flag="--placeholder-marker",
+    )
+    user_agent: str = setting("oiv4/0.1 (+https://github.com/oiv4; OpenImages V4 builder)", help="User-Agent sent.")
 
 
 @dataclass(frozen=True)
@@ -77,19 +102,43 @@ class FetchSettings:
     the listed outcomes only (e.g. `("http_429", "timeout")`). `disk_full`/`write_error` rows are always retried.
     """
 
-    layout: str = "folder"  # folder (the notebook's <set>/images/<id[:2]>/<id>.jpg), zip, webdataset
+    layout: str = setting(
+        "folder",
+        help="folder: <set>/images/<id[:2]>/<id>.jpg (the notebook's); zip: one <set>/images/<set>_NNNNN.zip per "
+        "shard; webdataset: one <set>/webdataset/<set>-NNNNN.tar per shard (<id>.jpg + <id>.json).",
+        choices=LAYOUTS,
+    )
     transform: TransformSettings = field(default_factory=TransformSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
-    cpu_threads: int = 2  # decode/shrink/encode threads per worker process (Pillow releases the GIL)
-    retry_failed: tuple[str, ...] | None = None
-    fallback_thumbnail: bool = False  # store Thumbnail300KURL (unverifiable) when the original is gone
-    flush_seconds: float = 2.0  # ledger part cadence: bounds the work a kill can lose and drives live progress
-    flush_rows: int = 2000
+    #: Pillow releases the GIL, so threads do scale here.
+    cpu_threads: int = setting(2, help="Decode/shrink/encode threads per worker process.")
+    retry_failed: tuple[str, ...] | None = setting(
+        None,
+        help='Outcomes to fetch again ("all": every recorded failure).',
+        cli=False,
+        why="spelled `oiv4 fetch --retry-failed [OUTCOME]...`: the outcomes are arguments",
+    )
+    fallback_thumbnail: bool = setting(
+        False,
+        help="When the original is gone (placeholder/403/404/410), store Thumbnail300KURL instead. It cannot be "
+        "MD5-verified: the ledger says source=thumbnail.",
+    )
+    #: The ledger part cadence bounds the work a kill can lose and drives live progress.
+    flush_seconds: float = setting(2.0, help="Seconds between two ledger parts of a shard.")
+    flush_rows: int = setting(2000, help="Rows that force a ledger part sooner.")
     #: Stop a shard cleanly when the root's filesystem has less free space than this (local roots only);
     #: ENOSPC is still handled if the disk fills faster. 0 disables the check.
-    min_free_bytes: int = 256 << 20
-    #: Resume shards started with other output settings (see `output_settings`); the override is recorded.
-    force_settings: bool = False
+    min_free_bytes: int = setting(
+        256 << 20,
+        help="Stop cleanly when the root has less free space than this, in MiB.",
+        flag="--min-free-mb",
+        scale=1 << 20,
+    )
+    force_settings: bool = setting(
+        False,
+        help="Resume shards started with other output settings (size, quality, rotation, layout...) anyway; "
+        "the override is recorded.",
+    )
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from oiv4.contracts.errors import ExecutionError, StorageError
 from oiv4.contracts.layout import HostileIdError
 from oiv4.contracts.schema import ImageSet, Outcome
 from oiv4.contracts.shards import ShardResult, ShardTask
@@ -42,11 +43,11 @@ from oiv4.stages.fetch.transform import TransformError, check_stored, transform_
 _SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-class FetchAborted(RuntimeError):
+class FetchAborted(RuntimeError, ExecutionError):
     """The run cannot go on (disk full, unwritable root): retrying rows would only burn through them."""
 
 
-class _WriteFailed(Exception):
+class _WriteFailed(StorageError):
     def __init__(self, exc: OSError) -> None:
         super().__init__(str(exc))
         self.exc = exc

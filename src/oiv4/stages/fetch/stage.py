@@ -12,6 +12,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from oiv4.contracts.errors import UsageError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet, Outcome
 from oiv4.contracts.shards import SetPlan, ShardResult, ShardTask, shard_bounds
@@ -22,7 +23,7 @@ from oiv4.stages.fetch.settings import FetchSettings
 from oiv4.stages.fetch.shard import FetchAborted, run_fetch_shard
 
 
-class FetchError(RuntimeError):
+class FetchError(RuntimeError, UsageError):
     """The fetch cannot start (no plan, wrong set, layout conflict); the message says what to do."""
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageCms, UnidentifiedImageError
 
+from oiv4.contracts.errors import InputError
 from oiv4.contracts.schema import Outcome
 from oiv4.stages.fetch.settings import TransformSettings
 
@@ -30,7 +31,7 @@ _FILTERS = {
 }
 
 
-class TransformError(Exception):
+class TransformError(InputError):
     """The bytes cannot become a stored image; `outcome` is the ledger outcome, the message its reason."""
 
     def __init__(self, outcome: str, reason: str) -> None:

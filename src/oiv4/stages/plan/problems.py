@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+from oiv4.contracts.errors import InputError
+from oiv4.contracts.setting import setting
 from oiv4.contracts.shards import DEFAULT_SHARD_ROWS
 
 DEFAULT_TRAIN_SIZE = 1_200_000
@@ -14,7 +16,7 @@ MAX_REPORTED_ERRORS = 50
 MAX_RECORD_BYTES = 131_072
 
 
-class PlanError(RuntimeError):
+class PlanError(RuntimeError, InputError):
     """The metadata cannot be planned; `problems` lists (file, line, reason) for each bad row."""
 
     def __init__(self, message: str, problems: list[RowProblem] | None = None) -> None:
@@ -40,10 +42,19 @@ class RowProblem:
 class PlanSettings:
     """What `build_plan` computes; the first two also decide whether an existing plan is reused."""
 
-    train_size: int = DEFAULT_TRAIN_SIZE
-    shard_rows: int = DEFAULT_SHARD_ROWS
-    skip_invalid: bool = False  # drop bad rows (recorded in plan/rejected.parquet) instead of failing
-    force: bool = False  # re-plan even if an up-to-date plan exists
+    train_size: int = setting(
+        DEFAULT_TRAIN_SIZE,
+        help="How many candidates (in file order) form the train set; the rest are extended_targets.",
+    )
+    shard_rows: int = setting(
+        DEFAULT_SHARD_ROWS, help="Rows per shard of the URL sets (the unit of work and of resume)."
+    )
+    skip_invalid: bool = setting(
+        False, help="Plan without invalid rows (listed in plan/rejected.parquet) instead of failing."
+    )
+    force: bool = setting(
+        False, help="Re-plan even if an up-to-date plan exists (changes what recorded work refers to)."
+    )
 
 
 @dataclass

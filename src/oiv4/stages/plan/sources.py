@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from oiv4.contracts.errors import InputError
 from oiv4.contracts.schema import COLUMNS
 from oiv4.stages.plan.problems import MAX_RECORD_BYTES, PlanError
 
@@ -39,7 +40,7 @@ _STRING_SCHEMA = pa.schema([pa.field(c, pa.string()) for c in COLUMNS])
 Malformed = tuple[int, str, str]
 
 
-class UnreliableRead(Exception):
+class UnreliableRead(InputError):
     """A fast reader failed or disagreed with the record count: read the file again with the exact reader."""
 
 

@@ -1,0 +1,226 @@
+"""What the commands print: tables, progress bars, summaries. Commands decide; this module only draws.
+
+`err` is the stderr console (progress, messages); results that a user may pipe go to a stdout `Console()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from oiv4.cli.app import console as err
+from oiv4.cli.fetch_view import LiveFetchView, summary_table
+from oiv4.stages.archives import ArchiveProgress
+
+
+def download_bars() -> Progress:
+    """Byte bars with speed, for the metadata download."""
+    return Progress("[bold]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=err)
+
+
+@contextmanager
+def named_bars(progress: Progress) -> Iterator[Callable[[str, int, int | None], None]]:
+    """`progress(name, done, total)` callbacks drawn as one bar per name."""
+    tasks: dict[str, Any] = {}
+    with progress as bar:
+
+        def update(name: str, done: int, total: int | None) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total)
+            bar.update(tasks[name], completed=done, total=total)
+
+        yield update
+
+
+def decode_bars(enabled: bool) -> Progress:
+    """Count bars for `verify --deep` (hidden otherwise)."""
+    return Progress(
+        "[bold]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err,
+        transient=True, disable=not enabled,
+    )  # fmt: skip
+
+
+def plan_table(summary: Any) -> None:
+    table = Table(title="plan" + (" (up to date, reused)" if summary.reused else ""))
+    table.add_column("set")
+    table.add_column("images", justify="right")
+    table.add_column("source")
+    for name, n in summary.counts.items():
+        table.add_row(name, f"{n:,}", "CVDF archives" if name in ("targets", "validation") else "OriginalURL (Flickr)")
+    Console().print(table)
+    if summary.rejected:
+        err.print(f"[yellow]{summary.rejected:,} invalid rows skipped[/yellow] (see plan/rejected.parquet)")
+
+
+_VERIFY_KINDS = {
+    "missing": ("missing", "bad_location"),
+    "size": ("size_mismatch",),
+    "damaged": ("damaged", "undecodable"),
+    "archive": ("bad_archive",),
+    "orphan": ("orphan",),
+    "temp": ("stray_temp",),
+    "staged": ("staged",),
+}
+
+
+def verify_report(report: Any, show: int) -> None:
+    out = Console()
+    # Problem columns appear only when some set has that problem, so the table fits 80 columns.
+    shown = {c: ks for c, ks in _VERIFY_KINDS.items() if any(s.count(k) for s in report.sets for k in ks)}
+    table = Table(
+        title=f"oiv4 verify{' --deep' if report.deep else ''}: {report.root}",
+        title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
+    )  # fmt: skip
+    table.add_column("set", no_wrap=True)
+    for col in ("planned", "ok rows", "intact" if report.deep else "present", *shown):
+        table.add_column(col, justify="right", no_wrap=True)
+    for s in report.sets:
+        cells = []
+        for col, ks in shown.items():
+            k = sum(s.count(x) for x in ks)
+            colour = "yellow" if col in ("orphan", "temp", "staged") else "red"
+            cells.append("[dim]0[/dim]" if k == 0 else f"[{colour}]{k:,}[/]")
+        intact = f"[green]{s.intact:,}[/green]" if s.intact == s.ok_rows else f"{s.intact:,}"
+        planned = "-" if s.planned is None else f"{s.planned:,}"
+        table.add_row(s.image_set, planned, f"{s.ok_rows:,}", intact, *cells)
+    out.print(table)
+    for s in report.sets:
+        by_kind: dict[str, list] = {}
+        for p in s.problems:
+            by_kind.setdefault(p.kind, []).append(p)
+        for kind, items in by_kind.items():
+            colour = "red" if items[0].broken else "yellow"
+            out.print(f"[{colour}]{s.image_set}: {len(items):,} {kind}[/]")
+            for p in items[:show]:
+                out.print(f"  {p.image_id or '-'}  {p.location}  [dim]{p.detail}[/dim]", soft_wrap=True)
+            if len(items) > show:
+                out.print(f"  [dim]... and {len(items) - show:,} more[/dim]")
+        if s.requeued:
+            out.print(f"[cyan]{s.image_set}: requeued {s.requeued:,} broken images as verify_failed[/cyan]")
+    if report.ok:
+        warnings = len(report.problems)
+        tail = f" ({warnings:,} warnings above)" if warnings else ""
+        out.print("[green]clean[/green]: every ok image is where the ledger says" + tail)
+    else:
+        broken = sum(s.broken_images for s in report.sets)
+        hint = "" if any(s.requeued for s in report.sets) else "; run again with --requeue to mark them for re-fetch"
+        out.print(f"[red]broken[/red]: {broken:,} images{hint}")
+
+
+def archive_bars() -> Progress:
+    return Progress(
+        "[bold]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+        console=err, transient=False,
+    )  # fmt: skip
+
+
+class ArchiveBars(ArchiveProgress):
+    """Archive download/convert events as rich bars (one per stage and archive)."""
+
+    def __init__(self, bar: Progress) -> None:
+        self.bar = bar
+        self.tasks: dict[tuple[str, str], Any] = {}
+
+    def begin(self, stage: str, name: str, total: int | None) -> None:
+        key = (stage, name)
+        if key in self.tasks:
+            self.bar.reset(self.tasks[key], total=total)
+        else:
+            self.tasks[key] = self.bar.add_task(f"{stage:8s} {name}", total=total)
+
+    def advance(self, stage: str, name: str, n: int) -> None:
+        if (stage, name) in self.tasks:
+            self.bar.advance(self.tasks[(stage, name)], n)
+
+    def message(self, text: str) -> None:
+        self.bar.console.print(text)
+
+
+def archives_summary(summary: Any, to_stderr: bool) -> None:
+    table = Table(title=f"{summary.image_set} from {summary.source}")
+    for col in ("archive", "status", "stored", "missing", "refused", "verified by / error"):
+        table.add_column(col, justify="right" if col in ("stored", "missing", "refused") else "left")
+    for a in summary.archives:
+        refused = sum(n for k, n in a.outcomes.items() if k not in ("ok", "missing_from_archive"))
+        style = {"failed": "red", "done_before": "dim"}.get(a.status, "green")
+        detail = a.error or "; ".join(x for x in [a.verified_by, *a.notes] if x)
+        table.add_row(
+            a.name,
+            f"[{style}]{a.status}[/{style}]",
+            f"{a.outcomes.get('ok', 0):,}",
+            f"{a.outcomes.get('missing_from_archive', 0):,}",
+            f"{refused:,}",
+            detail,
+        )
+    Console(stderr=to_stderr).print(table)
+    for how in sorted({a.verification for a in summary.archives if a.verification}):
+        err.print(f"[dim]verification:[/dim] {how}")
+
+
+class _ArchiveLines(ArchiveProgress):
+    def end(self, stage: str, name: str) -> None:
+        err.print(f"  {name}: {stage} done")
+
+    def message(self, text: str) -> None:
+        err.print(f"  {text}")
+
+
+class BuildView:
+    """Renders a build (a `BuildObserver`): a numbered header per stage, live views, a line per result."""
+
+    def __init__(self) -> None:
+        from oiv4.run.build import STAGES
+
+        self._stages = STAGES
+        self.out = Console()
+
+    def stage(self, name: str, detail: str = "") -> None:
+        n = self._stages.index(name) + 1
+        err.rule(f"[bold]{n}/{len(self._stages)} {name}[/bold] {detail}", align="left")
+
+    @contextmanager
+    def fetch_view(self, image_set: str) -> Iterator[Callable[..., None]]:
+        with LiveFetchView(err, image_set) as live:
+            yield live.update
+
+    def archive_progress(self, image_set: str) -> ArchiveProgress:
+        return _ArchiveLines()
+
+    def done(self, name: str, result: Any) -> None:
+        if name == "plan":
+            plan_table(result)
+        elif name == "archives":
+            bad = result.failed
+            line = f"  {result.image_set}: {dict(result.outcomes)}"
+            err.print(line + (f" [red]{len(bad)} archive(s) failed[/red]" if bad else ""))
+            for a in bad:
+                err.print(f"  [red]{a.name}[/red]: {a.error}")
+        elif name == "fetch":
+            self.out.print(summary_table(result))
+        elif name == "verify":
+            state = "[green]clean[/green]" if result.ok else f"[red]{len(result.problems)} problem(s)[/red]"
+            err.print(f"  verify: {state}")
+        elif name == "report":
+            err.print(f"  report: {result}")
+
+
+def build_finish(result: Any, status: Any) -> None:
+    """The status table after a build, where the report is, and a hint when something failed."""
+    Console().print(status)
+    if result.report_path:
+        Console().print(f"report: [bold]{result.report_path}[/bold]")
+    if not result.ok:
+        err.print("[red]build finished with problems[/red] (see above); re-run the same command to retry what is left")

@@ -1,0 +1,29 @@
+"""`setting()`: a dataclass field that carries its own help text and command-line spelling.
+
+Settings dataclasses are the single place where a default lives; the CLI generates its options from
+these fields (`oiv4.cli.options`), so a default or a help text is written once. Keys understood by the
+generator, all optional except `help`:
+
+- `flag`: the option, e.g. "--max-mb"; "--x/--no-x" pairs for booleans (default: the field name, dashed).
+- `short`: a one-letter alias such as "-r".
+- `scale`: the field holds `cli value * scale` (e.g. MiB on the command line, bytes in the field).
+- `cli_type`: the command line's type when it differs from the field's (e.g. float megapixels -> int pixels).
+- `choices`: the accepted values of a string field.
+- `default_text`: what `--help` shows as the default when the value itself says nothing (e.g. None).
+- `cli`: False keeps the field off the command line; `why` must then say why (the test checks both).
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, field
+from typing import Any
+
+
+def setting(default: Any = MISSING, *, help: str, default_factory: Any = MISSING, **cli: Any) -> Any:
+    """A dataclass `field` whose metadata holds `help` and the CLI keys above."""
+    if cli.get("cli") is False and not cli.get("why"):
+        raise TypeError("a setting kept off the command line needs a `why`")
+    meta = {"help": help, **cli}
+    if default_factory is not MISSING:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)

@@ -1,0 +1,102 @@
+"""Errors, once: every exception oiv4 raises on purpose sits under one category, and the CLI maps categories."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from oiv4.cli.app import Oiv4Group
+from oiv4.contracts import errors
+from oiv4.contracts.errors import CATEGORIES, InputError, Oiv4Error, SourceError, UsageError, exit_code
+
+SRC = Path(__file__).resolve().parent.parent / "src" / "oiv4"
+#: Bases whose subclasses carry the category; raised alone they mean "this one thing failed" (exit 1).
+UNCATEGORISED_BASES = {"oiv4.stages.archives.errors.ArchiveError", "oiv4.io.blob_errors.ReaderError"}
+
+
+def _exception_classes() -> list[type[BaseException]]:
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        module = ".".join(path.relative_to(SRC.parent).with_suffix("").parts).removesuffix(".__init__")
+        names = [n.name for n in ast.parse(path.read_text()).body if isinstance(n, ast.ClassDef)]
+        if not names:
+            continue
+        mod = importlib.import_module(module)
+        for name in names:
+            cls = getattr(mod, name)
+            if isinstance(cls, type) and issubclass(cls, BaseException) and cls.__module__ == module:
+                found.append(cls)
+    return found
+
+
+def test_every_exception_in_src_has_exactly_one_category() -> None:
+    classes = [c for c in _exception_classes() if c.__module__ != errors.__name__]
+    assert len(classes) >= 24, "the scan lost classes"
+    for cls in classes:
+        name = f"{cls.__module__}.{cls.__qualname__}"
+        assert issubclass(cls, Oiv4Error), f"{name} is not an Oiv4Error"
+        cats = [c for c in CATEGORIES if issubclass(cls, c)]
+        if name in UNCATEGORISED_BASES:
+            assert cats == [], name
+        else:
+            assert len(cats) == 1, f"{name} has categories {cats}"
+            assert cls.exit_code == cats[0].exit_code, name
+
+
+def test_exceptions_keep_the_bases_callers_catch() -> None:
+    from oiv4.contracts.layout import HostileIdError
+    from oiv4.io.blob_errors import BadArchiveError, ImageNotFoundError
+    from oiv4.stages.archives.errors import SourceError as ArchiveSourceError
+
+    assert issubclass(HostileIdError, ValueError) and issubclass(HostileIdError, InputError)
+    assert issubclass(ImageNotFoundError, KeyError) and issubclass(BadArchiveError, OSError)
+    # An archive's source failure is still an ArchiveError (the set carries on) and exits as a source error.
+    exc = ArchiveSourceError("train_0", "gone")
+    assert str(exc) == "train_0: gone" and exit_code(exc) == SourceError.exit_code == 4
+
+
+def test_exit_codes_are_distinct_and_documented() -> None:
+    codes = [c.exit_code for c in CATEGORIES]
+    assert len(set(codes)) == len(codes) and 0 not in codes and Oiv4Error.exit_code not in codes
+    for cat in CATEGORIES:
+        assert f"| {cat.exit_code} " in errors.__doc__ and cat.__name__ in errors.__doc__
+    assert exit_code(KeyboardInterrupt()) == 130 and exit_code(RuntimeError()) is None
+
+
+def _app_raising(exc: BaseException) -> typer.Typer:
+    app = typer.Typer(cls=Oiv4Group, pretty_exceptions_enable=False)
+
+    @app.command("boom")
+    def boom() -> None:
+        raise exc
+
+    @app.command("other")
+    def other() -> None:  # a second command, so "boom" is a subcommand and not the whole app
+        pass
+
+    return app
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [(UsageError("run `oiv4 plan` first"), 2), (InputError("bad [row] 3"), 3), (errors.Interrupted("stop"), 130)],
+)
+def test_cli_turns_a_category_into_one_line_and_its_exit_code(exc: Oiv4Error, code: int) -> None:
+    result = CliRunner().invoke(_app_raising(exc), ["boom"])
+    assert result.exit_code == code
+    assert result.output.strip() == f"oiv4 boom: {exc}"  # markup-like text is printed as is, on one line
+
+
+def test_cli_ctrl_c_exits_130_and_says_work_is_kept() -> None:
+    result = CliRunner().invoke(_app_raising(KeyboardInterrupt()), ["boom"])
+    assert result.exit_code == 130 and "finished work is kept" in result.output
+
+
+def test_cli_keeps_the_traceback_of_a_bug() -> None:
+    result = CliRunner().invoke(_app_raising(ZeroDivisionError("bug")), ["boom"])
+    assert isinstance(result.exception, ZeroDivisionError)
