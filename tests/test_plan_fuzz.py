@@ -157,9 +157,9 @@ def test_plan_cli_reports_a_malformed_file_in_one_message_without_a_traceback(tm
         fh.write(damage)
     line = (tmp_path / "metadata" / FULL_CSV).read_bytes().count(b"\n")
     result = CliRunner().invoke(app, ["plan", "--root", str(tmp_path)])
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 3, result.output  # InputError (contracts/errors.py)
     assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
     out = " ".join(result.output.split())  # rich wraps long lines
     assert "Traceback" not in out
-    assert out.count("plan failed:") == 1
+    assert out.count("oiv4 plan:") == 1
     assert f"{FULL_CSV}:{line}:" in out and "--skip-invalid" in out

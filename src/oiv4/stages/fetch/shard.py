@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from oiv4.contracts.errors import ExecutionError, StorageError
+from oiv4.contracts.errors import StorageError
 from oiv4.contracts.layout import HostileIdError
 from oiv4.contracts.schema import ImageSet, Outcome
 from oiv4.contracts.shards import ShardResult, ShardTask
@@ -43,7 +43,7 @@ from oiv4.stages.fetch.transform import TransformError, check_stored, transform_
 _SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-class FetchAborted(RuntimeError, ExecutionError):
+class FetchAborted(RuntimeError, StorageError):
     """The run cannot go on (disk full, unwritable root): retrying rows would only burn through them."""
 
 
