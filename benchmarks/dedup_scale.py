@@ -1,0 +1,181 @@
+"""Dedup at OpenImages scale, and the fingerprint's cost beside the fetch transform's.
+
+    PYTHONPATH=src .venv/bin/python benchmarks/dedup_scale.py index --n 9180000 [--threshold 8]
+    PYTHONPATH=src .venv/bin/python benchmarks/dedup_scale.py index --n 1000000 --contender numpy
+    PYTHONPATH=src .venv/bin/python benchmarks/dedup_scale.py fingerprint --photos 24
+
+`index`: N uniform random 64-bit hashes split over the four sets in their real proportions, plus 1.5% planted
+near-duplicate partners (distance 0..threshold, a tenth of them stored at a quarter turn); runs
+`find_duplicates` (or the numpy multi-index-hashing contender) and prints wall time, CPU time, peak RSS and
+the recall of the planted pairs. Uniform hashes are the worst case for a bucketed index (real photo hashes
+cluster, but a bucket index pays for *occupancy*, which uniform keys maximise for a given N).
+
+`fingerprint`: renders photo-like originals of 2-12 MP (the mirror's renderer), runs the fetch transform
+(decode, shrink to 1024, rotate, JPEG q90) and the fingerprint on the shrunk picture the transform holds, and
+prints CPU ms per image for both and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import resource
+import time
+
+import numpy as np
+import pyarrow as pa
+
+#: Real set sizes (facts file): the share of each set in 9.18M hashes.
+SET_SIZES = {"targets": 1_743_042, "validation": 41_620, "train": 1_200_000, "extended_targets": 6_068_177}
+
+
+def synthetic(n: int, k: int, dup_rate: float, seed: int = 0) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+    """(table, planted_a, planted_b): n hashes, of which round(n*dup_rate) are planted partners of others."""
+    from oiv4.io.fingerprint import rotations
+
+    rng = np.random.default_rng(seed)
+    n_dup = round(n * dup_rate)
+    base = rng.integers(0, 2**63, n - n_dup, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, n - n_dup).astype(
+        np.uint64
+    )
+    src = rng.choice(n - n_dup, n_dup, replace=False)
+    flips = np.zeros(n_dup, dtype=np.uint64)
+    dist = rng.integers(0, k + 1, n_dup)
+    for d in range(1, k + 1):
+        sel = np.flatnonzero(dist == d)
+        bits = np.argsort(rng.random((len(sel), 64)), axis=1)[:, :d].astype(np.uint64)
+        flips[sel] = np.bitwise_or.reduce(np.uint64(1) << bits, axis=1)
+    partners = base[src] ^ flips
+    turned = rng.random(n_dup) < 0.1
+    partners[turned] = rotations(partners[turned])[1]
+    hashes = np.concatenate([base, partners])
+    shares = np.array(list(SET_SIZES.values()), dtype=np.float64)
+    sets = rng.choice(np.array(list(SET_SIZES)), n, p=shares / shares.sum())
+    table = pa.table(
+        {
+            "set": pa.array(sets, pa.string()),
+            "image_id": pa.array([f"{i:016x}" for i in range(n)], pa.string()),
+            "phash": pa.array(hashes, pa.uint64()),
+        }
+    )
+    return table, src.astype(np.int64), np.arange(n - n_dup, n, dtype=np.int64)
+
+
+def numpy_mih_pairs(hashes: np.ndarray, k: int, chunk: int = 1 << 20) -> tuple[np.ndarray, np.ndarray]:
+    """Contender: multi-index hashing in numpy, exact for distance <= k (unrotated only).
+
+    3 blocks of 21 bits (the same pigeonhole as faiss's index); each block is a CSR table over its 2^21 keys,
+    probed with every key within floor(k/3) flips, candidates checked on all 64 bits. A pair differing by flip
+    f != 0 in a block is probed from its smaller key only (halves the candidates); queries go in chunks so
+    the candidate arrays stay ~100 MB.
+    """
+    from itertools import combinations
+
+    r = k // 3
+    flips = [0] + [sum(1 << b for b in c) for d in range(1, r + 1) for c in combinations(range(21), d)]
+    out_i, out_j = [], []
+    n = len(hashes)
+    for block in range(3):
+        keys = ((hashes >> np.uint64(21 * block)) & np.uint64((1 << 21) - 1)).astype(np.int64)
+        order = np.argsort(keys, kind="stable")
+        counts = np.bincount(keys, minlength=1 << 21)
+        starts = np.r_[0, np.cumsum(counts)]
+        sorted_h = hashes[order]
+        for lo in range(0, n, chunk):
+            ck, ch = keys[lo : lo + chunk], hashes[lo : lo + chunk]
+            for f in flips:
+                probe = ck ^ f
+                cnt = counts[probe]
+                q = np.flatnonzero((cnt > 0) & (probe >= ck))
+                c = cnt[q]
+                if not len(q):
+                    continue
+                rep = np.repeat(np.arange(len(q)), c)
+                pos = starts[probe[q]][rep] + (np.arange(len(rep)) - (np.cumsum(c) - c)[rep])
+                qi = q[rep]
+                ok = np.bitwise_count(ch[qi] ^ sorted_h[pos]) <= k
+                qi, cand = qi[ok] + lo, order[pos[ok]]
+                keep = cand != qi
+                out_i.append(np.minimum(qi, cand)[keep])
+                out_j.append(np.maximum(qi, cand)[keep])
+    i, j = np.concatenate(out_i), np.concatenate(out_j)
+    key = np.unique(i * n + j)  # a pair close in several blocks (or probed from both ends of f=0) is found once each
+    return key // n, key % n
+
+
+def bench_index(args: argparse.Namespace) -> None:
+    from oiv4.stages.dedup import find_duplicates
+
+    t0 = time.perf_counter()
+    table, a, b = synthetic(args.n, args.threshold, args.dup_rate)
+    print(f"synthetic {args.n:,} hashes ({len(a):,} planted partners): {time.perf_counter() - t0:.1f} s")
+    w0, c0 = time.perf_counter(), time.process_time()
+    if args.contender == "faiss":
+        pairs = find_duplicates(table, args.threshold)
+        ids = {int(x, 16) for x in pairs["id_a"].to_pylist()} | {int(x, 16) for x in pairs["id_b"].to_pylist()}
+        found_pairs = len(pairs)
+        kinds = pairs.group_by("kind").aggregate([("kind", "count")]).to_pylist()
+    else:
+        hashes = np.asarray(table["phash"].combine_chunks(), dtype=np.uint64)
+        i, j = numpy_mih_pairs(hashes, args.threshold)
+        ids = set(i.tolist()) | set(j.tolist())
+        found_pairs, kinds = len(i), "unrotated only"
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    recall = float(np.mean([x in ids and y in ids for x, y in zip(a[:20000], b[:20000], strict=True)]))
+    print(
+        f"{args.contender}: n={args.n:,} k={args.threshold}: wall {wall:.1f} s, CPU {cpu:.1f} s, peak RSS {rss:.2f} GiB, "
+        f"{found_pairs:,} pairs {kinds}, planted recall {recall:.4f}"
+    )
+
+
+def bench_fingerprint(args: argparse.Namespace) -> None:
+    from PIL import Image
+
+    from oiv4.io.fingerprint import phash
+    from oiv4.stages.fetch.settings import TransformSettings
+    from oiv4.stages.fetch.transform import transform_image
+    from oiv4_mirror.images import noise_tile, render_picture
+
+    rng = np.random.default_rng(1)
+    tile = noise_tile(1)
+    settings = TransformSettings()
+    t_transform = t_hash = 0.0
+    for i in range(args.photos):
+        mp = rng.uniform(2, 12)
+        w = int((mp * 1e6 * 4 / 3) ** 0.5)
+        buf = io.BytesIO()
+        render_picture(1, i, w, w * 3 // 4, tile).save(buf, "JPEG", quality=90)
+        data = buf.getvalue()
+        c0 = time.process_time()
+        stored = transform_image(data, 0.0, settings)
+        t_transform += time.process_time() - c0
+        # What the transform holds just before encoding: the shrunk RGB picture (decoded here outside the timing).
+        shrunk = Image.open(io.BytesIO(stored.data)).convert("RGB")
+        c0 = time.process_time()
+        for _ in range(10):
+            phash(shrunk)
+        t_hash += (time.process_time() - c0) / 10
+    n = args.photos
+    print(
+        f"{n} photos of 2-12 MP: fetch transform {1000 * t_transform / n:.1f} CPU ms/image, "
+        f"fingerprint {1000 * t_hash / n:.2f} CPU ms/image = {100 * t_hash / t_transform:.2f}% of the transform"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    ix = sub.add_parser("index")
+    ix.add_argument("--n", type=int, default=9_180_000)
+    ix.add_argument("--threshold", type=int, default=8)
+    ix.add_argument("--dup-rate", type=float, default=0.015)
+    ix.add_argument("--contender", choices=("faiss", "numpy"), default="faiss")
+    fp = sub.add_parser("fingerprint")
+    fp.add_argument("--photos", type=int, default=24)
+    args = parser.parse_args()
+    bench_index(args) if args.what == "index" else bench_fingerprint(args)
+
+
+if __name__ == "__main__":
+    main()
