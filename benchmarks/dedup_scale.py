@@ -6,8 +6,9 @@
 
 `index`: N uniform random 64-bit hashes split over the four sets in their real proportions, plus 1.5% planted
 near-duplicate partners (distance 0..threshold, a tenth of them stored at a quarter turn); runs
-`find_duplicates` (or the numpy multi-index-hashing contender) and prints wall time, CPU time, peak RSS and
-the recall of the planted pairs. Uniform hashes are the worst case for a bucketed index (real photo hashes
+`find_duplicates` (contender `oiv4`: both searches, unrotated and rotated), or one unrotated pass of the
+numpy multi-index hashing (`numpy`) or of faiss's IndexBinaryMultiHash (`faiss`), and prints wall time, CPU
+time, peak RSS and the recall of the planted pairs. Uniform hashes are the worst case for a bucketed index (real photo hashes
 cluster, but a bucket index pays for *occupancy*, which uniform keys maximise for a given N).
 
 `fingerprint`: renders photo-like originals of 2-12 MP (the mirror's renderer), runs the fetch transform
@@ -61,46 +62,24 @@ def synthetic(n: int, k: int, dup_rate: float, seed: int = 0) -> tuple[pa.Table,
     return table, src.astype(np.int64), np.arange(n - n_dup, n, dtype=np.int64)
 
 
-def numpy_mih_pairs(hashes: np.ndarray, k: int, chunk: int = 1 << 20) -> tuple[np.ndarray, np.ndarray]:
-    """Contender: multi-index hashing in numpy, exact for distance <= k (unrotated only).
+def faiss_pairs(hashes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Contender (not a project dependency: `pip install faiss-cpu==1.15.1` to run it): faiss's
+    IndexBinaryMultiHash with the same 3x21-bit pigeonhole and nflip = k // 3, exact, unrotated only."""
+    import faiss
 
-    3 blocks of 21 bits (the same pigeonhole as faiss's index); each block is a CSR table over its 2^21 keys,
-    probed with every key within floor(k/3) flips, candidates checked on all 64 bits. A pair differing by flip
-    f != 0 in a block is probed from its smaller key only (halves the candidates); queries go in chunks so
-    the candidate arrays stay ~100 MB.
-    """
-    from itertools import combinations
-
-    r = k // 3
-    flips = [0] + [sum(1 << b for b in c) for d in range(1, r + 1) for c in combinations(range(21), d)]
+    faiss.omp_set_num_threads(1)  # compare CPU per probe with the single-threaded numpy pass
+    codes = np.ascontiguousarray(hashes.astype(">u8").view(np.uint8).reshape(-1, 8))
+    index = faiss.IndexBinaryMultiHash(64, 3, 21)
+    index.nflip = k // 3
+    index.add(codes)
     out_i, out_j = [], []
-    n = len(hashes)
-    for block in range(3):
-        keys = ((hashes >> np.uint64(21 * block)) & np.uint64((1 << 21) - 1)).astype(np.int64)
-        order = np.argsort(keys, kind="stable")
-        counts = np.bincount(keys, minlength=1 << 21)
-        starts = np.r_[0, np.cumsum(counts)]
-        sorted_h = hashes[order]
-        for lo in range(0, n, chunk):
-            ck, ch = keys[lo : lo + chunk], hashes[lo : lo + chunk]
-            for f in flips:
-                probe = ck ^ f
-                cnt = counts[probe]
-                q = np.flatnonzero((cnt > 0) & (probe >= ck))
-                c = cnt[q]
-                if not len(q):
-                    continue
-                rep = np.repeat(np.arange(len(q)), c)
-                pos = starts[probe[q]][rep] + (np.arange(len(rep)) - (np.cumsum(c) - c)[rep])
-                qi = q[rep]
-                ok = np.bitwise_count(ch[qi] ^ sorted_h[pos]) <= k
-                qi, cand = qi[ok] + lo, order[pos[ok]]
-                keep = cand != qi
-                out_i.append(np.minimum(qi, cand)[keep])
-                out_j.append(np.maximum(qi, cand)[keep])
-    i, j = np.concatenate(out_i), np.concatenate(out_j)
-    key = np.unique(i * n + j)  # a pair close in several blocks (or probed from both ends of f=0) is found once each
-    return key // n, key % n
+    for lo in range(0, len(codes), 1 << 20):
+        lims, _, ids = index.range_search(codes[lo : lo + (1 << 20)], k + 1)
+        q = lo + np.repeat(np.arange(len(lims) - 1, dtype=np.int64), np.diff(lims).astype(np.int64))
+        keep = ids > q
+        out_i.append(q[keep])
+        out_j.append(ids[keep])
+    return np.concatenate(out_i), np.concatenate(out_j)
 
 
 def bench_index(args: argparse.Namespace) -> None:
@@ -110,14 +89,19 @@ def bench_index(args: argparse.Namespace) -> None:
     table, a, b = synthetic(args.n, args.threshold, args.dup_rate)
     print(f"synthetic {args.n:,} hashes ({len(a):,} planted partners): {time.perf_counter() - t0:.1f} s")
     w0, c0 = time.perf_counter(), time.process_time()
-    if args.contender == "faiss":
-        pairs = find_duplicates(table, args.threshold)
+    if args.contender == "oiv4":
+        pairs = find_duplicates(table, args.threshold, args.threads)
         ids = {int(x, 16) for x in pairs["id_a"].to_pylist()} | {int(x, 16) for x in pairs["id_b"].to_pylist()}
         found_pairs = len(pairs)
         kinds = pairs.group_by("kind").aggregate([("kind", "count")]).to_pylist()
     else:
+        from oiv4.stages.dedup.index import _pairs_within
+
         hashes = np.asarray(table["phash"].combine_chunks(), dtype=np.uint64)
-        i, j = numpy_mih_pairs(hashes, args.threshold)
+        if args.contender == "faiss":
+            i, j = faiss_pairs(hashes, args.threshold)
+        else:
+            i, j, _ = _pairs_within(hashes, args.threshold)  # the oiv4 index, one unrotated pass
         ids = set(i.tolist()) | set(j.tolist())
         found_pairs, kinds = len(i), "unrotated only"
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
@@ -170,7 +154,8 @@ def main() -> None:
     ix.add_argument("--n", type=int, default=9_180_000)
     ix.add_argument("--threshold", type=int, default=8)
     ix.add_argument("--dup-rate", type=float, default=0.015)
-    ix.add_argument("--contender", choices=("faiss", "numpy"), default="faiss")
+    ix.add_argument("--contender", choices=("oiv4", "numpy", "faiss"), default="oiv4")
+    ix.add_argument("--threads", type=int, default=2)
     fp = sub.add_parser("fingerprint")
     fp.add_argument("--photos", type=int, default=24)
     args = parser.parse_args()

@@ -145,7 +145,7 @@ def test_exact_duplicates_are_reported_once_as_their_strongest_kind() -> None:
 
 def test_a_bad_threshold_or_input_is_a_one_line_error() -> None:
     table = _table(["train", "train"], [1, 2])
-    with pytest.raises(ValueError, match=r"outside 0\.\.20 bits"):
+    with pytest.raises(ValueError, match=r"outside 0\.\.12 bits"):
         find_duplicates(table, 40)
     with pytest.raises(ValueError, match="no image_id column"):
         find_duplicates(table.drop_columns(["image_id"]), 4)

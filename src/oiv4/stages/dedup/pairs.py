@@ -80,7 +80,7 @@ def _check(table: pa.Table) -> None:
         raise ValueError(f"dedup input column phash must be uint64, not {table['phash'].type}")
 
 
-def find_duplicates(table: pa.Table, threshold: int = DEFAULT_THRESHOLD, threads: int = 0) -> pa.Table:
+def find_duplicates(table: pa.Table, threshold: int = DEFAULT_THRESHOLD, threads: int = 2) -> pa.Table:
     """Every duplicate pair within and across sets (PAIRS_SCHEMA), each pair once, ordered a < b by (set, id).
 
     `table` has `set` and `image_id` and any of `phash` (uint64, null when unknown), `checksum`, `OriginalMD5`,

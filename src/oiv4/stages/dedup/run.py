@@ -32,7 +32,7 @@ class DedupSettings:
 
     threshold: int = DEFAULT_THRESHOLD  # Hamming bits of 64; see pairs.DEFAULT_THRESHOLD for the measurement
     sets: tuple[str, ...] = tuple(s.value for s in ImageSet)
-    threads: int = 0  # faiss threads; 0 = all cores
+    threads: int = 2  # 2: the unrotated and rotated searches side by side; 1: one after the other
 
 
 @dataclass(frozen=True, order=True)
