@@ -30,6 +30,16 @@ import pyarrow as pa
 SET_SIZES = {"targets": 1_743_042, "validation": 41_620, "train": 1_200_000, "extended_targets": 6_068_177}
 
 
+def hex_ids(n: int) -> pa.Array:
+    """ImageIDs 0..n-1 as 16-hex-digit strings, built in numpy (a list of 9M Python strings costs ~1 GB)."""
+    digits = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+    raw = np.arange(n, dtype=">u8").view(np.uint8).reshape(n, 8)
+    text = np.empty((n, 16), dtype=np.uint8)
+    text[:, 0::2], text[:, 1::2] = digits[raw >> 4], digits[raw & 15]
+    offsets = np.arange(0, 16 * (n + 1), 16, dtype=np.int32)
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(text.tobytes())])
+
+
 def synthetic(n: int, k: int, dup_rate: float, seed: int = 0) -> tuple[pa.Table, np.ndarray, np.ndarray]:
     """(table, planted_a, planted_b): n hashes, of which round(n*dup_rate) are planted partners of others."""
     from oiv4.io.fingerprint import rotations
@@ -51,14 +61,9 @@ def synthetic(n: int, k: int, dup_rate: float, seed: int = 0) -> tuple[pa.Table,
     partners[turned] = rotations(partners[turned])[1]
     hashes = np.concatenate([base, partners])
     shares = np.array(list(SET_SIZES.values()), dtype=np.float64)
-    sets = rng.choice(np.array(list(SET_SIZES)), n, p=shares / shares.sum())
-    table = pa.table(
-        {
-            "set": pa.array(sets, pa.string()),
-            "image_id": pa.array([f"{i:016x}" for i in range(n)], pa.string()),
-            "phash": pa.array(hashes, pa.uint64()),
-        }
-    )
+    set_codes = rng.choice(len(SET_SIZES), n, p=shares / shares.sum()).astype(np.int32)
+    sets = pa.DictionaryArray.from_arrays(pa.array(set_codes), pa.array(list(SET_SIZES))).cast(pa.string())
+    table = pa.table({"set": sets, "image_id": hex_ids(n), "phash": pa.array(hashes, pa.uint64())})
     return table, src.astype(np.int64), np.arange(n - n_dup, n, dtype=np.int64)
 
 

@@ -123,8 +123,10 @@ def find_duplicates(table: pa.Table, threshold: int = DEFAULT_THRESHOLD, threads
 def _ordered_pairs(table: pa.Table, i: np.ndarray, j: np.ndarray, dist: np.ndarray, kinds: np.ndarray) -> pa.Table:
     sets = table["set"].combine_chunks().cast(pa.string())
     ids = table["image_id"].combine_chunks().cast(pa.string())
-    key = pc.binary_join_element_wise(sets, ids, "\x00")
-    ka, kb = key.take(pa.array(i)), key.take(pa.array(j))
+    # only the rows in pairs get a sort key (joining all 9M rows' strings first would cost ~300 MB)
+    ti, tj = pa.array(i, pa.int64()), pa.array(j, pa.int64())
+    ka = pc.binary_join_element_wise(sets.take(ti), ids.take(ti), "\x00")
+    kb = pc.binary_join_element_wise(sets.take(tj), ids.take(tj), "\x00")
     swap = np.asarray(pc.greater(ka, kb).fill_null(False), dtype=bool)
     a = np.where(swap, j, i)
     b = np.where(swap, i, j)
