@@ -15,8 +15,8 @@ a hash without the pixels. Comparing every hash against the 3 rotations of every
 Instead each hash is also *canonicalised*: the signs of its two lowest frequencies, (0,1) and (1,0), turn
 under a 90-degree rotation like the quadrant of a 2-D vector, so exactly one rotation puts both bits at 1.
 A second search over the canonical hashes finds pairs stored at different orientations, provided the two
-copies agree on those two bits -- they are the largest coefficients of a photo, so only a near-flat picture
-disagrees (measured: every planted rotated copy is found). The two searches run in two threads (numpy
+copies agree on those two bits -- the largest coefficients of most photos (measured: 178 of 180 planted
+rotated copies found; the 2 missed are quarter turns of one photo whose (0,1) coefficient is near zero). The two searches run in two threads (numpy
 releases the GIL in the sorts, lookups and bit counts).
 """
 
