@@ -18,7 +18,7 @@ from oiv4.io.ledger import append_rows
 from oiv4.io.storage import TMP_MARK, Storage
 from oiv4.stages.dedup import DEFAULT_THRESHOLD, DedupSettings, exclusions, find_duplicates, read_pairs, run_dedup
 from oiv4.stages.dedup.index import near_pairs
-from oiv4.stages.dedup.run import dedup_table
+from oiv4.stages.dedup.run import dedup_table, hashed_rows
 from oiv4_mirror.duplicates import COPIES, planted_corpus
 
 
@@ -181,3 +181,19 @@ def test_run_dedup_before_hashes_exist_says_which_command_to_run(tmp_path: Path)
     append_rows(storage, ImageSet.train, 0, [{"image_id": _id(1), "row": 0, "outcome": "ok", "reason": "stored"}])
     with pytest.raises(ValueError, match=r"^the ledger of train has no phash/checksum columns: run `oiv4 hash"):
         run_dedup(storage, DedupSettings(sets=("train",)))
+
+
+def test_dedup_refuses_a_set_whose_stored_images_are_not_all_hashed() -> None:
+    ledger = pa.table(
+        {
+            "row": [0, 1, 2],
+            "image_id": [_id(0), _id(1), _id(2)],
+            "outcome": ["ok", "ok", "http_404"],
+            "phash": pa.array([5, None, None], pa.uint64()),
+            "checksum": ["a", None, None],
+        }
+    )
+    with pytest.raises(ValueError, match=r"^1 stored images of targets have no phash yet: run `oiv4 hash"):
+        hashed_rows(ledger, "targets")
+    assert hashed_rows(ledger.slice(0, 1), "targets").num_rows == 1
+    assert hashed_rows(ledger.filter(pa.array([True, False, True])), "targets")["image_id"].to_pylist() == [_id(0)]

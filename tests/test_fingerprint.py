@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from oiv4.io.fingerprint import hamming, phash, rotate90, rotations
+from oiv4.io.fingerprint import hamming, phash, phash_stored, rotate90, rotations
 from oiv4.stages.dedup.index import canonical
 from oiv4_mirror.images import noise_tile, render_picture
 
@@ -69,3 +69,16 @@ def test_the_hash_does_not_depend_on_the_image_mode(photos: list[Image.Image]) -
     assert hamming(phash(img.convert("L")), h) <= 1
     assert hamming(phash(img.convert("RGBA")), h) <= 1
     assert phash(img).dtype == np.uint64
+
+
+def test_hashing_a_stored_jpeg_matches_hashing_its_decoded_pixels(photos: list[Image.Image]) -> None:
+    for img in photos:
+        big = img.resize((1024, 768))
+        buf = io.BytesIO()
+        big.save(buf, "JPEG", quality=90)
+        assert hamming(phash_stored(buf.getvalue()), phash(big)) <= 2
+
+
+def test_hashing_bytes_that_are_not_an_image_is_a_clear_error() -> None:
+    with pytest.raises(Exception, match="cannot identify image file"):
+        phash_stored(b"<html>not a photo</html>")

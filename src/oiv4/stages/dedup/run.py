@@ -66,6 +66,17 @@ class DedupSummary:
         return json.dumps({**asdict(self), "headline": self.headline}, indent=2, sort_keys=True)
 
 
+def hashed_rows(ledger: pa.Table, name: str) -> pa.Table:
+    """(row, image_id, phash, checksum) of a set's `ok` ledger rows; ValueError when any is not hashed yet."""
+    if "phash" not in ledger.column_names or "checksum" not in ledger.column_names:
+        raise ValueError(f"the ledger of {name} has no phash/checksum columns: run `oiv4 hash --root R` first")
+    ok = ledger.filter(pc.equal(ledger["outcome"], "ok")).select(["row", "image_id", "phash", "checksum"])
+    unhashed = ok["phash"].null_count
+    if unhashed:  # stored before hashing existed: comparing without them would silently miss duplicates
+        raise ValueError(f"{unhashed} stored images of {name} have no phash yet: run `oiv4 hash --root R` first")
+    return ok
+
+
 def load_hash_table(storage: Storage, sets: tuple[str, ...]) -> pa.Table:
     """(set, image_id, phash, checksum, OriginalMD5, OriginalURL) for every `ok` image of `sets`.
 
@@ -75,10 +86,7 @@ def load_hash_table(storage: Storage, sets: tuple[str, ...]) -> pa.Table:
     """
     parts = []
     for name in sets:
-        ledger = read_set(storage, name)
-        if "phash" not in ledger.column_names or "checksum" not in ledger.column_names:
-            raise ValueError(f"the ledger of {name} has no phash/checksum columns: run `oiv4 hash --root R` first")
-        ok = ledger.filter(pc.equal(ledger["outcome"], "ok")).select(["row", "image_id", "phash", "checksum"])
+        ok = hashed_rows(read_set(storage, name), name)
         try:
             plan = read_manifest(storage, name, ["row", "OriginalMD5", "OriginalURL"])
         except FileNotFoundError:
