@@ -4,6 +4,7 @@
     PYTHONPATH=src .venv/bin/python benchmarks/dedup_scale.py index --n 1000000 --contender numpy
     PYTHONPATH=src .venv/bin/python benchmarks/dedup_scale.py index --n 9180000 --sample-chunks 1
     PYTHONPATH=src .venv/bin/python benchmarks/dedup_scale.py fingerprint --photos 24
+    PYTHONPATH=src .venv/bin/python benchmarks/dedup_scale.py hashes --photos 60
 
 `index`: N uniform random 64-bit hashes split over the four sets in their real proportions, plus 1.5% planted
 near-duplicate partners (distance 0..threshold, a tenth of them stored at a quarter turn); runs
@@ -15,6 +16,9 @@ cluster, but a bucket index pays for *occupancy*, which uniform keys maximise fo
 `fingerprint`: renders photo-like originals of 2-12 MP (the mirror's renderer), runs the fetch transform
 (decode, shrink to 1024, rotate, JPEG q90) and the fingerprint on the shrunk picture the transform holds, and
 prints CPU ms per image for both and their ratio.
+
+`hashes`: the planted corpus (oiv4_mirror.duplicates) under the DCT sign hash, classic pHash and dHash: the
+distance of every copy to its original and of the closest hard negative (the "Which hash" table).
 """
 
 from __future__ import annotations
@@ -180,6 +184,36 @@ def bench_fingerprint(args: argparse.Namespace) -> None:
     )
 
 
+def bench_hashes(args: argparse.Namespace) -> None:
+    """Distance of each planted copy to its original, and of the closest hard negative, for each hash."""
+    from collections import defaultdict
+
+    from oiv4.io.fingerprint import dhash, hamming, phash, phash_median, rotations
+    from oiv4_mirror.duplicates import planted_corpus
+
+    items = list(planted_corpus(args.photos))
+    groups = np.array([p.group for p in items])
+    for name, fn in (("DCT sign hash", phash), ("pHash (median)", phash_median), ("dHash", dhash)):
+        h = np.array([fn(p.image) for p in items], dtype=np.uint64)
+        if fn is phash:  # the only hash whose turns are known from the hash: best of the 4 orientations
+            d = np.min([hamming(h[:, None], r[None, :]) for r in rotations(h)], axis=0)
+        else:
+            d = hamming(h[:, None], h[None, :])
+        copies: dict[str, list[int]] = defaultdict(list)
+        negatives = []
+        for i, p in enumerate(items):
+            for j in range(i + 1, len(items)):
+                if groups[i] >= 0 and groups[i] == groups[j]:
+                    if p.variant == "original":
+                        copies[items[j].variant].append(int(d[i, j]))
+                else:
+                    negatives.append(int(d[i, j]))
+        every = np.concatenate([np.array(v) for v in copies.values()])
+        print(f"{name}: closest hard negative {min(negatives)}, original-copy recall at 8: {np.mean(every <= 8):.3f}")
+        for variant, ds in copies.items():
+            print(f"  {variant:20s} max {max(ds):2d} mean {np.mean(ds):.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -192,8 +226,10 @@ def main() -> None:
     ix.add_argument("--sample-chunks", type=int, default=0, help="time only this many query chunks (busy machine)")
     fp = sub.add_parser("fingerprint")
     fp.add_argument("--photos", type=int, default=24)
+    hs = sub.add_parser("hashes")
+    hs.add_argument("--photos", type=int, default=60)
     args = parser.parse_args()
-    bench_index(args) if args.what == "index" else bench_fingerprint(args)
+    {"index": bench_index, "fingerprint": bench_fingerprint, "hashes": bench_hashes}[args.what](args)
 
 
 if __name__ == "__main__":

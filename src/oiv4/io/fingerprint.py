@@ -2,15 +2,16 @@
 
 The hash is a DCT sign hash: the picture is reduced to 32x32 grey, transformed with a 2-D DCT-II, and
 the 8x8 lowest frequencies each give one bit: 1 when the coefficient is positive (grey is centred on
-mid-grey first, so the DC bit says "brighter than mid-grey"). The classic pHash thresholds the same coefficients at their median instead; both
-were measured on planted duplicates (benchmarks/RESULTS.md, "Duplicates"), and the sign hash was kept
-because of one property the median hash lacks:
+mid-grey first, so the DC bit says "brighter than mid-grey"). The classic pHash thresholds the same
+coefficients at their median instead; both (and dHash) were measured on planted duplicates
+(`benchmarks/dedup_scale.py hashes`; RESULTS.md, "Duplicates"), and the sign hash was kept because of one
+property the others lack:
 
 A DCT-II basis function of frequency u satisfies C_u(N-1-x) = (-1)^u C_u(x), so mirroring the picture
 negates the odd-frequency coefficients and transposing it swaps u and v. A rotation by 90 degrees is a
 transpose plus a mirror, so its sign bits are a *fixed bit permutation of the original bits, XOR a fixed
 mask*. `rotations(h)` therefore gives the hashes of all four orientations without the pixels: the dedup
-stage compares every stored hash against the rotated forms of every other, which finds the same photo
+stage also searches every hash in a canonical orientation derived from it, which finds the same photo
 stored under two different CSV `Rotation` values. (A median threshold is not preserved by negation, so
 the median hash of a rotated picture cannot be derived from the hash.)
 
