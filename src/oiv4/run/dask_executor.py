@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from oiv4.contracts.extras import MissingExtraError, require
 from oiv4.contracts.shards import ShardResult, ShardTask
 from oiv4.run.executor import ExecutorSettings, ShardFn, default_workers
 
@@ -36,6 +37,11 @@ log = logging.getLogger(__name__)
 
 class DaskSetupError(RuntimeError):
     """The cluster cannot run this job: scheduler unreachable, or workers cannot see the root/import oiv4."""
+
+
+class DaskExtraMissing(MissingExtraError, DaskSetupError):
+    """dask/distributed are not installed (the [dask] extra): both a missing extra and a setup error, so
+    callers that report DaskSetupError in one line (the CLI) show the install hint too."""
 
 
 def run_dask(
@@ -52,12 +58,20 @@ def run_dask(
     LocalCluster) how many worker deaths one shard may cause before it is declared poison.
     A shard that still fails re-raises its error here, after the remaining shards are cancelled.
     """
+    _require_dask()
     tasks = list(tasks)
     if not tasks:
         return []
     with _client(settings, len(tasks)) as client:
         _check_workers(client, tasks[0])
         return _run(client, tasks, fn, settings, on_result)
+
+
+def _require_dask() -> None:
+    try:
+        require("dask", "distributed", extra="dask", feature="the dask executor")
+    except MissingExtraError as exc:
+        raise DaskExtraMissing(exc.feature, exc.extra, exc.module, exc.cause) from None
 
 
 @contextmanager
