@@ -3,8 +3,10 @@
 The venv gets `name==<lower bound>` of every core dependency (read from pyproject.toml, so the bounds
 cannot drift from what is tested) and oiv4 itself without extras, then runs the demo pipeline (metadata,
 plan, archives over https, fetch, verify, report) against the bundled mirror on 127.0.0.1, reads the
-result back and runs `oiv4 status`/`verify`. It needs the package registry the first time; the venv is
-kept under `.venv-lowest/<hash of the constraints and pyproject.toml>` so later runs install nothing.
+result back and runs `oiv4 status`/`verify`. A second venv adds the lowest [s3] and [dask] extras and
+fetches on a Dask LocalCluster into an s3:// root (moto on 127.0.0.1). Both need the package registry the
+first time (about 2 minutes each); each venv is kept under `.venv-lowest/<hash of the constraints and
+pyproject.toml>`, so later runs install nothing (about 30 s each).
 """
 
 from __future__ import annotations
@@ -27,14 +29,16 @@ REPO = Path(__file__).resolve().parent.parent
 VENVS = REPO / ".venv-lowest"
 #: Must not be importable after a core install (they are the [dask], [s3] and [torch] extras, or [dev]).
 NOT_IN_CORE = ("dask", "distributed", "s3fs", "aiobotocore", "boto3", "botocore", "torch")
+#: The extras whose lower bounds are tested too (torch is declared only: too big to install in CI).
+EXTRAS = ("s3", "dask")
 COMPLETE = ".complete"  # written last, so a half-built venv (killed run) is rebuilt, never used
 
 
-def lowest_constraints() -> str:
-    """A pip constraints file pinning every core dependency to its declared lower bound."""
+def lowest_constraints(extras: tuple[str, ...] = ()) -> str:
+    """A pip constraints file pinning every core dependency (and those of `extras`) to its declared lower bound."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     lines = []
-    for text in project["dependencies"]:
+    for text in [*project["dependencies"], *(r for e in extras for r in project["optional-dependencies"][e])]:
         req = Requirement(text)
         lower = [s.version for s in req.specifier if s.operator == ">="]
         assert len(lower) == 1, f"{text}: needs exactly one >= lower bound"
@@ -66,10 +70,10 @@ def _pip(venv: Path, *args: str) -> None:
         )
 
 
-def lowest_venv() -> Path:
-    """The cached venv for the current constraints and pyproject.toml, built (under a lock) if missing."""
-    constraints = lowest_constraints()
-    key = hashlib.sha256((constraints + (REPO / "pyproject.toml").read_text()).encode()).hexdigest()[:16]
+def lowest_venv(extras: tuple[str, ...] = ()) -> Path:
+    """The cached venv for these extras, the constraints and pyproject.toml, built (under a lock) if missing."""
+    constraints = lowest_constraints(extras)
+    key = lowest_venv_key(extras)
     VENVS.mkdir(exist_ok=True)
     venv = VENVS / key
     with open(VENVS / f"{key}.lock", "w") as lock:
@@ -80,18 +84,24 @@ def lowest_venv() -> Path:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=_clean_env(), timeout=120)
         (venv / "lowest-constraints.txt").write_text(constraints)
         # Editable: the venv runs this checkout's code, so the cache stays valid while src changes.
-        _pip(venv, "install", "--quiet", "-c", str(venv / "lowest-constraints.txt"), "-e", str(REPO))
+        target = f"{REPO}[{','.join(extras)}]" if extras else str(REPO)
+        _pip(venv, "install", "--quiet", "-c", str(venv / "lowest-constraints.txt"), "-e", target)
         tmp = venv / f"{COMPLETE}.tmp"
         tmp.write_text(constraints)
         tmp.rename(venv / COMPLETE)
-    _prune_others(key)
     return venv
 
 
-def _prune_others(keep: str) -> None:
+def lowest_venv_key(extras: tuple[str, ...] = ()) -> str:
+    return hashlib.sha256((lowest_constraints(extras) + (REPO / "pyproject.toml").read_text()).encode()).hexdigest()[
+        :16
+    ]
+
+
+def _prune_others(keep: set[str]) -> None:
     """Remove venvs of older constraints that no other run is building or using right now."""
     for lock_path in VENVS.glob("*.lock"):
-        if lock_path.stem == keep:
+        if lock_path.stem in keep:
             continue
         with open(lock_path, "w") as lock:
             try:
@@ -140,6 +150,7 @@ SMOKE = """
 @pytest.mark.timeout(900)  # a cold cache installs from the registry first; a warm run takes well under a minute
 def test_the_lowest_supported_versions_plan_fetch_and_read_against_the_mirror(tmp_path: Path) -> None:
     venv = lowest_venv()
+    _prune_others({venv.name, lowest_venv_key(EXTRAS)})
 
     versions = _python(
         venv,
@@ -204,3 +215,53 @@ def test_the_lowest_supported_versions_plan_fetch_and_read_against_the_mirror(tm
             timeout=300,
         )
         assert cli.returncode == 0, f"oiv4 {command[0]}: {cli.stdout[-2000:]}{cli.stderr[-2000:]}"
+
+
+EXTRAS_SMOKE = """
+    import json, sys
+    import oiv4
+    from oiv4.io.storage import Storage
+    from oiv4.run.executor import ExecutorSettings
+    from oiv4.stages.fetch import FetchSettings, HttpSettings, fetch_set
+    from oiv4.stages.metadata import MetadataSettings, fetch_metadata
+    from oiv4.stages.plan import PlanSettings, build_plan
+    from oiv4_mirror import UniverseSpec, start_mirror
+
+    if __name__ == "__main__":
+        root, options = sys.argv[1], json.loads(sys.argv[2])
+        spec = UniverseSpec(seed=18, n_images=120, megapixels=(0.2, 1.5), trickle_seconds=8.0)
+        http = HttpSettings(deadline=1.0, read_timeout=1.0, connect_timeout=2.0, attempts=3, backoff_base=0.05)
+        with start_mirror(spec) as mirror:
+            storage = Storage(root, options)
+            fetch_metadata(storage, MetadataSettings(base_url=mirror.metadata_base_url))
+            build_plan(storage, PlanSettings(train_size=30, shard_rows=16))
+            summary = fetch_set(storage, "train", FetchSettings(http=http), ExecutorSettings(kind="dask", workers=2))
+        s = oiv4.open(root, **options)["train"]
+        outcomes = s.manifest["outcome"]
+        assert outcomes.null_count == 0, "planned rows without a recorded outcome"
+        assert len(s) > 0 and s[0].size[0] > 0
+        print(json.dumps({"ok": len(s), "planned": len(outcomes), "modules": sorted(
+            m for m in ("dask", "distributed", "s3fs") if m in sys.modules)}))
+"""
+
+
+@pytest.mark.timeout(900)
+def test_the_lowest_s3_and_dask_extras_fetch_on_a_dask_cluster_into_an_s3_root(tmp_path: Path, s3_root) -> None:
+    # moto runs in this (dev) process; the venv only talks to it over HTTP, like a worker to real S3.
+    venv = lowest_venv(EXTRAS)
+    root, options = s3_root
+    versions = _python(
+        venv,
+        "import dask, distributed, s3fs, fsspec; print(dask.__version__, distributed.__version__, s3fs.__version__)",
+        cwd=tmp_path,
+    )
+    assert versions.returncode == 0, versions.stderr
+    wanted = dict(line.split("==") for line in lowest_constraints(EXTRAS).split())
+    assert versions.stdout.split() == [wanted["dask"], wanted["distributed"], wanted["s3fs"]]
+
+    smoke = _python(venv, EXTRAS_SMOKE, root, json.dumps(options), cwd=tmp_path)
+    assert smoke.returncode == 0, smoke.stderr[-4000:]
+    assert "Traceback" not in smoke.stderr, smoke.stderr[-4000:]
+    summary = json.loads(smoke.stdout.strip().splitlines()[-1])
+    assert summary["planned"] == 30 and summary["ok"] > 0, summary
+    assert summary["modules"] == ["dask", "distributed", "s3fs"], summary
