@@ -261,9 +261,11 @@ def build(groups: Mapping[str, type], specs: list[OptionSpec], values: Mapping[s
     return {name: make(cls, (name,)) for name, cls in groups.items()}
 
 
-def _own_names(sig: inspect.Signature) -> set[str]:
+def _own_names(sig: inspect.Signature, groups: Mapping[str, type]) -> set[str]:
     names: set[str] = set()
     for p in sig.parameters.values():
+        if p.name in groups:  # replaced by the generated options: its name is no flag of the command
+            continue
         decls = getattr(p.default, "param_decls", None) or ()
         names.update(d for decl in decls for d in decl.split("/"))
         names.add("--" + p.name.replace("_", "-"))
@@ -294,7 +296,7 @@ def settings_command(
             for p in sig.parameters.values()
             if p.name not in groups
         ]
-        specs = collect(groups, rename, exclude, reserved=_own_names(sig) | {"--help", "-h"})
+        specs = collect(groups, rename, exclude, reserved=_own_names(sig, groups) | {"--help", "-h"})
         generated = [
             inspect.Parameter(
                 s.param, inspect.Parameter.KEYWORD_ONLY, default=s.typer_option(), annotation=s.annotation()

@@ -45,6 +45,10 @@ class Storage:
     def fs(self) -> Any:
         import fsspec
 
+        if self.root.split("://", 1)[0] in ("s3", "s3a"):
+            from oiv4.contracts.extras import require
+
+            require("s3fs", extra="s3", feature="an s3:// root")
         # No listings cache: other processes and machines (pool or Dask workers) write under the same root,
         # so a cached listing would hide new ledger parts from resume/status or show removed ones.
         # Callers can still opt in by passing use_listings_cache in storage_options.

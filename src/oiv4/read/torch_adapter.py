@@ -62,6 +62,10 @@ class TorchImageDataset:
 
 def _pil_to_tensor(img: Image.Image) -> Any:
     import numpy as np
-    import torch  # imported lazily: torch is optional
+
+    from oiv4.contracts.extras import require
+
+    # imported lazily: torch is optional (the [torch] extra)
+    torch = require("torch", extra="torch", feature="TorchImageDataset(to_tensor=True)")
 
     return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).contiguous()

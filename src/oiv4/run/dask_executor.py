@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from oiv4.contracts.errors import ExecutionError
+from oiv4.contracts.extras import require
 from oiv4.contracts.shards import ShardResult, ShardTask
 from oiv4.run.executor import ExecutorSettings, ShardFn, default_workers
 
@@ -53,12 +54,18 @@ def run_dask(
     LocalCluster) how many worker deaths one shard may cause before it is declared poison.
     A shard that still fails re-raises its error here, after the remaining shards are cancelled.
     """
+    _require_dask()
     tasks = list(tasks)
     if not tasks:
         return []
     with _client(settings, len(tasks)) as client:
         _check_workers(client, tasks[0])
         return _run(client, tasks, fn, settings, on_result)
+
+
+def _require_dask() -> None:
+    # A MissingExtraError is a usage error: the CLI prints its install hint in one line, like any category.
+    require("dask", "distributed", extra="dask", feature="the dask executor")
 
 
 @contextmanager

@@ -66,6 +66,9 @@ class S3Source:
     """`s3://bucket/prefix/` read anonymously (`botocore.UNSIGNED`, us-east-1) with a real S3 client."""
 
     def __init__(self, url: str, endpoint_url: str | None = None, connections: int = 8, timeout_s: float = 120.0):
+        from oiv4.contracts.extras import require
+
+        require("boto3", "botocore", extra="s3", feature="an s3:// archive source")
         import boto3
         from botocore import UNSIGNED
         from botocore.config import Config

@@ -1,0 +1,267 @@
+"""The declared lower bounds are real: a fresh venv with exactly those versions builds and reads a root.
+
+The venv gets `name==<lower bound>` of every core dependency (read from pyproject.toml, so the bounds
+cannot drift from what is tested) and oiv4 itself without extras, then runs the demo pipeline (metadata,
+plan, archives over https, fetch, verify, report) against the bundled mirror on 127.0.0.1, reads the
+result back and runs `oiv4 status`/`verify`. A second venv adds the lowest [s3] and [dask] extras and
+fetches on a Dask LocalCluster into an s3:// root (moto on 127.0.0.1). Both need the package registry the
+first time (about 2 minutes each); each venv is kept under `.venv-lowest/<hash of the constraints and
+pyproject.toml>`, so later runs install nothing (about 30 s each).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import tomllib
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+REPO = Path(__file__).resolve().parent.parent
+VENVS = REPO / ".venv-lowest"
+#: Must not be importable after a core install (they are the [dask], [s3] and [torch] extras, or [dev]).
+NOT_IN_CORE = ("dask", "distributed", "s3fs", "aiobotocore", "boto3", "botocore", "torch")
+#: The extras whose lower bounds are tested too (torch is declared only: too big to install in CI).
+EXTRAS = ("s3", "dask")
+COMPLETE = ".complete"  # written last, so a half-built venv (killed run) is rebuilt, never used
+
+
+def lowest_constraints(extras: tuple[str, ...] = ()) -> str:
+    """A pip constraints file pinning every core dependency (and those of `extras`) to its declared lower bound."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    lines = []
+    for text in [*project["dependencies"], *(r for e in extras for r in project["optional-dependencies"][e])]:
+        req = Requirement(text)
+        lower = [s.version for s in req.specifier if s.operator == ">="]
+        assert len(lower) == 1, f"{text}: needs exactly one >= lower bound"
+        lines.append(f"{req.name}=={lower[0]}")
+    return "\n".join(sorted(lines)) + "\n"
+
+
+def _clean_env() -> dict[str, str]:
+    # Nothing of the test run's own environment may leak in: the venv must import its own oiv4 and packages.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env["PYTHONNOUSERSITE"] = "1"
+    return env
+
+
+def _pip(venv: Path, *args: str) -> None:
+    done = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", *args],
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+        timeout=540,
+    )
+    if done.returncode != 0:
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
+        pytest.fail(
+            f"installing the lowest supported versions failed (this test needs the package registry): "
+            f"pip {' '.join(args)}\n{tail}",
+            pytrace=False,
+        )
+
+
+def lowest_venv(extras: tuple[str, ...] = ()) -> Path:
+    """The cached venv for these extras, the constraints and pyproject.toml, built (under a lock) if missing."""
+    constraints = lowest_constraints(extras)
+    key = lowest_venv_key(extras)
+    VENVS.mkdir(exist_ok=True)
+    venv = VENVS / key
+    with open(VENVS / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel test runs share one build instead of racing
+        if (venv / COMPLETE).exists():
+            return venv
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=_clean_env(), timeout=120)
+        (venv / "lowest-constraints.txt").write_text(constraints)
+        # Editable: the venv runs this checkout's code, so the cache stays valid while src changes.
+        target = f"{REPO}[{','.join(extras)}]" if extras else str(REPO)
+        _pip(venv, "install", "--quiet", "-c", str(venv / "lowest-constraints.txt"), "-e", target)
+        tmp = venv / f"{COMPLETE}.tmp"
+        tmp.write_text(constraints)
+        tmp.rename(venv / COMPLETE)
+    return venv
+
+
+def lowest_venv_key(extras: tuple[str, ...] = ()) -> str:
+    return hashlib.sha256((lowest_constraints(extras) + (REPO / "pyproject.toml").read_text()).encode()).hexdigest()[
+        :16
+    ]
+
+
+def _prune_others(keep: set[str]) -> None:
+    """Remove venvs of older constraints that no other run is building or using right now."""
+    for lock_path in VENVS.glob("*.lock"):
+        if lock_path.stem in keep:
+            continue
+        with open(lock_path, "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            shutil.rmtree(VENVS / lock_path.stem, ignore_errors=True)
+            lock_path.unlink(missing_ok=True)
+
+
+def _python(venv: Path, script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(venv / "bin" / "python"), "-c", textwrap.dedent(script), *args],
+        capture_output=True,
+        text=True,
+        env={**_clean_env(), "COLUMNS": "200"},
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+SMOKE = """
+    import json, sys
+    import oiv4
+    from oiv4.run.demo import DemoSettings, run_demo
+
+    root = sys.argv[1]
+    result = run_demo(DemoSettings(root=root, images=240, train_size=60, workers=2))
+    assert result.ok, result
+    ds = oiv4.open(root)
+    out = {"oiv4": oiv4.__file__, "sets": {}}
+    for name in ds.sets:
+        s = ds[name]
+        sizes = [s[i].size for i in range(min(3, len(s)))]
+        assert all(w > 0 and h > 0 for w, h in sizes), sizes
+        outcomes = s.manifest["outcome"]
+        assert outcomes.null_count == 0, f"{name}: planned rows without a recorded outcome"
+        out["sets"][name] = len(s)
+        out["outcomes"] = sorted(set(out.get("outcomes", [])) | set(outcomes.to_pylist()))
+    heavy = sorted(m.split(".")[0] for m in sys.modules if m.split(".")[0] in sys.argv[2].split(","))
+    out["optional_imported"] = heavy
+    print(json.dumps(out))
+"""
+
+
+@pytest.mark.timeout(900)  # a cold cache installs from the registry first; a warm run takes well under a minute
+def test_the_lowest_supported_versions_plan_fetch_and_read_against_the_mirror(tmp_path: Path) -> None:
+    venv = lowest_venv()
+    _prune_others({venv.name, lowest_venv_key(EXTRAS)})
+
+    versions = _python(
+        venv,
+        """
+        import importlib.metadata as m, importlib.util, json, sys
+        names = sys.argv[1].split(",")
+        print(json.dumps({
+            "installed": {n: m.version(n) for n in names},
+            "importable_optional": [n for n in sys.argv[2].split(",") if importlib.util.find_spec(n) is not None],
+        }))
+        """,
+        ",".join(line.split("==")[0] for line in lowest_constraints().split()),
+        ",".join(NOT_IN_CORE),
+        cwd=tmp_path,
+    )
+    assert versions.returncode == 0, versions.stderr
+    found = json.loads(versions.stdout)
+    wanted = dict(line.split("==") for line in lowest_constraints().split())
+    assert found["installed"] == wanted, "the venv does not hold the declared lower bounds"
+    # The core install pulls in none of the extras' packages.
+    assert found["importable_optional"] == []
+    no_dask = _python(venv, "import dask", cwd=tmp_path)
+    assert no_dask.returncode != 0 and "No module named 'dask'" in no_dask.stderr
+
+    root = tmp_path / "root"
+    smoke = _python(venv, SMOKE, str(root), ",".join(NOT_IN_CORE), cwd=tmp_path)
+    assert smoke.returncode == 0, smoke.stderr[-4000:]
+    # A worker's unexpected exception is logged and its shard retried, so the build can still end "ok":
+    # any traceback means some code path does not work with these versions.
+    assert "Traceback" not in smoke.stderr, smoke.stderr[-4000:]
+    summary = json.loads(smoke.stdout.strip().splitlines()[-1])
+    assert summary["oiv4"].startswith(str(REPO / "src")), summary  # this checkout's code, not another install
+    assert set(summary["sets"]) == {"targets", "validation", "train", "extended_targets"}, summary
+    assert all(n > 0 for n in summary["sets"].values()), summary
+    assert summary["optional_imported"] == []
+    assert "ok" in summary["outcomes"] and len(summary["outcomes"]) > 3, summary  # the mirror's failures too
+
+    helps = _python(
+        venv,
+        """
+        from typer.main import get_command
+        from typer.testing import CliRunner
+        from oiv4.cli import app
+        names = sorted(get_command(app).commands)
+        for args in [[], *([n] for n in names)]:
+            done = CliRunner().invoke(app, [*args, "--help"])
+            assert done.exit_code == 0, (args, done.output, repr(done.exception))
+        print(" ".join(names))
+        """,
+        cwd=tmp_path,
+    )
+    assert helps.returncode == 0, helps.stderr[-4000:]
+    assert {"plan", "fetch", "archives", "verify", "status"} <= set(helps.stdout.split())
+
+    for command in (["status", "--root", str(root)], ["verify", "--root", str(root)]):
+        cli = subprocess.run(
+            [str(venv / "bin" / "python"), "-m", "oiv4", *command],
+            capture_output=True,
+            text=True,
+            env={**_clean_env(), "COLUMNS": "200"},
+            cwd=tmp_path,
+            timeout=300,
+        )
+        assert cli.returncode == 0, f"oiv4 {command[0]}: {cli.stdout[-2000:]}{cli.stderr[-2000:]}"
+
+
+EXTRAS_SMOKE = """
+    import json, sys
+    import oiv4
+    from oiv4.io.storage import Storage
+    from oiv4.run.executor import ExecutorSettings
+    from oiv4.stages.fetch import FetchSettings, HttpSettings, fetch_set
+    from oiv4.stages.metadata import MetadataSettings, fetch_metadata
+    from oiv4.stages.plan import PlanSettings, build_plan
+    from oiv4_mirror import UniverseSpec, start_mirror
+
+    if __name__ == "__main__":
+        root, options = sys.argv[1], json.loads(sys.argv[2])
+        spec = UniverseSpec(seed=18, n_images=120, megapixels=(0.2, 1.5), trickle_seconds=8.0)
+        http = HttpSettings(deadline=1.0, read_timeout=1.0, connect_timeout=2.0, attempts=3, backoff_base=0.05)
+        with start_mirror(spec) as mirror:
+            storage = Storage(root, options)
+            fetch_metadata(storage, MetadataSettings(base_url=mirror.metadata_base_url))
+            build_plan(storage, PlanSettings(train_size=30, shard_rows=16))
+            summary = fetch_set(storage, "train", FetchSettings(http=http), ExecutorSettings(kind="dask", workers=2))
+        s = oiv4.open(root, **options)["train"]
+        outcomes = s.manifest["outcome"]
+        assert outcomes.null_count == 0, "planned rows without a recorded outcome"
+        assert len(s) > 0 and s[0].size[0] > 0
+        print(json.dumps({"ok": len(s), "planned": len(outcomes), "modules": sorted(
+            m for m in ("dask", "distributed", "s3fs") if m in sys.modules)}))
+"""
+
+
+@pytest.mark.timeout(900)
+def test_the_lowest_s3_and_dask_extras_fetch_on_a_dask_cluster_into_an_s3_root(tmp_path: Path, s3_root) -> None:
+    # moto runs in this (dev) process; the venv only talks to it over HTTP, like a worker to real S3.
+    venv = lowest_venv(EXTRAS)
+    root, options = s3_root
+    versions = _python(
+        venv,
+        "import dask, distributed, s3fs, fsspec; print(dask.__version__, distributed.__version__, s3fs.__version__)",
+        cwd=tmp_path,
+    )
+    assert versions.returncode == 0, versions.stderr
+    wanted = dict(line.split("==") for line in lowest_constraints(EXTRAS).split())
+    assert versions.stdout.split() == [wanted["dask"], wanted["distributed"], wanted["s3fs"]]
+
+    smoke = _python(venv, EXTRAS_SMOKE, root, json.dumps(options), cwd=tmp_path)
+    assert smoke.returncode == 0, smoke.stderr[-4000:]
+    assert "Traceback" not in smoke.stderr, smoke.stderr[-4000:]
+    summary = json.loads(smoke.stdout.strip().splitlines()[-1])
+    assert summary["planned"] == 30 and summary["ok"] > 0, summary
+    assert summary["modules"] == ["dask", "distributed", "s3fs"], summary
