@@ -72,6 +72,8 @@ class Run:
         return self.per_s / self.cores_ours if self.cores_ours else 0.0
 
 
+
+
 def fresh_root(template: Storage, dest: Path) -> Storage:
     shutil.rmtree(dest, ignore_errors=True)
     storage = Storage(dest)

@@ -26,12 +26,8 @@ KNOWN_VIOLATIONS: set[str] = {
     "oiv4.stages.fetch.run (stages) imports oiv4.run.executor.run_shards (run), a layer above it",
 }
 KNOWN_LONG: set[str] = {
-    "oiv4.cli.app",
-    "oiv4.stages.archives.build",
-    "oiv4.stages.fetch.shard",
-    "oiv4.stages.plan",
-    "oiv4_mirror.server",
-    "oiv4_mirror.universe",
+    "oiv4.cli.app", "oiv4.stages.archives.build", "oiv4.stages.fetch.shard", "oiv4.stages.plan",
+    "oiv4_mirror.server", "oiv4_mirror.universe",
 }
 
 

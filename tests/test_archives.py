@@ -365,9 +365,7 @@ def test_a_disk_too_small_fails_before_any_byte_is_downloaded(tmp_path: Path, st
     write_plan(storage, "validation", ids)
     huge = 1 << 60  # no disk has an exabyte free
     with RangeServer({archive.name: archive.data}, head_sizes={archive.name: huge}) as server:
-        report = build_archive_set(
-            storage, "validation", ArchiveSettings(source=server.base_url, stream=stream)
-        ).archives[0]
+        report = build_archive_set(storage, "validation", ArchiveSettings(source=server.base_url, stream=stream)).archives[0]
         assert server.gets == 0
     assert report.status == "failed"
     if stream:  # nothing to download to disk, but the zip needs room

@@ -208,13 +208,9 @@ _VerifySetsOpt = typer.Option(None, "--set", "-s", help="Only this set (repeatab
 
 @app.command("verify", rich_help_panel="Inspect the result")
 def verify_cmd(
-    root: str = typer.Option(
-        ..., "--root", "-r", help="The built root: a folder or an fsspec URL (s3://bucket/prefix)."
-    ),
+    root: str = typer.Option(..., "--root", "-r", help="The built root: a folder or an fsspec URL (s3://bucket/prefix)."),
     deep: bool = typer.Option(
-        False,
-        "--deep",
-        help="Also read every image: check zip CRC-32s and decode every JPEG fully (slow: reads all data).",
+        False, "--deep", help="Also read every image: check zip CRC-32s and decode every JPEG fully (slow: reads all data)."
     ),
     requeue: bool = typer.Option(
         False,
@@ -258,13 +254,8 @@ def verify_cmd(
         raise typer.Exit(2)
     settings = VerifySettings(deep=deep, requeue=requeue, sets=chosen, workers=workers)
     with Progress(
-        "[bold]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-        disable=not deep,
+        "[bold]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console,
+        transient=True, disable=not deep,
     ) as bar:
         tasks: dict[str, int] = {}
 
@@ -333,21 +324,16 @@ def _print_verify(report, show: int) -> None:
             out.print(f"[cyan]{s.image_set}: requeued {s.requeued:,} broken images as verify_failed[/cyan]")
     if report.ok:
         warnings = len(report.problems)
-        out.print(
-            "[green]clean[/green]: every ok image is where the ledger says"
-            + (f" ({warnings:,} warnings above)" if warnings else "")
-        )
+        out.print("[green]clean[/green]: every ok image is where the ledger says" + (
+            f" ({warnings:,} warnings above)" if warnings else ""))
     else:
         broken = sum(s.broken_images for s in report.sets)
         hint = "" if any(s.requeued for s in report.sets) else "; run again with --requeue to mark them for re-fetch"
         out.print(f"[red]broken[/red]: {broken:,} images{hint}")
 
-
 @app.command("report", rich_help_panel="Inspect the result")
 def report_cmd(
-    root: str = typer.Option(
-        ..., "--root", "-r", help="The built root: a folder or an fsspec URL (s3://bucket/prefix)."
-    ),
+    root: str = typer.Option(..., "--root", "-r", help="The built root: a folder or an fsspec URL (s3://bucket/prefix)."),
     out: str = typer.Option(None, "--out", "-o", help="Where to write the page \\[default: <root>/report/index.html]."),
     samples: int = typer.Option(24, help="Thumbnails per set on the contact sheet."),
 ) -> None:
@@ -373,8 +359,6 @@ def report_cmd(
             storage, ReportSettings(samples=samples, out=out), on_set=lambda s: status.update(f"collecting {s} ...")
         )
     Console().print(f"report written to [bold]{path}[/bold]")
-
-
 # ---- end verify + report ---------------------------------------------------------------------------
 
 
@@ -563,9 +547,7 @@ _ArchivesOnlyOpt = typer.Option(None, "--only", help="Only these archives, repea
 @app.command("archives", rich_help_panel="Stages, in order")
 def archives_cmd(
     image_set: str = typer.Argument(..., metavar="SET", help="targets (train_0..train_f) or validation."),
-    root: str = typer.Option(
-        ..., "--root", "-r", help="Where the sets are built (a folder, or s3://... with --stream)."
-    ),
+    root: str = typer.Option(..., "--root", "-r", help="Where the sets are built (a folder, or s3://... with --stream)."),
     source: str = typer.Option(
         "s3://open-images-dataset/tar/",
         help="Where the .tar.gz archives are: an s3:// prefix (read anonymously), an https:// prefix, "
@@ -705,9 +687,7 @@ def archives_cmd(
     if json_out:
         typer.echo(json.dumps(summary.to_dict(), indent=1, default=str))
     if not summary.ok:
-        console.print(
-            f"[red]{len(summary.failed)} archive(s) failed[/red]; fix the cause and re-run (done archives are kept)."
-        )
+        console.print(f"[red]{len(summary.failed)} archive(s) failed[/red]; fix the cause and re-run (done archives are kept).")
         raise typer.Exit(1)
 
 
@@ -758,9 +738,7 @@ class _RichObserver:
         elif name == "archives":
             bad = result.failed  # type: ignore[attr-defined]
             outcomes = dict(result.outcomes)  # type: ignore[attr-defined]
-            console.print(
-                f"  {result.image_set}: {outcomes}" + (f" [red]{len(bad)} archive(s) failed[/red]" if bad else "")
-            )  # type: ignore[attr-defined]
+            console.print(f"  {result.image_set}: {outcomes}" + (f" [red]{len(bad)} archive(s) failed[/red]" if bad else ""))  # type: ignore[attr-defined]
             for a in bad:
                 console.print(f"  [red]{a.name}[/red]: {a.error}")
         elif name == "fetch":
@@ -792,9 +770,7 @@ def _finish_build(result) -> None:
     if result.report_path:
         Console().print(f"report: [bold]{result.report_path}[/bold]")
     if not result.ok:
-        console.print(
-            "[red]build finished with problems[/red] (see above); re-run the same command to retry what is left"
-        )
+        console.print("[red]build finished with problems[/red] (see above); re-run the same command to retry what is left")
         raise typer.Exit(1)
 
 
@@ -808,16 +784,10 @@ def build_cmd(
         "s3://open-images-dataset/tar/", help="Where the CVDF archives are: s3://..., https://... or a local folder."
     ),
     s3_endpoint: str = typer.Option(None, help="S3 endpoint for --archives-source (default: AWS us-east-1)."),
-    train_size: int = typer.Option(
-        1_200_000, help="Size of the train set (the rest of the candidates are extended_targets)."
-    ),
+    train_size: int = typer.Option(1_200_000, help="Size of the train set (the rest of the candidates are extended_targets)."),
     image_set: list[str] = typer.Option(None, "--set", "-s", help="Only these sets (repeatable) [default: all four]."),
-    layout: str = typer.Option(
-        "folder", help="Layout of train/extended_targets: folder (the notebook's), zip or webdataset."
-    ),
-    keep_tar: bool = typer.Option(
-        False, help="Keep the CVDF .tar.gz next to each zip (feature extraction reads them)."
-    ),
+    layout: str = typer.Option("folder", help="Layout of train/extended_targets: folder (the notebook's), zip or webdataset."),
+    keep_tar: bool = typer.Option(False, help="Keep the CVDF .tar.gz next to each zip (feature extraction reads them)."),
     executor: str = typer.Option("local", help="local (process pool) or dask."),
     scheduler: str = typer.Option(None, help="Dask scheduler address (tcp://host:8786); default a LocalCluster."),
     workers: int = typer.Option(0, help="Worker processes for the fetch stage (default: one per core)."),

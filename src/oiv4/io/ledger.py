@@ -133,9 +133,7 @@ def _dedupe_latest(table: pa.Table) -> pa.Table:
 def read_shard(storage: Storage, image_set: ImageSet | str, shard: int) -> pa.Table:
     """The shard's ledger: its compacted file (if any) plus any parts written since, latest row wins."""
     image_set = ImageSet(image_set)
-    parts = storage.glob(
-        f"{LAYOUT.ledger_parts_dir(image_set, shard)}/part-*.parquet"
-    )  # parts first: see _read_part_or_its_shard
+    parts = storage.glob(f"{LAYOUT.ledger_parts_dir(image_set, shard)}/part-*.parquet")  # parts first: see _read_part_or_its_shard
     rels = [r for r in [LAYOUT.ledger_shard(image_set, shard)] if storage.exists(r)]
     return _dedupe_latest(_read_files(storage, rels + parts))
 

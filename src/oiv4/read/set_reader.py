@@ -86,7 +86,9 @@ class SetReader:
                     self._not_ok = ledger.filter(pc.invert(is_ok)).select(["image_id", "row", "outcome"])
                     ok = ledger.filter(is_ok)
             else:
-                ok = inventory_ledger(self.storage, self.blobs, self.image_set, read_plan(self.storage, self.image_set))
+                ok = inventory_ledger(
+                    self.storage, self.blobs, self.image_set, read_plan(self.storage, self.image_set)
+                )
             self._ok = ok.combine_chunks()
         return self._ok
 
@@ -249,3 +251,5 @@ class SetReader:
 
     def close(self) -> None:
         self.blobs.close()
+
+

@@ -114,9 +114,7 @@ def hbars(items: Sequence[tuple[str, int, str]], *, total: int | None = None, wi
         parts.append(f'<text x="{label_w - 10}" y="{y + 17}" class="lbl" text-anchor="end">{esc(label)}</text>')
         parts.append(f'<rect x="{label_w}" y="{y + 5}" width="{bar_w}" height="16" rx="3" class="track"/>')
         tip = f"{label}: {n:,} ({100 * n / total:.1f}%)"
-        parts.append(
-            _mark("rect", f'x="{label_w}" y="{y + 5}" width="{w:.1f}" height="16" rx="3" fill="{colour}"', tip)
-        )
+        parts.append(_mark("rect", f'x="{label_w}" y="{y + 5}" width="{w:.1f}" height="16" rx="3" fill="{colour}"', tip))
         parts.append(
             f'<text x="{label_w + bar_w + 10}" y="{y + 17}" class="val">{n:,}'
             f'<tspan class="muted"> · {100 * n / total:.1f}%</tspan></text>'
@@ -135,9 +133,7 @@ def stacked_bar(parts: Sequence[tuple[str, int, str]], *, key: str, width: int =
             continue
         w = width * n / total
         tip = f"{label}: {n:,} ({100 * n / total:.1f}%)"
-        body.append(
-            _mark("rect", f'x="{x:.2f}" y="0" width="{max(w, 1.5):.2f}" height="{height}" fill="{colour}"', tip)
-        )
+        body.append(_mark("rect", f'x="{x:.2f}" y="0" width="{max(w, 1.5):.2f}" height="{height}" fill="{colour}"', tip))
         x += w
     clip = f'<clipPath id="clip-{esc(key)}"><rect width="{width}" height="{height}" rx="6"/></clipPath>'
     g = f'<g clip-path="url(#clip-{esc(key)})">{"".join(body)}</g>'
@@ -174,24 +170,16 @@ def histogram(
         x = left + i * bw + 1
         tip = f"{fmt_edge(b.lo)} – {fmt_edge(b.hi)}: {b.count:,}"
         parts.append(
-            _mark(
-                "rect",
-                f'x="{x:.1f}" y="{top + ph - h:.1f}" width="{max(1.0, bw - 2):.1f}" height="{h:.1f}" '
-                f'rx="1.5" fill="{colour}"',
-                tip,
-            )
+            _mark("rect", f'x="{x:.1f}" y="{top + ph - h:.1f}" width="{max(1.0, bw - 2):.1f}" height="{h:.1f}" '
+                  f'rx="1.5" fill="{colour}"', tip)
         )
     step = max(1, math.ceil(len(bins) / 5))
     for i in range(0, len(bins) + 1, step):
         x = left + i * bw
         edge = bins[i].lo if i < len(bins) else bins[-1].hi
-        parts.append(
-            f'<text x="{x:.1f}" y="{height - bottom + 16}" class="tick" text-anchor="middle">{fmt_edge(edge)}</text>'
-        )
+        parts.append(f'<text x="{x:.1f}" y="{height - bottom + 16}" class="tick" text-anchor="middle">{fmt_edge(edge)}</text>')
     parts.append(f'<line x1="{left}" x2="{width - right}" y1="{top + ph}" y2="{top + ph}" class="axis"/>')
-    parts.append(
-        f'<text x="{left + pw / 2}" y="{height - 3}" class="axis-label" text-anchor="middle">{esc(label)}</text>'
-    )
+    parts.append(f'<text x="{left + pw / 2}" y="{height - 3}" class="axis-label" text-anchor="middle">{esc(label)}</text>')
     return _svg(width, height, "".join(parts), label)
 
 
@@ -226,9 +214,7 @@ def timeline(buckets: Sequence[Bucket], bucket_s: int, *, width: int = 1080, hei
                 continue
             h = max(1.0, ph * n / bucket_s * per / ymax)
             tip = f"{_fmt_time(b.start, bucket_s)}: {n:,} {what} ({n / bucket_s * per:.1f} {unit})"
-            parts.append(
-                _mark("rect", f'x="{x:.2f}" y="{base - h:.2f}" width="{w:.2f}" height="{h:.2f}" fill="{colour}"', tip)
-            )
+            parts.append(_mark("rect", f'x="{x:.2f}" y="{base - h:.2f}" width="{w:.2f}" height="{h:.2f}" fill="{colour}"', tip))
             base -= h
     rates = [b.bytes / bucket_s for b in buckets]
     if max(rates) > 0:
@@ -237,16 +223,12 @@ def timeline(buckets: Sequence[Bucket], bucket_s: int, *, width: int = 1080, hei
         pts = " ".join(
             f"{left + (i + 0.5) * bw:.1f},{top + ph - ph * r / (1 << 20) / rmax:.1f}" for i, r in enumerate(rates)
         )
-        parts.append(
-            f'<polyline points="{pts}" class="mark rate" fill="none" stroke="{ACCENT}" stroke-width="1.8" '
-            f'data-tip="download rate (MB/s)"><title>download rate (MB/s)</title></polyline>'
-        )
+        parts.append(f'<polyline points="{pts}" class="mark rate" fill="none" stroke="{ACCENT}" stroke-width="1.8" '
+                     f'data-tip="download rate (MB/s)"><title>download rate (MB/s)</title></polyline>')
         for t in rticks:
             y = top + ph - ph * t / rmax
             parts.append(f'<text x="{left + pw + 6}" y="{y + 4:.1f}" class="tick rate-tick">{t:g}</text>')
-        parts.append(
-            f'<text x="{width - 4}" y="{height - 3}" class="axis-label rate-tick" text-anchor="end">MB/s</text>'
-        )
+        parts.append(f'<text x="{width - 4}" y="{height - 3}" class="axis-label rate-tick" text-anchor="end">MB/s</text>')
     step = max(1, math.ceil(len(buckets) / 8))
     for i in range(0, len(buckets), step):
         x = left + (i + 0.5) * bw
@@ -255,9 +237,7 @@ def timeline(buckets: Sequence[Bucket], bucket_s: int, *, width: int = 1080, hei
             f"{_fmt_time(buckets[i].start, bucket_s, short=True)}</text>"
         )
     parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" class="axis"/>')
-    parts.append(
-        f'<text x="{left}" y="{height - 3}" class="axis-label">{unit} · {_fmt_span(bucket_s)} buckets · UTC</text>'
-    )
+    parts.append(f'<text x="{left}" y="{height - 3}" class="axis-label">{unit} · {_fmt_span(bucket_s)} buckets · UTC</text>')
     return _svg(width, height, "".join(parts), "throughput over time")
 
 

@@ -186,7 +186,9 @@ def _throughput(con, stats: SetStats) -> None:
 
     start = datetime.fromtimestamp(base / 1000, UTC)
     stats.bucket_s = width
-    stats.buckets = [Bucket(start + timedelta(seconds=i * width), *dense.get(i, (0, 0, 0))) for i in range(n_buckets)]
+    stats.buckets = [
+        Bucket(start + timedelta(seconds=i * width), *dense.get(i, (0, 0, 0))) for i in range(n_buckets)
+    ]
     stats.busy_s = float(len(rows) * width)
 
 
@@ -212,9 +214,7 @@ def _lin_bins(values: np.ndarray, step: float) -> list[Bin]:
 
 
 def _distributions(con, stats: SetStats, reader: SetReader) -> None:
-    sizes = con.execute("SELECT stored_bytes FROM l WHERE outcome = 'ok' AND stored_bytes > 0").fetchnumpy()[
-        "stored_bytes"
-    ]
+    sizes = con.execute("SELECT stored_bytes FROM l WHERE outcome = 'ok' AND stored_bytes > 0").fetchnumpy()["stored_bytes"]
     dims = con.execute(
         """SELECT stored_width w, stored_height h FROM l
            WHERE outcome = 'ok' AND stored_width > 0 AND stored_height > 0"""

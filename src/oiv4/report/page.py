@@ -29,8 +29,7 @@ SET_BLURB = {
     "extended_targets": "The remaining non-boxable train images (6,068,177), from their original URLs",
 }
 
-CSS = (
-    """
+CSS = """
 :root{--bg:#f7f8fa;--panel:#fff;--ink:#1c2024;--muted:#60646c;--faint:#8b8d98;--line:#e4e6eb;--track:#eef0f3;
 --accent:@ACCENT@;--ok:@OK@;--bad:@BAD@;--shadow:0 1px 2px rgba(16,24,40,.06),0 1px 3px rgba(16,24,40,.08)}
 @media (prefers-color-scheme:dark){:root{--bg:#111317;--panel:#191b20;--ink:#edeef0;--muted:#b0b4ba;--faint:#7c7f88;
@@ -98,10 +97,7 @@ footer{color:var(--faint);font-size:12px;padding:36px 0 48px;text-align:center}
 #tip{position:fixed;pointer-events:none;background:#1c2024;color:#fff;font-size:12px;padding:6px 9px;border-radius:6px;
 box-shadow:0 4px 14px rgba(0,0,0,.2);opacity:0;transition:opacity .08s;z-index:10;max-width:320px}
 @media print{#tip,nav{display:none}.card{box-shadow:none;break-inside:avoid}}
-""".replace("@ACCENT@", ACCENT)
-    .replace("@OK@", OK)
-    .replace("@BAD@", ACCENT_2)
-)
+""".replace("@ACCENT@", ACCENT).replace("@OK@", OK).replace("@BAD@", ACCENT_2)
 
 # Tooltips only: every chart is already drawn as SVG without script.
 SCRIPT = """
@@ -117,7 +113,9 @@ tip.style.left=x+'px';tip.style.top=y+'px'});})();
 def _overview_card(s: SetStats) -> str:
     planned = s.planned if s.planned is not None else s.finished
     pct = f"{100 * s.ok / planned:.1f}%" if planned else "–"
-    bar = stacked_bar([("ok", s.ok, OK), ("failed", s.failed, ACCENT_2), ("pending", s.pending, PENDING)], key=s.name)
+    bar = stacked_bar(
+        [("ok", s.ok, OK), ("failed", s.failed, ACCENT_2), ("pending", s.pending, PENDING)], key=s.name
+    )
     return f"""<a class="card" href="#set-{s.name}" style="color:inherit;text-decoration:none">
 <div class="kpi-name"><span>{esc(s.name)}</span><span class="pill">{esc(s.layout)}</span></div>
 <div class="kpi">{s.ok:,} <small>of {planned:,} · {pct}</small></div>{bar}

@@ -584,3 +584,5 @@ def _write_rejected(storage: Storage, problems: list[RowProblem]) -> None:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     storage.write_bytes("plan/rejected.parquet", sink.getvalue().to_pybytes())
+
+
