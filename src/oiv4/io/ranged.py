@@ -256,7 +256,8 @@ async def download_ranged(
         while queue:
             i = queue.pop()
             start, stop = ranges[i]
-            fetched += await fetch_range(reader, obj, start, stop, settings.retry, sink, progress)
+            n = await fetch_range(reader, obj, start, stop, settings.retry, sink, progress)
+            fetched += n  # not `fetched += await ...`: that reads `fetched` before the await and loses updates
             finished.add(i)
             # fdatasync per part would make a download as slow as the disk's sync path; checkpoints
             # every `checkpoint_s` cost a kill at most that many seconds of progress.

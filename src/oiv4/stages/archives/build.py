@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
 import shutil
 import threading
 import time
@@ -36,6 +35,7 @@ from oiv4.contracts.schema import ImageSet, Outcome
 from oiv4.contracts.shards import ShardResult, ShardTask
 from oiv4.io.ledger import ShardLedger, read_shard
 from oiv4.io.storage import TMP_MARK, Storage
+from oiv4.io.temps import remove_dead_temps
 from oiv4.stages.archives.catalog import (
     KnownArchive,
     all_stems,
@@ -45,17 +45,22 @@ from oiv4.stages.archives.catalog import (
     shard_of,
 )
 from oiv4.stages.archives.convert import ConvertOutcome, convert_stream
-from oiv4.stages.archives.download import DownloadResult, TransferSettings, download_to_storage, stream_parts
+from oiv4.stages.archives.download import (
+    DownloadResult,
+    TransferSettings,
+    download_to_storage,
+    stat_object,
+    stream_parts,
+)
 from oiv4.stages.archives.errors import (
     ArchiveError,
     ArchiveSetError,
     CorruptStreamError,
-    SourceError,
     VerificationError,
 )
 from oiv4.stages.archives.gunzip import DECODERS, DEFAULT_DECODERS, decoder_available
 from oiv4.stages.archives.members import DEFAULT_MAX_MEMBER_BYTES
-from oiv4.stages.archives.sources import CVDF_S3, RemoteObject, Source, TransientSourceError, make_source
+from oiv4.stages.archives.sources import CVDF_S3, RemoteObject, Source, make_source
 
 READ_CHUNK = 8 << 20
 
@@ -296,15 +301,7 @@ class _Builder:
 
     # -- fetching ------------------------------------------------------------------------------------
     def _stat(self, name: str) -> RemoteObject:
-        s = self.settings
-        for attempt in range(s.attempts):
-            try:
-                return self.source.stat(name)
-            except TransientSourceError as exc:
-                if attempt == s.attempts - 1:
-                    raise SourceError(name, f"cannot reach {self.source.description} ({exc})") from exc
-                time.sleep(s.backoff_s * 2**attempt)
-        raise AssertionError("unreachable")
+        return stat_object(self.source, name, self.settings.transfer)  # retried under the shared policy
 
     def fetch(self, stem: str) -> _Fetched:
         name = archive_name(stem)
@@ -438,24 +435,7 @@ class _Builder:
 
 def _remove_stale_temps(storage: Storage, rel: str) -> None:
     """Delete temp files of `rel` left by a killed process (a live writer's temp is left alone)."""
-    if not storage.local:
-        return  # object stores have no temp files: a PUT is all-or-nothing
-    for tmp in storage.glob(f"{rel}{TMP_MARK}*"):
-        pid = tmp.rsplit(TMP_MARK, 1)[1].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            storage.remove(tmp)
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    remove_dead_temps(storage, [f"{rel}{TMP_MARK}*"])
 
 
 def _free_bytes(path: Path) -> int:
