@@ -68,7 +68,12 @@ def classify(url: str, exc: BaseException) -> TransferError:
         return exc
     cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     if is_unreachable(exc):
-        return UnreachableError(f"{url}: cannot connect ({cause}); check the URL and that the server is up")
+        if isinstance(exc, aiohttp.ClientConnectorDNSError):
+            what = "host name not found"
+        else:
+            refused = isinstance(getattr(exc, "os_error", exc), ConnectionRefusedError)
+            what = "connection refused" if refused else "host unreachable"
+        return UnreachableError(f"{url}: cannot connect, {what} ({cause}); check the URL and that the server is up")
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return TransientError(f"{url}: timed out ({cause})")
     if isinstance(exc, aiohttp.ClientError | OSError):

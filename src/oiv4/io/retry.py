@@ -66,7 +66,8 @@ class RetryPolicy:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""
         r = rng or random
         if retry_after is not None:
-            return min(retry_after, self.retry_after_max_s) + r.uniform(0, 0.1 * self.base_s)
+            wait = min(retry_after, self.retry_after_max_s)
+            return wait * r.uniform(1, 1 + 0.1 * self.jitter)  # a little spread, never earlier than asked
         return min(self.max_s, self.base_s * 2 ** (attempt - 1)) * r.uniform(1 - self.jitter, 1 + self.jitter)
 
 
