@@ -232,3 +232,25 @@ def test_the_retry_loop_checker_sees_a_second_loop(tmp_path: Path) -> None:
         "            time.sleep(2 ** attempt)\n"
     )
     assert retry_loops(tmp_path) == ["oiv4/stages/x.py:3"]
+
+
+def _imported_modules(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+    return names
+
+
+def test_oiv4_talks_http_through_aiohttp_and_s3_through_s3fs_only() -> None:
+    # One client library per protocol: a second HTTP stack would bring its own proxies, timeouts and retries.
+    banned = ("boto3", "urllib.request", "urllib3", "requests", "httpx", "http.client")
+    found = sorted(
+        f"{p.relative_to(SRC)} imports {m}"
+        for p in (SRC / "oiv4").rglob("*.py")
+        for m in _imported_modules(p)
+        if m.startswith(banned)
+    )
+    assert found == []

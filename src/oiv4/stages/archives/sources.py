@@ -112,7 +112,7 @@ class _S3Reader:
         self.source, self.client = source, client
 
     def _classify(self, name: str, exc: Exception) -> TransferError:
-        from botocore.exceptions import ClientError, EndpointConnectionError
+        from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
         url = self.source.url(name)
         if isinstance(exc, ClientError):
@@ -129,8 +129,10 @@ class _S3Reader:
             if status >= 500 or status == 429 or code in ("SlowDown", "InternalError", "ServiceUnavailable"):
                 return TransientError(f"{url}: {code or status}")
             return TransferError(f"{url}: S3 error {code or status}: {exc}")
-        if isinstance(exc, EndpointConnectionError):
-            return classify(url, exc.kwargs.get("error") or exc)
+        if isinstance(exc, EndpointConnectionError) and exc.kwargs.get("error") is not None:
+            return classify(url, exc.kwargs["error"])  # the aiohttp error underneath: refused, DNS, reset...
+        if isinstance(exc, BotoCoreError):  # read/connect timeouts, streaming errors, short bodies
+            return TransientError(f"{url}: {type(exc).__name__}: {exc}")
         return classify(url, exc)
 
     async def stat(self, name: str) -> RemoteObject:
