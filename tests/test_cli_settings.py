@@ -86,7 +86,7 @@ def test_cli_values_reach_the_settings_with_their_units(monkeypatch: pytest.Monk
     monkeypatch.setattr(run_commands, "_finish", lambda result: None)
     monkeypatch.setattr("oiv4.run.build.run_build", lambda storage, settings, view, report=None: seen.setdefault("s", settings))
     args = ["build", "--root", "r", "--max-megapixels", "1.5", "--max-mb", "2", "--no-rotate", "--set", "train",
-            "--fetch-attempts", "7", "--workers", "3", "--decoder", "zlib", "--part-size-mb", "1"]  # fmt: skip
+            "--fetch-attempts", "7", "--workers", "3", "--decoder", "zlib", "--archives-part-size-mb", "1"]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     s = seen["s"]
@@ -94,7 +94,7 @@ def test_cli_values_reach_the_settings_with_their_units(monkeypatch: pytest.Monk
     assert s.fetch.transform.max_pixels == 1_500_000 and s.fetch.http.max_bytes == 2 << 20
     assert s.fetch.transform.rotate is False and s.fetch.http.attempts == 7 and s.executor.workers == 3
     assert s.archives.decoders == ("zlib",) and s.archives.part_size == 1 << 20
-    assert [x.value for x in s.sets] == ["train"] and s.metadata.download.attempts == 8
+    assert [x.value for x in s.sets] == ["train"] and s.metadata.download.retry.attempts == 8
     assert dataclasses.replace(s, sets=BuildSettings().sets).fetch != FetchSettings()
 
 

@@ -16,7 +16,11 @@ from oiv4.contracts.errors import CATEGORIES, InputError, Oiv4Error, SourceError
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "oiv4"
 #: Bases whose subclasses carry the category; raised alone they mean "this one thing failed" (exit 1).
-UNCATEGORISED_BASES = {"oiv4.stages.archives.errors.ArchiveError", "oiv4.io.blob_errors.ReaderError"}
+UNCATEGORISED_BASES = {
+    "oiv4.stages.archives.errors.ArchiveError",
+    "oiv4.io.blob_errors.ReaderError",
+    "oiv4.io.retry.TransferError",
+}
 
 
 def _exception_classes() -> list[type[BaseException]]:

@@ -222,7 +222,8 @@ EXTRAS_SMOKE = """
     import oiv4
     from oiv4.io.storage import Storage
     from oiv4.run.executor import ExecutorSettings
-    from oiv4.stages.fetch import FetchSettings, HttpSettings, fetch_set
+    from oiv4.run.fetch import fetch_set
+    from oiv4.stages.fetch import FetchSettings, HttpSettings
     from oiv4.stages.metadata import MetadataSettings, fetch_metadata
     from oiv4.stages.plan import PlanSettings, build_plan
     from oiv4_mirror import UniverseSpec, start_mirror

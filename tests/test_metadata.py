@@ -14,11 +14,13 @@ from aiohttp import web
 from oiv4.contracts.layout import BOXABLE_CSV, FULL_CSV
 from oiv4.contracts.schema import COLUMNS
 from oiv4.io.download import DownloadError, DownloadSettings
+from oiv4.io.ranged import read_state
+from oiv4.io.retry import RetryPolicy
 from oiv4.io.storage import Storage
 from oiv4.stages.metadata import MetadataError, MetadataSettings, fetch_metadata
 from oiv4_mirror import UniverseSpec, start_mirror
 
-FAST = DownloadSettings(attempts=2, backoff_s=0.01, read_timeout_s=5)
+FAST = DownloadSettings(retry=RetryPolicy(attempts=2, base_s=0.01), read_timeout_s=5)
 
 
 @pytest.fixture(scope="module")
@@ -37,19 +39,42 @@ def test_metadata_downloads_both_csvs_from_a_mirror(tmp_path: Path, mirror) -> N
     assert not list((tmp_path / "metadata").glob("*.part*"))
 
 
+class Interrupt(Exception):
+    """Raised from the progress callback: the download stops there, as if the process had been stopped."""
+
+
 def test_metadata_resumes_a_partial_download_with_range(tmp_path: Path, mirror) -> None:
     body = mirror.universe.full_csv(mirror.base_url)
     meta = tmp_path / "metadata"
-    meta.mkdir()
+    part_size = 1024
+    assert len(body) > 8 * part_size
+    settings = DownloadSettings(
+        retry=RetryPolicy(attempts=2, base_s=0.01), read_timeout_s=5, part_size=part_size, connections=1, checkpoint_s=0
+    )
     half = len(body) // 2
-    # A marker byte in the part already on disk: if the download restarted instead of resuming, it would vanish.
-    prefix = bytearray(body[:half])
-    prefix[-1:] = b"#"
-    (meta / (FULL_CSV + ".part")).write_bytes(bytes(prefix))
-    fetch_metadata(Storage(str(tmp_path)), MetadataSettings(base_url=mirror.metadata_base_url, download=FAST))
+
+    def stop_at_half(name: str, done: int, total: int | None) -> None:
+        if name == FULL_CSV and done > half:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        fetch_metadata(
+            Storage(str(tmp_path)), MetadataSettings(mirror.metadata_base_url, download=settings), stop_at_half
+        )
+    state = read_state(meta / FULL_CSV)
+    assert state is not None and state["done"] == list(range(half // part_size))
+    # A marker byte in a part already on disk: if the download restarted instead of resuming, it would vanish.
+    marker = half // part_size * part_size - 1
+    with open(meta / (FULL_CSV + ".part"), "r+b") as fh:
+        fh.seek(marker)
+        fh.write(b"#")
+    fetch_metadata(Storage(str(tmp_path)), MetadataSettings(mirror.metadata_base_url, download=settings))
     got = (meta / FULL_CSV).read_bytes()
     assert len(got) == len(body)
-    assert got[: half - 1] == body[: half - 1] and got[half - 1 : half] == b"#" and got[half:] == body[half:]
+    assert (
+        got[:marker] == body[:marker] and got[marker : marker + 1] == b"#" and got[marker + 1 :] == body[marker + 1 :]
+    )
+    assert not list(meta.glob("*.part*"))
 
 
 def test_complete_files_are_not_downloaded_again(tmp_path: Path, mirror) -> None:
@@ -101,6 +126,8 @@ def test_body_shorter_than_content_length_never_looks_complete(tmp_path: Path) -
     good = _csv(",".join(COLUMNS))
 
     async def short(request: web.Request) -> web.StreamResponse:
+        if request.method == "HEAD":  # the download first asks for the size: answer that honestly
+            return web.Response(headers={"Content-Length": str(len(good))})
         resp = web.StreamResponse(headers={"Content-Length": str(len(good))})
         await resp.prepare(request)
         await resp.write(good[:20])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import tarfile
 import zipfile
 
@@ -99,7 +101,10 @@ def test_hostile_ids_never_become_paths_in_any_layout(tmp_path, layout, hostile)
 def test_stale_temp_files_of_a_killed_run_are_removed_and_nothing_else(tmp_path):
     storage = Storage(str(tmp_path))
     storage.write_bytes(LAYOUT.image("train", IDS[0]), b"done")
-    leftover = storage.local_path(LAYOUT.image("train", IDS[1])).with_name(f"{IDS[1]}.jpg{TMP_MARK}123-abcd")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    leftover = storage.local_path(LAYOUT.image("train", IDS[1])).with_name(
+        f"{IDS[1]}.jpg{TMP_MARK}{int(dead.stdout)}-abcd"
+    )
     leftover.parent.mkdir(parents=True, exist_ok=True)
     leftover.write_bytes(b"half")
     assert remove_stale_temps(storage, "train") == 1

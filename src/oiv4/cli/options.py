@@ -37,6 +37,9 @@ class OptionSpec:
     hint: Any  # the field's resolved type
     flag: str  # "--attempts", or "--rotate/--no-rotate" for a boolean
     short: str | None
+    #: The default as the enclosing settings make it: a parent's `default_factory` may set a nested field to
+    #: something other than that field's own default (DownloadSettings makes RetryPolicy(attempts=8)).
+    inherited: Any = dataclasses.MISSING
 
     @property
     def meta(self) -> Mapping[str, Any]:
@@ -54,6 +57,8 @@ class OptionSpec:
     @property
     def default(self) -> Any:
         f = self.field
+        if self.inherited is not dataclasses.MISSING:
+            return self.inherited
         return f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
 
     @property
@@ -161,15 +166,25 @@ def _hints(cls: type) -> dict[str, Any]:
     return out
 
 
-def _walk(cls: type, path: tuple[str, ...]):
-    """(path, field, hint) of every leaf field; nested dataclasses are walked into."""
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def _walk(cls: type, path: tuple[str, ...], instance: Any = None):
+    """(path, field, hint, default) of every leaf field; nested dataclasses are walked into, and a leaf's
+    default is read from the enclosing default instance (`instance`) when there is one."""
     hints = _hints(cls)
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
+        value = getattr(instance, f.name) if instance is not None else _field_default(f)
         if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-            yield from _walk(hint, (*path, f.name))
+            yield from _walk(hint, (*path, f.name), value if value is not dataclasses.MISSING else None)
         else:
-            yield (*path, f.name), f, hint
+            yield (*path, f.name), f, hint, value
 
 
 def _flag(f: dataclasses.Field, hint: Any) -> str:
@@ -203,13 +218,13 @@ def collect(
     rename, exclude, reserved = rename or {}, exclude or {}, set(reserved or ())
     raw = []
     for name, cls in groups.items():
-        for path, f, hint in _walk(cls, (name,)):
+        for path, f, hint, value in _walk(cls, (name,)):
             dotted = ".".join(path)
             if f.metadata.get("cli") is False or dotted in exclude:
                 continue
             if "help" not in f.metadata:
                 raise TypeError(f"{cls.__name__}.{f.name} has no help text: declare it with oiv4.contracts.setting")
-            raw.append([path, f, hint, rename.get(dotted) or _flag(f, hint)])
+            raw.append([path, f, hint, rename.get(dotted) or _flag(f, hint), value])
     fixed = {".".join(r[0]) for r in raw if ".".join(r[0]) in rename}
     # Fields whose flag clashes get the first path element that tells them apart as a prefix.
     by_flag: dict[str, list[list]] = {}
@@ -232,13 +247,13 @@ def collect(
                 raise TypeError(f"option {n} is claimed by both {seen.get(n, 'the command')} and {'.'.join(r[0])}")
             seen[n] = ".".join(r[0])
     specs = []
-    for path, f, hint, flag in raw:
+    for path, f, hint, flag, value in raw:
         short = f.metadata.get("short")
         if short in reserved or short in seen:
             short = None
         if short:
             seen[short] = ".".join(path)
-        specs.append(OptionSpec(path, f, hint, flag, short))
+        specs.append(OptionSpec(path, f, hint, flag, short, value))
     return specs
 
 
@@ -331,13 +346,25 @@ class SettingsBinding:
     exclude: dict[str, str]
 
 
+def _instance_default(cls: type, path: tuple[str, ...]) -> Any:
+    """The value at `path` in a default-constructed `cls`: what the settings really default to, nested
+    default factories included (MISSING when `cls` needs arguments)."""
+    try:
+        value: Any = cls()
+    except TypeError:
+        return dataclasses.MISSING
+    for name in path:
+        value = getattr(value, name)
+    return value
+
+
 def check_command(binding: SettingsBinding, command: click.Command) -> list[str]:
     """Problems between a command and its settings: a field without an option, a default that differs."""
     problems = []
     params = {p.name: p for p in command.params}
     covered = {s.path for s in binding.specs}
     for name, cls in binding.groups.items():
-        for path, f, _hint in _walk(cls, (name,)):
+        for path, f, _hint, _value in _walk(cls, (name,)):
             dotted = ".".join(path)
             if path in covered or dotted in binding.exclude:
                 continue
@@ -351,9 +378,10 @@ def check_command(binding: SettingsBinding, command: click.Command) -> list[str]
             continue
         given = p.default
         value = s.to_field(list(given) if isinstance(given, tuple) and s.repeated_item is not None else given)
-        if value != s.default:
+        expected = _instance_default(binding.groups[s.path[0]], s.path[1:])
+        if expected is not dataclasses.MISSING and value != expected:
             problems.append(
-                f"{command.name}: {p.opts[0]} defaults to {given!r}, but {s.dotted} defaults to {s.default!r}"
+                f"{command.name}: {p.opts[0]} defaults to {given!r}, but {s.dotted} defaults to {expected!r}"
             )
     return problems
 

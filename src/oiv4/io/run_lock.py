@@ -17,6 +17,7 @@ verify --requeue) holds this lock for its whole life.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import getpass
 import json
@@ -153,11 +154,13 @@ class RunLock:
         self._heartbeat.start()
 
     def _renew(self) -> None:
+        # A heartbeat, not a retry: one renewal per third of the lease, whatever the last one did.
         while not self._stop.wait(self.lease_s / 3):
-            try:
-                self.storage.write_bytes(LOCK_NAME, self._lease())
-            except OSError:
-                continue  # a missed renewal is survivable: the lease is three renewals long
+            self._renew_once()
+
+    def _renew_once(self) -> None:
+        with contextlib.suppress(OSError):  # a missed renewal is survivable: the lease is three renewals long
+            self.storage.write_bytes(LOCK_NAME, self._lease())
 
     def _release_remote(self) -> None:
         self._stop.set()

@@ -32,6 +32,7 @@ from typing import Any
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
 from oiv4.io.storage import TMP_MARK, Storage
+from oiv4.io.temps import remove_dead_temps
 
 #: Fixed archive timestamps (zip: 1980-01-01, the earliest DOS date; tar: the epoch) for reproducibility.
 ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
@@ -224,14 +225,9 @@ def remove_stale_temps(storage: Storage, image_set: ImageSet | str) -> int:
     """Delete temp files an interrupted run left beside final paths (local roots; object stores have none).
 
     Temp files never sit *at* a final path (writes are temp + rename), but a kill between the two leaves
-    `<id>.jpg.oiv4tmp-...` beside it. Call only while no run is writing this set.
+    `<id>.jpg.oiv4tmp-<pid>-...` beside it. Temps of a process still running are left alone.
     """
-    if not storage.local:
-        return 0
     s = ImageSet(image_set).value
-    n = 0
-    for pattern in (f"{s}/images/*/*{TMP_MARK}*", f"{s}/images/*{TMP_MARK}*", f"{s}/webdataset/*{TMP_MARK}*"):
-        for rel in storage.glob(pattern):
-            storage.remove(rel)
-            n += 1
-    return n
+    return remove_dead_temps(
+        storage, (f"{s}/images/*/*{TMP_MARK}*", f"{s}/images/*{TMP_MARK}*", f"{s}/webdataset/*{TMP_MARK}*")
+    )

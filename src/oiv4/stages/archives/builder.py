@@ -16,10 +16,8 @@ The steps, per archive (one ledger shard each):
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,20 +27,20 @@ from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
 from oiv4.io.ledger import ShardLedger
 from oiv4.io.storage import TMP_MARK, Storage
+from oiv4.io.temps import remove_dead_temps
 from oiv4.stages.archives.catalog import archive_name, load_known_archives, shard_of
 from oiv4.stages.archives.checks import Check, check_zip, inside_root, plan_check, verify_copy
 from oiv4.stages.archives.convert import ConvertOutcome, convert_stream
-from oiv4.stages.archives.download import DownloadResult, download_to_storage, stream_parts
+from oiv4.stages.archives.download import DownloadResult, download_to_storage, stat_object, stream_parts
 from oiv4.stages.archives.errors import (
     ArchiveError,
     ArchiveSetError,
     CorruptStreamError,
-    SourceError,
     VerificationError,
 )
 from oiv4.stages.archives.gunzip import decoder_available
 from oiv4.stages.archives.settings import ArchiveProgress, ArchiveReport, ArchiveSettings
-from oiv4.stages.archives.sources import RemoteObject, TransientSourceError, make_source
+from oiv4.stages.archives.sources import RemoteObject, make_source
 
 READ_CHUNK = 8 << 20
 
@@ -87,15 +85,7 @@ class ArchiveBuilder:
 
     # -- fetching ------------------------------------------------------------------------------------
     def _stat(self, name: str) -> RemoteObject:
-        s = self.settings
-        for attempt in range(s.attempts):
-            try:
-                return self.source.stat(name)
-            except TransientSourceError as exc:
-                if attempt == s.attempts - 1:
-                    raise SourceError(name, f"cannot reach {self.source.description} ({exc})") from exc
-                time.sleep(s.backoff_s * 2**attempt)
-        raise AssertionError("unreachable")
+        return stat_object(self.source, name, self.settings.transfer)  # retried under the shared policy
 
     def fetch(self, stem: str) -> Fetched:
         name = archive_name(stem)
@@ -229,24 +219,7 @@ class ArchiveBuilder:
 
 def _remove_stale_temps(storage: Storage, rel: str) -> None:
     """Delete temp files of `rel` left by a killed process (a live writer's temp is left alone)."""
-    if not storage.local:
-        return  # object stores have no temp files: a PUT is all-or-nothing
-    for tmp in storage.glob(f"{rel}{TMP_MARK}*"):
-        pid = tmp.rsplit(TMP_MARK, 1)[1].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            storage.remove(tmp)
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    remove_dead_temps(storage, [f"{rel}{TMP_MARK}*"])
 
 
 def _free_bytes(path: Path) -> int:

@@ -10,23 +10,22 @@ seconds never trips a read timeout.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import random
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from types import TracebackType
 
 import aiohttp
 from yarl import URL
 
 from oiv4.contracts.schema import Outcome
+from oiv4.io.http import HttpTimeouts, make_session
+from oiv4.io.retry import TRANSIENT_STATUS, RetryPolicy, parse_retry_after, retry_async
 from oiv4.stages.fetch.settings import HttpSettings
 
+__all__ = ["Fetched", "HttpClient", "parse_retry_after", "status_outcome"]
+
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-#: Worth another attempt: the same request may well succeed later.
-_RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-_RETRY_OUTCOMES = frozenset({Outcome.connection_error, Outcome.timeout, Outcome.truncated})
 _CHUNK = 1 << 18
 
 
@@ -67,24 +66,6 @@ def status_outcome(status: int) -> str:
     return Outcome.http_5xx.value if 500 <= status <= 599 else f"http_{status}"
 
 
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date); None if absent/invalid."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - (now if now is not None else datetime.now(UTC).timestamp()))
-
-
 class HttpClient:
     """Async downloader for one worker process; use as `async with HttpClient(settings) as client`."""
 
@@ -92,17 +73,24 @@ class HttpClient:
         self.settings = settings
         self._rng = rng or random.Random()
         self._session: aiohttp.ClientSession | None = None
+        # The shared policy and backoff; this client keeps its own outcome mapping (connection errors of
+        # one image are retried here: one dead Flickr host must not look like a wrong source URL).
+        self.policy = RetryPolicy(
+            attempts=settings.attempts,
+            base_s=settings.backoff_base,
+            max_s=settings.backoff_max,
+            retry_after_max_s=settings.retry_after_max,
+        )
 
     async def __aenter__(self) -> HttpClient:
         s = self.settings
         connector = aiohttp.TCPConnector(
             limit=s.concurrency, limit_per_host=s.per_host, ttl_dns_cache=300, keepalive_timeout=30
         )
-        self._session = aiohttp.ClientSession(
+        self._session = make_session(
+            HttpTimeouts(s.connect_timeout, s.read_timeout),
             connector=connector,
-            timeout=aiohttp.ClientTimeout(total=None, connect=s.connect_timeout, sock_read=s.read_timeout),
             headers={"User-Agent": s.user_agent, "Accept-Encoding": "identity"},
-            read_bufsize=1 << 20,
         )
         return self
 
@@ -116,29 +104,32 @@ class HttpClient:
     def backoff(self, attempt: int, retry_after: float | None) -> float:
         """Seconds to wait before attempt `attempt + 1`: the server's Retry-After if it gave one (capped),
         else exponential backoff with jitter (so that many rows throttled together do not return together)."""
-        s = self.settings
-        if retry_after is not None:
-            return min(retry_after, s.retry_after_max) + self._rng.uniform(0, 0.1 * s.backoff_base)
-        return min(s.backoff_max, s.backoff_base * 2 ** (attempt - 1)) * self._rng.uniform(0.5, 1.5)
+        return self.policy.delay(attempt, retry_after, self._rng)
 
     async def fetch(self, url: str, expected_size: int | None = None) -> Fetched:
         """GET `url` with retries. `expected_size` (OriginalSize) lets a wrong Content-Length end early."""
-        total = 0
-        s = self.settings
         if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
             return Fetched(
                 Outcome.connection_error, f"not an http(s) URL: {str(url)[:200]!r}; not requested", str(url), str(url)
             )
-        for attempt in range(1, s.attempts + 1):
+        total = 0
+        attempts = 0
+
+        async def attempt(n: int) -> _Attempt:
+            nonlocal total, attempts
+            attempts = n
             a = await self._attempt(url, expected_size)
             total += a.nbytes
-            if a.outcome == Outcome.ok or not a.retryable or attempt == s.attempts:
-                reason = (
-                    a.reason if attempt == 1 or a.outcome == Outcome.ok else f"{a.reason} (after {attempt} attempts)"
-                )
-                return Fetched(a.outcome, reason, url, a.final_url, attempt, total, a.body, a.content_type, a.status)
-            await asyncio.sleep(self.backoff(attempt, a.retry_after))
-        raise AssertionError("unreachable")  # pragma: no cover
+            return a
+
+        def verdict(a: _Attempt) -> bool | float:
+            if a.outcome == Outcome.ok or not a.retryable:
+                return False
+            return True if a.retry_after is None else a.retry_after
+
+        a = await retry_async(attempt, self.policy, retry_result=verdict, rng=self._rng)
+        reason = a.reason if attempts == 1 or a.outcome == Outcome.ok else f"{a.reason} (after {attempts} attempts)"
+        return Fetched(a.outcome, reason, url, a.final_url, attempts, total, a.body, a.content_type, a.status)
 
     async def _attempt(self, url: str, expected_size: int | None) -> _Attempt:
         assert self._session is not None, "use `async with HttpClient(...)`"
@@ -171,7 +162,7 @@ class HttpClient:
                                 current,
                                 status=resp.status,
                                 retry_after=parse_retry_after(resp.headers.get("Retry-After")),
-                                retryable=resp.status in _RETRY_STATUS,
+                                retryable=resp.status in TRANSIENT_STATUS,
                             )
                         content_length = resp.content_length
                         if content_length is not None and content_length > s.max_bytes:
