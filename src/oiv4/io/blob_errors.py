@@ -24,5 +24,3 @@ class CorruptImageError(ReaderError, OSError):
 
 class BadLocationError(ReaderError, ValueError):
     """A ledger `location` that cannot name a stored image (absolute, `..`, unknown container type)."""
-
-

@@ -19,7 +19,6 @@ def read_plan(storage: Storage, image_set: ImageSet | str) -> pa.Table | None:
         return pq.read_table(fh)
 
 
-
 def read_manifest(storage: Storage, image_set: ImageSet | str, columns: list[str] | None = None) -> pa.Table:
     """A set's manifest (all rows, file order)."""
     with storage.open(LAYOUT.plan(image_set)) as fh:
