@@ -24,3 +24,5 @@ class CorruptImageError(ReaderError, OSError):
 
 class BadLocationError(ReaderError, ValueError):
     """A ledger `location` that cannot name a stored image (absolute, `..`, unknown container type)."""
+
+

@@ -312,3 +312,5 @@ class BlobReader:
                 return None
         found = self.find_member(loc)
         return None if found is None else found[1].size
+
+
