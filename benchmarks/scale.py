@@ -273,9 +273,13 @@ def measure(argv: list[str], src: Path, label: str) -> tuple[float, float, str]:
 CLI = [sys.executable, "-c", "import sys; from oiv4.cli import main; sys.argv[0] = 'oiv4'; main()"]
 LAZY = """
 import sys, time; t = time.perf_counter()
-import oiv4
+import oiv4, duckdb
+t_import = time.perf_counter() - t; t = time.perf_counter()
 m = oiv4.open(sys.argv[1])["extended_targets"].manifest
-print(type(m).__name__, f"{time.perf_counter() - t:.3f}")
+t_open = time.perf_counter() - t; t = time.perf_counter()
+n = duckdb.sql("SELECT count(*) FROM m WHERE outcome = 'ok'").fetchone()[0]
+print(f"{type(m).__name__} opened in {t_open:.3f} s (imports {t_import:.2f} s); a count over it took "
+      f"{time.perf_counter() - t:.2f} s ({n:,} ok)")
 """
 LOOKUP = """
 import sys, time
