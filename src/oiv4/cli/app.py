@@ -315,15 +315,15 @@ def _print_verify(report, show: int) -> None:
             by_kind.setdefault(p.kind, []).append(p)
         for kind, items in by_kind.items():
             colour = "red" if items[0].broken else "yellow"
-            out.print(f"[{colour}]{s.image_set}: {len(items):,} {kind}[/]")
+            out.print(f"[{colour}]{s.image_set}: {s.count(kind):,} {kind}[/]")  # all counted, examples kept
             for p in items[:show]:
                 out.print(f"  {p.image_id or '-'}  {p.location}  [dim]{p.detail}[/dim]", soft_wrap=True)
-            if len(items) > show:
-                out.print(f"  [dim]... and {len(items) - show:,} more[/dim]")
+            if s.count(kind) > show:
+                out.print(f"  [dim]... and {s.count(kind) - show:,} more[/dim]")
         if s.requeued:
             out.print(f"[cyan]{s.image_set}: requeued {s.requeued:,} broken images as verify_failed[/cyan]")
     if report.ok:
-        warnings = len(report.problems)
+        warnings = sum(s.count(k) for s in report.sets for k in s.counts)
         out.print("[green]clean[/green]: every ok image is where the ledger says" + (
             f" ({warnings:,} warnings above)" if warnings else ""))
     else:

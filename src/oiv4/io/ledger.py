@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -30,9 +30,6 @@ import pyarrow.parquet as pq
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import LEDGER_SCHEMA, ImageSet
 from oiv4.io.storage import Storage
-
-if TYPE_CHECKING:
-    import duckdb
 
 #: Threads reading ledger files: Parquet decoding and object-store round trips release the GIL.
 READ_THREADS = 8
@@ -106,6 +103,15 @@ def append_rows(storage: Storage, image_set: ImageSet, shard: int, rows: list[Ma
     for r in rows:
         led.record(**r)
     led.flush()
+
+
+def append_table(storage: Storage, image_set: ImageSet, shard: int, table: pa.Table) -> None:
+    """Record a table of ledger rows (LEDGER_SCHEMA) for a shard as one durable part, without a Python row loop."""
+    if table.num_rows == 0:
+        return
+    storage.sync()
+    rel = f"{LAYOUT.ledger_parts_dir(image_set, shard)}/part-{now_utc():%Y%m%dT%H%M%S%f}-{secrets.token_hex(3)}.parquet"
+    storage.write_bytes(rel, _table_bytes(table.cast(LEDGER_SCHEMA)), fsync=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -345,48 +351,3 @@ def load_ledger(
     if row_filter is not None:
         table = table.filter(pc.equal(table["row"], row_filter)).select(list(columns or LEDGER_SCHEMA.names))
     return table
-
-
-# --------------------------------------------------------------------------------------------------
-# DuckDB
-
-
-def ledger_relation(
-    con: duckdb.DuckDBPyConnection, storage: Storage, image_set: ImageSet | str, columns: Sequence[str] | None = None
-) -> duckdb.DuckDBPyRelation:
-    """The set's resolved ledger as a lazy DuckDB relation on `con`.
-
-    Shards without parts are scanned straight from their compacted files (one row per (set, row) already);
-    only shards with parts are resolved here, in Arrow, and joined in as a small table. Register the
-    storage's filesystem on `con` first for object stores (`oiv4.io.sql.connect` does).
-    """
-    cols = list(columns or LEDGER_SCHEMA.names)
-    files = list_ledger(storage, image_set)
-    clean = [files.compacted[s] for s in files.shards if s not in files.parts and s in files.compacted]
-    resolving = [s for s in files.shards if s in files.parts]
-    pending = (
-        list(iter_ledger(storage, image_set, cols, shards=resolving, files=_only(files, resolving)))
-        if resolving
-        else []
-    )
-    names = ", ".join(f'"{c}"' for c in cols)
-    rels = []
-    if clean:
-        paths = ", ".join("'" + storage.path(rel).replace("'", "''") + "'" for rel in clean)
-        rels.append(con.sql(f"SELECT {names} FROM read_parquet([{paths}])"))
-    if pending or not rels:
-        table = pa.concat_tables(pending) if pending else LEDGER_SCHEMA.empty_table().select(cols)
-        rels.append(con.from_arrow(table).select(names))
-    out = rels[0]
-    for r in rels[1:]:
-        out = out.union(r)
-    return out
-
-
-def _only(files: LedgerFiles, shards: list[int]) -> LedgerFiles:
-    keep = set(shards)
-    return LedgerFiles(
-        files.image_set,
-        {s: r for s, r in files.compacted.items() if s in keep},
-        {s: r for s, r in files.parts.items() if s in keep},
-    )

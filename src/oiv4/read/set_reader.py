@@ -14,10 +14,10 @@ from oiv4.io.blob_errors import BadArchiveError, CorruptImageError, ImageNotFoun
 from oiv4.io.containers import BlobReader
 from oiv4.io.image_decode import decode
 from oiv4.io.inventory import inventory_ledger
-from oiv4.io.ledger import iter_ledger, ledger_relation, read_ledger
+from oiv4.io.ledger import iter_ledger, read_ledger
 from oiv4.io.locations import Location, parse_location, staged_path
 from oiv4.io.manifest import plan_rows, read_plan
-from oiv4.io.sql import attach_filesystem
+from oiv4.io.sql import attach_filesystem, ledger_relation
 from oiv4.io.storage import Storage
 from oiv4.read.id_index import IdIndex
 

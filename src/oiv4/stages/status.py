@@ -14,8 +14,7 @@ from rich.table import Table
 
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet, Outcome
-from oiv4.io.ledger import ledger_relation
-from oiv4.io.sql import attach_filesystem
+from oiv4.io.sql import attach_filesystem, ledger_relation
 from oiv4.io.storage import Storage
 
 
