@@ -858,3 +858,60 @@ def demo_cmd(
 
 
 # ---- end build + demo ------------------------------------------------------------------------------
+
+
+# ---- sql (ledger / read side) ----------------------------------------------------------------------
+@app.command("sql", rich_help_panel="Inspect the result")
+def sql_cmd(
+    query: str = typer.Argument(..., help="A DuckDB query over the views plan_<set> and ledger_<set>."),
+    root: str = RootOpt,
+    limit: int = typer.Option(1000, help="Rows printed at most."),
+    csv: bool = typer.Option(False, "--csv", help="Print CSV (header + rows) instead of a table."),
+) -> None:
+    """Query the build with DuckDB: `plan_<set>` (the plan) and `ledger_<set>` (latest row per image).
+
+    The ledger views include rows still in `.parts/` (a running fetch) and `verify --requeue` rows, latest
+    row per (set, row), which a glob over `ledger/<set>/*.parquet` would miss or count twice.
+
+    Examples:
+
+      oiv4 sql --root R "select outcome, count(*) from ledger_train group by 1 order by 2 desc"
+
+      oiv4 sql --root R "select p.ImageID, l.reason from plan_train p join ledger_train l using (row) where l.outcome = 'http_404' limit 5"
+    """
+    import re
+
+    import duckdb
+
+    from oiv4.contracts.schema import ImageSet
+    from oiv4.io.sql import connect
+
+    # Views only for the sets the query names (resolving a set's in-progress parts is its main cost).
+    named = [s for s in ImageSet if re.search(rf"\b(plan|ledger)_{s.value}\b", query)]
+    try:
+        con = connect(_storage(root), named or None)
+        cur = con.execute(query)
+        columns = [d[0] for d in cur.description] if cur.description else []
+        rows = cur.fetchmany(limit + 1) if columns else []
+    except duckdb.Error as exc:
+        console.print(f"[red]sql:[/red] {str(exc).strip().splitlines()[0]}")
+        raise typer.Exit(2) from None
+    if not columns:  # a statement without a result
+        return
+    shown = rows[:limit]
+    if csv:
+        import csv as csvlib
+        import sys
+
+        writer = csvlib.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(shown)
+    else:
+        from rich.table import Table
+
+        table = Table(*columns, header_style="bold")
+        for r in shown:
+            table.add_row(*("" if v is None else f"{v:,}" if isinstance(v, int) else str(v) for v in r))
+        Console().print(table)
+    if len(rows) > limit:
+        console.print(f"[dim]first {limit:,} rows shown (--limit)[/dim]")
