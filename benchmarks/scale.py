@@ -257,7 +257,10 @@ def generate(cache: Path) -> tuple[Path, Path]:
 
 
 def measure(argv: list[str], src: Path, label: str) -> tuple[float, float, str]:
-    """(wall s, peak RSS GiB, stdout) of one command run under /usr/bin/time -v with PYTHONPATH=src."""
+    """(wall s, peak RSS GiB, stdout) of one command run under /usr/bin/time -v with PYTHONPATH=src.
+
+    stdout ends with a line giving the CPU seconds (user + system) and the load average at the start, because
+    on a shared machine wall time says as much about the neighbours as about the code."""
     env = dict(os.environ, PYTHONPATH=str(src), COLUMNS="120")
     out = subprocess.run(["/usr/bin/time", "-v", *argv], env=env, capture_output=True, text=True, check=False)
     wall = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", out.stderr)
@@ -265,9 +268,11 @@ def measure(argv: list[str], src: Path, label: str) -> tuple[float, float, str]:
     assert wall and rss, out.stderr[-2000:]
     h, m, s = wall.groups()
     seconds = int(h or 0) * 3600 + int(m) * 60 + float(s)
+    cpu = sum(float(x) for x in re.findall(r"(?:User|System) time \(seconds\): ([\d.]+)", out.stderr))
+    load = os.getloadavg()[0]
     if out.returncode not in (0, 1):  # verify exits 1 when something is broken, which is expected here
         print(f"  [{label}] exited {out.returncode}: {out.stderr[-1500:]}")
-    return seconds, int(rss.group(1)) / 2**20, out.stdout
+    return seconds, int(rss.group(1)) / 2**20, f"{out.stdout}\ncpu {cpu:.1f} s, load {load:.1f}"
 
 
 CLI = [sys.executable, "-c", "import sys; from oiv4.cli import main; sys.argv[0] = 'oiv4'; main()"]
@@ -326,12 +331,16 @@ def main() -> None:
         if args.only and name not in args.only:
             continue
         wall, gib, out = measure(argv, src, name)
-        line = f"{name:13s} {wall:7.2f} s {gib:6.2f} GiB"
+        line = f"{name:13s} {wall:7.2f} s {gib:6.2f} GiB ({out.splitlines()[-1]})"
+        out = "\n".join(out.splitlines()[:-1])
         if t_target is not None:
             line += f"   target < {t_target} s, < {gib_target} GiB: {'met' if wall < t_target and gib < gib_target else 'MISSED'}"
         if args.baseline and with_base:
-            bwall, bgib, _ = measure(argv, args.baseline, f"{name} baseline")
-            line += f"   baseline {bwall:7.2f} s {bgib:6.2f} GiB  ratio {bwall / wall:5.1f}x time, {bgib / gib:5.1f}x memory"
+            bwall, bgib, bout = measure(argv, args.baseline, f"{name} baseline")
+            line += (
+                f"   baseline {bwall:7.2f} s {bgib:6.2f} GiB ({bout.splitlines()[-1]})"
+                f"  ratio {bwall / wall:5.1f}x time, {bgib / gib:5.1f}x memory"
+            )
         if name in ("lazy", "lookup"):
             line += f"   [{out.strip().splitlines()[-1] if out.strip() else ''}]"
         print(line, flush=True)

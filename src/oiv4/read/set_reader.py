@@ -290,7 +290,12 @@ class SetReader:
 
     def ledger_row(self, row: int) -> dict[str, Any]:
         """The latest ledger row for manifest row `row` as a dict (empty when it has none)."""
-        hit = read_ledger(self.storage, self.image_set)
+        # Find its shard from two small columns, then read only that shard in full.
+        where = read_ledger(self.storage, self.image_set, ["row", "shard"])
+        where = where.filter(pc.equal(where["row"], row))
+        if not where.num_rows:
+            return {}
+        hit = read_ledger(self.storage, self.image_set, shards=[where["shard"][0].as_py()])
         hit = hit.filter(pc.equal(hit["row"], row))
         return hit.to_pylist()[-1] if hit.num_rows else {}
 
