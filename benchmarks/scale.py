@@ -1,5 +1,5 @@
 """The read side at the real scale: status, verify, report, a lazy manifest and a failed-ID lookup on a
-full-size synthetic build (9,178,275-row plan, 744 ledger shards, no images except one real shard).
+full-size synthetic build (the 9,178,275-row metadata as four set plans, 744 ledger shards, no images except one real shard).
 
     PYTHONPATH=src python benchmarks/scale.py [--cache /tmp/oiv4-scale] [--baseline /tmp/oiv4-base/src]
 
