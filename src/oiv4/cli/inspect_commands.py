@@ -112,3 +112,42 @@ def report_cmd(settings: ReportSettings, root: str = BuiltRootOpt) -> None:
     with err.status("collecting figures ...") as status:
         path = build_report(storage, settings, on_set=lambda s: status.update(f"collecting {s} ..."))
     Console().print(f"report written to [bold]{path}[/bold]")
+
+
+@app.command("sql", rich_help_panel=INSPECT_PANEL)
+def sql_cmd(
+    query: str = typer.Argument(..., help="A DuckDB query over the views plan_<set> and ledger_<set>."),
+    root: str = BuiltRootOpt,
+    limit: int = typer.Option(1000, min=1, help="Rows printed at most."),
+    csv: bool = typer.Option(False, "--csv", help="Print CSV (header + rows) instead of a table."),
+) -> None:
+    """Query the build with DuckDB: `plan_<set>` (the plan) and `ledger_<set>` (latest row per image).
+
+    The ledger views include rows still in `.parts/` (a running fetch) and `verify --requeue` rows, latest
+    row per (set, row), which a glob over `ledger/<set>/*.parquet` would miss or count twice.
+
+    Examples:
+
+      oiv4 sql --root R "select outcome, count(*) from ledger_train group by 1 order by 2 desc"
+
+      oiv4 sql --root R "select p.ImageID, l.reason from plan_train p join ledger_train l using (row) where l.outcome = 'http_404' limit 5"
+    """
+    import re
+
+    import duckdb
+
+    from oiv4.io.sql import connect
+
+    # Views only for the sets the query names (resolving a set's in-progress parts is its main cost).
+    named = [s for s in ImageSet if re.search(rf"\b(plan|ledger)_{s.value}\b", query)]
+    try:
+        cur = connect(_existing(root), named or None).execute(query)
+        columns = [d[0] for d in cur.description] if cur.description else []
+        rows = cur.fetchmany(limit + 1) if columns else []
+    except duckdb.Error as exc:
+        raise UsageError(str(exc).strip().splitlines()[0]) from None
+    if not columns:  # a statement without a result
+        return
+    render.sql_result(columns, rows[:limit], csv=csv)
+    if len(rows) > limit:
+        err.print(f"[dim]first {limit:,} rows shown (--limit)[/dim]")

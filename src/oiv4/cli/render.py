@@ -103,15 +103,15 @@ def verify_report(report: Any, show: int) -> None:
             by_kind.setdefault(p.kind, []).append(p)
         for kind, items in by_kind.items():
             colour = "red" if items[0].broken else "yellow"
-            out.print(f"[{colour}]{s.image_set}: {len(items):,} {kind}[/]")
+            out.print(f"[{colour}]{s.image_set}: {s.count(kind):,} {kind}[/]")  # all counted, examples kept
             for p in items[:show]:
                 out.print(f"  {p.image_id or '-'}  {p.location}  [dim]{p.detail}[/dim]", soft_wrap=True)
-            if len(items) > show:
-                out.print(f"  [dim]... and {len(items) - show:,} more[/dim]")
+            if s.count(kind) > show:
+                out.print(f"  [dim]... and {s.count(kind) - show:,} more[/dim]")
         if s.requeued:
             out.print(f"[cyan]{s.image_set}: requeued {s.requeued:,} broken images as verify_failed[/cyan]")
     if report.ok:
-        warnings = len(report.problems)
+        warnings = sum(s.count(k) for s in report.sets for k in s.counts)
         tail = f" ({warnings:,} warnings above)" if warnings else ""
         out.print("[green]clean[/green]: every ok image is where the ledger says" + tail)
     else:
@@ -224,3 +224,19 @@ def build_finish(result: Any, status: Any) -> None:
         Console().print(f"report: [bold]{result.report_path}[/bold]")
     if not result.ok:
         err.print("[red]build finished with problems[/red] (see above); re-run the same command to retry what is left")
+
+
+def sql_result(columns: list[str], rows: list[tuple], *, csv: bool) -> None:
+    """`oiv4 sql`'s answer: a table, or CSV (header + rows) on stdout for scripts."""
+    if csv:
+        import csv as csvlib
+        import sys
+
+        writer = csvlib.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+        return
+    table = Table(*columns, header_style="bold")
+    for r in rows:
+        table.add_row(*("" if v is None else f"{v:,}" if isinstance(v, int) else str(v) for v in r))
+    Console().print(table)

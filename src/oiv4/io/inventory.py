@@ -94,5 +94,3 @@ def inventory_ledger(storage: Storage, blobs: BlobReader, image_set: ImageSet, p
             "started_at": pa.array([None] * len(pairs), pa.timestamp("ms", tz="UTC")),
         }
     )
-
-

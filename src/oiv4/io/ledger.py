@@ -1,9 +1,13 @@
-"""The ledger: one Parquet row per input image recording how it ended, per shard.
+"""The ledger: one Parquet row per input image recording how it ended, per shard. One writer, one reader.
 
-A shard appends small *part* files while it runs (each made durable before it is written, after the
-images it describes), and compacts them into `shard-NNNNN.parquet` when it finishes. Resume reads
-both, so a kill at any moment loses at most the rows of the part being assembled, and those are
-recovered from the files already at their final paths (see the fetch stage).
+A shard appends small *part* files while it runs (each made durable after the images it describes),
+and compacts them into `shard-NNNNN.parquet` when it finishes. Compaction applies the one de-dup rule
+(`latest_per_row`), so a compacted file holds exactly one row per (set, row). Later appends (a retry,
+`verify --requeue`) land in new parts. Every reader therefore only resolves the rows still in `.parts/`
+against the shard they belong to; no read ever de-duplicates a whole set again.
+
+A (set, row) belongs to exactly one shard (rows are split by shard in the plan; archive members that are
+not planned get negative rows that encode their shard), so resolution is per shard and streams.
 
 Parquet + DuckDB rather than SQLite: shards on different machines write their own files with no
 shared lock, and a whole set's ledger (millions of rows) is queried in well under a second.
@@ -12,7 +16,8 @@ shared lock, and a whole set's ledger (millions of rows) is queried in well unde
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +30,15 @@ import pyarrow.parquet as pq
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import LEDGER_SCHEMA, ImageSet
 from oiv4.io.storage import Storage
+
+#: Threads reading ledger files: Parquet decoding and object-store round trips release the GIL.
+READ_THREADS = 8
+#: Shards resolved and yielded together by `iter_ledger` (~640,000 rows of URL sets per batch).
+BATCH_SHARDS = 64
+#: From this many part files in a batch on, DuckDB reads them (per-file Python overhead dominates).
+MANY_PARTS = 64
+#: DuckDB threads for them: opening small files waits on the file system more than on the CPU.
+PART_THREADS = 8
 
 
 def now_utc() -> datetime:
@@ -40,6 +54,10 @@ def _table_bytes(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     return sink.getvalue().to_pybytes()
+
+
+# --------------------------------------------------------------------------------------------------
+# writing
 
 
 @dataclass
@@ -70,80 +88,13 @@ class ShardLedger:
         self._pending.clear()
 
     def close(self) -> pa.Table:
-        """Flush, then compact all parts into the shard file; returns the shard's whole ledger."""
+        """Flush, then compact all parts into the shard file (one row per (set, row)); returns it."""
         self.flush()
         table = read_shard(self.storage, self.image_set, self.shard)
+        # Written before the parts are removed: a reader that finds a part gone reads this file instead.
         self.storage.write_bytes(LAYOUT.ledger_shard(self.image_set, self.shard), _table_bytes(table), fsync=True)
         self.storage.remove(LAYOUT.ledger_parts_dir(self.image_set, self.shard))
         return table
-
-
-def _read_one(storage: Storage, rel: str) -> pa.Table:
-    with storage.open(rel) as fh:
-        return pq.read_table(fh, schema=LEDGER_SCHEMA)
-
-
-def _read_part_or_its_shard(storage: Storage, rel: str) -> pa.Table:
-    """Read a ledger file; a part that vanished was compacted into its shard file, so read that instead.
-
-    This is what lets `read_set` run while shards finish (e.g. `oiv4 status` during a cluster run): a
-    shard writes its compacted file *before* removing its parts, and listers name parts first.
-    """
-    try:
-        return _read_one(storage, rel)
-    except FileNotFoundError:
-        if ".parts/" not in rel:
-            raise
-        return _read_one(storage, rel.rsplit(".parts/", 1)[0] + ".parquet")
-
-
-def _read_files(storage: Storage, rels: Iterable[str]) -> pa.Table:
-    rels = list(rels)
-    if storage.local or len(rels) < 2:
-        tables = [_read_part_or_its_shard(storage, rel) for rel in rels]
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        # Object stores: each read is a round trip, and a set has hundreds of shard files.
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            tables = list(pool.map(lambda rel: _read_part_or_its_shard(storage, rel), rels))
-    if not tables:
-        return LEDGER_SCHEMA.empty_table()
-    return pa.concat_tables(tables)
-
-
-def _dedupe_latest(table: pa.Table) -> pa.Table:
-    """Keep the last row per (set, row): a retried failure supersedes the failure it retried."""
-    if table.num_rows == 0:
-        return table
-    import duckdb
-
-    con = duckdb.connect()
-    con.register("t", table)
-    out = con.sql(
-        """
-        SELECT * EXCLUDE (rn) FROM (
-          SELECT *, row_number() OVER (PARTITION BY "set", "row" ORDER BY started_at DESC NULLS LAST) AS rn
-          FROM t) WHERE rn = 1 ORDER BY "row"
-        """
-    ).to_arrow_table()  # duckdb 2.x: the connection has no `.arrow()` any more
-    return out.cast(LEDGER_SCHEMA)
-
-
-def read_shard(storage: Storage, image_set: ImageSet | str, shard: int) -> pa.Table:
-    """The shard's ledger: its compacted file (if any) plus any parts written since, latest row wins."""
-    image_set = ImageSet(image_set)
-    parts = storage.glob(f"{LAYOUT.ledger_parts_dir(image_set, shard)}/part-*.parquet")  # parts first: see _read_part_or_its_shard
-    rels = [r for r in [LAYOUT.ledger_shard(image_set, shard)] if storage.exists(r)]
-    return _dedupe_latest(_read_files(storage, rels + parts))
-
-
-def read_set(storage: Storage, image_set: ImageSet | str) -> pa.Table:
-    """Every ledger row of a set (all shards, compacted and in-progress parts), latest row per image."""
-    image_set = ImageSet(image_set)
-    d = LAYOUT.ledger_dir(image_set)
-    parts = storage.glob(f"{d}/shard-*.parts/part-*.parquet")  # parts first: see _read_part_or_its_shard
-    return _dedupe_latest(_read_files(storage, storage.glob(f"{d}/shard-*.parquet") + parts))
 
 
 def append_rows(storage: Storage, image_set: ImageSet, shard: int, rows: list[Mapping[str, Any]]) -> None:
@@ -154,6 +105,240 @@ def append_rows(storage: Storage, image_set: ImageSet, shard: int, rows: list[Ma
     led.flush()
 
 
+def append_table(storage: Storage, image_set: ImageSet, shard: int, table: pa.Table) -> None:
+    """Record a table of ledger rows (LEDGER_SCHEMA) for a shard as one durable part, without a Python row loop."""
+    if table.num_rows == 0:
+        return
+    storage.sync()
+    rel = f"{LAYOUT.ledger_parts_dir(image_set, shard)}/part-{now_utc():%Y%m%dT%H%M%S%f}-{secrets.token_hex(3)}.parquet"
+    storage.write_bytes(rel, _table_bytes(table.cast(LEDGER_SCHEMA)), fsync=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# the one de-dup rule
+
+
+def latest_per_row(table: pa.Table) -> pa.Table:
+    """One row per `row`, sorted by `row`: the latest `started_at` wins (nulls oldest), ties go to the later row.
+
+    A retried failure supersedes the failure it retried; a `verify_failed` row (timestamped after the `ok`
+    it contradicts) supersedes that `ok`. Rows later in `table` win ties, so list parts after their shard file.
+    """
+    if table.num_rows == 0:
+        return table
+    rows = _int64s(table["row"])
+    if "started_at" in table.column_names:
+        ts = table["started_at"].combine_chunks()
+        stamps = ts.cast(pa.int64()).fill_null(np.iinfo(np.int64).min).to_numpy(zero_copy_only=False)
+    else:
+        stamps = np.zeros(len(rows), dtype=np.int64)
+    order = np.lexsort((np.arange(len(rows)), stamps, rows))  # by row, then time, then position
+    sorted_rows = rows[order]
+    last = np.ones(len(rows), dtype=bool)
+    last[:-1] = sorted_rows[1:] != sorted_rows[:-1]
+    return table.take(pa.array(order[last]))
+
+
+def _int64s(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A non-null int64 column as numpy, straight from its buffers (`to_numpy` imports pandas: +0.3 s)."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if arr.null_count:
+        raise ValueError("ledger column `row` has nulls")
+    if len(arr) == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + len(arr)]
+
+
+def _strictly_increasing(rows: np.ndarray) -> bool:
+    return len(rows) < 2 or bool((rows[1:] > rows[:-1]).all())
+
+
+# --------------------------------------------------------------------------------------------------
+# reading
+
+
+@dataclass(frozen=True)
+class LedgerFiles:
+    """A snapshot listing of one set's ledger files, by shard: its compacted file and its parts (in time order)."""
+
+    image_set: ImageSet
+    compacted: dict[int, str] = field(default_factory=dict)
+    parts: dict[int, list[str]] = field(default_factory=dict)
+
+    @property
+    def shards(self) -> list[int]:
+        return sorted(set(self.compacted) | set(self.parts))
+
+    @property
+    def empty(self) -> bool:
+        return not self.compacted and not self.parts
+
+
+def _shard_of(rel: str) -> int:
+    # ledger/<set>/shard-00012.parquet or ledger/<set>/shard-00012.parts/part-....parquet
+    name = rel.split("/")[2]
+    return int(name.removeprefix("shard-").split(".", 1)[0])
+
+
+def list_ledger(storage: Storage, image_set: ImageSet | str, shards: Sequence[int] | None = None) -> LedgerFiles:
+    """List a set's ledger files. Parts are listed *before* shard files: a shard compacting meanwhile writes
+    its shard file before removing its parts, so every row is in something this listing names."""
+    image_set = ImageSet(image_set)
+    d = LAYOUT.ledger_dir(image_set)
+    if shards is not None and len(shards) == 1:
+        parts = storage.glob(f"{LAYOUT.ledger_parts_dir(image_set, shards[0])}/part-*.parquet")
+        one = LAYOUT.ledger_shard(image_set, shards[0])
+        compacted = [one] if storage.exists(one) else []
+    else:
+        parts = storage.glob(f"{d}/shard-*.parts/part-*.parquet")
+        compacted = storage.glob(f"{d}/shard-*.parquet")
+    files = LedgerFiles(image_set)
+    wanted = None if shards is None else set(shards)
+    for rel in compacted:
+        s = _shard_of(rel)
+        if wanted is None or s in wanted:
+            files.compacted[s] = rel
+    for rel in parts:  # sorted: part names start with their UTC time, so this is time order
+        s = _shard_of(rel)
+        if wanted is None or s in wanted:
+            files.parts.setdefault(s, []).append(rel)
+    return files
+
+
+def _columns(columns: Sequence[str] | None, *, resolving: bool) -> list[str]:
+    cols = list(columns or LEDGER_SCHEMA.names)
+    for need in ("row", "started_at") if resolving else ("row",):
+        if need not in cols:
+            cols.append(need)
+    return cols
+
+
+def _read_file(storage: Storage, rel: str, columns: list[str]) -> pa.Table | None:
+    """One ledger file (None when it vanished), cast to the ledger schema's types for `columns`."""
+    try:
+        with storage.open(rel) as fh:
+            table = pq.ParquetFile(fh).read(columns=columns)
+    except FileNotFoundError:
+        return None
+    return table.cast(pa.schema([LEDGER_SCHEMA.field(c) for c in columns]))
+
+
+def _resolve(compacted: pa.Table | None, pending: pa.Table | None) -> pa.Table | None:
+    """Latest row per (set, row) of some shards: their compacted rows (unique per row) and their parts (in time order)."""
+    if pending is None or pending.num_rows == 0:
+        if compacted is None or _strictly_increasing(_int64s(compacted["row"])):
+            return compacted
+        return latest_per_row(compacted)  # several shards out of order, or an older compaction: same rule
+    if compacted is None or compacted.num_rows == 0:
+        return latest_per_row(pending)
+    superseded = np.isin(_int64s(compacted["row"]), _int64s(pending["row"]))
+    if not superseded.any():
+        return pa.concat_tables([compacted, latest_per_row(pending)])
+    kept = compacted.filter(pa.array(~superseded))
+    return pa.concat_tables([kept, latest_per_row(pa.concat_tables([compacted.filter(pa.array(superseded)), pending]))])
+
+
+def _read_all(storage: Storage, rels: list[str], columns: list[str]) -> list[pa.Table | None]:
+    if len(rels) <= 1:
+        return [_read_file(storage, rel, columns) for rel in rels]
+    with ThreadPoolExecutor(min(READ_THREADS, len(rels))) as pool:
+        return list(pool.map(lambda rel: _read_file(storage, rel, columns), rels))
+
+
+def _read_parts(storage: Storage, rels: list[str], columns: list[str]) -> pa.Table | None:
+    """Parts in the order given; None when one vanished (its shard compacted meanwhile: list again)."""
+    if len(rels) < MANY_PARTS:
+        tables = _read_all(storage, rels, columns)
+        return None if any(t is None for t in tables) else pa.concat_tables(tables)
+    # Thousands of 50-row files: DuckDB's C++ reader opens them on all cores, ~10x the Python loop.
+    import duckdb
+
+    con = duckdb.connect(config={"threads": PART_THREADS})
+    con.execute("SET enable_progress_bar = false")
+    if not storage.local:
+        con.register_filesystem(storage.fs)
+    paths = ", ".join("'" + storage.path(r).replace("'", "''") + "'" for r in rels)
+    names = ", ".join(f'"{c}"' for c in columns)
+    try:
+        table = con.sql(f"SELECT {names} FROM read_parquet([{paths}])").to_arrow_table()
+    except duckdb.IOException:
+        return None
+    finally:
+        con.close()
+    return table.cast(pa.schema([LEDGER_SCHEMA.field(c) for c in columns]))
+
+
+def iter_ledger(
+    storage: Storage,
+    image_set: ImageSet | str,
+    columns: Sequence[str] | None = None,
+    *,
+    shards: Sequence[int] | None = None,
+    batch_shards: int = BATCH_SHARDS,
+    files: LedgerFiles | None = None,
+) -> Iterator[pa.Table]:
+    """The set's ledger, resolved (latest row per (set, row)), as tables of `batch_shards` shards each, in
+    shard order. Reads only `columns` (plus `row`), files in parallel. Memory: one batch at a time."""
+    files = files or list_ledger(storage, image_set, shards)
+    for i in range(0, len(files.shards), batch_shards):
+        batch = files.shards[i : i + batch_shards]
+        for _attempt in range(10):
+            resolving = any(s in files.parts for s in batch)
+            cols = _columns(columns, resolving=resolving)
+            rels = [files.compacted[s] for s in batch if s in files.compacted]
+            read = _read_all(storage, rels, cols)
+            compacted = pa.concat_tables([t for t in read if t is not None]) if rels else None
+            part_rels = [p for s in batch for p in files.parts.get(s, [])]
+            pending = _read_parts(storage, part_rels, cols) if part_rels else None
+            if part_rels and pending is None:
+                # A shard compacted after we listed it: it wrote its shard file before removing its parts.
+                files = _replace(files, list_ledger(storage, image_set, batch))
+                continue
+            break
+        else:
+            raise RuntimeError(f"ledger of {ImageSet(image_set).value} keeps changing under the reader; try again")
+        table = _resolve(compacted, pending)
+        if table is not None and table.num_rows:
+            yield table.select(list(columns or LEDGER_SCHEMA.names))
+
+
+def _replace(files: LedgerFiles, fresh: LedgerFiles) -> LedgerFiles:
+    keep = set(fresh.shards)
+    compacted = {s: r for s, r in files.compacted.items() if s not in keep} | fresh.compacted
+    parts = {s: r for s, r in files.parts.items() if s not in keep} | fresh.parts
+    return LedgerFiles(files.image_set, compacted, parts)
+
+
+def read_ledger(
+    storage: Storage,
+    image_set: ImageSet | str,
+    columns: Sequence[str] | None = None,
+    *,
+    shards: Sequence[int] | None = None,
+) -> pa.Table:
+    """The set's ledger as one table, latest row per (set, row), sorted by `row`; only `columns` are read."""
+    cols = list(columns or LEDGER_SCHEMA.names)
+    with_row = cols if "row" in cols else [*cols, "row"]
+    tables = list(iter_ledger(storage, image_set, with_row, shards=shards))
+    if not tables:
+        return LEDGER_SCHEMA.empty_table().select(cols)
+    table = pa.concat_tables(tables)
+    rows = _int64s(table["row"])
+    if not _strictly_increasing(rows):  # archive sets: negative rows of refused members, shards out of order
+        table = table.take(pa.array(np.argsort(rows, kind="stable")))
+    return table.select(cols)
+
+
+def read_shard(storage: Storage, image_set: ImageSet | str, shard: int) -> pa.Table:
+    """One shard's ledger (compacted file plus parts written since, resolved), all columns, by `row`."""
+    return read_ledger(storage, image_set, shards=[shard])
+
+
+def read_set(storage: Storage, image_set: ImageSet | str) -> pa.Table:
+    """Every ledger row of a set (all columns), latest row per image, sorted by `row`."""
+    return read_ledger(storage, image_set)
+
+
 def load_ledger(
     storage: Storage,
     image_set: ImageSet | str,
@@ -161,67 +346,8 @@ def load_ledger(
     *,
     row_filter: int | None = None,
 ) -> pa.Table:
-    """A set's ledger, latest row per manifest row, sorted by `row`: same rows as `ledger.read_set`.
-
-    Reads only `columns`, one thread per file, and deduplicates only when a row was recorded twice (a
-    retry): opening a million-row ledger takes a fraction of a second. `row_filter` reads one row's
-    history only (files are first probed by their small `row` column).
-    """
-    image_set = ImageSet(image_set)
-    d = LAYOUT.ledger_dir(image_set)
-    rels = storage.glob(f"{d}/shard-*.parquet") + storage.glob(f"{d}/shard-*.parts/part-*.parquet")
-    cols = list(columns or LEDGER_SCHEMA.names)
-    for need in ("row", "started_at"):
-        if need not in cols:
-            cols.append(need)
-    schema = pa.schema([LEDGER_SCHEMA.field(c) for c in cols])
+    """`read_ledger` with a column tuple; `row_filter` keeps one manifest row's latest ledger row only."""
+    table = read_ledger(storage, image_set, columns if row_filter is None else None)
     if row_filter is not None:
-        probes = _read_columns(storage, rels, ["row"])
-        rels = [r for r, t in zip(rels, probes, strict=True) if pc.any(pc.equal(t["row"], row_filter)).as_py()]
-    if not rels:
-        return LEDGER_SCHEMA.empty_table().select(list(columns or LEDGER_SCHEMA.names))
-    table = pa.concat_tables([t.cast(schema) for t in _read_columns(storage, rels, cols)])
-    if row_filter is not None:
-        table = table.filter(pc.equal(table["row"], row_filter))
-    rows = _int64s(table["row"])
-    if len(rows) > 1 and not bool((rows[1:] > rows[:-1]).all()):
-        if len(np.unique(rows)) != len(rows):
-            table = _latest_per_row(table)
-        else:
-            table = table.take(pc.sort_indices(table["row"]))  # shards listed out of row order
-    return table.select(list(columns or LEDGER_SCHEMA.names))
-
-
-def _int64s(col: pa.ChunkedArray) -> np.ndarray:
-    """A non-null int64 column as numpy, straight from its buffers (`to_numpy` imports pandas: +0.3 s)."""
-    arr = col.combine_chunks()
-    if arr.null_count:
-        raise ValueError("ledger column `row` has nulls")
-    return np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + len(arr)]
-
-
-def _read_columns(storage: Storage, rels: list[str], columns: list[str]) -> list[pa.Table]:
-    # ParquetFile per file on a few threads: as fast as pyarrow.dataset here, without its import cost.
-    from concurrent.futures import ThreadPoolExecutor
-
-    def one(rel: str) -> pa.Table:
-        with storage.open(rel) as fh:
-            return pq.ParquetFile(fh).read(columns=columns)
-
-    if len(rels) == 1:
-        return [one(rels[0])]
-    with ThreadPoolExecutor(min(8, len(rels))) as pool:
-        return list(pool.map(one, rels))
-
-
-def _latest_per_row(table: pa.Table) -> pa.Table:
-    # Same rule as ledger._dedupe_latest: a retried row supersedes the one it retried.
-    import duckdb
-
-    con = duckdb.connect()
-    con.register("t", table)
-    return con.sql(
-        """SELECT * EXCLUDE (rn) FROM (
-             SELECT *, row_number() OVER (PARTITION BY "row" ORDER BY started_at DESC NULLS LAST) AS rn FROM t)
-           WHERE rn = 1 ORDER BY "row" """
-    ).to_arrow_table()
+        table = table.filter(pc.equal(table["row"], row_filter)).select(list(columns or LEDGER_SCHEMA.names))
+    return table

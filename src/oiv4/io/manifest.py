@@ -19,6 +19,14 @@ def read_plan(storage: Storage, image_set: ImageSet | str) -> pa.Table | None:
         return pq.read_table(fh)
 
 
+def plan_rows(storage: Storage, image_set: ImageSet | str) -> int | None:
+    """How many rows the set's plan has, from the Parquet footer (no data read); None when never planned."""
+    rel = LAYOUT.plan(image_set)
+    if not storage.exists(rel):
+        return None
+    with storage.open(rel) as fh:
+        return pq.ParquetFile(fh).metadata.num_rows
+
 
 def read_manifest(storage: Storage, image_set: ImageSet | str, columns: list[str] | None = None) -> pa.Table:
     """A set's manifest (all rows, file order)."""

@@ -93,4 +93,3 @@ def open_dataset(root: str | os.PathLike[str], **storage_options: Any) -> Datase
     if storage.local and not os.path.isdir(storage.root):
         raise FileNotFoundError(f"no oiv4 data at {storage.root}: folder does not exist")
     return Dataset(storage)
-

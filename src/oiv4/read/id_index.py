@@ -58,5 +58,3 @@ class IdIndex:
         if pos < len(self._keys) and self._keys[pos] == key:
             return int(self._order[pos])
         return None
-
-

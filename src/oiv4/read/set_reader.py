@@ -9,18 +9,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from oiv4.contracts.layout import LAYOUT
-from oiv4.contracts.schema import ImageSet, Outcome, is_valid_image_id
+from oiv4.contracts.schema import LEDGER_SCHEMA, ImageSet, Outcome, is_valid_image_id
 from oiv4.io.blob_errors import BadArchiveError, CorruptImageError, ImageNotFoundError
 from oiv4.io.containers import BlobReader
 from oiv4.io.image_decode import decode
 from oiv4.io.inventory import inventory_ledger
-from oiv4.io.ledger import load_ledger
+from oiv4.io.ledger import iter_ledger, read_ledger
 from oiv4.io.locations import Location, parse_location, staged_path
-from oiv4.io.manifest import read_plan
+from oiv4.io.manifest import plan_rows, read_plan
+from oiv4.io.sql import attach_filesystem, ledger_relation
 from oiv4.io.storage import Storage
 from oiv4.read.id_index import IdIndex
 
 if TYPE_CHECKING:
+    import duckdb
     from PIL import Image
 
     from oiv4.read.torch_adapter import TorchImageDataset
@@ -32,6 +34,10 @@ if TYPE_CHECKING:
 
 #: Ledger columns the reader keeps in memory for every set (the manifest reads the rest on demand).
 READER_COLUMNS = ("image_id", "shard", "row", "outcome", "location", "stored_bytes", "started_at")
+#: Kept for failed rows only, to say why an ImageID is not stored without reading the ledger again.
+NOT_OK_COLUMNS = ("image_id", "row", "outcome", "reason")
+#: Sets with more plan rows than this get a lazy `.manifest` (a DuckDB relation) instead of a pa.Table.
+EAGER_MANIFEST_ROWS = 2_000_000
 
 
 class SetReader:
@@ -41,13 +47,22 @@ class SetReader:
     in `.manifest` with its outcome and reason. Loading is lazy: nothing is read until first use.
     """
 
-    def __init__(self, storage: Storage, image_set: ImageSet | str, blobs: BlobReader | None = None) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        image_set: ImageSet | str,
+        blobs: BlobReader | None = None,
+        *,
+        eager_manifest_rows: int = EAGER_MANIFEST_ROWS,
+    ) -> None:
         self.storage = storage
         self.image_set = ImageSet(image_set)
         self.blobs = blobs or BlobReader(storage)
+        self.eager_manifest_rows = eager_manifest_rows
         self._ok: pa.Table | None = None
         self._index: IdIndex | None = None
         self._not_ok: pa.Table | None = None
+        self._not_ok_index: IdIndex | None = None
         self._has_ledger: bool | None = None
 
     def __repr__(self) -> str:
@@ -57,6 +72,7 @@ class SetReader:
         # The in-memory ledger travels (cheap Arrow buffers); the ID index is rebuilt on demand.
         state = dict(self.__dict__)
         state["_index"] = None
+        state["_not_ok_index"] = None
         return state
 
     # loading -------------------------------------------------------------------------------
@@ -77,20 +93,28 @@ class SetReader:
     def _load(self) -> pa.Table:
         if self._ok is None:
             if self.has_ledger:
-                ledger = load_ledger(self.storage, self.image_set, READER_COLUMNS)
-                is_ok = pc.equal(ledger["outcome"], Outcome.ok.value)
-                if pc.all(is_ok).as_py() is not False:  # the common case for archive sets: nothing to drop
-                    self._not_ok, ok = ledger.slice(0, 0).select(["image_id", "row", "outcome"]), ledger
-                else:
-                    # Kept to explain a miss ("planned, but http_404"); failures only, to stay small.
-                    self._not_ok = ledger.filter(pc.invert(is_ok)).select(["image_id", "row", "outcome"])
-                    ok = ledger.filter(is_ok)
+                self._ok, self._not_ok = self._split_ledger()
             else:
-                ok = inventory_ledger(
-                    self.storage, self.blobs, self.image_set, read_plan(self.storage, self.image_set)
-                )
-            self._ok = ok.combine_chunks()
+                ok = inventory_ledger(self.storage, self.blobs, self.image_set, read_plan(self.storage, self.image_set))
+                self._ok = ok.combine_chunks()
         return self._ok
+
+    def _split_ledger(self) -> tuple[pa.Table, pa.Table]:
+        """(ok rows with READER_COLUMNS, failed rows with NOT_OK_COLUMNS), both in plan order, batch by batch."""
+        cols = tuple(dict.fromkeys(READER_COLUMNS + NOT_OK_COLUMNS))
+        oks, fails = [], []
+        for batch in iter_ledger(self.storage, self.image_set, cols):
+            is_ok = pc.equal(batch["outcome"], Outcome.ok.value)
+            if pc.all(is_ok).as_py() is not False:  # the common case for archive sets: nothing to drop
+                oks.append(batch.select(list(READER_COLUMNS)))
+            else:
+                oks.append(batch.filter(is_ok).select(list(READER_COLUMNS)))
+                fails.append(batch.filter(pc.invert(is_ok)).select(list(NOT_OK_COLUMNS)))
+        empty = LEDGER_SCHEMA.empty_table()
+        ok = _by_row(pa.concat_tables(oks) if oks else empty.select(list(READER_COLUMNS)))
+        not_ok = _by_row(pa.concat_tables(fails) if fails else empty.select(list(NOT_OK_COLUMNS)))
+        # Left chunked (one chunk per batch of shards): combining would copy a 6M-row set once more.
+        return ok, not_ok
 
     def _position(self, image_id: str) -> int:
         if self._index is None:
@@ -103,12 +127,14 @@ class SetReader:
     def _why_missing(self, image_id: str) -> str:
         if not is_valid_image_id(image_id):
             return f"{image_id!r} is not an ImageID (16 lowercase hex characters)"
-        if self._not_ok is not None:
-            t = self._not_ok
-            hit = t.filter(pc.equal(t["image_id"], image_id))
-            if hit.num_rows:
-                outcome = hit["outcome"][0].as_py()
-                reason = self.ledger_row(int(hit["row"][0].as_py())).get("reason")
+        self._load()
+        if self._not_ok is not None and self._not_ok.num_rows:
+            if self._not_ok_index is None:  # built once: later lookups are a binary search
+                self._not_ok_index = IdIndex(self._not_ok["image_id"])
+            pos = self._not_ok_index.find(image_id)
+            if pos is not None:
+                outcome = self._not_ok["outcome"][pos].as_py()
+                reason = self._not_ok["reason"][pos].as_py() or "no reason recorded"
                 return f"{image_id} is not stored in {self.name}: outcome {outcome} ({reason})"
         return f"{image_id} is not in set {self.name}"
 
@@ -210,21 +236,52 @@ class SetReader:
     @property
     def ledger(self) -> pa.Table:
         """Every ledger row of the set (latest per manifest row, all columns), sorted by `row`."""
-        return load_ledger(self.storage, self.image_set)
+        return read_ledger(self.storage, self.image_set)
 
     @property
-    def manifest(self) -> pa.Table:
-        """The plan's rows (all 12 metadata columns + `row`) joined with their ledger outcome.
+    def manifest(self) -> pa.Table | duckdb.DuckDBPyRelation:
+        """The plan's rows (all 12 metadata columns + `row`) joined with their ledger outcome, in plan order.
 
         Rows not yet finished have a null `outcome`. Query it with DuckDB: `duckdb.sql("... FROM m")`.
+        A pa.Table up to `eager_manifest_rows` plan rows; above that (extended_targets, targets) the lazy
+        `manifest_relation()`, so opening it costs nothing; `.to_arrow_table()` materialises it.
         """
-        plan = read_plan(self.storage, self.image_set)
-        ledger = self.ledger if self.has_ledger else self._load()
+        if not self.has_ledger:
+            return self._manifest_without_ledger()
+        n = plan_rows(self.storage, self.image_set)
+        if n is not None and n > self.eager_manifest_rows:
+            return self.manifest_relation()
         import duckdb
 
         con = duckdb.connect()
+        try:
+            return self.manifest_relation(con).to_arrow_table()
+        finally:
+            con.close()
+
+    def manifest_relation(self, con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyRelation:
+        """The manifest as a lazy DuckDB relation on `con` (default: DuckDB's default connection, the one
+        `duckdb.sql` uses). Nothing is read until it is queried; the ledger is resolved as `oiv4.io.ledger` does."""
+        import duckdb
+
+        con = con if con is not None else duckdb.default_connection()
+        attach_filesystem(con, self.storage)
+        led = ledger_relation(con, self.storage, self.image_set)
+        extra = ", ".join(f'l."{c}"' for c in led.columns if c not in ("image_id", "set", "row"))
+        if not self.storage.exists(LAYOUT.plan(self.image_set)):
+            return led.order('"row"')
+        path = self.storage.path(LAYOUT.plan(self.image_set)).replace("'", "''")
+        plan = con.sql(f"SELECT * FROM read_parquet('{path}')")  # noqa: F841 - read by name below
+        return con.sql(f'SELECT p.*, {extra} FROM plan p LEFT JOIN led l USING ("row") ORDER BY p."row"')
+
+    def _manifest_without_ledger(self) -> pa.Table:
+        import duckdb
+
+        ledger = self._load()
+        con = duckdb.connect()
         con.register("l", ledger)
         extra = [c for c in ledger.column_names if c not in ("image_id", "set", "row")]
+        plan = read_plan(self.storage, self.image_set)
         if plan is None:
             return con.sql('SELECT * FROM l ORDER BY "row"').to_arrow_table()
         con.register("p", plan)
@@ -233,7 +290,13 @@ class SetReader:
 
     def ledger_row(self, row: int) -> dict[str, Any]:
         """The latest ledger row for manifest row `row` as a dict (empty when it has none)."""
-        hit = load_ledger(self.storage, self.image_set, row_filter=row)
+        # Find its shard from two small columns, then read only that shard in full.
+        where = read_ledger(self.storage, self.image_set, ["row", "shard"])
+        where = where.filter(pc.equal(where["row"], row))
+        if not where.num_rows:
+            return {}
+        hit = read_ledger(self.storage, self.image_set, shards=[where["shard"][0].as_py()])
+        hit = hit.filter(pc.equal(hit["row"], row))
         return hit.to_pylist()[-1] if hit.num_rows else {}
 
     # adapters ------------------------------------------------------------------------------
@@ -253,3 +316,8 @@ class SetReader:
         self.blobs.close()
 
 
+def _by_row(table: pa.Table) -> pa.Table:
+    rows = table["row"]
+    if len(rows) > 1 and not pc.all(pc.greater(rows[1:], rows[:-1])).as_py():
+        table = table.take(pc.sort_indices(rows))
+    return table

@@ -17,6 +17,7 @@ from oiv4.contracts.schema import ImageSet
 from oiv4.contracts.setting import setting
 from oiv4.io.storage import Storage
 from oiv4.read.dataset import Dataset
+from oiv4.read.set_reader import SetReader
 from oiv4.report.data import SetStats, collect
 from oiv4.report.page import render
 
@@ -65,7 +66,10 @@ def render_report(
             continue
         if on_set is not None:
             on_set(image_set.value)
-        s = collect(storage, image_set, ds.sets[image_set.value], samples=settings.samples)
+        # A fresh reader per set, dropped after it: a 6M-row set's in-memory ledger must not outlive its section.
+        reader = SetReader(storage, image_set, ds.blobs)
+        s = collect(storage, image_set, reader, samples=settings.samples)
+        del reader
         if s is not None:
             stats.append(s)
     ds.close()

@@ -14,8 +14,8 @@ import pyarrow as pa
 from oiv4.contracts.schema import ImageSet, Outcome
 from oiv4.io.blob_errors import CorruptImageError, ReaderError
 from oiv4.io.image_decode import decode
-from oiv4.io.ledger import load_ledger
-from oiv4.io.manifest import read_plan
+from oiv4.io.manifest import plan_rows
+from oiv4.io.sql import attach_filesystem, ledger_relation
 from oiv4.io.storage import Storage
 from oiv4.read.set_reader import SetReader
 
@@ -108,23 +108,26 @@ class SetStats:
 
 def collect(storage: Storage, image_set: ImageSet, reader: SetReader, *, samples: int = 24) -> SetStats | None:
     """The set's figures; None when the root holds nothing of this set."""
-    plan = read_plan(storage, image_set)
-    if reader.has_ledger:
-        ledger = load_ledger(storage, image_set, REPORT_COLUMNS)
-    elif len(reader):
-        ledger = _pseudo_ledger(reader)
-    else:
-        ledger = None
-    if plan is None and ledger is None:
-        return None
-    stats = SetStats(image_set.value, None if plan is None else plan.num_rows)
-    if ledger is None or ledger.num_rows == 0:
-        return stats
+    planned = plan_rows(storage, image_set)
     import duckdb
 
     con = duckdb.connect()
-    con.register("l", ledger)
-    stats.finished = ledger.num_rows
+    if reader.has_ledger:
+        attach_filesystem(con, storage)
+        # A view: each query below streams the shard files' few columns (a 6M-row set held in memory,
+        # even in DuckDB's compressed columns, is ~1 GiB).
+        ledger_relation(con, storage, image_set, REPORT_COLUMNS).create_view("l")
+    elif len(reader):
+        con.from_arrow(_pseudo_ledger(reader)).create("l")
+    elif planned is None:
+        return None
+    else:
+        return SetStats(image_set.value, planned)
+    finished = con.execute("SELECT count(*) FROM l").fetchone()[0]
+    stats = SetStats(image_set.value, planned)
+    if finished == 0:
+        return stats
+    stats.finished = finished
     stats.ok = con.execute("SELECT count(*) FROM l WHERE outcome = 'ok'").fetchone()[0]
     stats.layout = reader.layout
     stats.outcomes = con.execute("SELECT outcome, count(*) n FROM l GROUP BY 1 ORDER BY n DESC, 1").fetchall()
@@ -186,9 +189,7 @@ def _throughput(con, stats: SetStats) -> None:
 
     start = datetime.fromtimestamp(base / 1000, UTC)
     stats.bucket_s = width
-    stats.buckets = [
-        Bucket(start + timedelta(seconds=i * width), *dense.get(i, (0, 0, 0))) for i in range(n_buckets)
-    ]
+    stats.buckets = [Bucket(start + timedelta(seconds=i * width), *dense.get(i, (0, 0, 0))) for i in range(n_buckets)]
     stats.busy_s = float(len(rows) * width)
 
 
@@ -214,7 +215,9 @@ def _lin_bins(values: np.ndarray, step: float) -> list[Bin]:
 
 
 def _distributions(con, stats: SetStats, reader: SetReader) -> None:
-    sizes = con.execute("SELECT stored_bytes FROM l WHERE outcome = 'ok' AND stored_bytes > 0").fetchnumpy()["stored_bytes"]
+    sizes = con.execute("SELECT stored_bytes FROM l WHERE outcome = 'ok' AND stored_bytes > 0").fetchnumpy()[
+        "stored_bytes"
+    ]
     dims = con.execute(
         """SELECT stored_width w, stored_height h FROM l
            WHERE outcome = 'ok' AND stored_width > 0 AND stored_height > 0"""

@@ -1,7 +1,8 @@
 """`oiv4 status`: how every set stands, by outcome, read from the ledgers (also while a run is going).
 
-Reads the compacted shard files and the in-progress parts alike (`ledger.read_set`, latest row per
-image wins), so it is safe to run at any moment, from any machine that sees the root.
+Reads the compacted shard files and the in-progress parts alike (`ledger.ledger_relation`, latest row
+per image wins), so it is safe to run at any moment, from any machine that sees the root. The counting is
+one DuckDB aggregate streamed over the shard files' few needed columns: nothing is loaded per row.
 """
 
 from __future__ import annotations
@@ -9,12 +10,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-import pyarrow.compute as pc
 from rich.table import Table
 
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet, Outcome
-from oiv4.io.ledger import read_set
+from oiv4.io.sql import attach_filesystem, ledger_relation
 from oiv4.io.storage import Storage
 
 
@@ -45,28 +45,39 @@ class SetStatus:
         return None if self.planned is None else max(0, self.planned - self.recorded_planned)
 
 
+#: The only ledger columns status reads.
+STATUS_COLUMNS = ("row", "outcome", "reason", "bytes_downloaded", "stored_bytes")
+
+
 def collect_status(storage: Storage, sets: list[ImageSet | str] | None = None) -> list[SetStatus]:
     """The status of `sets` (default: all four) under `storage`."""
     planned: dict[str, int] = {}
     if storage.exists(LAYOUT.plan_summary()):
         planned = json.loads(storage.read_bytes(LAYOUT.plan_summary())).get("counts", {})
+    import duckdb
+
+    con = duckdb.connect()
+    attach_filesystem(con, storage)
     out = []
     for s in sets or list(ImageSet):
         s = ImageSet(s)
-        t = read_set(storage, s)
         st = SetStatus(s.value, planned.get(s.value))
-        if t.num_rows:
-            vc = pc.value_counts(t["outcome"])
-            counts = dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist(), strict=True))
+        led = ledger_relation(con, storage, s, STATUS_COLUMNS)
+        rows = led.aggregate(
+            "outcome, count(*), coalesce(sum(bytes_downloaded), 0), coalesce(sum(stored_bytes), 0), "
+            'count(*) FILTER (WHERE "row" >= 0), arg_min(reason, "row")',
+            "outcome",
+        ).fetchall()
+        if rows:
+            counts = {o: int(n) for o, n, *_ in rows}
             st.counts = dict(sorted(counts.items(), key=lambda kv: (kv[0] != Outcome.ok, -kv[1], kv[0])))
-            st.bytes_downloaded = int(pc.sum(t["bytes_downloaded"]).as_py() or 0)
-            st.stored_bytes = int(pc.sum(t["stored_bytes"]).as_py() or 0)
-            st.recorded_planned = int(pc.sum(pc.greater_equal(t["row"], 0)).as_py() or 0)
-            for outcome in st.counts:
-                if outcome != Outcome.ok:
-                    reasons = t.filter(pc.equal(t["outcome"], outcome)).slice(0, 1)["reason"].to_pylist()
-                    st.examples[outcome] = (reasons[0] or "") if reasons else ""
+            st.bytes_downloaded = sum(int(r[2]) for r in rows)
+            st.stored_bytes = sum(int(r[3]) for r in rows)
+            st.recorded_planned = sum(int(r[4]) for r in rows)
+            # The example is the first row in plan order with that outcome.
+            st.examples = {o: (ex or "") for o, _n, _d, _s, _p, ex in rows if o != Outcome.ok}
         out.append(st)
+    con.close()
     return out
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -107,6 +108,12 @@ class LedgerPoller:
         parts: dict[str, list[str]] = {}
         for rel in self.storage.glob(f"{d}/shard-*.parts/part-*.parquet"):
             parts.setdefault(rel.split("/")[-2].removesuffix(".parts"), []).append(rel)
+        # Files not seen yet are read on a few threads (a cluster run adds hundreds of parts between polls).
+        seen = {rel for rel, _size in self._cache}
+        fresh = [r for r in [*shard_files.values(), *(p for ps in parts.values() for p in ps)] if r not in seen]
+        if len(fresh) > 1:
+            with ThreadPoolExecutor(min(8, len(fresh))) as pool:
+                list(pool.map(self._counts, fresh))
         for shard in sorted(set(shard_files) | set(parts)):
             counted: list[_FileCounts] = []
             compacted = self._counts(shard_files[shard]) if shard in shard_files else None

@@ -1,0 +1,89 @@
+"""A DuckDB connection over a built root: `plan_<set>` and `ledger_<set>` views, right mid-run and after requeue.
+
+    con = oiv4.io.sql.connect(Storage("/data/open_images"))
+    con.sql("SELECT outcome, count(*) FROM ledger_train GROUP BY 1").show()
+
+`ledger_<set>` is the resolved ledger (latest row per (set, row)): compacted shard files are scanned in
+place, rows still in `.parts/` (a running fetch, `verify --requeue`) are resolved by `oiv4.io.ledger`.
+Querying `R/ledger/train/*.parquet` directly misses the parts and would count a requeued image twice.
+The views are a snapshot of the ledger files at `connect` time; connect again to see newer rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from oiv4.contracts.layout import LAYOUT
+from oiv4.contracts.schema import LEDGER_SCHEMA, ImageSet
+from oiv4.io.ledger import LedgerFiles, iter_ledger, list_ledger
+from oiv4.io.storage import Storage
+
+if TYPE_CHECKING:
+    import duckdb
+
+
+def attach_filesystem(con: duckdb.DuckDBPyConnection, storage: Storage) -> None:
+    """Let DuckDB read `storage`'s object-store paths through its fsspec filesystem (local roots need nothing)."""
+    if not storage.local:
+        con.register_filesystem(storage.fs)
+
+
+def connect(storage: Storage | str, sets: list[ImageSet | str] | None = None) -> duckdb.DuckDBPyConnection:
+    """A new in-memory DuckDB connection with views `plan_<set>` and `ledger_<set>` for every set present."""
+    import duckdb
+
+    storage = storage if isinstance(storage, Storage) else Storage(storage)
+    con = duckdb.connect()
+    attach_filesystem(con, storage)
+    for s in sets or list(ImageSet):
+        s = ImageSet(s)
+        if storage.exists(LAYOUT.plan(s)):
+            path = storage.path(LAYOUT.plan(s)).replace("'", "''")
+            con.execute(f"CREATE VIEW plan_{s.value} AS SELECT * FROM read_parquet('{path}')")
+        if storage.glob(f"{LAYOUT.ledger_dir(s)}/shard-*"):
+            ledger_relation(con, storage, s).create_view(f"ledger_{s.value}")
+    return con
+
+
+def ledger_relation(
+    con: duckdb.DuckDBPyConnection, storage: Storage, image_set: ImageSet | str, columns: Sequence[str] | None = None
+) -> duckdb.DuckDBPyRelation:
+    """The set's resolved ledger as a lazy DuckDB relation on `con`.
+
+    Shards without parts are scanned straight from their compacted files (one row per (set, row) already);
+    only shards with parts are resolved here, in Arrow, and joined in as a small table. Register the
+    storage's filesystem on `con` first for object stores (`oiv4.io.sql.connect` does).
+    """
+    cols = list(columns or LEDGER_SCHEMA.names)
+    files = list_ledger(storage, image_set)
+    clean = [files.compacted[s] for s in files.shards if s not in files.parts and s in files.compacted]
+    resolving = [s for s in files.shards if s in files.parts]
+    pending = (
+        list(iter_ledger(storage, image_set, cols, shards=resolving, files=_only(files, resolving)))
+        if resolving
+        else []
+    )
+    names = ", ".join(f'"{c}"' for c in cols)
+    rels = []
+    if clean:
+        paths = ", ".join("'" + storage.path(rel).replace("'", "''") + "'" for rel in clean)
+        rels.append(con.sql(f"SELECT {names} FROM read_parquet([{paths}])"))
+    if pending or not rels:
+        table = pa.concat_tables(pending) if pending else LEDGER_SCHEMA.empty_table().select(cols)
+        rels.append(con.from_arrow(table).select(names))
+    out = rels[0]
+    for r in rels[1:]:
+        out = out.union(r)
+    return out
+
+
+def _only(files: LedgerFiles, shards: list[int]) -> LedgerFiles:
+    keep = set(shards)
+    return LedgerFiles(
+        files.image_set,
+        {s: r for s, r in files.compacted.items() if s in keep},
+        {s: r for s, r in files.parts.items() if s in keep},
+    )

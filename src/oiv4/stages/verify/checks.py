@@ -1,0 +1,219 @@
+"""verify's checks, vectorised over Arrow batches: no Python object per ledger row (except in deep mode,
+which reads every image anyway)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from oiv4.contracts.schema import ImageSet
+from oiv4.io.blob_errors import BadArchiveError, BadLocationError, CorruptImageError
+from oiv4.io.containers import BlobReader, Member
+from oiv4.io.image_decode import decode
+from oiv4.io.inventory import Inventory
+from oiv4.io.locations import Location, parse_location
+from oiv4.io.storage import Storage
+from oiv4.stages.verify.findings import EXAMPLES_PER_KIND, Problem, SetCheck
+
+ProgressFn = Callable[[str, int, int], None]  # (set, done, total)
+#: Locations that certainly parse (plain relative segments, optional `.zip:`/`.tar:` member); others are
+#: checked one by one with `parse_location`, which knows every rule.
+_PLAIN = r"[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*"
+_SAFE_LOCATION = f"^{_PLAIN}(\\.(zip|tar):{_PLAIN})?$"
+
+
+@dataclass
+class _Stored:
+    """Everything on disk for a set as parallel arrays: key (file path or `container:member`) -> size."""
+
+    keys: pa.Array
+    sizes: np.ndarray
+    referenced: np.ndarray
+    containers: dict[str, dict[str, Member] | str]  # container -> member index, or why it is unreadable
+    staging: bool  # any staged images (a shard not yet packed)
+
+
+def index_stored(blobs: BlobReader, inv: Inventory, check: SetCheck) -> _Stored:
+    keys, sizes = list(inv.files), list(inv.files.values())
+    containers: dict[str, dict[str, Member] | str] = {}
+    for container in sorted(inv.containers):
+        try:
+            containers[container] = idx = blobs.index(container)
+        except BadArchiveError as exc:
+            containers[container] = str(exc)
+            check.add("bad_archive", None, str(exc), container)
+            continue
+        keys += [f"{container}:{m}" for m in idx]
+        sizes += [m.size for m in idx.values()]
+    staging = any("/staging/" in k for k in inv.files)
+    arr = pa.array(keys, pa.string())
+    return _Stored(arr, np.array(sizes, dtype=np.int64), np.zeros(len(keys), dtype=bool), containers, staging)
+
+
+def _lookup(stored: _Stored, keys: pa.Array) -> np.ndarray:
+    """Position of each key in the inventory, -1 where absent."""
+    if not len(stored.keys) or not len(keys):
+        return np.full(len(keys), -1, dtype=np.int64)
+    return pc.index_in(keys, value_set=stored.keys).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def check_rows(storage: Storage, image_set: ImageSet, check: SetCheck, ok: pa.Table, stored: _Stored) -> pa.Table:
+    """Check a batch of ok rows against what is stored; returns the rows that passed (for deep checks)."""
+    loc = ok["location"].combine_chunks() if ok.num_rows else pa.array([], pa.string())
+    no_loc = pc.is_null(loc)
+    check.add("bad_location", ok.filter(no_loc), "ok row has no location")
+    safe = pc.fill_null(pc.match_substring_regex(loc, _SAFE_LOCATION), False)
+    odd = np.flatnonzero(~safe.to_numpy(zero_copy_only=False) & ~no_loc.to_numpy(zero_copy_only=False))
+    valid = safe.to_numpy(zero_copy_only=False).copy()
+    for i in odd:  # rare: let the one parser decide, with its own words
+        try:
+            parse_location(loc[i].as_py())
+            valid[i] = True
+        except BadLocationError as exc:
+            check.add("bad_location", ok.slice(int(i), 1), str(exc))
+    rows, loc = ok.filter(pa.array(valid)), loc.filter(pa.array(valid))
+    pos = _lookup(stored, loc)
+    split = pc.split_pattern(loc, ":", max_splits=1)
+    in_container = pc.equal(pc.list_value_length(split), 2).to_numpy(zero_copy_only=False)
+    container = pc.if_else(pa.array(in_container), pc.list_element(split, 0), pa.scalar(None, pa.string()))
+    is_tar = pc.fill_null(pc.ends_with(container, ".tar"), False).to_numpy(zero_copy_only=False)
+    retry = np.flatnonzero((pos < 0) & is_tar)  # a webdataset sample key: its image is the `.jpg` member
+    if len(retry):
+        pos[retry] = _lookup(stored, pc.binary_join_element_wise(loc.take(pa.array(retry)), ".jpg", ""))
+    size = np.where(pos >= 0, stored.sizes[np.maximum(pos, 0)] if len(stored.sizes) else 0, -1)
+    for i in np.flatnonzero((pos < 0) & ~in_container & ~pc.ends_with(loc, ".jpg").to_numpy(zero_copy_only=False)):
+        if storage.exists(loc[i].as_py()):  # a location the inventory does not list (not a .jpg)
+            size[i] = storage.size(loc[i].as_py())
+    staged_ok = np.zeros(len(loc), dtype=bool)
+    if stored.staging and len(loc):
+        # Its shard has not packed its archive yet (killed or still running): fetch resumes it.
+        shard_txt = pc.utf8_lpad(pc.cast(rows["shard"], pa.string()), 5, "0")
+        staged = pc.binary_join_element_wise(
+            f"{image_set.value}/staging/shard-", shard_txt, "/", rows["image_id"], ".jpg", ""
+        )
+        spos = _lookup(stored, staged)
+        hit = np.flatnonzero((spos >= 0) & in_container)
+        reason = _why_absent(stored, container, loc, pos)
+        detail = pc.binary_join_element_wise("in ", staged, ", not yet packed into ", container, " (", reason, ")", "")
+        check.add("staged", rows.take(pa.array(hit)), detail.take(pa.array(hit)))
+        stored.referenced[spos[hit]] = True
+        size[hit], staged_ok[hit] = stored.sizes[spos[hit]], True
+    found = (pos >= 0) | staged_ok | (size >= 0)
+    stored.referenced[pos[pos >= 0]] = True
+    absent = np.flatnonzero(~found)
+    if len(absent):
+        reason = _why_absent(stored, container, loc, pos).take(pa.array(absent))
+        unreadable = pc.starts_with(reason, "archive unreadable").to_numpy(zero_copy_only=False)
+        for kind, sel in (("bad_archive", absent[unreadable]), ("missing", absent[~unreadable])):
+            check.add(
+                kind,
+                rows.take(pa.array(sel)),
+                reason.filter(pa.array(unreadable if kind == "bad_archive" else ~unreadable)),
+            )
+    ledger_size = (
+        rows["stored_bytes"].combine_chunks().fill_null(-1).to_numpy(zero_copy_only=False) if len(loc) else size
+    )
+    wrong = found & (ledger_size >= 0) & (size != ledger_size)
+    bad = np.flatnonzero(wrong)
+    if len(bad):
+        detail = pc.binary_join_element_wise(
+            pa.array(size[bad]).cast(pa.string()),
+            " bytes stored, ledger says ",
+            pa.array(ledger_size[bad]).cast(pa.string()),
+            "",
+        )
+        check.add("size_mismatch", rows.take(pa.array(bad)), detail)
+    if staged_ok.any():  # deep checks read a staged image from where it is staged
+        at = rows.schema.get_field_index("location")
+        rows = rows.set_column(at, "location", pc.if_else(pa.array(staged_ok), staged, rows["location"]))
+    return rows.filter(pa.array(found & ~wrong))
+
+
+def _why_absent(stored: _Stored, container: pa.Array, loc: pa.Array, pos: np.ndarray) -> pa.Array:
+    """A sentence per row saying why its location is not stored (meaningful where `pos` < 0)."""
+    names = pa.array(list(stored.containers), pa.string())
+    errors = pa.array([v if isinstance(v, str) else None for v in stored.containers.values()], pa.string())
+    state = pc.index_in(container, value_set=names).fill_null(-1).to_numpy(zero_copy_only=False)
+    known = state >= 0
+    err = errors.take(pa.array(np.maximum(state, 0))) if len(names) else pa.nulls(len(loc), pa.string())
+    member = pc.replace_substring_regex(loc, "^[^:]*:", "")
+    no_member = pc.binary_join_element_wise("no member '", member, "' in ", container, "")
+    in_known = pc.if_else(pc.is_null(err), no_member, pc.binary_join_element_wise("archive unreadable: ", err, ""))
+    out = pc.if_else(pa.array(known), in_known, pc.binary_join_element_wise("archive ", container, " is missing", ""))
+    return pc.if_else(pc.is_null(container), pa.scalar("file is missing"), out)
+
+
+def row_problem(image_set: str, kind: str, location: str, detail: str, r: dict[str, Any]) -> Problem:
+    return Problem(image_set, kind, location, detail, r["image_id"], r["row"], r["shard"])
+
+
+def deep_check(
+    blobs: BlobReader,
+    image_set: str,
+    candidates: list[tuple[dict[str, Any], Location]],
+    workers: int,
+    on_progress: ProgressFn | None,
+) -> list[Problem]:
+    # Read in storage order (archive, then offset order ~ name order) so disks stream instead of seek.
+    todo = sorted(candidates, key=lambda c: (c[1].container or "", c[1].path))
+
+    def one(item: tuple[dict[str, Any], Location]) -> Problem | None:
+        r, loc = item
+        try:
+            data = blobs.read(loc)  # zip members: CRC-32 and size checked here
+        except (CorruptImageError, BadArchiveError, OSError) as exc:
+            return row_problem(image_set, "damaged", str(loc), str(exc), r)
+        try:
+            decode(data, str(loc))
+        except CorruptImageError as exc:
+            return row_problem(image_set, "undecodable", str(loc), str(exc).split(": ", 1)[-1], r)
+        return None
+
+    found: list[Problem] = []
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for i, problem in enumerate(pool.map(one, todo, chunksize=1), 1):
+            if problem is not None:
+                found.append(problem)
+            if on_progress is not None and (i % 256 == 0 or i == len(todo)):
+                on_progress(image_set, i, len(todo))
+    return found
+
+
+def orphans(check: SetCheck, stored: _Stored, not_ok: list[pa.Table], inv: Inventory) -> None:
+    keys = stored.keys
+    unref = np.flatnonzero(~stored.referenced)
+    if len(unref):
+        cand = keys.take(pa.array(unref))
+        is_member = pc.match_substring(cand, ".zip:").to_numpy(zero_copy_only=False) | pc.match_substring(
+            cand, ".tar:"
+        ).to_numpy(zero_copy_only=False)
+        # A webdataset sidecar (<id>.json) of a referenced image is not an orphan.
+        stem = pc.replace_substring_regex(cand, "\\.[^./:]*$", "")
+        sidecar = ~pc.ends_with(cand, ".jpg").to_numpy(zero_copy_only=False) & is_member
+        jpg_pos = _lookup(stored, pc.binary_join_element_wise(stem, ".jpg", ""))
+        sidecar &= (jpg_pos >= 0) & stored.referenced[np.maximum(jpg_pos, 0)]
+        orphans = cand.filter(pa.array(~sidecar))
+        ids = pc.replace_substring_regex(pc.replace_substring_regex(orphans, "^.*/", ""), "\\.[^.]*$", "")
+        failed = (
+            pa.concat_tables(not_ok)
+            if not_ok
+            else pa.table({"image_id": pa.array([], pa.string()), "outcome": pa.array([], pa.string())})
+        )
+        at = pc.index_in(ids, value_set=failed["image_id"])
+        outcome = failed["outcome"].take(at)
+        why = pc.if_else(
+            pc.is_null(outcome),
+            pa.scalar("no ledger row points at it"),
+            pc.binary_join_element_wise("ledger outcome is ", outcome, ", not ok", ""),
+        )
+        check.counts["orphan"] += len(orphans)
+        for i in range(min(len(orphans), EXAMPLES_PER_KIND)):
+            check.problems.append(Problem(check.image_set, "orphan", orphans[i].as_py(), why[i].as_py()))
+    for rel in inv.temp:
+        check.add("stray_temp", None, "temp file left by an interrupted write (safe to delete)", rel)
