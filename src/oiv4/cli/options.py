@@ -24,6 +24,7 @@ import click
 import typer
 
 from oiv4.contracts.errors import UsageError
+from oiv4.contracts.limits import SettingRangeError
 
 _NONE = type(None)
 
@@ -308,6 +309,8 @@ def settings_command(
             values = {s.param: kwargs.pop(s.param) for s in specs}
             try:
                 built = build(groups, specs, values)
+            except SettingRangeError as exc:
+                raise UsageError(_range_message(exc, specs)) from None
             except ValueError as exc:
                 raise UsageError(str(exc)) from None
             return fn(**kwargs, **built)
@@ -318,6 +321,20 @@ def settings_command(
         return command
 
     return decorate
+
+
+def _range_message(exc: SettingRangeError, specs: list[OptionSpec]) -> str:
+    """The range error with the option as this command spells it (`--fetch-deadline` in `oiv4 build`)."""
+    spec = next((s for s in specs if s.field is exc.field()), None)
+    if spec is None:
+        return str(exc)
+    scale = spec.meta.get("scale")
+    shown = exc.value / scale if scale and isinstance(exc.value, int | float) else exc.value
+    return (
+        f"{_names(spec.flag)[0]} must be {exc.rule}, got {shown:g}"
+        if isinstance(shown, float)
+        else (f"{_names(spec.flag)[0]} must be {exc.rule}, got {shown}")
+    )
 
 
 @dataclass(frozen=True)
