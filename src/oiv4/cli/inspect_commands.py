@@ -96,6 +96,8 @@ def verify_cmd(
     """
     from oiv4.stages.verify import verify
 
+    if settings.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {settings.workers}")
     storage = _existing(root)
     # --requeue writes ledger rows: it takes the root like any writing command; a plain verify only reads.
     lock = writing(storage, "oiv4 verify --requeue") if settings.requeue else contextlib.nullcontext(storage)

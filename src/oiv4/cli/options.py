@@ -295,7 +295,10 @@ def settings_command(
             for p in sig.parameters.values()
             if p.name not in groups
         ]
-        specs = collect(groups, rename, exclude, reserved=_own_names(sig) | {"--help", "-h"})
+        # Only the command's own parameters reserve names: a group parameter called `executor` must not
+        # push ExecutorSettings.kind's `--executor` to `--executor-executor`.
+        own_sig = sig.replace(parameters=[p for p in sig.parameters.values() if p.name not in groups])
+        specs = collect(groups, rename, exclude, reserved=_own_names(own_sig) | {"--help", "-h"})
         generated = [
             inspect.Parameter(
                 s.param, inspect.Parameter.KEYWORD_ONLY, default=s.typer_option(), annotation=s.annotation()
@@ -324,7 +327,7 @@ def settings_command(
 
 
 def _range_message(exc: SettingRangeError, specs: list[OptionSpec]) -> str:
-    """The range error with the option as this command spells it (`--fetch-deadline` in `oiv4 build`)."""
+    """The range error with the option as this command spells it (`--fetch-attempts` in `oiv4 build`)."""
     spec = next((s for s in specs if s.field is exc.field()), None)
     if spec is None:
         return str(exc)

@@ -13,7 +13,7 @@ from oiv4.cli.guard import report_target, writing
 from oiv4.cli.logs import LogSettings, emit_summary
 from oiv4.cli.options import settings_command
 from oiv4.cli.stage_commands import fetch_exit_code
-from oiv4.contracts.errors import COMPLETE_WITH_FAILURES
+from oiv4.contracts.errors import COMPLETE_WITH_FAILURES, UsageError
 from oiv4.io.storage import Storage
 from oiv4.report import ReportSettings
 from oiv4.run.build import BuildResult, BuildSettings
@@ -72,6 +72,8 @@ def build_cmd(
     from oiv4.report import build_report
     from oiv4.run.build import run_build
 
+    if settings.verification.workers < 1:
+        raise UsageError(f"--verify-workers must be >= 1, got {settings.verification.workers}")
     if reporting.out is not None:
         report_target(reporting.out)
     with writing(root, "oiv4 build") as storage:
@@ -91,10 +93,10 @@ def demo_cmd(settings: DemoSettings, log: LogSettings) -> None:
     """
     from oiv4.cli.demo import run_demo
 
-    err.print(
-        f"[bold]oiv4 demo[/bold]: generating a {settings.images:,}-image universe (cached after the first run) ..."
-    )
     with writing(settings.root, "oiv4 demo"):
+        err.print(
+            f"[bold]oiv4 demo[/bold]: generating a {settings.images:,}-image universe (cached after the first run) ..."
+        )
         result = run_demo(settings, render.BuildView(log))
     _finish(result, log)
     Console(stderr=log.json or log.log_format == "json").print(
@@ -133,7 +135,7 @@ def mirror_cmd(
     Example: oiv4 mirror --seed 0 --images 3000 --megapixels 2 12 --port 8000 --latency-ms 50
     then:    oiv4 metadata --root ./data --base-url http://127.0.0.1:8000/openimages/2018_04/
     """
-    from oiv4.contracts.errors import SourceError, UsageError
+    from oiv4.contracts.errors import SourceError
     from oiv4_mirror.server import serve_forever, stderr_progress
     from oiv4_mirror.universe import Universe, UniverseSpec
 

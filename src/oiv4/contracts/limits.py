@@ -4,7 +4,7 @@ A setting that makes no sense (`--deadline 0`, `--max-mb 0`, `--max-megapixels -
 accepted and then record every row as a failure (`timeout`, `too_large`, `decompression_bomb`), which
 poisons the ledger. `SettingRangeError` is a `ValueError` (the API stays plain Python) that remembers
 which field broke which rule, so the CLI can name the option as that command spells it
-(`--fetch-deadline` in `oiv4 build`) and the value as typed (MiB, megapixels).
+(`--fetch-attempts` in `oiv4 build`) and the value as typed (MiB, megapixels).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from oiv4.contracts.errors import InputError
 from oiv4.contracts.layout import LAYOUT, METADATA_FILES
+from oiv4.contracts.limits import above, at_least
 from oiv4.contracts.schema import COLUMNS
 from oiv4.contracts.setting import setting
 from oiv4.io.download import DownloadSettings, download_file
@@ -29,6 +30,12 @@ class MetadataSettings:
     )
     force: bool = setting(False, help="Download again even if complete files are present.")
     download: DownloadSettings = field(default_factory=DownloadSettings)
+
+    def __post_init__(self) -> None:
+        # DownloadSettings lives in io (another owner); its ranges are checked where it is used as a setting.
+        at_least(self.download, 1, "attempts")
+        above(self.download, 0, "connect_timeout_s", "read_timeout_s")
+        at_least(self.download, 0, "backoff_s")
 
 
 def check_header(path: Path) -> None:
