@@ -203,7 +203,8 @@ def fetch_cmd(
                 summary = fetch_set(storage, image_set, settings, executor)
             summaries.append(summary)
             as_json = emit_summary("fetch", summary, log, set=image_set)
-            Console(stderr=as_json).print(summary_table(summary))
+            if log.log_format != "json":  # JSON logs: stderr holds JSON lines only
+                Console(stderr=as_json).print(summary_table(summary))
     raise typer.Exit(fetch_exit_code(summaries))
 
 
