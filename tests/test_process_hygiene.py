@@ -128,7 +128,7 @@ def test_off_a_terminal_progress_is_json_lines_and_the_summary_a_line_of_its_own
     assert len(progress) >= 2 and progress[-1]["done"] == progress[-1]["total"] > 0
     assert {"ok_pct", "images_per_s", "mb_per_s", "eta_s", "top_failure"} <= set(progress[0])
     summary = json.loads(out.decode().splitlines()[-1])
-    assert summary["event"] == "summary" and summary["summary"]["remaining"] == 0
+    assert summary["event"] == "summary" and summary["remaining"] == 0
     assert not _marked(marker)
 
 

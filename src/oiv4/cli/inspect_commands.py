@@ -98,7 +98,10 @@ def verify_cmd(
 
     if settings.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {settings.workers}")
-    storage = _existing(root)
+    try:
+        storage = _existing(root)
+    except UsageError as exc:
+        raise UsageError(f"nothing to verify: {exc}") from None
     # --requeue writes ledger rows: it takes the root like any writing command; a plain verify only reads.
     lock = writing(storage, "oiv4 verify --requeue") if settings.requeue else contextlib.nullcontext(storage)
     with lock, render.decode_bars(settings.deep and sys.stderr.isatty()) as bar:

@@ -187,7 +187,10 @@ def emit_summary(command: str, summary: Any, settings: LogSettings, **extra: Any
     """
     if not (settings.json or settings.log_format == "json"):
         return False
-    record = {"event": "summary", "time": now(), "command": command, **extra, "summary": plain(summary)}
+    data = plain(summary)
+    # A summary that is a record is spread at the top level (`ok`, `outcomes`, ... as `archives --json` had them).
+    body = data if isinstance(data, dict) else {"items": data}
+    record = {"event": "summary", "time": now(), "command": command, **extra, **body}
     sys.stdout.write(json.dumps(record, default=str) + "\n")
     sys.stdout.flush()
     return True

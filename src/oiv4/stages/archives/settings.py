@@ -80,8 +80,8 @@ class ArchiveSettings:
 
     def __post_init__(self) -> None:
         at_least(self, 1, "connections", "attempts")
-        above(self, 0, "part_size", "checkpoint_s", "timeout_s", "max_member_bytes")
-        at_least(self, 0, "backoff_s")
+        above(self, 0, "part_size", "timeout_s", "max_member_bytes")
+        at_least(self, 0, "backoff_s", "checkpoint_s")  # checkpoint 0: after every chunk
         unknown = [d for d in self.decoders if d not in DECODERS]
         if unknown:
             raise ValueError(f"unknown --decoder {unknown[0]!r}: use {', '.join(DECODERS)}")
