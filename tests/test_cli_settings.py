@@ -11,7 +11,8 @@ from typer.main import get_command
 from typer.testing import CliRunner
 
 from oiv4.cli import app
-from oiv4.cli.options import check_command, settings_command
+from oiv4.cli.options import settings_command
+from oiv4.cli.options_check import check_command
 from oiv4.contracts.setting import setting
 from oiv4.run.build import BuildSettings
 from oiv4.stages.fetch import FetchSettings
@@ -79,13 +80,13 @@ def test_build_offers_every_stage_option_once() -> None:
         assert flag in opts, flag
 
 
-def test_cli_values_reach_the_settings_with_their_units(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_values_reach_the_settings_with_their_units(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     seen: dict[str, object] = {}
     from oiv4.cli import run_commands
 
-    monkeypatch.setattr(run_commands, "_finish", lambda result: None)
+    monkeypatch.setattr(run_commands, "_finish", lambda result, log: None)
     monkeypatch.setattr("oiv4.run.build.run_build", lambda storage, settings, view, report=None: seen.setdefault("s", settings))
-    args = ["build", "--root", "r", "--max-megapixels", "1.5", "--max-mb", "2", "--no-rotate", "--set", "train",
+    args = ["build", "--root", str(tmp_path / "r"), "--max-megapixels", "1.5", "--max-mb", "2", "--no-rotate", "--set", "train",
             "--fetch-attempts", "7", "--workers", "3", "--decoder", "zlib", "--archives-part-size-mb", "1"]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output

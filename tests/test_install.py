@@ -126,7 +126,7 @@ def _python(venv: Path, script: str, *args: str, cwd: Path) -> subprocess.Comple
 SMOKE = """
     import json, sys
     import oiv4
-    from oiv4.run.demo import DemoSettings, run_demo
+    from oiv4.cli.demo import DemoSettings, run_demo
 
     root = sys.argv[1]
     result = run_demo(DemoSettings(root=root, images=240, train_size=60, workers=2))

@@ -22,7 +22,9 @@ def _tree_digest(root: Path) -> dict[str, str]:
     return {
         p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.relative_to(root).as_posix().startswith("ledger/")
+        if p.is_file()
+        and not p.relative_to(root).as_posix().startswith("ledger/")
+        and p.name != ".oiv4-run.lock"  # verify --requeue holds the root like any writing command
     }
 
 

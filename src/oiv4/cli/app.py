@@ -8,8 +8,12 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -30,6 +34,21 @@ HELP_MIN_WIDTH = 200
 console = Console(stderr=True)
 
 
+def _click_usage_errors() -> tuple[type[Exception], ...]:
+    # typer >= 0.26 ships its own copy of click: its parse errors are not `click.UsageError`.
+    found: list[type[Exception]] = [click.UsageError]
+    try:
+        from typer._click.exceptions import UsageError as vendored
+
+        found.append(vendored)
+    except ImportError:
+        pass
+    return tuple(found)
+
+
+CLICK_USAGE_ERRORS = _click_usage_errors()
+
+
 class Oiv4Group(TyperGroup):
     """Orders commands as the pipeline runs and turns deliberate errors into one line and an exit code."""
 
@@ -39,8 +58,22 @@ class Oiv4Group(TyperGroup):
 
     def invoke(self, ctx: click.Context) -> Any:
         _widen_help()  # a command's --help is handled while invoking it
+        with stop_on_sigterm():
+            return self._invoke(ctx)
+
+    def _invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except CLICK_USAGE_ERRORS as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `oiv4 fetch` alone: its help was the answer
+                raise
+            # click's own parse errors (unknown option, not a number, bad choice) as one line, like ours.
+            sub = exc.ctx.command_path if exc.ctx is not None and exc.ctx.command is not self else "oiv4"
+            message = " ".join(exc.format_message().split())
+            console.print(
+                f"[red]{escape(sub)}:[/red] {escape(message)} (see {escape(sub)} -h)", soft_wrap=True, highlight=False
+            )
+            raise typer.Exit(exc.exit_code) from None
         except (Oiv4Error, KeyboardInterrupt) as exc:
             name = ctx.invoked_subcommand or (ctx.protected_args[0] if ctx.protected_args else "")
             code = exit_code(exc)
@@ -54,6 +87,24 @@ class Oiv4Group(TyperGroup):
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         _widen_help()
         super().format_help(ctx, formatter)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """SIGTERM stops a command like Ctrl-C: rows in flight are abandoned safely, the resume hint is printed,
+    exit 130. (Before, `kill` ended the process silently and left its workers running.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread (e.g. a command run from a test thread)
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _widen_help() -> None:
@@ -92,7 +143,8 @@ app = typer.Typer(
         "and only does what is left.\n\n"
         "Exit codes: 0 done, 1 failed (e.g. an archive), 2 usage, 3 bad input data, 4 source unreachable or "
         "misbehaving, 5 storage (unwritable, disk full), 6 integrity (checksum, damage), 7 execution (workers, "
-        "cluster), 130 interrupted."
+        "cluster), 8 incomplete (rows left without an outcome: run again), 9 busy (another run holds the root), "
+        "10 complete with recorded failures (e.g. dead URLs), 130 interrupted (Ctrl-C, SIGTERM)."
     ),
     no_args_is_help=True,
     rich_markup_mode="rich",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from oiv4.contracts.limits import at_least
 from oiv4.contracts.setting import setting
 from oiv4.io.storage import Storage
 from oiv4.report import ReportSettings, build_report
@@ -33,6 +34,13 @@ class DemoSettings:
         1000, help="Size of the demo's train set (the rest of the candidates are extended_targets)."
     )
     workers: int | None = setting(None, help="Worker processes for the fetch stage.", default_text="one per core")
+
+    def __post_init__(self) -> None:
+        at_least(self, 1, "images", "workers")
+        at_least(self, 0, "seed", "train_size")
+        low, high = self.megapixels
+        if not 0 < low <= high:
+            raise ValueError(f"--megapixels must be MIN MAX with 0 < MIN <= MAX, got {low:g} {high:g}")
 
 
 def demo_build_settings(settings: DemoSettings, base_url: str) -> BuildSettings:

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
+
 import typer
 from rich.console import Console
 
 from oiv4.cli import render
 from oiv4.cli.app import app
 from oiv4.cli.app import console as err
+from oiv4.cli.guard import report_target, writing
+from oiv4.cli.logs import LogSettings, emit_summary
 from oiv4.cli.options import settings_command
 from oiv4.contracts.errors import UsageError
 from oiv4.contracts.schema import ImageSet
+from oiv4.io.root_check import built_root, writable_root
+from oiv4.io.run_lock import read_holder
 from oiv4.io.storage import Storage
 from oiv4.report import ReportSettings
 from oiv4.stages.verify import VerifySettings
@@ -21,9 +28,15 @@ BuiltRootOpt = typer.Option(..., "--root", "-r", help="The built root: a folder 
 
 def _existing(root: str) -> Storage:
     storage = Storage(root)
-    if storage.local and not storage.local_path("").is_dir():
-        raise UsageError(f"nothing to verify: {storage.root} does not exist")
+    built_root(storage)
     return storage
+
+
+def _as_json(log: bool) -> LogSettings:
+    return LogSettings(json=log)
+
+
+JsonOpt = typer.Option(False, "--json", help="Print the result as JSON on stdout (tables go to stderr).")
 
 
 @app.command("status", rich_help_panel=INSPECT_PANEL)
@@ -38,6 +51,7 @@ def status_cmd(
         help="Only this set (repeatable) \\[default: all four].",
         show_default=False,
     ),
+    json_out: bool = JsonOpt,
 ) -> None:
     """Counts per set and outcome, read from the ledgers (safe while a fetch is running).
 
@@ -47,8 +61,15 @@ def status_cmd(
     """
     from oiv4.stages.status import collect_status, status_table
 
+    storage = _existing(root)
     sets = [ImageSet(s) for s in image_set] if image_set else None
-    Console().print(status_table(collect_status(Storage(root), sets)))
+    statuses = collect_status(storage, sets)
+    holder = read_holder(storage)
+    running = f"a run is going: {holder.describe()}" if holder else None
+    as_json = emit_summary("status", statuses, _as_json(json_out), root=storage.root, running=running)
+    Console(stderr=as_json).print(status_table(statuses))
+    if running:
+        err.print(f"[cyan]{running}[/cyan]", soft_wrap=True, highlight=False)
 
 
 @app.command("verify", rich_help_panel=INSPECT_PANEL)
@@ -56,7 +77,8 @@ def status_cmd(
 def verify_cmd(
     settings: VerifySettings,
     root: str = BuiltRootOpt,
-    show: int = typer.Option(10, help="Problems listed per set and kind (the table counts all of them)."),
+    show: int = typer.Option(10, min=0, help="Problems listed per set and kind (the table counts all of them)."),
+    json_out: bool = JsonOpt,
 ) -> None:
     """Check that the data on disk is what the ledger says, and say what is broken.
 
@@ -74,8 +96,15 @@ def verify_cmd(
     """
     from oiv4.stages.verify import verify
 
-    storage = _existing(root)
-    with render.decode_bars(settings.deep) as bar:
+    if settings.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {settings.workers}")
+    try:
+        storage = _existing(root)
+    except UsageError as exc:
+        raise UsageError(f"nothing to verify: {exc}") from None
+    # --requeue writes ledger rows: it takes the root like any writing command; a plain verify only reads.
+    lock = writing(storage, "oiv4 verify --requeue") if settings.requeue else contextlib.nullcontext(storage)
+    with lock, render.decode_bars(settings.deep and sys.stderr.isatty()) as bar:
         tasks: dict[str, object] = {}
 
         def progress(name: str, done: int, total: int) -> None:
@@ -86,14 +115,18 @@ def verify_cmd(
         report = verify(storage, settings, on_progress=progress)
     if not report.sets:
         raise UsageError(f"nothing to verify: no plan, ledger or images under {storage.root}")
-    render.verify_report(report, show)
+    if emit_summary("verify", report, _as_json(json_out), root=storage.root):
+        with contextlib.redirect_stdout(sys.stderr):
+            render.verify_report(report, show)
+    else:
+        render.verify_report(report, show)
     if not report.ok:
         raise typer.Exit(1)
 
 
 @app.command("report", rich_help_panel=INSPECT_PANEL)
 @settings_command({"settings": ReportSettings})
-def report_cmd(settings: ReportSettings, root: str = BuiltRootOpt) -> None:
+def report_cmd(settings: ReportSettings, root: str = BuiltRootOpt, json_out: bool = JsonOpt) -> None:
     """Write a self-contained HTML report of the build: one file that opens in any browser, offline.
 
     Per set: counts and outcome breakdown, throughput over time (from the ledger), stored size, dimension and aspect-ratio distributions, a contact sheet of sample images, and the most frequent failure reasons with example URLs. CSS, charts (SVG) and thumbnails are all inline.
@@ -106,12 +139,15 @@ def report_cmd(settings: ReportSettings, root: str = BuiltRootOpt) -> None:
     """
     from oiv4.report import build_report
 
-    storage = Storage(root)
-    if storage.local and not storage.local_path("").is_dir():
-        raise UsageError(f"no data at {storage.root}: the folder does not exist")
+    storage = _existing(root)
+    if settings.out is None:
+        writable_root(storage)
+    else:
+        report_target(settings.out)
     with err.status("collecting figures ...") as status:
         path = build_report(storage, settings, on_set=lambda s: status.update(f"collecting {s} ..."))
-    Console().print(f"report written to [bold]{path}[/bold]")
+    if not emit_summary("report", {"path": path}, _as_json(json_out), root=storage.root):
+        Console().print(f"report written to [bold]{path}[/bold]")
 
 
 @app.command("sql", rich_help_panel=INSPECT_PANEL)

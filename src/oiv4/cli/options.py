@@ -20,10 +20,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import click
 import typer
 
 from oiv4.contracts.errors import UsageError
+from oiv4.contracts.limits import SettingRangeError
 
 _NONE = type(None)
 
@@ -325,6 +325,8 @@ def settings_command(
             values = {s.param: kwargs.pop(s.param) for s in specs}
             try:
                 built = build(groups, specs, values)
+            except SettingRangeError as exc:
+                raise UsageError(_range_message(exc, specs)) from None
             except ValueError as exc:
                 raise UsageError(str(exc)) from None
             return fn(**kwargs, **built)
@@ -337,6 +339,20 @@ def settings_command(
     return decorate
 
 
+def _range_message(exc: SettingRangeError, specs: list[OptionSpec]) -> str:
+    """The range error with the option as this command spells it (`--fetch-attempts` in `oiv4 build`)."""
+    spec = next((s for s in specs if s.field is exc.field()), None)
+    if spec is None:
+        return str(exc)
+    scale = spec.meta.get("scale")
+    shown = exc.value / scale if scale and isinstance(exc.value, int | float) else exc.value
+    return (
+        f"{_names(spec.flag)[0]} must be {exc.rule}, got {shown:g}"
+        if isinstance(shown, float)
+        else (f"{_names(spec.flag)[0]} must be {exc.rule}, got {shown}")
+    )
+
+
 @dataclass(frozen=True)
 class SettingsBinding:
     """What `settings_command` attached to a command: its groups, options and hand-spelled exclusions."""
@@ -346,44 +362,4 @@ class SettingsBinding:
     exclude: dict[str, str]
 
 
-def _instance_default(cls: type, path: tuple[str, ...]) -> Any:
-    """The value at `path` in a default-constructed `cls`: what the settings really default to, nested
-    default factories included (MISSING when `cls` needs arguments)."""
-    try:
-        value: Any = cls()
-    except TypeError:
-        return dataclasses.MISSING
-    for name in path:
-        value = getattr(value, name)
-    return value
-
-
-def check_command(binding: SettingsBinding, command: click.Command) -> list[str]:
-    """Problems between a command and its settings: a field without an option, a default that differs."""
-    problems = []
-    params = {p.name: p for p in command.params}
-    covered = {s.path for s in binding.specs}
-    for name, cls in binding.groups.items():
-        for path, f, _hint, _value in _walk(cls, (name,)):
-            dotted = ".".join(path)
-            if path in covered or dotted in binding.exclude:
-                continue
-            if f.metadata.get("cli") is False and f.metadata.get("why"):
-                continue
-            problems.append(f"{command.name}: {dotted} has no option (nor cli=False with a why)")
-    for s in binding.specs:
-        p = params.get(s.param)
-        if p is None:
-            problems.append(f"{command.name}: {s.dotted} has no parameter {s.param}")
-            continue
-        given = p.default
-        value = s.to_field(list(given) if isinstance(given, tuple) and s.repeated_item is not None else given)
-        expected = _instance_default(binding.groups[s.path[0]], s.path[1:])
-        if expected is not dataclasses.MISSING and value != expected:
-            problems.append(
-                f"{command.name}: {p.opts[0]} defaults to {given!r}, but {s.dotted} defaults to {expected!r}"
-            )
-    return problems
-
-
-__all__ = ["OptionSpec", "SettingsBinding", "build", "check_command", "collect", "settings_command"]
+__all__ = ["OptionSpec", "SettingsBinding", "build", "collect", "settings_command"]

@@ -22,13 +22,16 @@ from rich.progress import (
 from rich.table import Table
 
 from oiv4.cli.app import console as err
-from oiv4.cli.fetch_view import LiveFetchView, summary_table
+from oiv4.cli.fetch_view import summary_table
+from oiv4.cli.logs import LineLog, LogSettings, fetch_progress
 from oiv4.stages.archives import ArchiveProgress
 
 
-def download_bars() -> Progress:
-    """Byte bars with speed, for the metadata download."""
-    return Progress("[bold]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=err)
+def download_bars(live: bool = True) -> Progress:
+    """Byte bars with speed, for the metadata download (off a terminal: none, the result lines follow)."""
+    return Progress(
+        "[bold]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=err, disable=not live
+    )
 
 
 @contextmanager
@@ -120,10 +123,10 @@ def verify_report(report: Any, show: int) -> None:
         out.print(f"[red]broken[/red]: {broken:,} images{hint}")
 
 
-def archive_bars() -> Progress:
+def archive_bars(live: bool = True) -> Progress:
     return Progress(
         "[bold]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-        console=err, transient=False,
+        console=err, transient=False, disable=not live,
     )  # fmt: skip
 
 
@@ -170,34 +173,49 @@ def archives_summary(summary: Any, to_stderr: bool) -> None:
         err.print(f"[dim]verification:[/dim] {how}")
 
 
-class _ArchiveLines(ArchiveProgress):
+class ArchiveLines(ArchiveProgress):
+    """Archive events as lines of their own (builds, and any run off a terminal)."""
+
+    def __init__(self, log: LineLog | None = None) -> None:
+        self.log = log
+
+    def _line(self, text: str) -> None:
+        if self.log is not None:
+            self.log.message(text)
+        else:
+            err.print(text, soft_wrap=True, highlight=False)
+
     def end(self, stage: str, name: str) -> None:
-        err.print(f"  {name}: {stage} done")
+        self._line(f"  {name}: {stage} done")
 
     def message(self, text: str) -> None:
-        err.print(f"  {text}")
+        self._line(f"  {text}")
 
 
 class BuildView:
     """Renders a build (a `BuildObserver`): a numbered header per stage, live views, a line per result."""
 
-    def __init__(self) -> None:
+    def __init__(self, log: LogSettings | None = None) -> None:
         from oiv4.run.build import STAGES
 
         self._stages = STAGES
-        self.out = Console()
+        self.log = log or LogSettings()
+        self.out = Console(stderr=self.log.json or self.log.log_format == "json")
 
     def stage(self, name: str, detail: str = "") -> None:
         n = self._stages.index(name) + 1
-        err.rule(f"[bold]{n}/{len(self._stages)} {name}[/bold] {detail}", align="left")
+        if self.log.live:
+            err.rule(f"[bold]{n}/{len(self._stages)} {name}[/bold] {detail}", align="left")
+        else:
+            LineLog("build", self.log).message(f"stage {n}/{len(self._stages)} {name} {detail}".rstrip())
 
     @contextmanager
     def fetch_view(self, image_set: str) -> Iterator[Callable[..., None]]:
-        with LiveFetchView(err, image_set) as live:
-            yield live.update
+        with fetch_progress(err, image_set, self.log) as update:
+            yield update
 
     def archive_progress(self, image_set: str) -> ArchiveProgress:
-        return _ArchiveLines()
+        return ArchiveLines(None if self.log.live else LineLog("archives", self.log))
 
     def done(self, name: str, result: Any) -> None:
         if name == "plan":
@@ -217,11 +235,12 @@ class BuildView:
             err.print(f"  report: {result}")
 
 
-def build_finish(result: Any, status: Any) -> None:
+def build_finish(result: Any, status: Any, to_stderr: bool = False) -> None:
     """The status table after a build, where the report is, and a hint when something failed."""
-    Console().print(status)
+    out = Console(stderr=to_stderr)
+    out.print(status)
     if result.report_path:
-        Console().print(f"report: [bold]{result.report_path}[/bold]")
+        out.print(f"report: [bold]{result.report_path}[/bold]")
     if not result.ok:
         err.print("[red]build finished with problems[/red] (see above); re-run the same command to retry what is left")
 

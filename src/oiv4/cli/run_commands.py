@@ -9,7 +9,11 @@ from oiv4.cli import render
 from oiv4.cli.app import app
 from oiv4.cli.app import console as err
 from oiv4.cli.demo import DemoSettings
+from oiv4.cli.guard import report_target, writing
+from oiv4.cli.logs import LogSettings, emit_summary
 from oiv4.cli.options import settings_command
+from oiv4.cli.stage_commands import fetch_exit_code
+from oiv4.contracts.errors import COMPLETE_WITH_FAILURES, UsageError
 from oiv4.io.storage import Storage
 from oiv4.report import ReportSettings
 from oiv4.run.build import BuildResult, BuildSettings
@@ -28,21 +32,33 @@ BUILD_RENAMES = {
 BUILD_EXCLUDES = {"settings.verification.sets": "verify checks the sets chosen with --set"}
 
 
-def _finish(result: BuildResult) -> None:
+def _finish(result: BuildResult, log: LogSettings, failures_code: bool = True) -> None:
     from oiv4.stages.status import collect_status, status_table
 
-    render.build_finish(result, status_table(collect_status(Storage(result.root))))
+    as_json = emit_summary("build", result, log)
+    render.build_finish(result, status_table(collect_status(Storage(result.root))), to_stderr=as_json)
     if not result.ok:
         raise typer.Exit(1)
+    if not failures_code:  # the demo's mirror misbehaves on purpose: its failures are the demo, exit 0
+        return
+    if result.fetch:
+        code = fetch_exit_code(list(result.fetch.values()))
+        if code:
+            raise typer.Exit(code)
+    if any(o != "ok" and n for s in result.archives.values() for o, n in s.outcomes.items()):
+        raise typer.Exit(COMPLETE_WITH_FAILURES)
 
 
 @app.command("build", rich_help_panel=RUN_PANEL)
 @settings_command(
-    {"settings": BuildSettings, "reporting": ReportSettings}, rename=BUILD_RENAMES, exclude=BUILD_EXCLUDES
+    {"settings": BuildSettings, "reporting": ReportSettings, "log": LogSettings},
+    rename=BUILD_RENAMES,
+    exclude=BUILD_EXCLUDES,
 )
 def build_cmd(
     settings: BuildSettings,
     reporting: ReportSettings,
+    log: LogSettings,
     root: str = typer.Option(
         ..., "--root", "-r", help="Where the sets are built: a folder, or an fsspec URL such as s3://bucket/prefix."
     ),
@@ -58,12 +74,18 @@ def build_cmd(
     from oiv4.report import build_report
     from oiv4.run.build import run_build
 
-    _finish(run_build(Storage(root), settings, render.BuildView(), lambda storage: build_report(storage, reporting)))
+    if settings.verification.workers < 1:
+        raise UsageError(f"--verify-workers must be >= 1, got {settings.verification.workers}")
+    if reporting.out is not None:
+        report_target(reporting.out)
+    with writing(root, "oiv4 build") as storage:
+        result = run_build(storage, settings, render.BuildView(log), lambda s: build_report(s, reporting))
+    _finish(result, log)
 
 
 @app.command("demo", rich_help_panel=RUN_PANEL)
-@settings_command({"settings": DemoSettings})
-def demo_cmd(settings: DemoSettings) -> None:
+@settings_command({"settings": DemoSettings, "log": LogSettings})
+def demo_cmd(settings: DemoSettings, log: LogSettings) -> None:
     """The whole pipeline, offline: start a generated OpenImages mirror on 127.0.0.1 and build all four sets from it.
 
     The mirror serves both CSVs, Flickr-like originals (some misbehaving: 403/404/410, 429/503, redirects to the
@@ -73,12 +95,13 @@ def demo_cmd(settings: DemoSettings) -> None:
     """
     from oiv4.cli.demo import run_demo
 
-    err.print(
-        f"[bold]oiv4 demo[/bold]: generating a {settings.images:,}-image universe (cached after the first run) ..."
-    )
-    result = run_demo(settings, render.BuildView())
-    _finish(result)
-    Console().print(
+    with writing(settings.root, "oiv4 demo"):
+        err.print(
+            f"[bold]oiv4 demo[/bold]: generating a {settings.images:,}-image universe (cached after the first run) ..."
+        )
+        result = run_demo(settings, render.BuildView(log))
+    _finish(result, log, failures_code=False)
+    Console(stderr=log.json or log.log_format == "json").print(
         f"\nNext: open the data in Python with [bold]import oiv4; ds = oiv4.open({settings.root!r})[/bold], "
         f"run [bold]oiv4 verify --root {settings.root} --deep[/bold], or look at the report above."
     )
@@ -86,18 +109,23 @@ def demo_cmd(settings: DemoSettings) -> None:
 
 @app.command("mirror", rich_help_panel="Offline and testing")
 def mirror_cmd(
-    seed: int = typer.Option(0, help="Seed of the universe: the same seed always gives the same bytes."),
-    images: int = typer.Option(300, help="Rows in image_ids_and_rotation.csv (train, validation and test)."),
+    seed: int = typer.Option(0, min=0, help="Seed of the universe: the same seed always gives the same bytes."),
+    images: int = typer.Option(300, min=1, help="Rows in image_ids_and_rotation.csv (train, validation and test)."),
     megapixels: tuple[float, float] = typer.Option((0.5, 2.0), help="Range of the originals' sizes, MIN MAX."),
     misbehaviour_fraction: float = typer.Option(
-        0.15, help="Share of URL-set rows that misbehave like Flickr (403/404/410/429/503/500, redirects, ...)."
+        0.15,
+        min=0.0,
+        max=1.0,
+        help="Share of URL-set rows that misbehave like Flickr (403/404/410/429/503/500, redirects, ...).",
     ),
-    latency_ms: float = typer.Option(0.0, help="Delay before every image answer, to simulate a distant host."),
-    bandwidth_mbps: float = typer.Option(0.0, help="Per-response bandwidth cap for images in MB/s (0 = none)."),
+    latency_ms: float = typer.Option(0.0, min=0.0, help="Delay before every image answer, to simulate a distant host."),
+    bandwidth_mbps: float = typer.Option(
+        0.0, min=0.0, help="Per-response bandwidth cap for images in MB/s (0 = none)."
+    ),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
-    port: int = typer.Option(8000, help="Port to listen on (0 picks a free one)."),
+    port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on (0 picks a free one)."),
     cache_dir: str = typer.Option(None, help="Where generated bytes are cached [default: <tmp>/oiv4-mirror-<hash>]."),
-    workers: int = typer.Option(None, help="Threads that render images [default: CPU count]."),
+    workers: int = typer.Option(None, min=1, help="Threads that render images [default: CPU count]."),
 ) -> None:
     """Serve a generated, deterministic mini OpenImages V4 over HTTP until Ctrl-C (no internet needed).
 
@@ -109,10 +137,12 @@ def mirror_cmd(
     Example: oiv4 mirror --seed 0 --images 3000 --megapixels 2 12 --port 8000 --latency-ms 50
     then:    oiv4 metadata --root ./data --base-url http://127.0.0.1:8000/openimages/2018_04/
     """
-    from oiv4.contracts.errors import SourceError, UsageError
+    from oiv4.contracts.errors import SourceError
     from oiv4_mirror.server import serve_forever, stderr_progress
     from oiv4_mirror.universe import Universe, UniverseSpec
 
+    if not 0 < megapixels[0] <= megapixels[1]:
+        raise UsageError(f"--megapixels must be MIN MAX with 0 < MIN <= MAX, got {megapixels[0]:g} {megapixels[1]:g}")
     try:
         spec = UniverseSpec(
             seed=seed,

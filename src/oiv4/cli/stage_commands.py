@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 
@@ -13,10 +12,11 @@ from rich.console import Console
 from oiv4.cli import render
 from oiv4.cli.app import app
 from oiv4.cli.app import console as err
+from oiv4.cli.guard import check_outcomes, writing
+from oiv4.cli.logs import LineLog, LogSettings, emit_summary, fetch_progress
 from oiv4.cli.options import choice_enum, settings_command
-from oiv4.contracts.errors import UsageError
+from oiv4.contracts.errors import COMPLETE_WITH_FAILURES, Incomplete, UsageError
 from oiv4.contracts.schema import URL_SETS, ImageSet
-from oiv4.io.storage import Storage
 from oiv4.run.executor import ExecutorSettings
 from oiv4.stages.archives import ArchiveSettings
 from oiv4.stages.fetch import FetchSettings
@@ -31,8 +31,8 @@ RootOpt = typer.Option(
 
 
 @app.command("metadata", rich_help_panel=STAGES_PANEL)
-@settings_command({"settings": MetadataSettings})
-def metadata_cmd(settings: MetadataSettings, root: str = RootOpt) -> None:
+@settings_command({"settings": MetadataSettings, "log": LogSettings})
+def metadata_cmd(settings: MetadataSettings, log: LogSettings, root: str = RootOpt) -> None:
     """Stage 1: download image_ids_and_rotation.csv (3.1 GB) and train-images-boxable-with-rotation.csv.
 
     Resumes an interrupted download (HTTP Range), checks the size against Content-Length and the header
@@ -42,15 +42,17 @@ def metadata_cmd(settings: MetadataSettings, root: str = RootOpt) -> None:
     """
     from oiv4.stages.metadata import fetch_metadata
 
-    with render.named_bars(render.download_bars()) as progress:
-        sizes = fetch_metadata(Storage(root), settings, progress)
+    with writing(root, "oiv4 metadata") as storage, render.named_bars(render.download_bars(log.live)) as progress:
+        sizes = fetch_metadata(storage, settings, progress)
+    if emit_summary("metadata", sizes, log, root=storage.root):
+        return
     for name, size in sizes.items():
         err.print(f"[green]ok[/green] {name}: {size:,} bytes")
 
 
 @app.command("plan", rich_help_panel=STAGES_PANEL)
-@settings_command({"settings": PlanSettings})
-def plan_cmd(settings: PlanSettings, root: str = RootOpt) -> None:
+@settings_command({"settings": PlanSettings, "log": LogSettings})
+def plan_cmd(settings: PlanSettings, log: LogSettings, root: str = RootOpt) -> None:
     """Stage 2: compute the four sets exactly as the notebook does and write plan/<set>.parquet.
 
     targets = boxable rows; validation = Subset==validation; train = the first --train-size rows of
@@ -61,13 +63,17 @@ def plan_cmd(settings: PlanSettings, root: str = RootOpt) -> None:
     """
     from oiv4.stages.plan import build_plan
 
-    render.plan_table(build_plan(Storage(root), settings))
+    with writing(root, "oiv4 plan") as storage:
+        summary = build_plan(storage, settings)
+    if not emit_summary("plan", summary, log, root=storage.root):
+        render.plan_table(summary)
 
 
 @app.command("archives", rich_help_panel=STAGES_PANEL)
-@settings_command({"settings": ArchiveSettings})
+@settings_command({"settings": ArchiveSettings, "log": LogSettings})
 def archives_cmd(
     settings: ArchiveSettings,
+    log: LogSettings,
     image_set: ARCHIVE_SETS = typer.Argument(  # type: ignore[valid-type]
         ...,
         metavar="SET",
@@ -76,7 +82,6 @@ def archives_cmd(
     root: str = typer.Option(
         ..., "--root", "-r", help="Where the sets are built (a folder, or s3://... with --stream)."
     ),
-    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
 ) -> None:
     """Stage 3: build targets or validation from the CVDF archives: download, verify, convert to random-access zips.
 
@@ -103,9 +108,10 @@ def archives_cmd(
     """
     from oiv4.run.archives import build_archive_set
 
-    with render.archive_bars() as bar:
+    with writing(root, f"oiv4 archives {image_set.value}") as storage, render.archive_bars(log.live) as bar:
         try:
-            summary = build_archive_set(Storage(root), image_set.value, settings, render.ArchiveBars(bar))
+            view = render.ArchiveBars(bar) if log.live else render.ArchiveLines(LineLog("archives", log))
+            summary = build_archive_set(storage, image_set.value, settings, view)
         except KeyboardInterrupt:
             bar.stop()
             err.print(
@@ -117,14 +123,17 @@ def archives_cmd(
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(130)
-    render.archives_summary(summary, to_stderr=json_out)
-    if json_out:
-        typer.echo(json.dumps(summary.to_dict(), indent=1, default=str))
+    as_json = log.json or log.log_format == "json"
+    render.archives_summary(summary, to_stderr=as_json)
+    if as_json:
+        emit_summary("archives", summary.to_dict(), log)
     if not summary.ok:
         err.print(
             f"[red]{len(summary.failed)} archive(s) failed[/red]; fix the cause and re-run (done archives are kept)."
         )
         raise typer.Exit(1)
+    if any(o != "ok" and n for o, n in summary.outcomes.items()):
+        raise typer.Exit(COMPLETE_WITH_FAILURES)
 
 
 _FetchArgs = typer.Argument(
@@ -137,10 +146,11 @@ _FetchArgs = typer.Argument(
 
 
 @app.command("fetch", rich_help_panel=STAGES_PANEL)
-@settings_command({"settings": FetchSettings, "executor": ExecutorSettings})
+@settings_command({"settings": FetchSettings, "executor": ExecutorSettings, "log": LogSettings})
 def fetch_cmd(
     settings: FetchSettings,
     executor: ExecutorSettings,
+    log: LogSettings,
     args: list[str] = _FetchArgs,
     root: str = RootOpt,
     retry_failed: bool = typer.Option(
@@ -149,7 +159,7 @@ def fetch_cmd(
         help="Fetch recorded failures again: all of them, or only the OUTCOMEs given as arguments. "
         "(disk_full/write_error rows are always retried.)",
     ),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show live progress."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress (live or as log lines)."),
 ) -> None:
     """Stage 4: download, verify, shrink and store the train and extended_targets images.
 
@@ -167,7 +177,7 @@ def fetch_cmd(
 
       oiv4 fetch train --root s3://bucket/open_images --executor dask --scheduler tcp://10.0.0.5:8786
     """
-    from oiv4.cli.fetch_view import LiveFetchView, summary_table
+    from oiv4.cli.fetch_view import summary_table
     from oiv4.run.fetch import fetch_set
 
     names = {s.value for s in ImageSet}
@@ -179,13 +189,30 @@ def fetch_cmd(
         raise UsageError(
             f"unknown set {outcomes[0]!r}: use train or extended_targets (outcome names go with --retry-failed)"
         )
+    check_outcomes(outcomes)
     if retry_failed:
         settings = dataclasses.replace(settings, retry_failed=tuple(outcomes) or ("all",))
-    storage = Storage(root)
-    for image_set in sets or [s.value for s in URL_SETS]:
-        if progress:
-            with LiveFetchView(err, image_set) as view:
-                summary = fetch_set(storage, image_set, settings, executor, progress=view.update)
-        else:
-            summary = fetch_set(storage, image_set, settings, executor)
-        Console().print(summary_table(summary))
+    chosen = sets or [s.value for s in URL_SETS]
+    summaries = []
+    with writing(root, " ".join(["oiv4 fetch", *chosen])) as storage:
+        for image_set in chosen:
+            if progress:
+                with fetch_progress(err, image_set, log) as on_progress:
+                    summary = fetch_set(storage, image_set, settings, executor, progress=on_progress)
+            else:
+                summary = fetch_set(storage, image_set, settings, executor)
+            summaries.append(summary)
+            as_json = emit_summary("fetch", summary, log, set=image_set)
+            if log.log_format != "json":  # JSON logs: stderr holds JSON lines only
+                Console(stderr=as_json).print(summary_table(summary))
+    raise typer.Exit(fetch_exit_code(summaries))
+
+
+def fetch_exit_code(summaries: list) -> int:
+    """0 every row ok; 10 every row has its outcome but some failed (normal: dead URLs); 8 rows left over."""
+    left = sum(s.remaining for s in summaries)
+    if left:
+        err.print(f"[yellow]{left:,} planned rows have no outcome yet[/yellow]: run the same command again")
+        return Incomplete.exit_code
+    failed = any(n for s in summaries for o, n in s.totals.items() if o != "ok")
+    return COMPLETE_WITH_FAILURES if failed else 0

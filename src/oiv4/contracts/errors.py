@@ -17,7 +17,14 @@ Exit codes (`oiv4 ...; echo $?`):
 | 5    | `StorageError`  | the root cannot be written (unwritable, disk full, write failed)         |
 | 6    | `IntegrityError`| checksums or sizes do not match, stored data is damaged                  |
 | 7    | `ExecutionError`| the machinery running the work failed (workers died, cluster unusable)    |
-| 130  | `Interrupted`   | stopped by Ctrl-C or a stop request; finished work is kept               |
+| 8    | `Incomplete`    | the run ended but some planned rows have no outcome yet: run it again    |
+| 9    | `Busy`          | another live run holds the root (one run per root); wait, then run again |
+| 10   | -               | complete, with recorded failures (dead URLs, refused members): normal    |
+| 130  | `Interrupted`   | stopped by Ctrl-C, SIGTERM or a stop request; finished work is kept      |
+
+Code 10 is not an error: every row has its outcome and the command did its job, but some outcomes are
+failures (a fetch where some Flickr URLs are dead is normal). Scripts that only care whether the run
+finished treat 0 and 10 alike; `status` and `verify` never return it.
 """
 
 from __future__ import annotations
@@ -73,8 +80,22 @@ class ExecutionError(Oiv4Error):
     category = "execution"
 
 
+class Incomplete(Oiv4Error):
+    """The run ended without an outcome for every planned row (a shard gave up, rows were left); re-run."""
+
+    exit_code = 8
+    category = "incomplete"
+
+
+class Busy(Oiv4Error):
+    """Another live run holds the root; the message names it (pid, host, command, start)."""
+
+    exit_code = 9
+    category = "busy"
+
+
 class Interrupted(Oiv4Error):
-    """Stopped on request (Ctrl-C, a stop event); everything finished so far is kept."""
+    """Stopped on request (Ctrl-C, SIGTERM, a stop event); everything finished so far is kept."""
 
     exit_code = 130
     category = "interrupted"
@@ -88,8 +109,13 @@ CATEGORIES: tuple[type[Oiv4Error], ...] = (
     StorageError,
     IntegrityError,
     ExecutionError,
+    Incomplete,
+    Busy,
     Interrupted,
 )
+
+#: Exit code of a run that finished every row but recorded failures among them (not an error).
+COMPLETE_WITH_FAILURES = 10
 
 #: Exit code for KeyboardInterrupt, which is not an Oiv4Error (Python raises it).
 INTERRUPTED_EXIT_CODE = Interrupted.exit_code

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from oiv4.contracts.errors import SourceError
+from oiv4.contracts.limits import above, at_least
 from oiv4.contracts.setting import setting
 from oiv4.io.http import HttpRanges, HttpTimeouts, make_session
 from oiv4.io.ranged import RangedSettings, download_ranged
@@ -37,6 +38,11 @@ class DownloadSettings:
     checkpoint_s: float = setting(
         2.0, help="Seconds between download checkpoints (what a kill can lose).", flag="--checkpoint"
     )
+
+    def __post_init__(self) -> None:
+        above(self, 0, "connect_timeout_s", "read_timeout_s")
+        at_least(self, 1, "part_size", "connections")
+        at_least(self, 0, "checkpoint_s")
 
 
 async def _download(url: str, dest: Path, settings: DownloadSettings, progress: ProgressFn | None) -> int:

@@ -202,7 +202,7 @@ async def spool_body(
         async for chunk in chunks:
             body.size += len(chunk)
             if body.size > max_bytes:
-                raise BodyTooLarge(f"body exceeds {max_bytes} bytes (--max-bytes); stopped reading")
+                raise BodyTooLarge(f"body exceeds {max_bytes} bytes (--max-mb); stopped reading")
             for h in body.digests.values():
                 h.update(chunk)
             if body.file is None and body.memory is not None and len(body.memory) + len(chunk) > spool_above:

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from oiv4.contracts.errors import Oiv4Error, SourceError
+from oiv4.contracts.limits import SettingRangeError, above, at_least
 from oiv4.contracts.setting import setting
 
 T = TypeVar("T")
@@ -66,8 +67,11 @@ class RetryPolicy:
     )
 
     def __post_init__(self) -> None:
-        if self.attempts < 1 or self.base_s < 0 or self.max_s < 0 or not 0 <= self.jitter <= 1:
-            raise ValueError("RetryPolicy: attempts >= 1, base_s/max_s >= 0 and 0 <= jitter <= 1")
+        at_least(self, 1, "attempts")
+        at_least(self, 0, "base_s", "max_s", "jitter")
+        above(self, 0, "deadline_s", "retry_after_max_s")
+        if self.jitter > 1:
+            raise SettingRangeError(type(self), "jitter", "within 0..1", self.jitter)
 
     def delay(self, attempt: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from oiv4.contracts.errors import UsageError
+from oiv4.contracts.errors import Busy
 from oiv4.io.storage import Storage
 
 LOCK_NAME = ".oiv4-run.lock"
@@ -38,8 +38,8 @@ LOCK_NAME = ".oiv4-run.lock"
 DEFAULT_LEASE_S = 90.0
 
 
-class RootLockedError(RuntimeError, UsageError):
-    """Another live run holds the root."""
+class RootLockedError(RuntimeError, Busy):
+    """Another live run holds the root (exit code 9, `Busy`)."""
 
 
 @dataclass(frozen=True)

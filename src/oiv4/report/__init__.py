@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from oiv4.contracts.layout import LAYOUT
+from oiv4.contracts.limits import at_least
 from oiv4.contracts.schema import ImageSet
 from oiv4.contracts.setting import setting
 from oiv4.io.storage import Storage
@@ -30,6 +31,11 @@ class ReportSettings:
     out: str | None = setting(
         None, help="Where to write the page: a local path or fsspec URL.", short="-o", default_text="<root>/report/index.html"
     )
+
+    def __post_init__(self) -> None:
+        at_least(self, 0, "samples")
+        if self.out is not None and (not self.out.strip() or self.out.endswith("/")):
+            raise ValueError(f"--out must name a file, got {self.out!r}")
 
 
 def build_report(

@@ -6,13 +6,17 @@ the shard's files and ledger, so a shard lost with its worker is simply submitte
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
+from oiv4.contracts.limits import at_least
 from oiv4.contracts.setting import setting
 from oiv4.contracts.shards import ShardResult, ShardTask
 
@@ -53,8 +57,39 @@ class ExecutorSettings:
             object.__setattr__(self, "kind", "dask")
         if self.kind not in KINDS:
             raise ValueError(f"unknown executor {self.kind!r}: use one of {', '.join(KINDS)}")
-        if self.workers is not None and self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        at_least(self, 1, "workers")
+        at_least(self, 0, "max_pool_restarts")
+
+
+#: prctl(2) option: the signal this process gets when the thread that created it dies.
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Worker initializer: SIGKILL this process when its parent dies, even by SIGKILL (Linux).
+
+    Without it a `kill -9` of `oiv4 fetch` left the workers running under PID 1: writing to the root,
+    holding the caller's pipe open, and racing with the next run. The parent may already have died
+    between our fork and the prctl call, so the parent PID is checked right after it (closing the race).
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Kill the pool's workers now: on Ctrl-C or SIGTERM we do not wait for whole shards to finish.
+
+    Safe: rows without a ledger outcome are simply done again by the next run, and files are only ever
+    renamed into place, so a killed worker leaves at worst a temp file that the next run removes.
+    """
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        if proc.is_alive():
+            proc.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def default_workers() -> int:
@@ -101,23 +136,33 @@ def _run_local(
     # spawn, not fork: the parent may be running an event loop or a mirror thread, which fork copies badly.
     ctx = multiprocessing.get_context("spawn")
     while pending:
+        pool = ProcessPoolExecutor(
+            max_workers=workers, mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),)
+        )
         try:
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                futures: dict[Future[ShardResult], ShardTask] = {pool.submit(fn, t): t for t in pending}
-                while futures:
-                    done, _ = wait(futures, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        task = futures.pop(fut)
-                        result = fut.result()
-                        pending.remove(task)
-                        results.append(result)
-                        if on_result:
-                            on_result(result)
+            futures: dict[Future[ShardResult], ShardTask] = {pool.submit(fn, t): t for t in pending}
+            while futures:
+                done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    task = futures.pop(fut)
+                    result = fut.result()
+                    pending.remove(task)
+                    results.append(result)
+                    if on_result:
+                        on_result(result)
+            pool.shutdown(wait=True)
         except BrokenProcessPool:
+            pool.shutdown(wait=True)
             # A worker died (OOM killer, kill -9). Its shard's ledger lets the re-run skip finished rows.
             restarts += 1
             if restarts > settings.max_pool_restarts:
                 raise
+        except Exception:
+            pool.shutdown(wait=True)  # a failing shard (disk full): the others stop at their own next check
+            raise
+        except BaseException:
+            _stop_workers(pool)  # Ctrl-C or SIGTERM: nothing may outlive this call
+            raise
     return results
 
 

@@ -7,10 +7,11 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from oiv4.contracts.limits import above, at_least
 from oiv4.contracts.setting import setting
 from oiv4.stages.archives.catalog import KnownArchive
 from oiv4.stages.archives.download import TransferSettings
-from oiv4.stages.archives.gunzip import DEFAULT_DECODERS
+from oiv4.stages.archives.gunzip import DECODERS, DEFAULT_DECODERS
 from oiv4.stages.archives.members import DEFAULT_MAX_MEMBER_BYTES
 from oiv4.stages.archives.sources import CVDF_S3
 
@@ -76,6 +77,14 @@ class ArchiveSettings:
         False,
         help="Resume archives started with other settings (max member size) anyway; the override is recorded.",
     )
+
+    def __post_init__(self) -> None:
+        at_least(self, 1, "connections", "attempts")
+        above(self, 0, "part_size", "timeout_s", "max_member_bytes")
+        at_least(self, 0, "backoff_s", "checkpoint_s")  # checkpoint 0: after every chunk
+        unknown = [d for d in self.decoders if d not in DECODERS]
+        if unknown:
+            raise ValueError(f"unknown --decoder {unknown[0]!r}: use {', '.join(DECODERS)}")
 
     @property
     def transfer(self) -> TransferSettings:

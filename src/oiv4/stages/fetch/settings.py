@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from oiv4.contracts.limits import above, at_least, within
 from oiv4.contracts.schema import Outcome
 from oiv4.contracts.setting import setting
 
@@ -57,6 +58,11 @@ class TransformSettings:
     )
 
     def __post_init__(self) -> None:
+        # A nonsense value would not fail: it would record every row as a failure (poisoning the ledger).
+        at_least(self, 1, "max_side")
+        within(self, 1, 100, "quality")
+        above(self, 0, "max_pixels")
+        at_least(self, 0, "draft_gap")
         if self.resample not in RESAMPLE_FILTERS:
             raise ValueError(f"unknown resample filter {self.resample!r}: use one of {', '.join(RESAMPLE_FILTERS)}")
 
@@ -92,6 +98,12 @@ class HttpSettings:
         flag="--placeholder-marker",
     )
     user_agent: str = setting("oiv4/0.1 (+https://github.com/oiv4; OpenImages V4 builder)", help="User-Agent sent.")
+
+    def __post_init__(self) -> None:
+        # deadline 0 would record every row as `timeout`, max_bytes 0 every row as `too_large`.
+        at_least(self, 1, "concurrency", "per_host", "attempts")
+        above(self, 0, "connect_timeout", "read_timeout", "deadline", "max_bytes")
+        at_least(self, 0, "backoff_base", "backoff_max", "retry_after_max", "max_redirects")
 
 
 @dataclass(frozen=True)
@@ -143,10 +155,9 @@ class FetchSettings:
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
             raise ValueError(f"unknown layout {self.layout!r}: use one of {', '.join(LAYOUTS)}")
-        if self.transform.max_side < 1 or not 1 <= self.transform.quality <= 100:
-            raise ValueError("max_side must be >= 1 and quality within 1..100")
-        if self.http.attempts < 1 or self.http.concurrency < 1 or self.http.per_host < 1:
-            raise ValueError("attempts, concurrency and per_host must be >= 1")
+        at_least(self, 1, "cpu_threads", "flush_rows")
+        above(self, 0, "flush_seconds")
+        at_least(self, 0, "min_free_bytes")
         if self.retry_failed is not None:
             object.__setattr__(self, "retry_failed", tuple(self.retry_failed))
 

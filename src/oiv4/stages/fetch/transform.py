@@ -107,7 +107,7 @@ def open_image(data: bytes, max_pixels: int, content_type: str | None = None) ->
         raise TransformError(
             Outcome.decompression_bomb,
             f"{im.format} declares {w}x{h} = {w * h / 1e6:.0f} MP, above the {max_pixels / 1e6:.0f} MP limit "
-            "(--max-pixels); not decoded",
+            "(--max-megapixels); not decoded",
         )
     return im
 

@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from oiv4.contracts.errors import InputError
+from oiv4.contracts.limits import at_least
 from oiv4.contracts.setting import setting
 from oiv4.contracts.shards import DEFAULT_SHARD_ROWS
 
@@ -55,6 +56,10 @@ class PlanSettings:
     force: bool = setting(
         False, help="Re-plan even if an up-to-date plan exists (changes what recorded work refers to)."
     )
+
+    def __post_init__(self) -> None:
+        at_least(self, 0, "train_size")
+        at_least(self, 1, "shard_rows")
 
 
 @dataclass

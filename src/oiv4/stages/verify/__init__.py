@@ -29,8 +29,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from oiv4.contracts.setting import setting
 from oiv4.contracts.schema import ImageSet, Outcome
+from oiv4.contracts.setting import setting
 from oiv4.io.containers import BlobReader
 from oiv4.io.inventory import scan_set
 from oiv4.io.ledger import append_table, iter_ledger, list_ledger, now_utc, read_ledger

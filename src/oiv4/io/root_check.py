@@ -1,0 +1,85 @@
+"""Up-front checks of a root, so a bad one is a one-line usage error before any work starts.
+
+`writable_root` is for commands that write: a local root must be (or become) a folder this process can
+write in (probed with a real temp file: permission bits do not tell about read-only mounts); an object
+store root must answer a cheap listing (missing credentials used to surface as a 90-line traceback from
+deep inside a worker). `built_root` is for commands that only read a built root (status, verify,
+report): a missing folder, or one that holds nothing oiv4 wrote, is an error rather than "not started".
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from oiv4.contracts.errors import UsageError
+from oiv4.contracts.layout import LAYOUT
+from oiv4.contracts.schema import ImageSet
+from oiv4.io.storage import Storage
+
+
+class RootError(RuntimeError, UsageError):
+    """The root cannot be used: missing, a file, read-only, not an oiv4 root, or unreachable."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _reachable(storage: Storage) -> bool:
+    """True when the object store answers; whether the root prefix exists yet. RootError if it cannot be reached."""
+    try:
+        return bool(storage.fs.exists(storage.root))
+    except Exception as exc:
+        raise RootError(
+            f"cannot reach {storage.root} ({_first_line(exc)}); check the credentials (e.g. AWS_PROFILE, "
+            "AWS_ACCESS_KEY_ID) and the endpoint"
+        ) from None
+
+
+def writable_root(storage: Storage, what: str = "--root") -> None:
+    """Raise RootError unless `storage` can take output; a missing local folder is created.
+
+    `what` names the folder in the message (the option it came from).
+    """
+    if not storage.local:
+        _reachable(storage)
+        return
+    path = storage.local_path("")
+    if path.exists() and not path.is_dir():
+        raise RootError(f"{what} {storage.root} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".oiv4-probe-", dir=path)
+        try:
+            os.write(fd, b"x")
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise RootError(f"cannot write to {what} {storage.root}: {reason} (read-only, or not yours?)") from None
+
+
+def _markers() -> list[str]:
+    """What oiv4 writes under a root: any one of them marks a folder as an oiv4 root."""
+    folders = {p.split("/", 1)[0] for p in (LAYOUT.plan_summary(), LAYOUT.metadata(""), LAYOUT.ledger_dir("train"))}
+    return [*sorted(folders), *(s.value for s in ImageSet)]
+
+
+def built_root(storage: Storage) -> None:
+    """Raise RootError unless `storage` is an oiv4 root (plan/, metadata/, ledger/ or a set folder)."""
+    if storage.local:
+        path = storage.local_path("")
+        if not path.exists():
+            raise RootError(f"--root {storage.root} does not exist")
+        if not path.is_dir():
+            raise RootError(f"--root {storage.root} is a file, not a folder")
+    elif not _reachable(storage):
+        raise RootError(f"--root {storage.root} does not exist")
+    if not any(storage.exists(m) for m in _markers()):
+        raise RootError(
+            f"--root {storage.root} is not an oiv4 root (no plan/, metadata/, ledger/ or set folder): "
+            "start with `oiv4 build` or `oiv4 metadata`"
+        )
