@@ -206,12 +206,22 @@ def _read_columns(storage: Storage, rels: list[str], columns: list[str]) -> list
 
     def one(rel: str) -> pa.Table:
         with storage.open(rel) as fh:
-            return pq.ParquetFile(fh).read(columns=columns)
+            return _conform(pq.ParquetFile(fh).read(columns=columns), columns)
 
     if len(rels) == 1:
         return [one(rels[0])]
     with ThreadPoolExecutor(min(8, len(rels))) as pool:
         return list(pool.map(one, rels))
+
+
+def _conform(table: pa.Table, columns: list[str]) -> pa.Table:
+    """`table` with every one of `columns` present: ledger files written before a column was added to
+    LEDGER_SCHEMA (checksum, phash) lack it, and ParquetFile.read silently drops missing columns; they are
+    null there, as `pq.read_table(schema=LEDGER_SCHEMA)` (used by `_read_one`) fills them."""
+    missing = [c for c in columns if c not in table.column_names]
+    for name in missing:
+        table = table.append_column(LEDGER_SCHEMA.field(name), pa.nulls(table.num_rows, LEDGER_SCHEMA.field(name).type))
+    return table.select(columns) if missing else table
 
 
 def _latest_per_row(table: pa.Table) -> pa.Table:
