@@ -134,6 +134,15 @@ class FetchSettings:
         flag="--min-free-mb",
         scale=1 << 20,
     )
+    #: Decoded pixels in flight per worker, across its decode threads: `cpu_threads` decodes of ~196 MP PNGs
+    #: (784 MB of RGBA each) would otherwise reach several GB (seen: 6.6 GB RSS). A decode larger than the whole
+    #: budget runs alone. Charged at the header's full size (io.memory_budget.decoded_bytes), before decoding.
+    decode_budget_bytes: int = setting(
+        1024 << 20,
+        help="Decoded pixels in flight per worker, in MiB (4 bytes per declared pixel); bigger decodes run alone.",
+        flag="--decode-budget-mb",
+        scale=1 << 20,
+    )
     force_settings: bool = setting(
         False,
         help="Resume shards started with other output settings (size, quality, rotation, layout...) anyway; "
@@ -147,6 +156,8 @@ class FetchSettings:
             raise ValueError("max_side must be >= 1 and quality within 1..100")
         if self.http.attempts < 1 or self.http.concurrency < 1 or self.http.per_host < 1:
             raise ValueError("attempts, concurrency and per_host must be >= 1")
+        if self.decode_budget_bytes < 1:
+            raise ValueError("decode_budget_bytes must be >= 1")
         if self.retry_failed is not None:
             object.__setattr__(self, "retry_failed", tuple(self.retry_failed))
 
