@@ -68,3 +68,23 @@ def test_hash_records_the_same_checksum_and_phash_fetch_would_have_and_a_rerun_d
 def test_hash_of_a_set_without_a_ledger_says_to_build_it_first(tmp_path):
     with pytest.raises(UsageError, match="no ledger"):
         hash_set(Storage(str(tmp_path)), "validation")
+
+
+def test_cli_dedup_asks_for_hash_first_then_prints_the_headline(template, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    storage = copy_root(template, tmp_path)
+    fetch_set(storage, "train", SETTINGS, EXECUTOR)
+    _forget_hashes(tmp_path)
+    cmd = [sys.executable, "-m", "oiv4"]
+    before = subprocess.run([*cmd, "dedup", "--root", str(tmp_path)], capture_output=True, text=True)
+    assert before.returncode == 3 and "oiv4 hash" in before.stderr and "Traceback" not in before.stderr
+    hashed = subprocess.run([*cmd, "hash", "--root", str(tmp_path), "--workers", "1"], capture_output=True, text=True)
+    assert hashed.returncode == 0 and "train: hashed" in hashed.stderr, hashed.stderr
+    after = subprocess.run([*cmd, "dedup", "--root", str(tmp_path), "--json"], capture_output=True, text=True)
+    assert after.returncode == 0, after.stderr
+    summary = json.loads(after.stdout)
+    assert summary["headline"].startswith("0 train images duplicate a target or validation image")
+    assert (tmp_path / "dedup" / "pairs.parquet").exists()
