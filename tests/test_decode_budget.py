@@ -20,7 +20,7 @@ def _giant_png(w: int, h: int, shade: int) -> bytes:
 
 def test_several_giant_images_at_once_never_hold_more_than_the_budget():
     giants = [_giant_png(5000, 4000, 40 * i) for i in range(6)]  # 20 MP each: 80 MB decoded (4 B/pixel)
-    one = decoded_bytes(5000, 4000)
+    one = decoded_bytes(5000, 4000, 16)  # what transform_image charges per PNG pixel
     budget = MemoryBudget(2 * one + one // 2)  # room for two at once, not three
     with ThreadPoolExecutor(6) as pool:
         stored = list(pool.map(lambda d: transform_image(d, 0.0, TransformSettings(), budget=budget), giants))
@@ -31,7 +31,7 @@ def test_several_giant_images_at_once_never_hold_more_than_the_budget():
 
 
 def test_an_image_larger_than_the_whole_budget_runs_alone_instead_of_failing():
-    budget = MemoryBudget(decoded_bytes(1000, 1000))
+    budget = MemoryBudget(decoded_bytes(1000, 1000, 16))
     out = transform_image(_giant_png(3000, 2000, 7), 0.0, TransformSettings(), budget=budget)
     assert out.stored_size == (1024, 683) and budget.peak == budget.capacity and budget.in_use == 0
     assert check_stored(out.data, 10**9, budget).size == (1024, 683)

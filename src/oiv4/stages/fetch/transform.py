@@ -169,7 +169,11 @@ def transform_image(
     w, h = header.size
     final = fit_size(w, h, settings.max_side)
     scaled = final != (w, h) and bool(settings.draft_gap)
-    with budget.hold(decoded_bytes(w, h)) if budget is not None else nullcontext():
+    # What the decode + RGB conversion hold at their peak, measured (benchmarks/decode_budget.py): an RGBA PNG
+    # keeps the decode, an RGBA copy, the RGB copy, the white canvas and the alpha band alive at once (~16 B per
+    # pixel); a JPEG is decoded at M/8 scale, far below its declared size, so 4 B per declared pixel bounds it.
+    bands = 4 if header.format in ("JPEG", "MPO") else 16
+    with budget.hold(decoded_bytes(w, h, bands)) if budget is not None else nullcontext():
         try:
             # JPEGs: libjpeg-turbo decodes at M/8 scale straight from the DCT while both sides stay >= draft_gap
             # x the final size (most of the speed-up), with every libjpeg warning checked.
