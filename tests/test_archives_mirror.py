@@ -7,6 +7,7 @@ from pathlib import Path
 
 import oiv4
 from oiv4.contracts.layout import LAYOUT
+from oiv4.io.checksum import checksum
 from oiv4.io.ledger import read_set
 from oiv4.io.storage import Storage
 from oiv4.run.archives import build_archive_set
@@ -44,6 +45,9 @@ def check_set(storage: Storage, universe, image_set: str) -> None:
             container, member = r["location"].split(":", 1)
             with zipfile.ZipFile(Path(storage.root) / container) as zf:
                 assert zf.read(member) == universe.small_image(r["image_id"])
+            assert r["checksum"] == checksum(universe.small_image(r["image_id"]))  # of the member as stored
+        else:
+            assert r["checksum"] is None
 
 
 def test_targets_and_validation_build_from_the_mirror_over_https(tmp_path: Path) -> None:

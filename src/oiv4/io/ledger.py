@@ -217,7 +217,7 @@ def _read_file(storage: Storage, rel: str, columns: list[str]) -> pa.Table | Non
     """One ledger file (None when it vanished), cast to the ledger schema's types for `columns`."""
     try:
         with storage.open(rel) as fh:
-            table = pq.ParquetFile(fh).read(columns=columns)
+            table = _conform(pq.ParquetFile(fh).read(columns=columns), columns)
     except FileNotFoundError:
         return None
     return table.cast(pa.schema([LEDGER_SCHEMA.field(c) for c in columns]))
@@ -351,3 +351,13 @@ def load_ledger(
     if row_filter is not None:
         table = table.filter(pc.equal(table["row"], row_filter)).select(list(columns or LEDGER_SCHEMA.names))
     return table
+
+
+def _conform(table: pa.Table, columns: list[str]) -> pa.Table:
+    """`table` with every one of `columns` present: ledger files written before a column was added to
+    LEDGER_SCHEMA (checksum, phash) lack it, and ParquetFile.read silently drops missing columns; they are
+    null there, as `pq.read_table(schema=LEDGER_SCHEMA)` (used by `_read_one`) fills them."""
+    missing = [c for c in columns if c not in table.column_names]
+    for name in missing:
+        table = table.append_column(LEDGER_SCHEMA.field(name), pa.nulls(table.num_rows, LEDGER_SCHEMA.field(name).type))
+    return table.select(columns) if missing else table

@@ -69,8 +69,9 @@ def ledger_relation(
     names = ", ".join(f'"{c}"' for c in cols)
     rels = []
     if clean:
+        # union_by_name: files written before a column was added (checksum, phash) read it as NULL.
         paths = ", ".join("'" + storage.path(rel).replace("'", "''") + "'" for rel in clean)
-        rels.append(con.sql(f"SELECT {names} FROM read_parquet([{paths}])"))
+        rels.append(con.sql(f"SELECT {names} FROM read_parquet([{paths}], union_by_name = true)"))
     if pending or not rels:
         table = pa.concat_tables(pending) if pending else LEDGER_SCHEMA.empty_table().select(cols)
         rels.append(con.from_arrow(table).select(names))

@@ -146,6 +146,15 @@ class FetchSettings:
         flag="--min-free-mb",
         scale=1 << 20,
     )
+    #: Decoded pixels in flight per worker, across its decode threads: `cpu_threads` decodes of ~196 MP PNGs
+    #: (784 MB of RGBA each) would otherwise reach several GB (seen: 6.6 GB RSS). A decode larger than the whole
+    #: budget runs alone. Charged at the header's full size (io.memory_budget.decoded_bytes), before decoding.
+    decode_budget_bytes: int = setting(
+        1024 << 20,
+        help="Decoded pixels in flight per worker, in MiB (4 bytes per declared pixel); bigger decodes run alone.",
+        flag="--decode-budget-mb",
+        scale=1 << 20,
+    )
     force_settings: bool = setting(
         False,
         help="Resume shards started with other output settings (size, quality, rotation, layout...) anyway; "
@@ -158,6 +167,7 @@ class FetchSettings:
         at_least(self, 1, "cpu_threads", "flush_rows")
         above(self, 0, "flush_seconds")
         at_least(self, 0, "min_free_bytes")
+        at_least(self, 1, "decode_budget_bytes")
         if self.retry_failed is not None:
             object.__setattr__(self, "retry_failed", tuple(self.retry_failed))
 
