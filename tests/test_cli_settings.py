@@ -84,7 +84,9 @@ def test_cli_values_reach_the_settings_with_their_units(monkeypatch: pytest.Monk
     from oiv4.cli import run_commands
 
     monkeypatch.setattr(run_commands, "_finish", lambda result: None)
-    monkeypatch.setattr("oiv4.run.build.run_build", lambda storage, settings, view, report=None: seen.setdefault("s", settings))
+    monkeypatch.setattr(
+        "oiv4.run.build.run_build", lambda storage, settings, view, report=None: seen.setdefault("s", settings)
+    )
     args = ["build", "--root", "r", "--max-megapixels", "1.5", "--max-mb", "2", "--no-rotate", "--set", "train",
             "--fetch-attempts", "7", "--workers", "3", "--decoder", "zlib", "--archives-part-size-mb", "1"]  # fmt: skip
     result = CliRunner().invoke(app, args)

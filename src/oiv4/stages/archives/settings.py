@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from oiv4.contracts.setting import setting
+from oiv4.io.http import NetworkSettings
 from oiv4.stages.archives.catalog import KnownArchive
 from oiv4.stages.archives.download import TransferSettings
 from oiv4.stages.archives.gunzip import DEFAULT_DECODERS
@@ -71,11 +72,22 @@ class ArchiveSettings:
             "why": "a table, not a value: tests and benchmarks pass their own",
         },
     )
+    allow_private_networks: bool = setting(
+        False, help="Also download from loopback, private and link-local addresses (an https mirror on your network)."
+    )
+    ca_bundle: str | None = setting(
+        None, help="PEM file of extra CA certificates, e.g. for corporate TLS interception.", default_text="none"
+    )
     only: tuple[str, ...] = setting((), help="Only these archives, repeatable, e.g. --only train_3.")
     force_settings: bool = setting(
         False,
         help="Resume archives started with other settings (max member size) anyway; the override is recorded.",
     )
+
+    @property
+    def network(self) -> NetworkSettings:
+        """What the https source's connections may reach and trust."""
+        return NetworkSettings(self.allow_private_networks, self.ca_bundle)
 
     @property
     def transfer(self) -> TransferSettings:
