@@ -64,6 +64,8 @@ class NetworkSettings:
 
     allow_private_networks: bool = False
     ca_bundle: str | None = None
+    #: Exact (ip, port) pairs admitted as if public (tests: a hostile server on 127.0.0.1).
+    allowed_endpoints: frozenset[tuple[str, int]] = frozenset()
 
 
 def ssl_context(ca_bundle: str | None = None) -> ssl.SSLContext:
@@ -93,7 +95,7 @@ def make_session(
     t = timeouts or HttpTimeouts()
     net = network or NetworkSettings()
     connector = guarded_connector(
-        GuardSettings(allow_private_networks=net.allow_private_networks),
+        GuardSettings(net.allow_private_networks, frozenset(net.allowed_endpoints)),
         ssl=ssl_context(net.ca_bundle),
         **connector_kwargs,
     )

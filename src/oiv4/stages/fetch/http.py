@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 import aiohttp
+import aiohttp.abc
 from yarl import URL
 
 from oiv4.contracts.schema import Outcome
@@ -91,9 +92,20 @@ def status_outcome(status: int) -> str:
 class HttpClient:
     """Async downloader for one worker process; use as `async with HttpClient(settings) as client`."""
 
-    def __init__(self, settings: HttpSettings, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        settings: HttpSettings,
+        rng: random.Random | None = None,
+        *,
+        resolver: aiohttp.abc.AbstractResolver | None = None,
+        allowed_endpoints: frozenset[tuple[str, int]] = frozenset(),
+    ) -> None:
+        """`resolver` and `allowed_endpoints` (exact (ip, port) pairs let through the guard) are for tests that
+        play DNS tricks or a hostile redirector on 127.0.0.1; the fetch stage uses neither."""
         self.settings = settings
         self._rng = rng or random.Random()
+        self._resolver = resolver
+        self._allowed = allowed_endpoints
         self._session: aiohttp.ClientSession | None = None
         # The shared policy and backoff; this client keeps its own outcome mapping (connection errors of
         # one image are retried here: one dead Flickr host must not look like a wrong source URL).
@@ -109,11 +121,12 @@ class HttpClient:
         self._session = make_session(
             HttpTimeouts(s.connect_timeout, s.read_timeout),
             headers={"User-Agent": s.user_agent, "Accept-Encoding": "identity"},
-            network=NetworkSettings(s.allow_private_networks, s.ca_bundle),
+            network=NetworkSettings(s.allow_private_networks, s.ca_bundle, self._allowed),
             limit=s.concurrency,
             limit_per_host=s.per_host,
             ttl_dns_cache=300,
             keepalive_timeout=30,
+            **({"resolver": self._resolver} if self._resolver is not None else {}),
         )
         return self
 
