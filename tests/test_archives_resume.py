@@ -160,7 +160,18 @@ def test_ctrl_c_stops_the_cli_promptly_and_a_rerun_finishes(tmp_path: Path) -> N
     storage = Storage(str(root))
     write_plan(storage, "validation", ids)
     oiv4 = Path(sys.executable).with_name("oiv4")
-    cmd = [str(oiv4), "archives", "validation", "--root", str(root), "--part-size-mb", "1", "--connections", "1"]
+    cmd = [
+        str(oiv4),
+        "archives",
+        "validation",
+        "--root",
+        str(root),
+        "--part-size-mb",
+        "1",
+        "--connections",
+        "1",
+        "--allow-private-networks",
+    ]
     with RangeServer({archive.name: archive.data}, stall_after_requests=2) as server:
         proc = subprocess.Popen(
             [*cmd, "--source", server.base_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
