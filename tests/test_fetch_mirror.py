@@ -306,13 +306,26 @@ def test_cli_status_and_fetch_explain_themselves(fetched, tmp_path):
     for word in ("train", "extended_targets", "ok", "http_404", "placeholder", "timeout", "planned"):
         assert word in status.stdout
     again = subprocess.run(
-        [*cli, "fetch", "train", "--root", storage.root, "--no-progress"], capture_output=True, text=True, timeout=120
+        [*cli, "fetch", "train", "--root", storage.root, "--no-progress", "--allow-private-networks"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert again.returncode == COMPLETE_WITH_FAILURES, again.stderr  # every row has its outcome; some are failures
     assert "0 of 2 shards had work" in again.stdout
     before = {r["row"]: r for r in ledger_rows(storage, "train")}
     retry = subprocess.run(
-        [*cli, "fetch", "train", "http_404", "--retry-failed", "--root", storage.root, "--no-progress"],
+        [
+            *cli,
+            "fetch",
+            "train",
+            "http_404",
+            "--retry-failed",
+            "--root",
+            storage.root,
+            "--no-progress",
+            "--allow-private-networks",
+        ],
         capture_output=True,
         text=True,
         timeout=120,

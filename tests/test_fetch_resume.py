@@ -38,7 +38,7 @@ def env(tmp_path_factory):
 
 def _cmd(root: Path, layout: str) -> list[str]:
     return [
-        sys.executable, "-m", "oiv4", "fetch", "extended_targets", "--root", str(root), "--no-progress",
+        sys.executable, "-m", "oiv4", "fetch", "extended_targets", "--root", str(root), "--no-progress", "--allow-private-networks",
         "--layout", layout, "--workers", "2", "--deadline", "2", "--attempts", "3", "--backoff", "0.1",
     ]  # fmt: skip
 

@@ -29,7 +29,16 @@ BUILD_RENAMES = {
     "reporting.out": "--report-out",
     "reporting.samples": "--report-samples",
 }
-BUILD_EXCLUDES = {"settings.verification.sets": "verify checks the sets chosen with --set"}
+_NETWORK = "one --allow-private-networks / --ca-bundle of the build sets it for every stage"
+BUILD_EXCLUDES = {
+    "settings.verification.sets": "verify checks the sets chosen with --set",
+    "settings.metadata.download.allow_private_networks": _NETWORK,
+    "settings.archives.allow_private_networks": _NETWORK,
+    "settings.fetch.http.allow_private_networks": _NETWORK,
+    "settings.metadata.download.ca_bundle": _NETWORK,
+    "settings.archives.ca_bundle": _NETWORK,
+    "settings.fetch.http.ca_bundle": _NETWORK,
+}
 
 
 def _finish(result: BuildResult, log: LogSettings, failures_code: bool = True) -> None:

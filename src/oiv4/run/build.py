@@ -54,6 +54,16 @@ class BuildSettings:
     )
     dedup: bool = setting(True, help="Find duplicates within and across the sets (dedup/summary.json) at the end.")
     report: bool = setting(True, help="Write the HTML report at the end (the `report` step given to run_build).")
+    #: One switch for every transfer of the build (metadata, archives over https, fetch): these are applied to
+    #: the stages' own fields of the same names, which `oiv4 build` therefore does not spell separately.
+    allow_private_networks: bool = setting(
+        False,
+        help="Also connect to loopback, private and link-local addresses (a mirror on your network), for every "
+        "download of the build. Off, fetch records such URLs and redirects as blocked_address.",
+    )
+    ca_bundle: str | None = setting(
+        None, help="PEM file of extra CA certificates, e.g. for corporate TLS interception.", default_text="none"
+    )
     archive_executor: ExecutorSettings | None = field(
         default=None,
         metadata={
@@ -62,6 +72,19 @@ class BuildSettings:
             "why": "derived from --executor: on the cluster with Dask, else threads of this process (progress shown)",
         },
     )
+
+    def __post_init__(self) -> None:
+        # Only ever widens what a stage's own settings say (True / a bundle): a stage set up for a private
+        # mirror stays so when the build-wide switch is left off.
+        if self.allow_private_networks or self.ca_bundle:
+            net = {"allow_private_networks": True} if self.allow_private_networks else {}
+            if self.ca_bundle:
+                net["ca_bundle"] = self.ca_bundle  # type: ignore[assignment]
+            metadata = replace(self.metadata, download=replace(self.metadata.download, **net))
+            fetch = replace(self.fetch, http=replace(self.fetch.http, **net))
+            object.__setattr__(self, "metadata", metadata)
+            object.__setattr__(self, "archives", replace(self.archives, **net))
+            object.__setattr__(self, "fetch", fetch)
 
 
 class BuildObserver:

@@ -97,6 +97,22 @@ class HttpSettings:
         help="A redirect whose target path contains this (repeatable) is Flickr's 'photo unavailable' card.",
         flag="--placeholder-marker",
     )
+    #: Bodies are spooled: up to this many bytes in RAM, the rest in an unlinked temp file. 64 downloads in
+    #: flight then hold at most 64 x 8 MiB in RAM, whatever the servers send (before: up to 128 MiB each).
+    spool_above: int = setting(
+        8 << 20,
+        help="Keep at most this much of a body in RAM, in MiB; the rest spills to a temp file.",
+        flag="--spool-mb",
+        scale=1 << 20,
+    )
+    allow_private_networks: bool = setting(
+        False,
+        help="Also fetch from loopback, private and link-local addresses (a mirror on your network). Off, such "
+        "URLs and redirects end as blocked_address.",
+    )
+    ca_bundle: str | None = setting(
+        None, help="PEM file of extra CA certificates, e.g. for corporate TLS interception.", default_text="none"
+    )
     user_agent: str = setting("oiv4/0.1 (+https://github.com/oiv4; OpenImages V4 builder)", help="User-Agent sent.")
 
     def __post_init__(self) -> None:
