@@ -14,8 +14,6 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from rich.table import Table
-
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet, Outcome
 from oiv4.io.ledger import LedgerFiles, list_ledger
@@ -167,42 +165,3 @@ def _fill(st: SetStatus, totals: dict[tuple[str, str], OutcomeTotals]) -> None:
     st.examples = {o: t.reason for o, t in by_outcome.items() if o != Outcome.ok}
     kinds = [FailureKind(o, k, t.count, t.reason) for (o, k), t in totals.items() if o != Outcome.ok]
     st.kinds = sorted(kinds, key=lambda f: (-f.count, f.outcome, f.kind))
-
-
-def _short(reason: str, limit: int = 90) -> str:
-    return reason if len(reason) <= limit else reason[: limit - 1] + "…"
-
-
-def _pct(n: int, d: int | None) -> str:
-    return f"{100 * n / d:.1f}%" if d else ""
-
-
-def status_table(statuses: list[SetStatus]) -> Table:
-    """Deprecated: `oiv4.cli.status_view` renders status (a stage should not); kept until the CLI switches.
-
-    A rich table: one block of rows per set, one row per outcome, plus not-yet-done rows."""
-    table = Table(title="oiv4 status", show_lines=False, header_style="bold")
-    # The counts never wrap; the reason column (cut to one short sentence) takes the width that is left.
-    table.add_column("set", no_wrap=True, min_width=len("extended_targets"))
-    table.add_column("outcome", no_wrap=True, min_width=len("decompression_bomb"))
-    table.add_column("images", justify="right", no_wrap=True, min_width=9)
-    table.add_column("of planned", justify="right", no_wrap=True, min_width=10)
-    table.add_column("example reason", overflow="fold", max_width=60)
-    for st in statuses:
-        name = f"[bold]{st.image_set}[/bold]"
-        if st.planned is None:
-            table.add_row(name, "[dim]planned[/dim]", "no plan", "", "")
-        else:
-            table.add_row(name, "[dim]planned[/dim]", f"{st.planned:,}", "", "")
-        if not st.counts:
-            table.add_row("", "[dim]not started[/dim]", "", "", "", end_section=True)
-            continue
-        for outcome, n in st.counts.items():
-            style = "green" if outcome == Outcome.ok else "red"
-            table.add_row(
-                "", f"[{style}]{outcome}[/{style}]", f"{n:,}", _pct(n, st.planned), _short(st.examples.get(outcome, ""))
-            )
-        if st.remaining:
-            table.add_row("", "[yellow]not yet done[/yellow]", f"{st.remaining:,}", _pct(st.remaining, st.planned), "")
-        table.add_row("", "[dim]stored[/dim]", f"{st.stored_bytes / 1e9:,.2f} GB", "", "", end_section=True)
-    return table

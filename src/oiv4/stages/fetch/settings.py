@@ -119,7 +119,7 @@ class HttpSettings:
         # deadline 0 would record every row as `timeout`, max_bytes 0 every row as `too_large`.
         at_least(self, 1, "concurrency", "per_host", "attempts")
         above(self, 0, "connect_timeout", "read_timeout", "deadline", "max_bytes")
-        at_least(self, 0, "backoff_base", "backoff_max", "retry_after_max", "max_redirects")
+        at_least(self, 0, "backoff_base", "backoff_max", "retry_after_max", "max_redirects", "spool_above")
 
 
 @dataclass(frozen=True)
