@@ -107,5 +107,7 @@ def test_the_command_prints_a_table_or_json_and_refuses_a_missing_root(built: Pa
     doc = json.loads(out.output)
     assert doc["workers"] == 3 and doc["link_mbps"] is None
     assert next(s for s in doc["sets"] if s["image_set"] == "train")["remaining_rows"] > 0
+    finished = runner.invoke(app, ["estimate", "--root", str(built)])
+    assert finished.exit_code == 0 and "nothing left to do" in finished.output
     missing = runner.invoke(app, ["estimate", "--root", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "does not exist" in missing.output

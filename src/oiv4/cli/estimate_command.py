@@ -55,6 +55,9 @@ def _print(est: Estimate) -> None:
         if s.remaining_rows or s.remaining_archives:
             out.print(f"[dim]{s.image_set}: disk from {s.disk_basis}; time from {s.rate_basis}[/dim]")
     net = est.network_seconds
+    if not est.transfer_bytes and not est.cpu_seconds:
+        out.print("nothing left to do: every planned row has a ledger row and every archive is converted")
+        return
     out.print(f"total: {_size(est.transfer_bytes)} to download, {_size(est.disk_bytes)} written to the root")
     line = f"wall time on {est.workers} worker(s): {_duration(est.wall_seconds)}"
     if net is None:
