@@ -29,6 +29,7 @@ from PIL import Image, ImageDraw
 
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import COLUMNS, ImageSet
+from oiv4.io.checksum import checksum
 from oiv4.io.ledger import ShardLedger
 from oiv4.io.storage import Storage
 
@@ -201,6 +202,7 @@ def build_set(
                 "stored_width": w,
                 "stored_height": h,
                 "stored_bytes": len(data),
+                "checksum": checksum(data),  # as fetch and the archive conversion record it
                 "location": loc,
             }
         )

@@ -61,9 +61,13 @@ def _damage_folder_set(root: Path) -> dict[str, str]:
 
 def test_truncated_deleted_and_garbage_files_are_found(tmp_path):
     expected = _damage_folder_set(tmp_path)
-    shallow = verify(tmp_path)
+    shallow = verify(tmp_path, VerifySettings(fast=True))  # sizes only: same-length damage is unseen
     assert {p.image_id: p.kind for p in shallow.problems if p.broken} == {
         i: k for i, k in expected.items() if k != "undecodable"
+    }
+    default = verify(tmp_path)  # reads and hashes every file: same-length damage breaks the checksum
+    assert {p.image_id: p.kind for p in default.problems if p.broken} == {
+        i: "checksum_mismatch" if k == "undecodable" else k for i, k in expected.items()
     }
     deep = verify(tmp_path, VerifySettings(deep=True))
     assert not deep.ok
@@ -73,7 +77,7 @@ def test_truncated_deleted_and_garbage_files_are_found(tmp_path):
     assert check.intact == check.ok_rows - 4
 
 
-def test_corrupted_zip_member_fails_its_crc_only_in_deep_mode(tmp_path):
+def test_corrupted_zip_member_fails_its_crc_unless_fast(tmp_path):
     built = build_set(tmp_path, "targets", 24, "archive_zip")
     victim = built.ok_ids[5]
     zpath = tmp_path / built.locations[victim].split(":")[0]
@@ -82,11 +86,11 @@ def test_corrupted_zip_member_fails_its_crc_only_in_deep_mode(tmp_path):
     raw[at : at + 16] = b"\xff" * 16
     zpath.write_bytes(bytes(raw))
 
-    assert verify(tmp_path).ok  # sizes and central directory are still right
-    deep = verify(tmp_path, VerifySettings(deep=True))
-    (problem,) = deep.problems
-    assert (problem.image_id, problem.kind) == (victim, "damaged")
-    assert "CRC" in problem.detail
+    assert verify(tmp_path, VerifySettings(fast=True)).ok  # sizes and central directory are still right
+    for settings in (VerifySettings(), VerifySettings(deep=True)):
+        (problem,) = verify(tmp_path, settings).problems
+        assert (problem.image_id, problem.kind) == (victim, "damaged")
+        assert "CRC" in problem.detail
 
 
 def test_truncated_archive_breaks_every_image_in_it(tmp_path):

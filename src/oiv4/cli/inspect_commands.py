@@ -86,7 +86,7 @@ def verify_cmd(
 ) -> None:
     """Check that the data on disk is what the ledger says, and say what is broken.
 
-    For every set: each `ok` ledger row must have its file or archive member, with the size the ledger recorded; every zip's central directory and tar's headers must parse. With --deep every image is also read (zip CRC-32 checked) and decoded. Files no `ok` row points at (orphans), temp files left by a kill and images still staged for an unpacked shard are reported as warnings.
+    For every set: each `ok` ledger row must have its file or archive member, with the size the ledger recorded; every zip's central directory and tar's headers must parse; every image is read (zip CRC-32 checked) and must hash to the checksum the ledger recorded (rows without one are `unverifiable`: run `oiv4 hash`). --fast checks sizes only (reads no image data); --deep also decodes every image strictly. Files no `ok` row points at (orphans), temp files left by a kill and images still staged for an unpacked shard are reported as warnings.
 
     Exit code: 0 when nothing is broken (warnings allowed), 1 when something is broken, 2 when there is nothing to verify.
 
@@ -108,13 +108,14 @@ def verify_cmd(
         raise UsageError(f"nothing to verify: {exc}") from None
     # --requeue writes ledger rows: it takes the root like any writing command; a plain verify only reads.
     lock = writing(storage, "oiv4 verify --requeue") if settings.requeue else contextlib.nullcontext(storage)
-    with lock, render.decode_bars(settings.deep and sys.stderr.isatty()) as bar:
+    with lock, render.decode_bars(not settings.fast and sys.stderr.isatty()) as bar:
         tasks: dict[str, object] = {}
 
         def progress(name: str, done: int, total: int) -> None:
             if name not in tasks:
-                tasks[name] = bar.add_task(f"decoding {name}", total=total)
-            bar.update(tasks[name], completed=done)  # type: ignore[arg-type]
+                verb = "decoding" if settings.deep else "hashing"
+                tasks[name] = bar.add_task(f"{verb} {name}", total=total)
+            bar.update(tasks[name], completed=done, total=total)  # type: ignore[arg-type]  # total grows per slice
 
         report = verify(storage, settings, on_progress=progress)
     if not report.sets:

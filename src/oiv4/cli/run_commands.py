@@ -26,6 +26,7 @@ BUILD_RENAMES = {
     "settings.archives.source": "--archives-source",
     "settings.executor.workers": "--workers",
     "settings.verification.workers": "--verify-workers",
+    "settings.verification.fast": "--verify-fast",
     "reporting.out": "--report-out",
     "reporting.samples": "--report-samples",
 }

@@ -1,27 +1,22 @@
-"""verify's checks, vectorised over Arrow batches: no Python object per ledger row (except in deep mode,
-which reads every image anyway)."""
+"""verify's cheap checks (locations, sizes, orphans), vectorised over Arrow batches: no Python object per
+ledger row. Reading the bytes is stages.verify.content's business."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from oiv4.contracts.schema import ImageSet
-from oiv4.io.blob_errors import BadArchiveError, BadLocationError, CorruptImageError
+from oiv4.io.blob_errors import BadArchiveError, BadLocationError
 from oiv4.io.containers import BlobReader, Member
-from oiv4.io.image_decode import decode
 from oiv4.io.inventory import Inventory
-from oiv4.io.locations import Location, parse_location
+from oiv4.io.locations import parse_location
 from oiv4.io.storage import Storage
 from oiv4.stages.verify.findings import EXAMPLES_PER_KIND, Problem, SetCheck
 
-ProgressFn = Callable[[str, int, int], None]  # (set, done, total)
 #: Locations that certainly parse (plain relative segments, optional `.zip:`/`.tar:` member); others are
 #: checked one by one with `parse_location`, which knows every rule.
 _PLAIN = r"[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*"
@@ -147,42 +142,6 @@ def _why_absent(stored: _Stored, container: pa.Array, loc: pa.Array, pos: np.nda
     in_known = pc.if_else(pc.is_null(err), no_member, pc.binary_join_element_wise("archive unreadable: ", err, ""))
     out = pc.if_else(pa.array(known), in_known, pc.binary_join_element_wise("archive ", container, " is missing", ""))
     return pc.if_else(pc.is_null(container), pa.scalar("file is missing"), out)
-
-
-def row_problem(image_set: str, kind: str, location: str, detail: str, r: dict[str, Any]) -> Problem:
-    return Problem(image_set, kind, location, detail, r["image_id"], r["row"], r["shard"])
-
-
-def deep_check(
-    blobs: BlobReader,
-    image_set: str,
-    candidates: list[tuple[dict[str, Any], Location]],
-    workers: int,
-    on_progress: ProgressFn | None,
-) -> list[Problem]:
-    # Read in storage order (archive, then offset order ~ name order) so disks stream instead of seek.
-    todo = sorted(candidates, key=lambda c: (c[1].container or "", c[1].path))
-
-    def one(item: tuple[dict[str, Any], Location]) -> Problem | None:
-        r, loc = item
-        try:
-            data = blobs.read(loc)  # zip members: CRC-32 and size checked here
-        except (CorruptImageError, BadArchiveError, OSError) as exc:
-            return row_problem(image_set, "damaged", str(loc), str(exc), r)
-        try:
-            decode(data, str(loc))
-        except CorruptImageError as exc:
-            return row_problem(image_set, "undecodable", str(loc), str(exc).split(": ", 1)[-1], r)
-        return None
-
-    found: list[Problem] = []
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        for i, problem in enumerate(pool.map(one, todo, chunksize=1), 1):
-            if problem is not None:
-                found.append(problem)
-            if on_progress is not None and (i % 256 == 0 or i == len(todo)):
-                on_progress(image_set, i, len(todo))
-    return found
 
 
 def orphans(check: SetCheck, stored: _Stored, not_ok: list[pa.Table], inv: Inventory) -> None:

@@ -10,13 +10,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 #: Problem kinds that mean an `ok` image is not actually usable; they make verify fail.
-BROKEN_KINDS: tuple[str, ...] = ("missing", "size_mismatch", "bad_archive", "damaged", "undecodable", "bad_location")
-#: Problem kinds that are reported but do not make the data wrong.
-WARNING_KINDS: tuple[str, ...] = ("orphan", "stray_temp", "staged")
+BROKEN_KINDS: tuple[str, ...] = (
+    "missing",
+    "size_mismatch",
+    "bad_archive",
+    "damaged",
+    "checksum_mismatch",
+    "corrupt_jpeg",
+    "undecodable",
+    "bad_location",
+)
+#: Problem kinds that are reported but do not make the data wrong (`unverifiable`: no checksum to compare).
+WARNING_KINDS: tuple[str, ...] = ("orphan", "stray_temp", "staged", "unverifiable")
 #: Row findings kept as `Problem` examples per set and kind (all are counted; broken rows all kept for requeue).
 EXAMPLES_PER_KIND = 1000
 #: Ledger columns verify reads.
-VERIFY_COLUMNS = ("image_id", "row", "shard", "outcome", "location", "stored_bytes")
+VERIFY_COLUMNS = ("image_id", "row", "shard", "outcome", "location", "stored_bytes", "checksum")
 #: Kind and detail are dictionary-encoded: millions of broken rows share a handful of sentences.
 _TEXT = pa.dictionary(pa.int32(), pa.string())
 _BROKEN_SCHEMA = pa.schema([("row", pa.int64()), ("shard", pa.int32()), ("kind", _TEXT), ("detail", _TEXT)])
