@@ -264,7 +264,7 @@ def _read_parts(storage: Storage, rels: list[str], columns: list[str]) -> pa.Tab
     paths = ", ".join("'" + storage.path(r).replace("'", "''") + "'" for r in rels)
     names = ", ".join(f'"{c}"' for c in columns)
     try:
-        table = con.sql(f"SELECT {names} FROM read_parquet([{paths}])").to_arrow_table()
+        table = con.sql(f"SELECT {names} FROM read_parquet([{paths}], union_by_name = true)").to_arrow_table()
     except duckdb.IOException:
         return None
     finally:

@@ -12,7 +12,7 @@ The views are a snapshot of the ledger files at `connect` time; connect again to
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -95,3 +95,9 @@ def only_shards(files: LedgerFiles, shards: Sequence[int]) -> LedgerFiles:
         {s: r for s, r in files.compacted.items() if s in keep},
         {s: r for s, r in files.parts.items() if s in keep},
     )
+
+
+def arrow_batches(result: Any, rows: int) -> Any:
+    """A relation as a stream of Arrow record batches of about `rows` rows, on every supported duckdb: 1.2 (our
+    lower bound) only has `fetch_arrow_reader`, which later versions deprecate for `to_arrow_reader`."""
+    return result.to_arrow_reader(rows) if hasattr(result, "to_arrow_reader") else result.fetch_arrow_reader(rows)

@@ -269,9 +269,11 @@ def _thumb_ledger_rows(con: Any, thumbs: list[Thumb]) -> None:
     if not thumbs:
         return
     ids = [t.image_id for t in thumbs]
-    cur = con.execute("SELECT * EXCLUDE (image_id), image_id FROM l WHERE image_id IN (SELECT unnest(?))", [ids])
-    names = [d[0] for d in cur.description]
-    rows = {r[-1]: dict(zip(names, r, strict=True)) for r in cur.fetchall()}
+    rel = con.sql(
+        "SELECT * EXCLUDE (image_id), image_id FROM l WHERE image_id IN (SELECT unnest($ids))", params={"ids": ids}
+    )
+    # Through Arrow, not fetchall(): duckdb 1.2 (our lower bound) needs pytz to make a timestamptz a Python object.
+    rows = {r["image_id"]: r for r in rel.to_arrow_table().to_pylist()}
     for t in thumbs:
         t.ledger = {k: v for k, v in rows.get(t.image_id, {}).items() if v is not None}
 

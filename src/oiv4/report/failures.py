@@ -17,6 +17,7 @@ import pyarrow.csv as pacsv
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import Outcome
 from oiv4.io.reason_kind import reason_kind_sql
+from oiv4.io.sql import arrow_batches
 from oiv4.io.storage import Storage
 
 #: Failures listed on the page per set (the CSV has all of them).
@@ -65,7 +66,7 @@ def failures_csv_link(con: Any, storage: Storage, image_set: str, page_dir: str 
     """A link to every failure of the set as CSV: a data: URI, or the sibling file it wrote ('' for none).
 
     `page_dir`: where the page goes, relative to `storage` (None: elsewhere, so the link is absolute)."""
-    reader = _batches(con.sql(CSV_QUERY))
+    reader = arrow_batches(con.sql(CSV_QUERY), 100_000)
     buf = io.BytesIO()
     writer: pacsv.CSVWriter | None = None
     big = False
@@ -81,13 +82,8 @@ def failures_csv_link(con: Any, storage: Storage, image_set: str, page_dir: str 
     if not big:
         return "data:text/csv;base64," + base64.b64encode(buf.getvalue()).decode()
     rel = f"{LAYOUT.report_dir()}/failures_{image_set}.csv"
-    reader = _batches(con.sql(CSV_QUERY))
+    reader = arrow_batches(con.sql(CSV_QUERY), 100_000)
     with storage.open_atomic(rel) as fh, pacsv.CSVWriter(fh, reader.schema) as w:
         for batch in reader:
             w.write_batch(batch)
     return f"failures_{image_set}.csv" if page_dir == LAYOUT.report_dir() else storage.path(rel)
-
-
-def _batches(rel) -> Any:
-    """The relation as Arrow batches: `to_arrow_reader` since duckdb 1.4, `fetch_arrow_reader` before (>= 1.2 supported)."""
-    return rel.to_arrow_reader(100_000) if hasattr(rel, "to_arrow_reader") else rel.fetch_arrow_reader(100_000)

@@ -11,7 +11,9 @@ import pyarrow.parquet as pq
 
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet, Outcome
+from oiv4.io.checksum import checksum
 from oiv4.io.storage import Storage
+from oiv4.stages.fetch.transform import StoredImage
 
 
 def md5_b64(data: bytes) -> str:
@@ -72,3 +74,19 @@ def merge_fallback(rec: dict[str, Any], trec: dict[str, Any]) -> dict[str, Any]:
     rec.update(attempts=attempts, bytes_downloaded=nbytes)
     rec["reason"] = f"{rec['reason']}; thumbnail fallback failed too ({trec['outcome']}: {trec['reason']})"
     return rec
+
+
+def stored_fields(stored: StoredImage, verified: str, location: str) -> dict[str, Any]:
+    """The ledger fields of an `ok` row: sizes, where it is, and the checksum of exactly the stored bytes."""
+    return {
+        "outcome": Outcome.ok.value,
+        "reason": f"{verified}; {stored.description}",
+        "original_width": stored.original_size[0],
+        "original_height": stored.original_size[1],
+        "stored_width": stored.stored_size[0],
+        "stored_height": stored.stored_size[1],
+        "stored_bytes": len(stored.data),
+        "location": location,
+        "checksum": checksum(stored.data),  # of the bytes handed to the writer: the file, or the archive member
+        "phash": stored.phash,
+    }

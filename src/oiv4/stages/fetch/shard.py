@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from oiv4.contracts.errors import StorageError
+from oiv4.contracts.errors import Interrupted, StorageError
 from oiv4.contracts.layout import HostileIdError
 from oiv4.contracts.schema import ImageSet, Outcome
 from oiv4.contracts.shards import ShardResult, ShardTask
@@ -39,7 +39,7 @@ from oiv4.io.safe_paths import UnsafePath, safe_target
 from oiv4.io.storage import Storage
 from oiv4.io.store import ShardWriter, shard_writer
 from oiv4.stages.fetch.http import Fetched, HttpClient
-from oiv4.stages.fetch.rows import check_original, merge_fallback, read_manifest_slice
+from oiv4.stages.fetch.rows import check_original, merge_fallback, read_manifest_slice, stored_fields
 from oiv4.stages.fetch.settings import GONE_OUTCOMES, FetchSettings
 from oiv4.stages.fetch.transform import TransformError, check_stored, transform_image
 
@@ -48,6 +48,10 @@ _SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 class FetchAborted(RuntimeError, StorageError):
     """The run cannot go on (disk full, unwritable root): retrying rows would only burn through them."""
+
+
+class _AbortedBeforeWrite(Interrupted):
+    """The shard began to stop while this row waited for a decode thread: it is left for the next run."""
 
 
 class _WriteFailed(StorageError):
@@ -333,6 +337,8 @@ class _ShardRun:
         loop = asyncio.get_running_loop()
         try:
             fields = await loop.run_in_executor(self._cpu, self._verify_and_write, row, fetched, original)
+        except _AbortedBeforeWrite:
+            return None
         except _WriteFailed as exc:
             self._fail_storage(exc.exc, f"writing {row['ImageID']}")
             outcome = Outcome.disk_full if exc.exc.errno in _SPACE_ERRNOS else Outcome.write_error
@@ -365,24 +371,15 @@ class _ShardRun:
             stored = transform_image(body, row.get("Rotation"), ts, fetched.content_type, self.budget)
         except TransformError as exc:
             return {"outcome": exc.outcome, "reason": exc.reason}
+        if self._abort is not None:  # a write now would fail again and blame a row that never caused it
+            raise _AbortedBeforeWrite
         try:
             location = self.writer.put(row["ImageID"], stored.data)
         except UnsafePath as exc:
             return {"outcome": Outcome.unsafe_path.value, "reason": f"{verified}; not stored: {exc}"}
         except OSError as exc:
             raise _WriteFailed(exc) from exc
-        return {
-            "outcome": Outcome.ok.value,
-            "reason": f"{verified}; {stored.description}",
-            "original_width": stored.original_size[0],
-            "original_height": stored.original_size[1],
-            "stored_width": stored.stored_size[0],
-            "stored_height": stored.stored_size[1],
-            "stored_bytes": len(stored.data),
-            "location": location,
-            "checksum": checksum(stored.data),  # of the bytes handed to the writer: the file, or the archive member
-            "phash": stored.phash,
-        }
+        return stored_fields(stored, verified, location)
 
     async def _fallback(self, client: HttpClient, row: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any] | None:
         """The original is gone: store the (unverifiable) Thumbnail300KURL copy instead, if there is one."""

@@ -29,6 +29,7 @@ import pyarrow.csv as pacsv
 
 from oiv4.contracts.errors import InputError
 from oiv4.contracts.schema import COLUMNS
+from oiv4.io.sql import arrow_batches
 from oiv4.stages.plan.problems import MAX_RECORD_BYTES, PlanError
 
 BLOCK_SIZE = 16 << 20  # 16 MiB CSV blocks: ~50k rows a batch, fast and a flat memory profile
@@ -120,7 +121,7 @@ def duckdb_batches(path: Path, malformed: list[Malformed]) -> Iterator[pa.Record
             "null_padding = false, parallel = true)",
             params=[str(path)],
         )
-        reader = rel.to_arrow_reader(1 << 16) if hasattr(rel, "to_arrow_reader") else rel.fetch_arrow_reader(1 << 16)
+        reader = arrow_batches(rel, 1 << 16)
         for batch in reader:
             rows += batch.num_rows
             yield batch
