@@ -54,6 +54,6 @@ def test_peak_rss_of_concurrent_giant_decodes_stays_within_the_budget_bound() ->
     r = _run(True, side, n, budget)
     bound = r["base"] + max(budget, r["charge"]) + r["inputs"] + (128 << 20)  # 128 MiB: allocator and pool slack
     assert r["peak"] <= bound, {k: v >> 20 for k, v in {**r, "bound": bound}.items()}
-    # The same run without the heap trim exceeds that bound: the bound is what the fix buys.
-    unfixed = _run(False, side, n, budget)
-    assert unfixed["peak"] > bound, {k: v >> 20 for k, v in {**unfixed, "bound": bound}.items()}
+    # Without the heap trim this run peaked at 1,499 MB here, over the bound; whether it does depends on how
+    # glibc's arenas were used before (it stayed under once in a loaded parallel run), so that control is a
+    # measurement in benchmarks/RESULTS.md, not an assertion.
