@@ -65,7 +65,9 @@ def writable_root(storage: Storage, what: str = "--root") -> None:
             os.unlink(probe)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        raise UnwritableRootError(f"cannot write to {what} {storage.root}: {reason} (read-only, or not yours?)") from None
+        raise UnwritableRootError(
+            f"cannot write to {what} {storage.root}: {reason} (read-only, or not yours?)"
+        ) from None
 
 
 def _markers() -> list[str]:
