@@ -236,7 +236,9 @@ def main() -> None:
     default = results.get("oiv4 archives (zlib-ng)", best)
     ceiling_name = min((k for k in results if "/dev/null" in k or "inflate only" in k), key=lambda k: results[k]["s"])
     print(f"\nnotebook / oiv4 (default zlib-ng): {notebook['s'] / default['s']:.1f}x   (target >= 5x)")
-    print(f"oiv4 (default) / fastest decompression ({ceiling_name}): {default['s'] / results[ceiling_name]['s']:.2f}x   (target <= 1.5x)")
+    print(
+        f"oiv4 (default) / fastest decompression ({ceiling_name}): {default['s'] / results[ceiling_name]['s']:.2f}x   (target <= 1.5x)"
+    )
     print(f"oiv4 (default) / gzip -dc: {default['s'] / results['gzip -dc > /dev/null']['s']:.2f}x")
     print(
         f"oiv4 peak extra disk {default['peak_disk'] / 1e9:.3f} GB vs its zip {default['zip_bytes'] / 1e9:.3f} GB "

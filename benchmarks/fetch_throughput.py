@@ -52,6 +52,7 @@ import pyarrow.parquet as pq
 
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import MANIFEST_SCHEMA
+from oiv4.io.download import DownloadSettings
 from oiv4.io.manifest import read_manifest
 from oiv4.io.storage import Storage
 from oiv4.run.executor import ExecutorSettings
@@ -199,7 +200,9 @@ def count_jpegs(folder: Path) -> int:
 
 
 def run_oiv4(storage: Storage, workers: int, concurrency: int) -> Result:
-    settings = FetchSettings(http=HttpSettings(concurrency=concurrency, per_host=concurrency))
+    settings = FetchSettings(
+        http=HttpSettings(allow_private_networks=True, concurrency=concurrency, per_host=concurrency)
+    )
     t0 = time.perf_counter()
     summary = fetch_set(storage, "train", settings, ExecutorSettings(workers=workers))
     dt = time.perf_counter() - t0
@@ -325,7 +328,9 @@ def run_rss(storage: Storage, workers: int, concurrency: int, exclude: set[int],
     def progress(p: Any) -> None:
         done["n"] = p.done
 
-    settings = FetchSettings(http=HttpSettings(concurrency=concurrency, per_host=concurrency))
+    settings = FetchSettings(
+        http=HttpSettings(allow_private_networks=True, concurrency=concurrency, per_host=concurrency)
+    )
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     t0 = time.perf_counter()
@@ -386,7 +391,10 @@ def main() -> None:
     results: list[Result] = []
     try:
         storage = Storage(str(work / "oiv4"))
-        fetch_metadata(storage, MetadataSettings(base_url=mirror.metadata_base_url))
+        fetch_metadata(
+            storage,
+            MetadataSettings(base_url=mirror.metadata_base_url, download=DownloadSettings(allow_private_networks=True)),
+        )
         build_plan(storage, PlanSettings(train_size=args.images, shard_rows=math.ceil(args.images / args.workers)))
         rows = read_manifest(storage, "train").to_pylist()
         universe = mirror.universe

@@ -32,6 +32,7 @@ from oiv4.contracts.schema import LEDGER_SCHEMA, MANIFEST_SCHEMA
 SETS = {"targets": 1_743_042, "validation": 41_620, "train": 1_200_000, "extended_targets": 6_068_177}
 SHARD_ROWS = 10_000
 VERSION = 3  # bump when the generated data changes
+PARTS_VERSION = 2  # bump when the parts variant changes (2: parts carry their footer summary, as real parts do)
 #: Failure outcomes of URL sets with their share of rows and a reason (the rest, ~90.6%, are ok).
 FAILURES = {
     "http_404": (0.030, "HTTP 404 Not Found from farm{farm}.staticflickr.com"),
@@ -215,6 +216,10 @@ def generate(cache: Path) -> tuple[Path, Path]:
     root, parts_root = cache / "root", cache / "root-parts"
     marker = cache / "generated.json"
     if marker.exists() and json.loads(marker.read_text()).get("version") == VERSION:
+        if json.loads(marker.read_text()).get("parts_version") != PARTS_VERSION:
+            shutil.rmtree(parts_root, ignore_errors=True)
+            generate_parts(root, parts_root)
+            marker.write_text(json.dumps({"version": VERSION, "parts_version": PARTS_VERSION}))
         return root, parts_root
     shutil.rmtree(cache, ignore_errors=True)
     rng = np.random.default_rng(2018)
@@ -237,6 +242,17 @@ def generate(cache: Path) -> tuple[Path, Path]:
             _write(root / "ledger" / name / f"shard-{s:05d}.parquet", ledger.take(pa.array(idx)))
     summary = {"counts": SETS, "train_size": SETS["train"], "shard_rows": SHARD_ROWS, "inputs": {}}
     (root / "plan" / "summary.json").write_text(json.dumps(summary))
+    generate_parts(root, parts_root)
+    marker.write_text(json.dumps({"version": VERSION, "parts_version": PARTS_VERSION}))
+    return root, parts_root
+
+
+def generate_parts(root: Path, parts_root: Path) -> None:
+    """The same build as `root`, but 100 extended_targets shards still as 200 parts of 50 rows each, written
+    the way `ShardLedger.flush` writes them (with the footer summary status reads)."""
+    from oiv4.io.ledger import _table_bytes
+
+    print("  generating the parts variant: 100 shards x 200 parts", flush=True)
     # The parts variant: the same build, but 100 extended_targets shards still as 200 parts of 50 rows.
     for sub in ("plan", "train", "ledger/targets", "ledger/validation", "ledger/train"):
         (parts_root / sub).parent.mkdir(parents=True, exist_ok=True)
@@ -251,9 +267,10 @@ def generate(cache: Path) -> tuple[Path, Path]:
         t = pq.read_table(f)
         d = parts_root / "ledger" / "extended_targets" / f"shard-{s:05d}.parts"
         for k in range(200):
-            _write(d / f"part-20231114T{k:06d}000000-{s:06x}.parquet", t.slice(k * 50, 50))
-    marker.write_text(json.dumps({"version": VERSION}))
-    return root, parts_root
+            d.mkdir(parents=True, exist_ok=True)
+            (d / f"part-20231114T{k:06d}000000-{s:06x}.parquet").write_bytes(
+                _table_bytes(t.slice(k * 50, 50), part=True)
+            )
 
 
 def measure(argv: list[str], src: Path, label: str) -> tuple[float, float, str]:

@@ -39,6 +39,7 @@ import psutil
 import pyarrow.compute as pc
 
 from fetch_throughput import bench_spec
+from oiv4.io.download import DownloadSettings
 from oiv4.io.ledger import read_set
 from oiv4.io.manifest import read_manifest
 from oiv4.io.storage import Storage
@@ -71,8 +72,6 @@ class Run:
     def per_cpu_s(self) -> float:
         """Images per CPU-second of our processes: the cost per image, whatever else loads the machine."""
         return self.per_s / self.cores_ours if self.cores_ours else 0.0
-
-
 
 
 def fresh_root(template: Storage, dest: Path) -> Storage:
@@ -144,7 +143,10 @@ def main() -> int:
     work.mkdir(parents=True)
     # The same spec as fetch_throughput.py, so both benchmarks share one rendered universe.
     spec = bench_spec(args.images, tuple(args.megapixels), args.seed, args.latency, args.bandwidth)
-    settings = FetchSettings(http=HttpSettings(concurrency=args.concurrency, per_host=args.concurrency), cpu_threads=1)
+    settings = FetchSettings(
+        http=HttpSettings(allow_private_networks=True, concurrency=args.concurrency, per_host=args.concurrency),
+        cpu_threads=1,
+    )
 
     print(
         f"mirror: {args.images:,} originals of {args.megapixels[0]:g}-{args.megapixels[1]:g} MP in its own process ..."
@@ -155,7 +157,10 @@ def main() -> int:
     runs: list[Run] = []
     try:
         template = Storage(work / "template")
-        fetch_metadata(template, MetadataSettings(base_url=mirror.metadata_base_url))
+        fetch_metadata(
+            template,
+            MetadataSettings(base_url=mirror.metadata_base_url, download=DownloadSettings(allow_private_networks=True)),
+        )
         build_plan(template, PlanSettings(train_size=args.images, shard_rows=args.shard_rows))
         rows = read_manifest(template, "train").to_pylist()
         originals = [mirror.universe.original_path(r["ImageID"]) for r in rows]

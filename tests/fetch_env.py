@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import MANIFEST_SCHEMA
+from oiv4.io.download import DownloadSettings
 from oiv4.io.ledger import read_set
 from oiv4.io.storage import TMP_MARK, Storage
 from oiv4.run.executor import ExecutorSettings
@@ -40,7 +41,9 @@ SPEC = UniverseSpec(
 )
 
 #: Short deadlines so `slow_timeout` rows cost seconds, three attempts so 429/503-twice rows end ok.
-HTTP = HttpSettings(deadline=1.0, read_timeout=1.0, connect_timeout=2.0, attempts=3, backoff_base=0.05)
+HTTP = HttpSettings(
+    allow_private_networks=True, deadline=1.0, read_timeout=1.0, connect_timeout=2.0, attempts=3, backoff_base=0.05
+)
 SETTINGS = FetchSettings(http=HTTP, flush_seconds=0.3)
 EXECUTOR = ExecutorSettings(workers=2)
 
@@ -52,7 +55,10 @@ def planned_root(
     """A running mirror and a root holding its metadata and plan (copy it with `copy_root`)."""
     with start_mirror(spec) as mirror:
         storage = Storage(str(tmp))
-        fetch_metadata(storage, MetadataSettings(base_url=mirror.metadata_base_url))
+        fetch_metadata(
+            storage,
+            MetadataSettings(base_url=mirror.metadata_base_url, download=DownloadSettings(allow_private_networks=True)),
+        )
         build_plan(storage, PlanSettings(train_size=train_size, shard_rows=shard_rows))
         yield mirror, tmp
 

@@ -57,7 +57,7 @@ def test_targets_from_s3_stores_each_needed_archive_and_records_every_plan_row(t
     write_plan(storage, "targets", ids3 + ids7)
     with moto_s3() as endpoint:
         upload(endpoint, BUCKET, "tar/", [a3, a7, unneeded])
-        settings = ArchiveSettings(s3_endpoint=endpoint, part_size=1024, connections=3)
+        settings = ArchiveSettings(allow_private_networks=True, s3_endpoint=endpoint, part_size=1024, connections=3)
         summary = build_archive_set(storage, "targets", settings)
 
     assert summary.ok, summary.to_dict()
@@ -93,7 +93,11 @@ def test_validation_streams_from_s3_without_any_tar_on_disk(tmp_path: Path) -> N
     with moto_s3() as endpoint:
         upload(endpoint, BUCKET, "tar/", [archive])
         summary = build_archive_set(
-            storage, "validation", ArchiveSettings(s3_endpoint=endpoint, stream=True, part_size=700, connections=4)
+            storage,
+            "validation",
+            ArchiveSettings(
+                allow_private_networks=True, s3_endpoint=endpoint, stream=True, part_size=700, connections=4
+            ),
         )
     assert summary.ok, summary.to_dict()
     assert summary.archives[0].shard == 0
@@ -110,7 +114,7 @@ def test_rerun_skips_done_archives_without_touching_the_network(tmp_path: Path) 
     storage = Storage(str(tmp_path / "root"))
     write_plan(storage, "targets", ids)
     with RangeServer({archive.name: archive.data}) as server:
-        settings = ArchiveSettings(source=server.base_url, part_size=512)
+        settings = ArchiveSettings(allow_private_networks=True, source=server.base_url, part_size=512)
         first = build_archive_set(storage, "targets", settings)
         served = server.bytes_served
         again = build_archive_set(storage, "targets", settings)
@@ -126,7 +130,9 @@ def test_keep_tar_leaves_the_verified_archive_where_feature_extraction_reads_it(
     storage = Storage(str(tmp_path / "root"))
     write_plan(storage, "validation", ids)
     with RangeServer({archive.name: archive.data}) as server:
-        build_archive_set(storage, "validation", ArchiveSettings(source=server.base_url, keep_tar=True))
+        build_archive_set(
+            storage, "validation", ArchiveSettings(allow_private_networks=True, source=server.base_url, keep_tar=True)
+        )
     kept = tmp_path / "root" / LAYOUT.archive_tar("validation", "validation")
     assert kept.read_bytes() == archive.data
 
@@ -253,7 +259,9 @@ def test_size_mismatch_with_the_published_table_fails_before_downloading(tmp_pat
     write_plan(storage, "validation", ids)
     table = {archive.name: KnownArchive(archive.name, len(archive.data) + 1, archive.sha256)}
     with RangeServer({archive.name: archive.data}) as server:
-        settings = ArchiveSettings(source=server.base_url, known=table, require_published=True)
+        settings = ArchiveSettings(
+            allow_private_networks=True, source=server.base_url, known=table, require_published=True
+        )
         report = build_archive_set(storage, "validation", settings).archives[0]
         assert server.gets == 0
     assert report.status == "failed"
@@ -271,7 +279,7 @@ def test_sha256_mismatch_is_a_clear_error_and_the_bad_download_is_deleted(tmp_pa
     table = {archive.name: KnownArchive(archive.name, len(archive.data), "0" * 64)}
     with RangeServer({archive.name: archive.data}) as server:
         report = build_archive_set(
-            storage, "validation", ArchiveSettings(source=server.base_url, known=table)
+            storage, "validation", ArchiveSettings(allow_private_networks=True, source=server.base_url, known=table)
         ).archives[0]
     assert report.status == "failed"
     assert f"SHA-256 is {archive.sha256}, the published one is {'0' * 64}: corrupt copy" in report.error
@@ -282,7 +290,9 @@ def test_sha256_mismatch_is_a_clear_error_and_the_bad_download_is_deleted(tmp_pa
     # The same archive, with its true digest in the table, is accepted and says how it was verified.
     table = {archive.name: KnownArchive(archive.name, len(archive.data), archive.sha256)}
     with RangeServer({archive.name: archive.data}) as server:
-        summary = build_archive_set(storage, "validation", ArchiveSettings(source=server.base_url, known=table))
+        summary = build_archive_set(
+            storage, "validation", ArchiveSettings(allow_private_networks=True, source=server.base_url, known=table)
+        )
     assert summary.archives[0].verification == "size and SHA-256 match the published table"
 
 
@@ -305,7 +315,9 @@ def test_missing_archive_at_the_source_fails_that_archive_only(tmp_path: Path) -
     write_plan(storage, "targets", ids)
     with moto_s3() as endpoint:
         upload(endpoint, BUCKET, "tar/", [present])
-        summary = build_archive_set(storage, "targets", ArchiveSettings(s3_endpoint=endpoint))
+        summary = build_archive_set(
+            storage, "targets", ArchiveSettings(allow_private_networks=True, s3_endpoint=endpoint)
+        )
     status = {a.name: (a.status, a.error) for a in summary.archives}
     assert status["train_2.tar.gz"] == ("converted", None)
     assert status["train_1.tar.gz"] == (
@@ -367,7 +379,7 @@ def test_a_disk_too_small_fails_before_any_byte_is_downloaded(tmp_path: Path, st
     huge = 1 << 60  # no disk has an exabyte free
     with RangeServer({archive.name: archive.data}, head_sizes={archive.name: huge}) as server:
         report = build_archive_set(
-            storage, "validation", ArchiveSettings(source=server.base_url, stream=stream)
+            storage, "validation", ArchiveSettings(allow_private_networks=True, source=server.base_url, stream=stream)
         ).archives[0]
         assert server.gets == 0
     assert report.status == "failed"
@@ -412,7 +424,7 @@ def test_streaming_into_an_s3_root_writes_the_zip_and_ledger_there(tmp_path: Pat
         ).create_bucket(Bucket="results")
         storage = Storage("s3://results/oi", {"endpoint_url": endpoint, "key": "x", "secret": "x"})
         write_plan(storage, "targets", ids)
-        settings = ArchiveSettings(s3_endpoint=endpoint, part_size=2048)
+        settings = ArchiveSettings(allow_private_networks=True, s3_endpoint=endpoint, part_size=2048)
         refused = build_archive_set(storage, "targets", settings).archives[0]
         summary = build_archive_set(storage, "targets", replace(settings, stream=True))
         assert summary.ok, summary.to_dict()

@@ -66,7 +66,13 @@ def test_kill_mid_download_resumes_and_fetches_only_the_missing_parts(tmp_path: 
     storage = Storage(str(root))
     write_plan(storage, "validation", ids)
     with RangeServer({archive.name: archive.data}) as server:
-        settings = {"source": server.base_url, "part_size": part, "connections": 1, "checkpoint_s": 0}
+        settings = {
+            "allow_private_networks": True,
+            "source": server.base_url,
+            "part_size": part,
+            "connections": 1,
+            "checkpoint_s": 0,
+        }
         # Killed after the 11th part's bytes were written but before it was recorded as done.
         run_until_killed(root, "validation", settings, "download", archive.name, after=10 * part + 1)
         tar = root / LAYOUT.archive_tar("validation", "validation")
@@ -95,7 +101,7 @@ def test_resume_after_the_remote_changed_starts_over_and_says_so(tmp_path: Path)
     root = tmp_path / "root"
     storage = Storage(str(root))
     write_plan(storage, "validation", ids)
-    settings = {"part_size": 8192, "connections": 1, "checkpoint_s": 0}
+    settings = {"allow_private_networks": True, "part_size": 8192, "connections": 1, "checkpoint_s": 0}
     with RangeServer({old.name: old.data}) as server:
         run_until_killed(
             root, "validation", {**settings, "source": server.base_url}, "download", old.name, 3 * 8192 + 1
@@ -120,7 +126,7 @@ def test_kill_mid_conversion_redoes_only_that_archive_without_downloading_again(
     storage = Storage(str(root))
     write_plan(storage, "targets", ids3 + ids7)
     with RangeServer({a3.name: a3.data, a7.name: a7.data}) as server:
-        settings = {"source": server.base_url, "part_size": 1 << 20, "connections": 2}
+        settings = {"allow_private_networks": True, "source": server.base_url, "part_size": 1 << 20, "connections": 2}
         # The second 4 MiB piece of train_7 reaches the converter: the first one's members are in the temp zip.
         run_until_killed(root, "targets", settings, "convert", a7.name, after=(4 << 20) + 1)
         images = root / "targets" / "images"
@@ -154,7 +160,18 @@ def test_ctrl_c_stops_the_cli_promptly_and_a_rerun_finishes(tmp_path: Path) -> N
     storage = Storage(str(root))
     write_plan(storage, "validation", ids)
     oiv4 = Path(sys.executable).with_name("oiv4")
-    cmd = [str(oiv4), "archives", "validation", "--root", str(root), "--part-size-mb", "1", "--connections", "1"]
+    cmd = [
+        str(oiv4),
+        "archives",
+        "validation",
+        "--root",
+        str(root),
+        "--part-size-mb",
+        "1",
+        "--connections",
+        "1",
+        "--allow-private-networks",
+    ]
     with RangeServer({archive.name: archive.data}, stall_after_requests=2) as server:
         proc = subprocess.Popen(
             [*cmd, "--source", server.base_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

@@ -25,6 +25,7 @@ from distributed import Client, LocalCluster
 
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import LEDGER_SCHEMA
+from oiv4.io.download import DownloadSettings
 from oiv4.io.ledger import read_set
 from oiv4.io.storage import Storage
 from oiv4.run.executor import ExecutorSettings
@@ -52,7 +53,8 @@ SPEC = UniverseSpec(
 #: Ledger parts every 0.1 s, so progress is visible mid-shard. (Not flush_rows=1: that also exposes a race in
 #: the shard's flush -- a queued part write cancelled with the periodic flusher -- reported to the fetch owner.)
 SETTINGS = FetchSettings(
-    http=HttpSettings(concurrency=1, attempts=2, backoff_base=0.05, deadline=5.0), flush_seconds=0.1
+    http=HttpSettings(allow_private_networks=True, concurrency=1, attempts=2, backoff_base=0.05, deadline=5.0),
+    flush_seconds=0.1,
 )
 
 
@@ -66,7 +68,10 @@ def mirror() -> Iterator[MirrorHandle]:
 def planned(mirror: MirrorHandle, tmp_path_factory: pytest.TempPathFactory) -> Storage:
     """A root with metadata and plan, made by the real stages; tests copy its plan."""
     storage = Storage(tmp_path_factory.mktemp("planned"))
-    fetch_metadata(storage, MetadataSettings(base_url=mirror.metadata_base_url))
+    fetch_metadata(
+        storage,
+        MetadataSettings(base_url=mirror.metadata_base_url, download=DownloadSettings(allow_private_networks=True)),
+    )
     build_plan(storage, PlanSettings(train_size=TRAIN_SIZE, shard_rows=SHARD_ROWS))
     return storage
 

@@ -179,7 +179,8 @@ def test_run_dedup_before_hashes_exist_says_which_command_to_run(tmp_path: Path)
     pq.write_table(manifest, sink)
     storage.write_bytes(LAYOUT.plan(ImageSet.train), sink.getvalue().to_pybytes())
     append_rows(storage, ImageSet.train, 0, [{"image_id": _id(1), "row": 0, "outcome": "ok", "reason": "stored"}])
-    with pytest.raises(ValueError, match=r"^the ledger of train has no phash/checksum columns: run `oiv4 hash"):
+    # Ledgers always have the columns now (null until hashed): the unhashed-rows message names the command.
+    with pytest.raises(ValueError, match=r"^1 stored images of train have no phash yet: run `oiv4 hash"):
         run_dedup(storage, DedupSettings(sets=("train",)))
 
 

@@ -32,7 +32,7 @@ SCRIPT = textwrap.dedent(
     R=$1; T=$2; OUT=$3; PY=$4
     mount -t tmpfs -o size=1m tmpfs "$R" || exit 90
     cp -r "$T/plan" "$R/plan"
-    FETCH="$PY -m oiv4 fetch extended_targets --root $R --no-progress --workers 1 --deadline 2 --attempts 3 --backoff 0.1 --concurrency 4"
+    FETCH="$PY -m oiv4 fetch extended_targets --root $R --allow-private-networks --no-progress --workers 1 --deadline 2 --attempts 3 --backoff 0.1 --concurrency 4"
     $FETCH --min-free-mb 0 > "$OUT/out1" 2> "$OUT/err1"; echo $? > "$OUT/rc1"
     $PY -c "$DUMP" "$R" > "$OUT/ledger1.json"
     mount -o remount,size=400m "$R"   # free space

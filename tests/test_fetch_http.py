@@ -78,7 +78,9 @@ async def _serve_and_fetch(requests: list[tuple[str, int | None]], settings: Htt
 
 
 def _fetch(requests, **kw):
-    settings = HttpSettings(**{"attempts": 3, "backoff_base": 0.01, "deadline": 5.0, **kw})
+    settings = HttpSettings(
+        **{"allow_private_networks": True, "attempts": 3, "backoff_base": 0.01, "deadline": 5.0, **kw}
+    )
     return asyncio.run(_serve_and_fetch(requests, settings))
 
 
@@ -132,7 +134,7 @@ def test_a_wrong_content_length_ends_early_and_resets_are_connection_errors():
 
 def test_non_http_urls_are_not_requested():
     async def run():
-        async with HttpClient(HttpSettings()) as client:
+        async with HttpClient(HttpSettings(allow_private_networks=True)) as client:
             return await client.fetch("file:///etc/passwd")
 
     r = asyncio.run(run())

@@ -38,7 +38,7 @@ def env(tmp_path_factory):
 
 def _cmd(root: Path, layout: str) -> list[str]:
     return [
-        sys.executable, "-m", "oiv4", "fetch", "extended_targets", "--root", str(root), "--no-progress",
+        sys.executable, "-m", "oiv4", "fetch", "extended_targets", "--root", str(root), "--no-progress", "--allow-private-networks",
         "--layout", layout, "--workers", "2", "--deadline", "2", "--attempts", "3", "--backoff", "0.1",
     ]  # fmt: skip
 
@@ -89,6 +89,10 @@ def test_resume_after_kill_9_ends_byte_identical_to_an_uninterrupted_run(env, tm
     rows_killed, rows_clean = ledger_rows(killed, "extended_targets"), ledger_rows(clean, "extended_targets")
     assert {(r["image_id"], r["outcome"]) for r in rows_killed} == {(r["image_id"], r["outcome"]) for r in rows_clean}
     assert len(rows_killed) == len(rows_clean) == len({r["image_id"] for r in rows_clean})
+    # Rows recovered from a file found at its final path record the same checksum, and a phash, too.
+    clean_by_id = {r["image_id"]: r for r in rows_clean}
+    assert [r["image_id"] for r in rows_killed if r["checksum"] != clean_by_id[r["image_id"]]["checksum"]] == []
+    assert all(r["phash"] is not None for r in rows_killed if r["outcome"] == "ok")
     assert sum(r["outcome"] == "ok" for r in rows_clean) > 60
     assert temp_files(Path(killed.root)) == []
     assert not (Path(killed.root) / "extended_targets" / "staging").exists()

@@ -151,7 +151,7 @@ def test_not_an_image_and_corrupt_images_are_named_outcomes():
     assert err.value.outcome == "not_image" and "text/html" in err.value.reason
     with pytest.raises(TransformError) as err:
         transform_image(_encode(_marked(400, 300), "JPEG")[:2000], 0.0, TransformSettings())
-    assert err.value.outcome == "decode_error"
+    assert err.value.outcome == "corrupt_jpeg"  # strict decoding: libjpeg says "Premature end of JPEG file"
     eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n"
     with pytest.raises(TransformError) as err:  # never handed to Ghostscript
         transform_image(eps, 0.0, TransformSettings())

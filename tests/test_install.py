@@ -224,6 +224,7 @@ EXTRAS_SMOKE = """
     from oiv4.run.executor import ExecutorSettings
     from oiv4.run.fetch import fetch_set
     from oiv4.stages.fetch import FetchSettings, HttpSettings
+    from oiv4.io.download import DownloadSettings
     from oiv4.stages.metadata import MetadataSettings, fetch_metadata
     from oiv4.stages.plan import PlanSettings, build_plan
     from oiv4_mirror import UniverseSpec, start_mirror
@@ -231,10 +232,10 @@ EXTRAS_SMOKE = """
     if __name__ == "__main__":
         root, options = sys.argv[1], json.loads(sys.argv[2])
         spec = UniverseSpec(seed=18, n_images=120, megapixels=(0.2, 1.5), trickle_seconds=8.0)
-        http = HttpSettings(deadline=1.0, read_timeout=1.0, connect_timeout=2.0, attempts=3, backoff_base=0.05)
+        http = HttpSettings(allow_private_networks=True, deadline=1.0, read_timeout=1.0, connect_timeout=2.0, attempts=3, backoff_base=0.05)
         with start_mirror(spec) as mirror:
             storage = Storage(root, options)
-            fetch_metadata(storage, MetadataSettings(base_url=mirror.metadata_base_url))
+            fetch_metadata(storage, MetadataSettings(base_url=mirror.metadata_base_url, download=DownloadSettings(allow_private_networks=True)))
             build_plan(storage, PlanSettings(train_size=30, shard_rows=16))
             summary = fetch_set(storage, "train", FetchSettings(http=http), ExecutorSettings(kind="dask", workers=2))
         s = oiv4.open(root, **options)["train"]

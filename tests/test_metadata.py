@@ -20,7 +20,7 @@ from oiv4.io.storage import Storage
 from oiv4.stages.metadata import MetadataError, MetadataSettings, fetch_metadata
 from oiv4_mirror import UniverseSpec, start_mirror
 
-FAST = DownloadSettings(retry=RetryPolicy(attempts=2, base_s=0.01), read_timeout_s=5)
+FAST = DownloadSettings(allow_private_networks=True, retry=RetryPolicy(attempts=2, base_s=0.01), read_timeout_s=5)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,12 @@ def test_metadata_resumes_a_partial_download_with_range(tmp_path: Path, mirror) 
     part_size = 1024
     assert len(body) > 8 * part_size
     settings = DownloadSettings(
-        retry=RetryPolicy(attempts=2, base_s=0.01), read_timeout_s=5, part_size=part_size, connections=1, checkpoint_s=0
+        allow_private_networks=True,
+        retry=RetryPolicy(attempts=2, base_s=0.01),
+        read_timeout_s=5,
+        part_size=part_size,
+        connections=1,
+        checkpoint_s=0,
     )
     half = len(body) // 2
 
@@ -159,7 +164,7 @@ def test_http_error_is_a_clear_cli_error_not_a_traceback(tmp_path: Path) -> None
 
     with tiny_server({f"/{FULL_CSV}": missing, f"/train/{BOXABLE_CSV}": missing}) as base:
         proc = subprocess.run(
-            [sys.executable, "-m", "oiv4", "metadata", "--root", str(tmp_path), "--base-url", base],
+            [sys.executable, "-m", "oiv4", "metadata", "--root", str(tmp_path), "--base-url", base, "--allow-private-networks"],
             capture_output=True,
             text=True,
             timeout=60,

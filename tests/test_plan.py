@@ -161,13 +161,17 @@ def test_plan_cli_prints_counts_and_errors_cleanly(tmp_path: Path) -> None:
 
 
 def test_metadata_and_plan_work_on_an_s3_root(tmp_path: Path, s3_root: tuple[str, dict[str, str]]) -> None:
+    from oiv4.io.download import DownloadSettings
     from oiv4.stages.metadata import MetadataSettings, fetch_metadata
     from oiv4_mirror import UniverseSpec, start_mirror
 
     root, options = s3_root
     storage = Storage(root, options)
     with start_mirror(UniverseSpec(seed=12, n_images=80, megapixels=(0.02, 0.05)), cache_dir=tmp_path / "c") as mirror:
-        fetch_metadata(storage, MetadataSettings(base_url=mirror.metadata_base_url))
+        fetch_metadata(
+            storage,
+            MetadataSettings(base_url=mirror.metadata_base_url, download=DownloadSettings(allow_private_networks=True)),
+        )
         universe = mirror.universe
     summary = build_plan(storage, PlanSettings(train_size=10))
     assert summary.counts["targets"] == len(universe.boxable_ids())

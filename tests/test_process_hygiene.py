@@ -52,7 +52,7 @@ def _marked(marker: str) -> list[int]:
 def _start_fetch(root: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     marker = f"OIV4_TEST_MARK={uuid.uuid4().hex}"
     env = {**os.environ, "PYTHONPATH": f"{SRC}:{os.environ.get('PYTHONPATH', '')}", marker.split("=")[0]: marker}
-    cmd = [sys.executable, "-m", "oiv4", "fetch", "train", "--root", str(root), "--workers", "2",
+    cmd = [sys.executable, "-m", "oiv4", "fetch", "train", "--root", str(root), "--allow-private-networks", "--workers", "2",
            "--concurrency", "2", "--flush-seconds", "0.3", *extra]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     return proc, marker

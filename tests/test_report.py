@@ -95,13 +95,35 @@ def test_report_page_draws_charts_and_thumbnails_in_a_real_browser(tmp_path):
     for name in ("targets", "validation", "train", "extended_targets"):
         assert f'id="set-{name}"' in html
     assert "https://farm" in html  # failure table carries example URLs
+    assert len(html.encode()) < 2_000_000
+    # Failures by ImageID, and a CSV of all of them (small here: inlined as a data: URI).
+    import base64
+    import csv
+    import io
+
+    import pyarrow.compute as pc
+
+    from oiv4.io.ledger import read_ledger
+    from oiv4.io.storage import Storage
+
+    uris = re.findall(r'href="data:text/csv;base64,([^"]+)" download="failures_(\w+)\.csv"', html)
+    assert len(uris) == 4
+    for b64, name in uris:
+        rows = list(csv.DictReader(io.StringIO(base64.b64decode(b64).decode())))
+        led = read_ledger(Storage(str(root)), name, ["image_id", "outcome", "row"])
+        failed = led.filter(pc.not_equal(led["outcome"], "ok"))["image_id"].to_pylist()
+        assert [r["ImageID"] for r in rows] == failed and failed
+        assert f"<code>{failed[0]}</code>" in html
+    # Each thumbnail opens a larger copy with its ledger row, without script.
+    assert html.count('class="big"') == 4 * 12 and "<dt>outcome</dt>" in html
 
     probe, shot = _render_and_probe(tmp_path, page)
     charts = probe["charts"]
-    # Per set: outcomes, sources, throughput, size, dimensions, aspect.
-    assert len(charts) == 4 * 6
+    # Per set: outcomes, sources, throughput, size, dimensions, aspect, latency, attempts.
+    assert len(charts) == 4 * 8
     for c in charts:
-        assert c["w"] > 100 and c["h"] > 20, c
+        # A one-bar chart (every image took one attempt) is one 26 px row in a third-width card.
+        assert c["w"] > 100 and c["h"] > (10 if c["label"] == "attempts" else 20), c
         assert c["drawn"] >= 1, c  # bars with a real, non-zero laid-out size
         if c["y"] + c["h"] < shot.height:
             for fill in c["fills"]:
@@ -110,7 +132,7 @@ def test_report_page_draws_charts_and_thumbnails_in_a_real_browser(tmp_path):
     assert all(c["drawn"] >= 10 for c in throughput)
     thumbs = probe["thumbs"]
     assert len(thumbs) == 4 * 12
-    assert all(t["complete"] and t["natural"] > 0 and t["w"] > 50 for t in thumbs)
+    assert all(t["complete"] and t["natural"] > 0 and t["w"] > 30 for t in thumbs)
     first = thumbs[0]
     assert _colours(shot, {"x": first["x"], "y": first["y"], "w": first["w"], "h": first["h"]}) >= 8
 

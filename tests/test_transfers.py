@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from oiv4.io.download import DownloadError, DownloadSettings, download_file
-from oiv4.io.http import HttpRanges, make_session
+from oiv4.io.http import HttpRanges, NetworkSettings, make_session
 from oiv4.io.ranged import read_state
 from oiv4.io.retry import RetryPolicy, TransferError, retry_async
 from oiv4.io.storage import TMP_MARK, Storage
@@ -43,7 +43,7 @@ def _throttled(hits: dict[str, int], failures: int, retry_after: str) -> web.Str
 
 def _stat_with_policy(url: str, policy: RetryPolicy, waits: list[float]) -> object:
     async def go() -> object:
-        async with make_session() as session:
+        async with make_session(network=NetworkSettings(allow_private_networks=True)) as session:
             http = HttpRanges(session)
             return await retry_async(lambda _n: http.stat(url), policy, on_retry=lambda _a, w, _why: waits.append(w))
 
@@ -85,7 +85,9 @@ def test_the_attempt_limit_counts_attempts_and_says_so() -> None:
 
 def test_connection_refused_on_a_metadata_source_fails_on_the_first_attempt_naming_the_url(tmp_path: Path) -> None:
     base = f"http://127.0.0.1:{free_port()}/openimages/"  # nothing listens there
-    settings = MetadataSettings(base, download=DownloadSettings(retry=RetryPolicy(attempts=8, base_s=NEVER)))
+    settings = MetadataSettings(
+        base, download=DownloadSettings(allow_private_networks=True, retry=RetryPolicy(attempts=8, base_s=NEVER))
+    )
     with pytest.raises(DownloadError) as err:
         fetch_metadata(Storage(str(tmp_path)), settings)
     assert err.value.attempts == 1
@@ -97,7 +99,9 @@ def test_connection_refused_on_an_archive_source_fails_that_archive_at_once(tmp_
     storage = Storage(str(tmp_path / "root"))
     write_plan(storage, "validation", ids)
     source = f"http://127.0.0.1:{free_port()}/tar/"
-    summary = build_archive_set(storage, "validation", ArchiveSettings(source=source, backoff_s=NEVER, attempts=8))
+    summary = build_archive_set(
+        storage, "validation", ArchiveSettings(allow_private_networks=True, source=source, backoff_s=NEVER, attempts=8)
+    )
     report = summary.archives[0]
     assert report.status == "failed"
     assert f"cannot reach {source}" in report.error and "cannot connect" in report.error
@@ -124,12 +128,12 @@ def test_an_interrupted_metadata_download_and_archive_download_leave_the_same_st
     part = 4096
     with RangeServer({"meta.csv": csv, archive.name: archive.data}) as server:
         meta_dest = tmp_path / "metadata" / "meta.csv"
-        meta_settings = DownloadSettings(part_size=part, connections=1, checkpoint_s=0)
+        meta_settings = DownloadSettings(allow_private_networks=True, part_size=part, connections=1, checkpoint_s=0)
         with pytest.raises(Interrupt):
             download_file(server.base_url + "meta.csv", meta_dest, meta_settings, _interrupt_after(2 * part))
 
         storage = Storage(str(tmp_path / "root"))
-        source = make_source(server.base_url)
+        source = make_source(server.base_url, network=NetworkSettings(allow_private_networks=True))
         transfer = TransferSettings(part_size=part, connections=1, checkpoint_s=0)
         obj = stat_object(source, archive.name, transfer)
         rel = "validation/images/validation.tar.gz"

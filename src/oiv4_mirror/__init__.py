@@ -53,6 +53,7 @@ outcome (`oiv4.contracts.schema.Outcome` value) a correct fetcher records for th
 | `wrong_content_type` | `text/html` page with 200; the CSV's size and MD5 describe that page, so only decoding catches it | `not_image` |
 | `md5_mismatch` | a good image, but the CSV's OriginalMD5 is of other bytes | `md5_mismatch` |
 | `decompression_bomb` | a ~100 KB 1-bit PNG declaring 30000x30000 pixels; size and MD5 match | `decompression_bomb` |
+| `corrupt_jpeg` | a JPEG with 2,000 zeroed bytes mid-scan (Pillow decodes it "fine", partly grey); size and MD5 match | `corrupt_jpeg` |
 
 Removed or private photos (`placeholder`, 403, 404, 410) answer the same way at their thumbnail URL;
 other rows' thumbnails are served normally. Request counts (for 429/503-then-200) are per server

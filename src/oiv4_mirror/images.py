@@ -189,3 +189,14 @@ def html_page(image_id: str) -> bytes:
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>Flickr: page not found</title></head>\n"
         f"<body><h1>This page is private or doesn't exist</h1><p>ref {image_id}</p></body></html>\n"
     ).encode()
+
+
+def damaged_jpeg(data: bytes) -> bytes:
+    """`data` (a baseline JPEG) with 2,000 bytes zeroed mid-scan, as a bad disk sector or a broken upload leaves it.
+
+    Pillow decodes it "fine" (partly grey); libjpeg reports "Corrupt JPEG data: premature end of data segment"
+    (benchmarks/jpeg_corpus.py). The CSV's size and MD5 describe these damaged bytes, so only decoding sees it.
+    """
+    block = min(2000, len(data) // 8)
+    at = len(data) * 3 // 5
+    return data[:at] + bytes(block) + data[at + block :]

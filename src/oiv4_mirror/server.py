@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import os
+import ssl
 import subprocess
 import sys
 import threading
@@ -64,9 +65,12 @@ class MirrorHandle:
 class ThreadMirror(MirrorHandle):
     """The server on its own event loop in a daemon thread of this process (tests, demo)."""
 
-    def __init__(self, universe: Universe, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, universe: Universe, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.universe = universe
         self._host = host
+        self._ssl = ssl_context  # HTTPS when set (oiv4_mirror.tls.TestCA().server_context())
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -76,7 +80,8 @@ class ThreadMirror(MirrorHandle):
         self._ready.wait()
         if self._error is not None:
             raise self._error
-        self.base_url = f"http://{_url_host(host)}:{self._port}"
+        scheme = "https" if ssl_context is not None else "http"
+        self.base_url = f"{scheme}://{_url_host(host)}:{self._port}"
 
     def _run(self, port: int) -> None:
         loop = self._loop
@@ -84,7 +89,7 @@ class ThreadMirror(MirrorHandle):
         runner = web.AppRunner(make_app(self.universe), access_log=None, handle_signals=False)
         try:
             loop.run_until_complete(runner.setup())
-            site = web.TCPSite(runner, self._host, port, backlog=1024)
+            site = web.TCPSite(runner, self._host, port, backlog=1024, ssl_context=self._ssl)
             loop.run_until_complete(site.start())
             self._port = runner.addresses[0][1]
         except BaseException as exc:  # e.g. port in use: re-raised in the caller's thread
@@ -116,11 +121,12 @@ def start_mirror(
     port: int = 0,
     cache_dir: str | os.PathLike[str] | None = None,
     prepare: bool = True,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> MirrorHandle:
     """Serve the universe of `spec` from a background thread; use as a context manager or call `.stop()`.
 
     With `prepare` (default) every original is rendered first, so the CSVs are ready; archives, thumbnails
-    and CVDF images are made on first request and cached.
+    and CVDF images are made on first request and cached. `ssl_context` serves HTTPS (`oiv4_mirror.tls`).
 
     >>> with start_mirror(UniverseSpec(seed=1, n_images=50)) as mirror:
     ...     csv_url = mirror.metadata_base_url + "image_ids_and_rotation.csv"
@@ -128,7 +134,7 @@ def start_mirror(
     universe = Universe(spec or UniverseSpec(), cache_dir)
     if prepare:
         universe.ensure_originals()
-    return ThreadMirror(universe, host, port)
+    return ThreadMirror(universe, host, port, ssl_context)
 
 
 class MirrorProcess(MirrorHandle):

@@ -17,7 +17,7 @@ from oiv4.contracts.schema import Outcome
 from oiv4_mirror.images import ImageKind
 
 #: Bump when generation changes, so stale caches are not reused.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 #: progress(stage, done, total), stage being "originals" or "archives".
 ProgressFn = Callable[[str, int, int], None]
@@ -45,6 +45,7 @@ class Misbehaviour(StrEnum):
     wrong_content_type = "wrong_content_type"  # text/html body; CSV size/MD5 describe that body
     md5_mismatch = "md5_mismatch"  # good image, wrong OriginalMD5 in the CSV
     decompression_bomb = "decompression_bomb"  # tiny PNG declaring 30000x30000; CSV matches it
+    corrupt_jpeg = "corrupt_jpeg"  # JPEG with a zeroed block mid-scan; CSV size/MD5 describe the damaged file
 
     @property
     def expected(self) -> str:
@@ -67,6 +68,7 @@ _EXPECTED: dict[Misbehaviour, str] = {
     Misbehaviour.wrong_content_type: Outcome.not_image,
     Misbehaviour.md5_mismatch: Outcome.md5_mismatch,
     Misbehaviour.decompression_bomb: Outcome.decompression_bomb,
+    Misbehaviour.corrupt_jpeg: Outcome.corrupt_jpeg,
 }
 
 ALL_MISBEHAVIOURS: tuple[str, ...] = tuple(m.value for m in Misbehaviour if m is not Misbehaviour.none)

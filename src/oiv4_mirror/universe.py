@@ -31,6 +31,7 @@ from oiv4_mirror.cache import file_lock, parallel, stage
 from oiv4_mirror.images import (
     PLACEHOLDER_PATHS,
     ImageKind,
+    damaged_jpeg,
     decompression_bomb_png,
     encode,
     encode_jpeg,
@@ -170,7 +171,10 @@ class Universe(CvdfArchives):
         if info.misbehaviour is Misbehaviour.decompression_bomb:
             return self.bomb_bytes()
         upright = render_picture(self.spec.seed, info.index, info.width, info.height, self._noise())
-        return encode(stored_orientation(upright, info.rotation), info.kind)
+        data = encode(stored_orientation(upright, info.rotation), info.kind)
+        if info.misbehaviour is Misbehaviour.corrupt_jpeg:
+            data = damaged_jpeg(data)
+        return data
 
     def original_path(self, image_id: str) -> Path:
         """Cache file holding the body served at OriginalURL (made if needed)."""

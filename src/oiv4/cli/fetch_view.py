@@ -11,18 +11,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressC
 from rich.table import Table
 from rich.text import Text
 
+from oiv4.cli.logs import duration
 from oiv4.stages.fetch.progress import FetchProgress
 from oiv4.stages.fetch.stage import FetchSummary
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "--:--"
-    s = int(seconds)
-    d, s = divmod(s, 86400)
-    h, s = divmod(s, 3600)
-    m, s = divmod(s, 60)
-    return (f"{d}d " if d else "") + f"{h:d}:{m:02d}:{s:02d}"
 
 
 class LiveFetchView:
@@ -58,7 +49,7 @@ class LiveFetchView:
             line.append(f"{p.images_per_s:,.1f} images/s", style="bold cyan")
             line.append(f"  {p.mb_per_s:,.1f} MB/s")
             line.append(f"  {100 * p.success_rate:.1f}% ok", style="green" if p.success_rate > 0.9 else "yellow")
-            line.append(f"  ETA {_duration(p.eta_s)}")
+            line.append(f"  ETA {duration(p.eta_s)}")
             fails = p.top_failures(4)
             if fails:
                 line.append("\n  top failures: ", style="dim")
@@ -70,7 +61,7 @@ class LiveFetchView:
 def summary_table(s: FetchSummary) -> Table:
     """This run's outcomes next to the set's totals."""
     t = Table(
-        title=f"fetch {s.image_set}: {s.done:,} images in {_duration(s.elapsed_s)} ({s.images_per_s:,.1f}/s), "
+        title=f"fetch {s.image_set}: {s.done:,} images in {duration(s.elapsed_s)} ({s.images_per_s:,.1f}/s), "
         f"{s.bytes_downloaded / 1e9:,.2f} GB downloaded",
         header_style="bold",
     )

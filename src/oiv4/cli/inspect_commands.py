@@ -52,6 +52,9 @@ def status_cmd(
         show_default=False,
     ),
     json_out: bool = JsonOpt,
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Under each kind of failure, its full reason text (never cut)."
+    ),
 ) -> None:
     """Counts per set and outcome, read from the ledgers (safe while a fetch is running).
 
@@ -59,7 +62,8 @@ def status_cmd(
 
     Example: oiv4 status --root /data/open_images
     """
-    from oiv4.stages.status import collect_status, status_table
+    from oiv4.cli.status_view import status_view
+    from oiv4.stages.status import collect_status
 
     storage = _existing(root)
     sets = [ImageSet(s) for s in image_set] if image_set else None
@@ -67,7 +71,7 @@ def status_cmd(
     holder = read_holder(storage)
     running = f"a run is going: {holder.describe()}" if holder else None
     as_json = emit_summary("status", statuses, _as_json(json_out), root=storage.root, running=running)
-    Console(stderr=as_json).print(status_table(statuses))
+    Console(stderr=as_json).print(status_view(statuses, verbose=verbose))
     if running:
         err.print(f"[cyan]{running}[/cyan]", soft_wrap=True, highlight=False)
 

@@ -29,14 +29,24 @@ BUILD_RENAMES = {
     "reporting.out": "--report-out",
     "reporting.samples": "--report-samples",
 }
-BUILD_EXCLUDES = {"settings.verification.sets": "verify checks the sets chosen with --set"}
+_NETWORK = "one --allow-private-networks / --ca-bundle of the build sets it for every stage"
+BUILD_EXCLUDES = {
+    "settings.verification.sets": "verify checks the sets chosen with --set",
+    "settings.metadata.download.allow_private_networks": _NETWORK,
+    "settings.archives.allow_private_networks": _NETWORK,
+    "settings.fetch.http.allow_private_networks": _NETWORK,
+    "settings.metadata.download.ca_bundle": _NETWORK,
+    "settings.archives.ca_bundle": _NETWORK,
+    "settings.fetch.http.ca_bundle": _NETWORK,
+}
 
 
 def _finish(result: BuildResult, log: LogSettings, failures_code: bool = True) -> None:
-    from oiv4.stages.status import collect_status, status_table
+    from oiv4.cli.status_view import status_view
+    from oiv4.stages.status import collect_status
 
     as_json = emit_summary("build", result, log)
-    render.build_finish(result, status_table(collect_status(Storage(result.root))), to_stderr=as_json)
+    render.build_finish(result, status_view(collect_status(Storage(result.root))), to_stderr=as_json)
     if not result.ok:
         raise typer.Exit(1)
     if not failures_code:  # the demo's mirror misbehaves on purpose: its failures are the demo, exit 0

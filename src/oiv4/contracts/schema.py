@@ -115,6 +115,10 @@ LEDGER_SCHEMA = pa.schema(
         pa.field("location", pa.string()),  # relative path, or "<archive>.zip:<member>" / "<shard>.tar:<key>"
         pa.field("started_at", pa.timestamp("ms", tz="UTC")),
         pa.field("elapsed_s", pa.float64()),
+        # Integrity and duplicates (issues #10, #11), null on non-ok rows and in ledgers written before them
+        # (readers fill them with nulls; `oiv4 hash` records them for such stored images):
+        pa.field("checksum", pa.string()),  # of the stored bytes, "xxh3:<hex>" (io.checksum)
+        pa.field("phash", pa.uint64()),  # 64-bit rotation-aware perceptual hash of the stored picture (io.fingerprint)
     ]
 )
 

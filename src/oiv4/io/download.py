@@ -15,7 +15,7 @@ from pathlib import Path
 from oiv4.contracts.errors import SourceError
 from oiv4.contracts.limits import above, at_least
 from oiv4.contracts.setting import setting
-from oiv4.io.http import HttpRanges, HttpTimeouts, make_session
+from oiv4.io.http import HttpRanges, HttpTimeouts, NetworkSettings, make_session
 from oiv4.io.ranged import RangedSettings, download_ranged
 from oiv4.io.retry import RetryPolicy, TransferError, retry_async
 
@@ -30,13 +30,21 @@ class DownloadError(TransferError, SourceError):
 class DownloadSettings:
     connect_timeout_s: float = setting(30.0, help="Seconds to wait for a connection.", flag="--connect-timeout")
     #: Big files have no total deadline: only silence ends an attempt.
-    read_timeout_s: float = setting(120.0, help="Longest silence between two chunks, in seconds.", flag="--read-timeout")
+    read_timeout_s: float = setting(
+        120.0, help="Longest silence between two chunks, in seconds.", flag="--read-timeout"
+    )
     retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(attempts=8))
     part_size: int = setting(64 << 20, help="Size of each ranged request, MiB.", flag="--part-size-mb", scale=1 << 20)
     #: Metadata hosts (GCS) serve ranges, so a big CSV comes in parallel parts.
     connections: int = setting(4, help="Ranged requests in flight at once.")
     checkpoint_s: float = setting(
         2.0, help="Seconds between download checkpoints (what a kill can lose).", flag="--checkpoint"
+    )
+    allow_private_networks: bool = setting(
+        False, help="Also download from loopback, private and link-local addresses (a mirror on your network)."
+    )
+    ca_bundle: str | None = setting(
+        None, help="PEM file of extra CA certificates, e.g. for corporate TLS interception.", default_text="none"
     )
 
     def __post_init__(self) -> None:
@@ -47,7 +55,8 @@ class DownloadSettings:
 
 async def _download(url: str, dest: Path, settings: DownloadSettings, progress: ProgressFn | None) -> int:
     timeouts = HttpTimeouts(settings.connect_timeout_s, settings.read_timeout_s)
-    async with make_session(timeouts) as session:
+    network = NetworkSettings(settings.allow_private_networks, settings.ca_bundle)
+    async with make_session(timeouts, network=network) as session:
         http = HttpRanges(session)
         obj = await retry_async(lambda _n: http.stat(url, dest.name), settings.retry)
         done = 0

@@ -1,7 +1,9 @@
 """HTTP(S) for every transfer: one way to open an aiohttp session and one sorting of its failures.
 
 Sessions honour HTTP(S)_PROXY / NO_PROXY (`trust_env=True`), so metadata, archives and image fetches go
-through the same proxy. `HttpRanges` is the HTTP side of a resumable ranged download (`oiv4.io.ranged`):
+through the same proxy. Every session connects through the network guard (`oiv4.io.net_guard`: no loopback,
+private or reserved address unless `allow_private_networks`) and verifies TLS against the default trust store
+(which honours SSL_CERT_FILE / SSL_CERT_DIR) plus an optional `ca_bundle` (e.g. a corporate interception CA). `HttpRanges` is the HTTP side of a resumable ranged download (`oiv4.io.ranged`):
 HEAD for size/ETag/Last-Modified, then `Range` GETs made conditional on what HEAD saw.
 """
 
@@ -9,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
-from oiv4.contracts.errors import SourceError
+from oiv4.contracts.errors import SourceError, UsageError
+from oiv4.io.net_guard import BlockedAddress, GuardSettings, guarded_connector
 from oiv4.io.ranged import RemoteObject
 from oiv4.io.retry import TRANSIENT_STATUS, TransferError, TransientError, UnreachableError, parse_retry_after
 
@@ -29,20 +34,71 @@ class NotFoundError(TransferError, SourceError):
     """HTTP 404 / no such object."""
 
 
+class BlockedError(TransferError, SourceError):
+    """The URL (or a redirect) leads to an address the network guard refuses; never retried."""
+
+
+class TlsError(TransferError, SourceError):
+    """The server's certificate cannot be verified (or the TLS handshake failed); never retried."""
+
+
+def tls_reason(exc: BaseException) -> str:
+    """One line on a failed TLS handshake, with the way out."""
+    cert = getattr(exc, "certificate_error", None)
+    what = getattr(cert, "verify_message", None) or str(cert or exc)
+    return (
+        f"TLS certificate not trusted ({what}); if a proxy or mirror uses its own CA, give it with --ca-bundle "
+        "or SSL_CERT_FILE"
+    )
+
+
 @dataclass(frozen=True)
 class HttpTimeouts:
     connect_s: float = 30.0
     read_s: float = 120.0  # max silence between chunks; big files have no total deadline
 
 
+@dataclass(frozen=True)
+class NetworkSettings:
+    """What every transfer's connections may reach and trust (the fields of the stages' settings of that name)."""
+
+    allow_private_networks: bool = False
+    ca_bundle: str | None = None
+    #: Exact (ip, port) pairs admitted as if public (tests: a hostile server on 127.0.0.1).
+    allowed_endpoints: frozenset[tuple[str, int]] = frozenset()
+
+
+def ssl_context(ca_bundle: str | None = None) -> ssl.SSLContext:
+    """Verification ON: the default trust store (SSL_CERT_FILE / SSL_CERT_DIR honoured) plus `ca_bundle`."""
+    ctx = ssl.create_default_context()
+    if ca_bundle:
+        try:
+            ctx.load_verify_locations(cafile=ca_bundle)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"--ca-bundle {ca_bundle}: not a readable PEM file of CA certificates ({exc})") from None
+    return ctx
+
+
 def make_session(
     timeouts: HttpTimeouts | None = None,
-    connector: aiohttp.BaseConnector | None = None,
     headers: dict[str, str] | None = None,
     read_bufsize: int = 1 << 20,
+    *,
+    network: NetworkSettings | None = None,
+    **connector_kwargs: Any,
 ) -> aiohttp.ClientSession:
-    """An aiohttp session as every oiv4 transfer uses it (proxy variables honoured). Call inside a loop."""
+    """An aiohttp session as every oiv4 transfer uses it: guarded, TLS-verified, proxy variables honoured.
+
+    `connector_kwargs` go to `aiohttp.TCPConnector` (limit, limit_per_host, ttl_dns_cache, resolver...).
+    Call inside a running event loop.
+    """
     t = timeouts or HttpTimeouts()
+    net = network or NetworkSettings()
+    connector = guarded_connector(
+        GuardSettings(net.allow_private_networks, frozenset(net.allowed_endpoints)),
+        ssl=ssl_context(net.ca_bundle),
+        **connector_kwargs,
+    )
     return aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=None, connect=t.connect_s, sock_read=t.read_s),
@@ -67,6 +123,10 @@ def classify(url: str, exc: BaseException) -> TransferError:
     """Turn a network exception of an attempt at `url` into `UnreachableError`, `TransientError` or final."""
     if isinstance(exc, TransferError):
         return exc
+    if isinstance(exc, BlockedAddress):
+        return BlockedError(f"{url}: {exc}")
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
+        return TlsError(f"{url}: {tls_reason(exc)}")
     cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     if is_unreachable(exc):
         if isinstance(exc, aiohttp.ClientConnectorDNSError):

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import LEDGER_SCHEMA, ImageSet
+from oiv4.io.ledger_summary import summary_metadata
 from oiv4.io.storage import Storage
 
 #: Threads reading ledger files: Parquet decoding and object-store round trips release the GIL.
@@ -50,7 +51,10 @@ def _to_table(rows: list[Mapping[str, Any]]) -> pa.Table:
     return pa.Table.from_pydict(cols, schema=LEDGER_SCHEMA)
 
 
-def _table_bytes(table: pa.Table) -> bytes:
+def _table_bytes(table: pa.Table, *, part: bool = False) -> bytes:
+    """Parquet bytes; a part also carries its summary in the footer (`oiv4.io.ledger_summary`), for status."""
+    if part:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **summary_metadata(table)})
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     return sink.getvalue().to_pybytes()
@@ -84,7 +88,7 @@ class ShardLedger:
         self.storage.sync()
         table = _to_table(self._pending)
         rel = f"{LAYOUT.ledger_parts_dir(self.image_set, self.shard)}/part-{now_utc():%Y%m%dT%H%M%S%f}-{secrets.token_hex(3)}.parquet"
-        self.storage.write_bytes(rel, _table_bytes(table), fsync=True)
+        self.storage.write_bytes(rel, _table_bytes(table, part=True), fsync=True)
         self._pending.clear()
 
     def close(self) -> pa.Table:
@@ -111,7 +115,7 @@ def append_table(storage: Storage, image_set: ImageSet, shard: int, table: pa.Ta
         return
     storage.sync()
     rel = f"{LAYOUT.ledger_parts_dir(image_set, shard)}/part-{now_utc():%Y%m%dT%H%M%S%f}-{secrets.token_hex(3)}.parquet"
-    storage.write_bytes(rel, _table_bytes(table.cast(LEDGER_SCHEMA)), fsync=True)
+    storage.write_bytes(rel, _table_bytes(table.cast(LEDGER_SCHEMA), part=True), fsync=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -217,7 +221,7 @@ def _read_file(storage: Storage, rel: str, columns: list[str]) -> pa.Table | Non
     """One ledger file (None when it vanished), cast to the ledger schema's types for `columns`."""
     try:
         with storage.open(rel) as fh:
-            table = pq.ParquetFile(fh).read(columns=columns)
+            table = _conform(pq.ParquetFile(fh).read(columns=columns), columns)
     except FileNotFoundError:
         return None
     return table.cast(pa.schema([LEDGER_SCHEMA.field(c) for c in columns]))
@@ -351,3 +355,13 @@ def load_ledger(
     if row_filter is not None:
         table = table.filter(pc.equal(table["row"], row_filter)).select(list(columns or LEDGER_SCHEMA.names))
     return table
+
+
+def _conform(table: pa.Table, columns: list[str]) -> pa.Table:
+    """`table` with every one of `columns` present: ledger files written before a column was added to
+    LEDGER_SCHEMA (checksum, phash) lack it, and ParquetFile.read silently drops missing columns; they are
+    null there, as `pq.read_table(schema=LEDGER_SCHEMA)` (used by `_read_one`) fills them."""
+    missing = [c for c in columns if c not in table.column_names]
+    for name in missing:
+        table = table.append_column(LEDGER_SCHEMA.field(name), pa.nulls(table.num_rows, LEDGER_SCHEMA.field(name).type))
+    return table.select(columns) if missing else table

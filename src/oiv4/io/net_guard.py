@@ -12,7 +12,14 @@ How (aiohttp 3.14, `GuardedConnector`, a `TCPConnector` subclass):
    connection is ever attempted, an open and a closed port give the same reason: the guard leaks nothing.
 2. After connecting, the socket's actual peer address is checked again (defence in depth: a resolver that
    changed its answer, a future aiohttp code path that bypasses `_resolve_host`).
-Proxies are out of scope (the proxy resolves the target; the project never configures one).
+Through a proxy (HTTP(S)_PROXY, honoured by every oiv4 session): the proxy is a hop the user configured, so
+the connection *to the proxy* is trusted, whatever its address (a proxy on 127.0.0.1 is common); the peer
+check would only ever see the proxy. The guard checks the *target* instead, before asking the proxy: an IP
+literal by its class, a hostname by resolving it here -- refused if any of its addresses is blocked (we
+cannot choose which one the proxy will use). Residual risk, documented: the proxy resolves the name again
+itself, so a DNS answer that changes between our lookup and the proxy's (rebinding), or a name only the
+proxy can resolve (split-horizon DNS: then we let it through, or proxy-only networks could fetch nothing),
+can still reach what the proxy can reach. Restrict internal destinations on the proxy itself.
 
 Blocked: anything that is not globally routable by `ipaddress` (loopback, RFC 1918 private, link-local,
 unique-local, shared 100.64/10, documentation, reserved, unspecified), multicast, and IPv4-mapped / NAT64 /
@@ -22,6 +29,7 @@ unspecified address); `allowed_endpoints` admits exact (ip, port) pairs, e.g. a 
 
 from __future__ import annotations
 
+import contextvars
 import ipaddress
 import socket
 from collections.abc import Sequence
@@ -35,6 +43,8 @@ from oiv4.contracts.errors import SourceError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+#: Set while the connector connects to a configured proxy: that one hop is trusted (see the module docstring).
+_TO_PROXY: contextvars.ContextVar[bool] = contextvars.ContextVar("oiv4_net_guard_to_proxy", default=False)
 
 
 class BlockedAddress(aiohttp.ClientError, SourceError):
@@ -108,6 +118,8 @@ class GuardedConnector(aiohttp.TCPConnector):
 
     async def _resolve_host(self, host: str, port: int, traces: Sequence[Any] | None = None) -> list[ResolveResult]:
         resolved = await super()._resolve_host(host, port, traces=traces)
+        if _TO_PROXY.get():
+            return resolved
         allowed, first_refusal = [], None
         for entry in resolved:
             why = refusal(entry["host"], entry["port"] or port, self.guard)
@@ -119,8 +131,34 @@ class GuardedConnector(aiohttp.TCPConnector):
             raise first_refusal or BlockedAddress(host, "(none)", "no")
         return allowed
 
+    async def _create_proxy_connection(self, req: aiohttp.ClientRequest, traces: list[Any], timeout: Any) -> Any:
+        await self._check_target(req.url.host or "", req.url.port or 0)
+        token = _TO_PROXY.set(True)
+        try:
+            return await super()._create_proxy_connection(req, traces, timeout)
+        finally:
+            _TO_PROXY.reset(token)
+
+    async def _check_target(self, host: str, port: int) -> None:
+        """Through a proxy: refuse a target whose address (literal, or any it resolves to here) is blocked."""
+        try:
+            ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+            addresses = [host.strip("[]")]
+        except ValueError:
+            try:
+                resolved = await super()._resolve_host(host, port)
+            except (OSError, aiohttp.ClientError):
+                return  # only the proxy can resolve it: the documented residual risk
+            addresses = [entry["host"] for entry in resolved]
+        for address in addresses:
+            why = refusal(address, port, self.guard)
+            if why is not None:
+                raise BlockedAddress(host, address, why)
+
     async def _create_connection(self, req: aiohttp.ClientRequest, traces: list[Any], timeout: Any) -> Any:
         proto = await super()._create_connection(req, traces, timeout)
+        if req.proxy is not None:  # the peer is the proxy, trusted; the target was checked before connecting
+            return proto
         transport = proto.transport
         try:
             check_peer(req.url.host or "?", transport.get_extra_info("peername") if transport else None, self.guard)

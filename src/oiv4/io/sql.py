@@ -49,28 +49,35 @@ def connect(storage: Storage | str, sets: list[ImageSet | str] | None = None) ->
 
 
 def ledger_relation(
-    con: duckdb.DuckDBPyConnection, storage: Storage, image_set: ImageSet | str, columns: Sequence[str] | None = None
+    con: duckdb.DuckDBPyConnection,
+    storage: Storage,
+    image_set: ImageSet | str,
+    columns: Sequence[str] | None = None,
+    *,
+    files: LedgerFiles | None = None,
 ) -> duckdb.DuckDBPyRelation:
     """The set's resolved ledger as a lazy DuckDB relation on `con`.
 
     Shards without parts are scanned straight from their compacted files (one row per (set, row) already);
     only shards with parts are resolved here, in Arrow, and joined in as a small table. Register the
-    storage's filesystem on `con` first for object stores (`oiv4.io.sql.connect` does).
+    storage's filesystem on `con` first for object stores (`oiv4.io.sql.connect` does). `files`: a listing
+    to use instead of listing the set now (e.g. only some of its shards, see `only_shards`).
     """
     cols = list(columns or LEDGER_SCHEMA.names)
-    files = list_ledger(storage, image_set)
+    files = files if files is not None else list_ledger(storage, image_set)
     clean = [files.compacted[s] for s in files.shards if s not in files.parts and s in files.compacted]
     resolving = [s for s in files.shards if s in files.parts]
     pending = (
-        list(iter_ledger(storage, image_set, cols, shards=resolving, files=_only(files, resolving)))
+        list(iter_ledger(storage, image_set, cols, shards=resolving, files=only_shards(files, resolving)))
         if resolving
         else []
     )
     names = ", ".join(f'"{c}"' for c in cols)
     rels = []
     if clean:
+        # union_by_name: files written before a column was added (checksum, phash) read it as NULL.
         paths = ", ".join("'" + storage.path(rel).replace("'", "''") + "'" for rel in clean)
-        rels.append(con.sql(f"SELECT {names} FROM read_parquet([{paths}])"))
+        rels.append(con.sql(f"SELECT {names} FROM read_parquet([{paths}], union_by_name = true)"))
     if pending or not rels:
         table = pa.concat_tables(pending) if pending else LEDGER_SCHEMA.empty_table().select(cols)
         rels.append(con.from_arrow(table).select(names))
@@ -80,7 +87,8 @@ def ledger_relation(
     return out
 
 
-def _only(files: LedgerFiles, shards: list[int]) -> LedgerFiles:
+def only_shards(files: LedgerFiles, shards: Sequence[int]) -> LedgerFiles:
+    """The part of a ledger listing that belongs to `shards`."""
     keep = set(shards)
     return LedgerFiles(
         files.image_set,

@@ -8,7 +8,6 @@ is already all-or-nothing, so the object is written directly.
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -75,20 +74,19 @@ class Storage:
 
     @contextmanager
     def _local_atomic(self, rel: str, fsync: bool) -> Iterator[IO[bytes]]:
-        """Temp file beside the target (same filesystem, so the rename is atomic), renamed on success."""
-        target = self.local_path(rel)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f"{target.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
-        try:
-            with open(tmp, "wb") as fh:
-                yield fh
-                if fsync:
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        """Temp file beside the target (same filesystem, so the rename is atomic), renamed on success.
+
+        Written through `safe_paths.open_atomic_under`: folders are walked and created with openat and
+        O_NOFOLLOW, so nothing is ever written outside the root -- not through a symlinked folder at any level,
+        not over a symlink at the final name, not via `..` or hostile names (raises `UnsafePath`).
+        """
+        # Imported here: safe_paths imports TMP_MARK from this module (one temp marker for cleanup to find).
+        from oiv4.io.safe_paths import open_atomic_under
+
+        if not os.path.isdir(self.root):
+            Path(self.root).mkdir(parents=True, exist_ok=True)
+        with open_atomic_under(self.root, rel, fsync=fsync) as fh:
+            yield fh
 
     @contextmanager
     def open_atomic(self, rel: str) -> Iterator[IO[bytes]]:

@@ -2,7 +2,9 @@
 
 Per set: counts and outcome breakdown, throughput over time (from the ledger's `started_at` +
 `elapsed_s`), stored size / dimension / aspect distributions, a contact sheet of sample images and
-the most frequent failure reasons with example URLs. Everything is inline (CSS, SVG, images as data:
+latency and attempts histograms, rates per URL host, the failure kinds (one row per kind, URLs and
+numbers taken out), the first failed images by ImageID and a CSV of all of them; thumbnails open a larger
+copy with their ledger row. Everything is inline (CSS, SVG, images as data:
 URIs), so the file can be mailed, archived or opened offline.
 """
 
@@ -29,7 +31,10 @@ class ReportSettings:
 
     samples: int = setting(24, help="Thumbnails per set on the contact sheet.")
     out: str | None = setting(
-        None, help="Where to write the page: a local path or fsspec URL.", short="-o", default_text="<root>/report/index.html"
+        None,
+        help="Where to write the page: a local path or fsspec URL.",
+        short="-o",
+        default_text="<root>/report/index.html",
     )
 
     def __post_init__(self) -> None:
@@ -74,7 +79,8 @@ def render_report(
             on_set(image_set.value)
         # A fresh reader per set, dropped after it: a 6M-row set's in-memory ledger must not outlive its section.
         reader = SetReader(storage, image_set, ds.blobs)
-        s = collect(storage, image_set, reader, samples=settings.samples)
+        page_dir = LAYOUT.report_dir() if settings.out is None else None
+        s = collect(storage, image_set, reader, samples=settings.samples, page_dir=page_dir)
         del reader
         if s is not None:
             stats.append(s)

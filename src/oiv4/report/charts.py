@@ -99,7 +99,13 @@ def _mark(tag: str, attrs: str, tip: str) -> str:
     return f'<{tag} class="mark" {attrs} data-tip="{esc(tip)}"><title>{esc(tip)}</title></{tag}>'
 
 
-def hbars(items: Sequence[tuple[str, int, str]], *, total: int | None = None, width: int = 560) -> str:
+def hbars(
+    items: Sequence[tuple[str, int, str]],
+    *,
+    total: int | None = None,
+    width: int = 560,
+    title: str = "outcome breakdown",
+) -> str:
     """Horizontal bars, one per (label, count, colour), with count and share on the right."""
     if not items:
         return '<p class="empty">nothing recorded yet</p>'
@@ -114,12 +120,14 @@ def hbars(items: Sequence[tuple[str, int, str]], *, total: int | None = None, wi
         parts.append(f'<text x="{label_w - 10}" y="{y + 17}" class="lbl" text-anchor="end">{esc(label)}</text>')
         parts.append(f'<rect x="{label_w}" y="{y + 5}" width="{bar_w}" height="16" rx="3" class="track"/>')
         tip = f"{label}: {n:,} ({100 * n / total:.1f}%)"
-        parts.append(_mark("rect", f'x="{label_w}" y="{y + 5}" width="{w:.1f}" height="16" rx="3" fill="{colour}"', tip))
+        parts.append(
+            _mark("rect", f'x="{label_w}" y="{y + 5}" width="{w:.1f}" height="16" rx="3" fill="{colour}"', tip)
+        )
         parts.append(
             f'<text x="{label_w + bar_w + 10}" y="{y + 17}" class="val">{n:,}'
             f'<tspan class="muted"> · {100 * n / total:.1f}%</tspan></text>'
         )
-    return _svg(width, row_h * len(items) + 4, "".join(parts), "outcome breakdown")
+    return _svg(width, row_h * len(items) + 4, "".join(parts), title)
 
 
 def stacked_bar(parts: Sequence[tuple[str, int, str]], *, key: str, width: int = 560, height: int = 12) -> str:
@@ -133,7 +141,9 @@ def stacked_bar(parts: Sequence[tuple[str, int, str]], *, key: str, width: int =
             continue
         w = width * n / total
         tip = f"{label}: {n:,} ({100 * n / total:.1f}%)"
-        body.append(_mark("rect", f'x="{x:.2f}" y="0" width="{max(w, 1.5):.2f}" height="{height}" fill="{colour}"', tip))
+        body.append(
+            _mark("rect", f'x="{x:.2f}" y="0" width="{max(w, 1.5):.2f}" height="{height}" fill="{colour}"', tip)
+        )
         x += w
     clip = f'<clipPath id="clip-{esc(key)}"><rect width="{width}" height="{height}" rx="6"/></clipPath>'
     g = f'<g clip-path="url(#clip-{esc(key)})">{"".join(body)}</g>'
@@ -170,16 +180,24 @@ def histogram(
         x = left + i * bw + 1
         tip = f"{fmt_edge(b.lo)} – {fmt_edge(b.hi)}: {b.count:,}"
         parts.append(
-            _mark("rect", f'x="{x:.1f}" y="{top + ph - h:.1f}" width="{max(1.0, bw - 2):.1f}" height="{h:.1f}" '
-                  f'rx="1.5" fill="{colour}"', tip)
+            _mark(
+                "rect",
+                f'x="{x:.1f}" y="{top + ph - h:.1f}" width="{max(1.0, bw - 2):.1f}" height="{h:.1f}" '
+                f'rx="1.5" fill="{colour}"',
+                tip,
+            )
         )
     step = max(1, math.ceil(len(bins) / 5))
     for i in range(0, len(bins) + 1, step):
         x = left + i * bw
         edge = bins[i].lo if i < len(bins) else bins[-1].hi
-        parts.append(f'<text x="{x:.1f}" y="{height - bottom + 16}" class="tick" text-anchor="middle">{fmt_edge(edge)}</text>')
+        parts.append(
+            f'<text x="{x:.1f}" y="{height - bottom + 16}" class="tick" text-anchor="middle">{fmt_edge(edge)}</text>'
+        )
     parts.append(f'<line x1="{left}" x2="{width - right}" y1="{top + ph}" y2="{top + ph}" class="axis"/>')
-    parts.append(f'<text x="{left + pw / 2}" y="{height - 3}" class="axis-label" text-anchor="middle">{esc(label)}</text>')
+    parts.append(
+        f'<text x="{left + pw / 2}" y="{height - 3}" class="axis-label" text-anchor="middle">{esc(label)}</text>'
+    )
     return _svg(width, height, "".join(parts), label)
 
 
@@ -189,7 +207,7 @@ def _trim(bins: Sequence[Bin]) -> list[Bin]:
     return list(bins[idx[0] : idx[-1] + 1]) if idx else []
 
 
-def timeline(buckets: Sequence[Bucket], bucket_s: int, *, width: int = 1080, height: int = 240) -> str:
+def timeline(buckets: Sequence[Bucket], bucket_s: float, *, width: int = 1080, height: int = 240) -> str:
     """Stacked columns of ok / failed images finished per time bucket, download rate as a line."""
     if not buckets:
         return '<p class="empty">no timings recorded</p>'
@@ -214,7 +232,9 @@ def timeline(buckets: Sequence[Bucket], bucket_s: int, *, width: int = 1080, hei
                 continue
             h = max(1.0, ph * n / bucket_s * per / ymax)
             tip = f"{_fmt_time(b.start, bucket_s)}: {n:,} {what} ({n / bucket_s * per:.1f} {unit})"
-            parts.append(_mark("rect", f'x="{x:.2f}" y="{base - h:.2f}" width="{w:.2f}" height="{h:.2f}" fill="{colour}"', tip))
+            parts.append(
+                _mark("rect", f'x="{x:.2f}" y="{base - h:.2f}" width="{w:.2f}" height="{h:.2f}" fill="{colour}"', tip)
+            )
             base -= h
     rates = [b.bytes / bucket_s for b in buckets]
     if max(rates) > 0:
@@ -223,12 +243,16 @@ def timeline(buckets: Sequence[Bucket], bucket_s: int, *, width: int = 1080, hei
         pts = " ".join(
             f"{left + (i + 0.5) * bw:.1f},{top + ph - ph * r / (1 << 20) / rmax:.1f}" for i, r in enumerate(rates)
         )
-        parts.append(f'<polyline points="{pts}" class="mark rate" fill="none" stroke="{ACCENT}" stroke-width="1.8" '
-                     f'data-tip="download rate (MB/s)"><title>download rate (MB/s)</title></polyline>')
+        parts.append(
+            f'<polyline points="{pts}" class="mark rate" fill="none" stroke="{ACCENT}" stroke-width="1.8" '
+            f'data-tip="download rate (MB/s)"><title>download rate (MB/s)</title></polyline>'
+        )
         for t in rticks:
             y = top + ph - ph * t / rmax
             parts.append(f'<text x="{left + pw + 6}" y="{y + 4:.1f}" class="tick rate-tick">{t:g}</text>')
-        parts.append(f'<text x="{width - 4}" y="{height - 3}" class="axis-label rate-tick" text-anchor="end">MB/s</text>')
+        parts.append(
+            f'<text x="{width - 4}" y="{height - 3}" class="axis-label rate-tick" text-anchor="end">MB/s</text>'
+        )
     step = max(1, math.ceil(len(buckets) / 8))
     for i in range(0, len(buckets), step):
         x = left + (i + 0.5) * bw
@@ -237,11 +261,15 @@ def timeline(buckets: Sequence[Bucket], bucket_s: int, *, width: int = 1080, hei
             f"{_fmt_time(buckets[i].start, bucket_s, short=True)}</text>"
         )
     parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" class="axis"/>')
-    parts.append(f'<text x="{left}" y="{height - 3}" class="axis-label">{unit} · {_fmt_span(bucket_s)} buckets · UTC</text>')
+    parts.append(
+        f'<text x="{left}" y="{height - 3}" class="axis-label">{unit} · {_fmt_span(bucket_s)} buckets · UTC</text>'
+    )
     return _svg(width, height, "".join(parts), "throughput over time")
 
 
-def _fmt_time(t: datetime, bucket_s: int, short: bool = False) -> str:
+def _fmt_time(t: datetime, bucket_s: float, short: bool = False) -> str:
+    if bucket_s < 1:  # sub-second buckets of a short run
+        return t.strftime("%H:%M:%S.%f")[:-3]
     if bucket_s >= 86400:
         return t.strftime("%m-%d")
     if short and bucket_s >= 3600:
@@ -249,7 +277,10 @@ def _fmt_time(t: datetime, bucket_s: int, short: bool = False) -> str:
     return t.strftime("%H:%M" if short and bucket_s >= 60 else "%H:%M:%S") if short else t.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _fmt_span(seconds: int) -> str:
+def _fmt_span(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:g} ms"
+    seconds = int(seconds)
     for div, unit in ((604800, "week"), (86400, "day"), (3600, "hour"), (60, "min"), (1, "s")):
         if seconds >= div and seconds % div == 0:
             return f"{seconds // div} {unit}"

@@ -7,21 +7,26 @@ import io
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from oiv4.contracts.schema import ImageSet, Outcome
+from oiv4.contracts.schema import ImageSet
 from oiv4.io.blob_errors import CorruptImageError, ReaderError
 from oiv4.io.image_decode import decode
 from oiv4.io.manifest import plan_rows
 from oiv4.io.sql import attach_filesystem, ledger_relation
 from oiv4.io.storage import Storage
 from oiv4.read.set_reader import SetReader
+from oiv4.report.failures import FailedImage, FailureGroup, failed_images, failure_kinds, failures_csv_link
+from oiv4.report.timing import Bucket, HostRate, attempts_counts, host_rates, latency_values, throughput
 
 #: Ledger columns the report reads (not `location`/`image_id` of every row: memory on 7M-row sets).
 REPORT_COLUMNS = (
     "row",
+    "image_id",
+    "attempts",
     "outcome",
     "reason",
     "source",
@@ -33,9 +38,9 @@ REPORT_COLUMNS = (
     "started_at",
     "elapsed_s",
 )
-#: Candidate throughput bucket widths in seconds: the smallest giving at most MAX_BUCKETS wins.
-BUCKET_WIDTHS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400, 604800)
-MAX_BUCKETS = 120
+#: Thumbnails per set that also carry a larger copy (shown on click); bounds the page's size.
+LARGE_PER_SET = 8
+LARGE_SIDE = 480
 
 
 @dataclass
@@ -46,27 +51,13 @@ class Bin:
 
 
 @dataclass
-class Bucket:
-    start: datetime
-    ok: int
-    failed: int
-    bytes: int
-
-
-@dataclass
-class FailureGroup:
-    outcome: str
-    reason: str
-    count: int
-    examples: list[str]  # URLs
-
-
-@dataclass
 class Thumb:
     image_id: str
     data_uri: str
     width: int  # stored image size
     height: int
+    large_uri: str = ""  # a bigger copy shown on click ("" for most: the page stays small)
+    ledger: dict[str, object] = field(default_factory=dict)  # the image's ledger row
 
 
 @dataclass
@@ -82,7 +73,7 @@ class SetStats:
     sources: list[tuple[str, int]] = field(default_factory=list)
     stored_bytes: int = 0
     downloaded_bytes: int = 0
-    bucket_s: int = 0
+    bucket_s: float = 0
     buckets: list[Bucket] = field(default_factory=list)
     busy_s: float = 0.0  # seconds with at least one image finishing (resumed runs have idle gaps)
     size_bins: list[Bin] = field(default_factory=list)  # stored bytes, log-spaced
@@ -90,6 +81,11 @@ class SetStats:
     aspect_bins: list[Bin] = field(default_factory=list)  # width / height, log-spaced
     dims_note: str = ""
     failures: list[FailureGroup] = field(default_factory=list)
+    failed_images: list[FailedImage] = field(default_factory=list)
+    failures_csv: str = ""  # a data: URI or the path of the CSV of every failure
+    latency_bins: list[Bin] = field(default_factory=list)  # elapsed_s per image, log-spaced
+    attempts: list[tuple[int, int]] = field(default_factory=list)
+    hosts: list[HostRate] = field(default_factory=list)
     thumbs: list[Thumb] = field(default_factory=list)
 
     @property
@@ -106,8 +102,11 @@ class SetStats:
         return self.finished / self.busy_s if self.busy_s else 0.0
 
 
-def collect(storage: Storage, image_set: ImageSet, reader: SetReader, *, samples: int = 24) -> SetStats | None:
-    """The set's figures; None when the root holds nothing of this set."""
+def collect(
+    storage: Storage, image_set: ImageSet, reader: SetReader, *, samples: int = 24, page_dir: str | None = "report"
+) -> SetStats | None:
+    """The set's figures; None when the root holds nothing of this set. A set with many failures gets its
+    failure CSV written beside the page (`page_dir`, relative to `storage`; None when the page goes elsewhere)."""
     planned = plan_rows(storage, image_set)
     import duckdb
 
@@ -137,10 +136,16 @@ def collect(storage: Storage, image_set: ImageSet, reader: SetReader, *, samples
     stats.stored_bytes, stats.downloaded_bytes = con.execute(
         "SELECT coalesce(sum(stored_bytes), 0), coalesce(sum(bytes_downloaded), 0) FROM l"
     ).fetchone()
-    _throughput(con, stats)
+    stats.bucket_s, stats.buckets, stats.busy_s = throughput(con)
     _distributions(con, stats, reader)
-    stats.failures = _failures(con)
+    stats.latency_bins = _log_bins(latency_values(con), 0.01, 10.0, per_decade=6)
+    stats.attempts = attempts_counts(con)
+    stats.hosts = host_rates(con)
+    stats.failures = failure_kinds(con)
+    stats.failed_images = failed_images(con)
+    stats.failures_csv = failures_csv_link(con, storage, image_set.value, page_dir)
     stats.thumbs = _thumbs(reader, samples)
+    _thumb_ledger_rows(con, stats.thumbs)
     return stats
 
 
@@ -152,6 +157,8 @@ def _pseudo_ledger(reader: SetReader) -> pa.Table:
     return pa.table(
         {
             "row": ok["row"],
+            "image_id": ok["image_id"],
+            "attempts": null.cast(pa.int16()),
             "outcome": ok["outcome"],
             "reason": null.cast(pa.string()),
             "source": null.cast(pa.string()),
@@ -164,33 +171,6 @@ def _pseudo_ledger(reader: SetReader) -> pa.Table:
             "elapsed_s": null.cast(pa.float64()),
         }
     )
-
-
-def _throughput(con, stats: SetStats) -> None:
-    span = con.execute(
-        """SELECT min(epoch_ms(started_at)), max(epoch_ms(started_at) + coalesce(elapsed_s, 0) * 1000)
-           FROM l WHERE started_at IS NOT NULL"""
-    ).fetchone()
-    if span[0] is None:
-        return
-    t0, t1 = int(span[0]), int(span[1])
-    width = next((w for w in BUCKET_WIDTHS if (t1 - t0) / 1000 / w < MAX_BUCKETS), BUCKET_WIDTHS[-1])
-    # An image counts when it finished: started_at + elapsed_s. Buckets start at t0 aligned to the width.
-    base = t0 - t0 % (width * 1000)
-    rows = con.execute(
-        f"""SELECT CAST(floor((epoch_ms(started_at) + coalesce(elapsed_s, 0) * 1000 - {base}) / {width * 1000}) AS BIGINT) b,
-                   count(*) FILTER (WHERE outcome = 'ok'), count(*) FILTER (WHERE outcome <> 'ok'),
-                   coalesce(sum(bytes_downloaded), 0)
-            FROM l WHERE started_at IS NOT NULL GROUP BY 1 ORDER BY 1"""
-    ).fetchall()
-    n_buckets = int(rows[-1][0]) + 1
-    dense = {int(b): (ok, failed, nbytes) for b, ok, failed, nbytes in rows}
-    from datetime import UTC, timedelta
-
-    start = datetime.fromtimestamp(base / 1000, UTC)
-    stats.bucket_s = width
-    stats.buckets = [Bucket(start + timedelta(seconds=i * width), *dense.get(i, (0, 0, 0))) for i in range(n_buckets)]
-    stats.busy_s = float(len(rows) * width)
 
 
 def _log_bins(values: np.ndarray, lo: float, hi: float, per_decade: int) -> list[Bin]:
@@ -256,20 +236,6 @@ def _sample_dims(reader: SetReader, k: int) -> tuple[np.ndarray, np.ndarray, np.
     return np.array(ws, float), np.array(hs, float), np.array(ss, float)
 
 
-def _failures(con, top: int = 12) -> list[FailureGroup]:
-    # Reasons embed byte counts, ports and checksums: fold them so the same failure groups as one line.
-    folded = (
-        "regexp_replace(regexp_replace(coalesce(reason, ''), '[A-Za-z0-9+/]{22}==', '…', 'g'), "
-        "'[0-9][0-9,.]{2,}[0-9]', '…', 'g')"
-    )
-    rows = con.execute(
-        f"""SELECT outcome, {folded} r, count(*) n,
-                   list(url ORDER BY "row") FILTER (WHERE url IS NOT NULL)[1:3] ex
-            FROM l WHERE outcome <> '{Outcome.ok.value}' GROUP BY 1, 2 ORDER BY n DESC, 1, 2 LIMIT {top}"""
-    ).fetchall()
-    return [FailureGroup(o, r, int(n), list(ex or [])) for o, r, n, ex in rows]
-
-
 def _thumbs(reader: SetReader, k: int, side: int = 160) -> list[Thumb]:
     """`k` thumbnails spread evenly over the set in plan order (deterministic: same report, same sheet)."""
     n = len(reader)
@@ -284,12 +250,30 @@ def _thumbs(reader: SetReader, k: int, side: int = 160) -> list[Thumb]:
             continue  # verify reports broken images; the contact sheet shows what can be shown
         size = img.size
         img = img.convert("RGB")
-        img.thumbnail((side, side))
-        buf = io.BytesIO()
-        img.save(buf, "JPEG", quality=78)
-        uri = "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
-        out.append(Thumb(image_id, uri, size[0], size[1]))
+        large = _jpeg_uri(img, LARGE_SIDE, 62) if len(out) < LARGE_PER_SET else ""
+        out.append(Thumb(image_id, _jpeg_uri(img, side, 78), size[0], size[1], large))
     return out
+
+
+def _jpeg_uri(img: Any, side: int, quality: int) -> str:
+    """A data: URI of `img` shrunk to fit `side` x `side`, aspect ratio kept."""
+    img = img.copy()
+    img.thumbnail((side, side))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _thumb_ledger_rows(con: Any, thumbs: list[Thumb]) -> None:
+    """Each thumbnail's ledger row (one scan for all of them)."""
+    if not thumbs:
+        return
+    ids = [t.image_id for t in thumbs]
+    cur = con.execute("SELECT * EXCLUDE (image_id), image_id FROM l WHERE image_id IN (SELECT unnest(?))", [ids])
+    names = [d[0] for d in cur.description]
+    rows = {r[-1]: dict(zip(names, r, strict=True)) for r in cur.fetchall()}
+    for t in thumbs:
+        t.ledger = {k: v for k, v in rows.get(t.image_id, {}).items() if v is not None}
 
 
 def ledger_time_range(stats: list[SetStats]) -> tuple[datetime, datetime] | None:
@@ -298,4 +282,14 @@ def ledger_time_range(stats: list[SetStats]) -> tuple[datetime, datetime] | None
     return (min(starts), max(ends)) if starts else None
 
 
-__all__ = ["Bin", "Bucket", "FailureGroup", "SetStats", "Thumb", "collect", "ledger_time_range"]
+__all__ = [
+    "Bin",
+    "Bucket",
+    "FailedImage",
+    "FailureGroup",
+    "HostRate",
+    "SetStats",
+    "Thumb",
+    "collect",
+    "ledger_time_range",
+]

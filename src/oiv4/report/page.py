@@ -29,7 +29,8 @@ SET_BLURB = {
     "extended_targets": "The remaining non-boxable train images (6,068,177), from their original URLs",
 }
 
-CSS = """
+CSS = (
+    """
 :root{--bg:#f7f8fa;--panel:#fff;--ink:#1c2024;--muted:#60646c;--faint:#8b8d98;--line:#e4e6eb;--track:#eef0f3;
 --accent:@ACCENT@;--ok:@OK@;--bad:@BAD@;--shadow:0 1px 2px rgba(16,24,40,.06),0 1px 3px rgba(16,24,40,.08)}
 @media (prefers-color-scheme:dark){:root{--bg:#111317;--panel:#191b20;--ink:#edeef0;--muted:#b0b4ba;--faint:#7c7f88;
@@ -79,8 +80,14 @@ svg .mark{transition:opacity .12s}svg .mark:hover{opacity:.75}
 .note{color:var(--faint);font-size:12.5px;margin:8px 0 0}
 .empty{color:var(--faint);margin:8px 0;font-style:italic}
 .sheet{display:grid;grid-template-columns:repeat(auto-fill,minmax(112px,1fr));gap:10px}
-.sheet figure{margin:0;background:var(--track);border-radius:8px;overflow:hidden;position:relative;aspect-ratio:1}
-.sheet img{width:100%;height:100%;object-fit:cover;display:block;transition:transform .2s}
+.sheet figure{margin:0;background:var(--track);border-radius:8px;overflow:hidden;position:relative;aspect-ratio:1;
+display:flex;align-items:center;justify-content:center}
+.sheet img{max-width:100%;max-height:100%;object-fit:contain;display:block;transition:transform .2s}
+.big{display:none;position:fixed;inset:0;background:rgba(0,0,0,.82);z-index:20;align-items:center;justify-content:center;
+gap:20px;padding:24px}.big:target{display:flex}
+.big img{max-width:70vw;max-height:90vh;object-fit:contain;border-radius:6px}
+.big dl{color:#eee;font:12px/1.5 ui-monospace,"DejaVu Sans Mono",monospace;max-width:26vw;overflow-wrap:anywhere;margin:0}
+.big dt{color:#aaa}.big dd{margin:0 0 6px}.big .close{position:absolute;top:12px;right:20px;color:#fff;font-size:26px}
 .sheet figure:hover img{transform:scale(1.04)}
 .sheet figcaption{position:absolute;left:0;right:0;bottom:0;padding:14px 7px 5px;font:10.5px/1.2 ui-monospace,
 "DejaVu Sans Mono",monospace;color:#fff;background:linear-gradient(transparent,rgba(0,0,0,.6));opacity:0;transition:opacity .15s}
@@ -97,7 +104,10 @@ footer{color:var(--faint);font-size:12px;padding:36px 0 48px;text-align:center}
 #tip{position:fixed;pointer-events:none;background:#1c2024;color:#fff;font-size:12px;padding:6px 9px;border-radius:6px;
 box-shadow:0 4px 14px rgba(0,0,0,.2);opacity:0;transition:opacity .08s;z-index:10;max-width:320px}
 @media print{#tip,nav{display:none}.card{box-shadow:none;break-inside:avoid}}
-""".replace("@ACCENT@", ACCENT).replace("@OK@", OK).replace("@BAD@", ACCENT_2)
+""".replace("@ACCENT@", ACCENT)
+    .replace("@OK@", OK)
+    .replace("@BAD@", ACCENT_2)
+)
 
 # Tooltips only: every chart is already drawn as SVG without script.
 SCRIPT = """
@@ -113,9 +123,7 @@ tip.style.left=x+'px';tip.style.top=y+'px'});})();
 def _overview_card(s: SetStats) -> str:
     planned = s.planned if s.planned is not None else s.finished
     pct = f"{100 * s.ok / planned:.1f}%" if planned else "–"
-    bar = stacked_bar(
-        [("ok", s.ok, OK), ("failed", s.failed, ACCENT_2), ("pending", s.pending, PENDING)], key=s.name
-    )
+    bar = stacked_bar([("ok", s.ok, OK), ("failed", s.failed, ACCENT_2), ("pending", s.pending, PENDING)], key=s.name)
     return f"""<a class="card" href="#set-{s.name}" style="color:inherit;text-decoration:none">
 <div class="kpi-name"><span>{esc(s.name)}</span><span class="pill">{esc(s.layout)}</span></div>
 <div class="kpi">{s.ok:,} <small>of {planned:,} · {pct}</small></div>{bar}
@@ -135,7 +143,7 @@ def _set_section(s: SetStats) -> str:
         sub.append(f"{s.pending:,} pending")
     sub.append(f"{fmt_bytes(s.stored_bytes)} on disk")
     if s.rate:
-        sub.append(f"{s.rate:.1f} images/s while running")
+        sub.append(f"{s.rate:.1f} images/s while running (timed images)")
     blurb = SET_BLURB.get(s.name, "")
     outcomes = hbars([(o, n, outcome_colour(o)) for o, n in s.outcomes], total=s.finished)
     sources = hbars([(src, n, ACCENT) for src, n in s.sources], total=s.ok) if s.sources else ""
@@ -164,21 +172,73 @@ def _set_section(s: SetStats) -> str:
 <div class="card"><h3>Stored size</h3>{size_hist}</div>
 <div class="card"><h3>Dimensions</h3>{side_hist}</div>
 <div class="card"><h3>Aspect ratio</h3>{aspect_hist}</div></div>{dims_note}
+{_timing(s)}
 <div class="stack">
 <div class="card"><h3>Contact sheet · {len(s.thumbs)} samples in plan order</h3>{_sheet(s)}</div>
-<div class="card"><h3>Most frequent failures</h3>{_failures(s)}</div></div>
+<div class="card"><h3>Failure kinds</h3>{_failures(s)}</div>
+<div class="card"><h3>Failed images</h3>{_failed_images(s)}</div></div>
 </section>"""
 
 
 def _sheet(s: SetStats) -> str:
     if not s.thumbs:
         return '<p class="empty">no stored images to show</p>'
-    figs = "".join(
-        f'<figure data-tip="{t.image_id} · {t.width}×{t.height}"><img class="thumb" src="{t.data_uri}" '
-        f'alt="{t.image_id}" loading="eager"><figcaption>{t.image_id}</figcaption></figure>'
-        for t in s.thumbs
+    figs, bigs = [], []
+    for t in s.thumbs:
+        key = f"big-{s.name}-{t.image_id}"
+        figs.append(
+            f'<a href="#{esc(key)}"><figure data-tip="{t.image_id} · {t.width}×{t.height} · click to enlarge">'
+            f'<img class="thumb" src="{t.data_uri}" alt="{t.image_id}" loading="eager">'
+            f"<figcaption>{t.image_id}</figcaption></figure></a>"
+        )
+        row = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in t.ledger.items())
+        bigs.append(
+            f'<div class="big" id="{esc(key)}"><a class="close" href="#set-{s.name}">×</a>'
+            f'<img src="{t.large_uri or t.data_uri}" alt="{t.image_id}"><dl>{row}</dl></div>'
+        )
+    return f'<div class="sheet">{"".join(figs)}</div>{"".join(bigs)}'
+
+
+def _timing(s: SetStats) -> str:
+    lat = histogram(s.latency_bins, colour="#0090ff", fmt_edge=lambda v: f"{v:.2g}s", label="seconds per image (log)")
+    att = hbars(
+        [(f"{a} attempt{'s' if a != 1 else ''}", n, ACCENT) for a, n in s.attempts], total=s.finished, title="attempts"
     )
-    return f'<div class="sheet">{figs}</div>'
+    hosts = "".join(
+        f'<tr><td>{esc(h.host)}</td><td class="num">{h.images:,}</td><td class="num">{h.ok_pct:.1f}%</td>'
+        f'<td class="num">{"–" if h.median_s is None else f"{h.median_s:.2f} s"}</td></tr>'
+        for h in s.hosts
+    )
+    host_table = (
+        '<table><thead><tr><th>host</th><th style="text-align:right">images</th><th style="text-align:right">ok</th>'
+        f'<th style="text-align:right">median latency</th></tr></thead><tbody>{hosts}</tbody></table>'
+        if hosts
+        else '<p class="empty">no URLs recorded</p>'
+    )
+    return (
+        f'<div class="grid three"><div class="card"><h3>Latency</h3>{lat}</div>'
+        f'<div class="card"><h3>Attempts</h3>{att}</div><div class="card"><h3>Per host</h3>{host_table}</div></div>'
+    )
+
+
+def _failed_images(s: SetStats) -> str:
+    if not s.failed_images:
+        return '<p class="empty">no failures recorded</p>'
+    rows = "".join(
+        f"<tr><td><code>{esc(f.image_id)}</code></td><td>{esc(f.outcome)}</td><td>{esc(f.reason) or '–'}</td>"
+        f'<td class="ex"><a href="{esc(f.url)}" rel="noreferrer">{esc(f.url)}</a></td></tr>'
+        for f in s.failed_images
+    )
+    link = (
+        f'<p class="note"><a class="csv" href="{esc(s.failures_csv)}" download="failures_{s.name}.csv">'
+        f"Download all {s.failed:,} failures as CSV</a> · the first {len(s.failed_images):,} in plan order:</p>"
+        if s.failures_csv
+        else ""
+    )
+    return (
+        f"{link}<table><thead><tr><th>ImageID</th><th>outcome</th><th>kind</th><th>URL</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+    )
 
 
 def _failures(s: SetStats) -> str:
@@ -189,11 +249,11 @@ def _failures(s: SetStats) -> str:
         ex = "".join(f'<a href="{esc(u)}" rel="noreferrer">{esc(u)}</a>' for u in f.examples) or "–"
         rows.append(
             f'<tr><td style="white-space:nowrap"><span class="dot" style="background:{outcome_colour(f.outcome)}">'
-            f'</span>{esc(f.outcome)}</td><td>{esc(f.reason) or "–"}</td><td class="num">{f.count:,}</td>'
+            f'</span>{esc(f.outcome)}</td><td title="{esc(f.example_reason)}">{esc(f.reason) or "–"}</td><td class="num">{f.count:,}</td>'
             f'<td class="ex">{ex}</td></tr>'
         )
     return (
-        '<table><thead><tr><th>outcome</th><th>reason</th><th style="text-align:right">images</th>'
+        '<table><thead><tr><th>outcome</th><th>kind</th><th style="text-align:right">images</th>'
         f"<th>example URLs</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
     )
 

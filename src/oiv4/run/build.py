@@ -1,6 +1,7 @@
 """`oiv4 build`: every stage in order, idempotently.
 
-    metadata -> plan -> archives (targets, validation) -> fetch (train, extended_targets) -> verify -> report
+    metadata -> plan -> archives (targets, validation) -> fetch (train, extended_targets) -> verify
+    -> hash (phash/checksum for rows stored without them: archive sets) -> dedup -> report
 
 Each stage already skips what is done (complete CSVs, an up-to-date plan, converted archives, rows
 with a ledger outcome), so running `build` again after any interruption only does what is left.
@@ -21,13 +22,16 @@ from oiv4.io.storage import Storage
 from oiv4.run.archives import build_archive_set
 from oiv4.run.executor import ExecutorSettings
 from oiv4.run.fetch import fetch_set
+from oiv4.run.hash import hash_set
 from oiv4.stages.archives import ArchiveProgress, ArchiveSetSummary, ArchiveSettings
+from oiv4.stages.dedup import DedupSettings, DedupSummary, run_dedup
 from oiv4.stages.fetch import FetchProgress, FetchSettings, FetchSummary
+from oiv4.stages.hash import HashSummary
 from oiv4.stages.metadata import MetadataSettings, fetch_metadata
 from oiv4.stages.plan import PlanSettings, PlanSummary, build_plan
 from oiv4.stages.verify import VerifyReport, VerifySettings, verify
 
-STAGES = ("metadata", "plan", "archives", "fetch", "verify", "report")
+STAGES = ("metadata", "plan", "archives", "fetch", "verify", "hash", "dedup", "report")
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,21 @@ class BuildSettings:
         tuple(ImageSet), help="Only these sets (repeatable).", flag="--set", short="-s", default_text="all four"
     )
     verify: bool = setting(True, help="Verify the sets once they are built.")
+    hash: bool = setting(
+        True, help="Record phash + checksum for stored images lacking them (archive sets) once verified."
+    )
+    dedup: bool = setting(True, help="Find duplicates within and across the sets (dedup/summary.json) at the end.")
     report: bool = setting(True, help="Write the HTML report at the end (the `report` step given to run_build).")
+    #: One switch for every transfer of the build (metadata, archives over https, fetch): these are applied to
+    #: the stages' own fields of the same names, which `oiv4 build` therefore does not spell separately.
+    allow_private_networks: bool = setting(
+        False,
+        help="Also connect to loopback, private and link-local addresses (a mirror on your network), for every "
+        "download of the build. Off, fetch records such URLs and redirects as blocked_address.",
+    )
+    ca_bundle: str | None = setting(
+        None, help="PEM file of extra CA certificates, e.g. for corporate TLS interception.", default_text="none"
+    )
     archive_executor: ExecutorSettings | None = field(
         default=None,
         metadata={
@@ -54,6 +72,19 @@ class BuildSettings:
             "why": "derived from --executor: on the cluster with Dask, else threads of this process (progress shown)",
         },
     )
+
+    def __post_init__(self) -> None:
+        # Only ever widens what a stage's own settings say (True / a bundle): a stage set up for a private
+        # mirror stays so when the build-wide switch is left off.
+        if self.allow_private_networks or self.ca_bundle:
+            net = {"allow_private_networks": True} if self.allow_private_networks else {}
+            if self.ca_bundle:
+                net["ca_bundle"] = self.ca_bundle  # type: ignore[assignment]
+            metadata = replace(self.metadata, download=replace(self.metadata.download, **net))
+            fetch = replace(self.fetch, http=replace(self.fetch.http, **net))
+            object.__setattr__(self, "metadata", metadata)
+            object.__setattr__(self, "archives", replace(self.archives, **net))
+            object.__setattr__(self, "fetch", fetch)
 
 
 class BuildObserver:
@@ -86,6 +117,9 @@ class BuildResult:
     archives: dict[str, ArchiveSetSummary] = field(default_factory=dict)
     fetch: dict[str, FetchSummary] = field(default_factory=dict)
     verify: VerifyReport | None = None
+    hash: dict[str, HashSummary] = field(default_factory=dict)
+    dedup: DedupSummary | None = None
+    dedup_error: str | None = None  # why dedup could not compare (e.g. images left unhashed as unreadable)
     report_path: str | None = None
     root: str = ""
 
@@ -146,8 +180,27 @@ def run_build(
         result.verify = verify(storage, checks)
         obs.done("verify", result.verify)
 
+    _hash_and_dedup(storage, settings, obs, result)
+
     if settings.report and report is not None:
         obs.stage("report")
         result.report_path = report(storage)
         obs.done("report", result.report_path)
     return result
+
+
+def _hash_and_dedup(storage: Storage, settings: BuildSettings, obs: BuildObserver, result: BuildResult) -> None:
+    """Hash what is stored without phash/checksum (archive sets; sets stored before), then find duplicates."""
+    built = [s for s in settings.sets if storage.glob(f"ledger/{s.value}/shard-*.parquet")]
+    if settings.hash:
+        for image_set in built:
+            obs.stage("hash", image_set.value)
+            result.hash[image_set.value] = hash_set(storage, image_set, executor=settings.executor)
+            obs.done("hash", result.hash[image_set.value])
+    if settings.dedup and built:
+        obs.stage("dedup")
+        try:
+            result.dedup = run_dedup(storage, DedupSettings(sets=tuple(s.value for s in built)))
+        except ValueError as exc:  # a set with unhashed images: say so, the build itself is done
+            result.dedup_error = str(exc)
+        obs.done("dedup", result.dedup or result.dedup_error)

@@ -1,26 +1,44 @@
-"""`oiv4 status`: how every set stands, by outcome, read from the ledgers (also while a run is going).
+"""`oiv4 status`: how every set stands, by outcome and failure kind, read from the ledgers (also mid-run).
 
-Reads the compacted shard files and the in-progress parts alike (`ledger.ledger_relation`, latest row
-per image wins), so it is safe to run at any moment, from any machine that sees the root. The counting is
-one DuckDB aggregate streamed over the shard files' few needed columns: nothing is loaded per row.
+Compacted shard files and shards with rows still in `.parts/` that may overlap are counted by one DuckDB
+aggregate over the resolved ledger (`oiv4.io.sql.ledger_relation`, latest row per image wins). A shard that
+is still only parts whose rows provably do not overlap (a fetch mid-run, see `oiv4.io.ledger_summary`) is
+counted from the summaries in its parts' footers, without reading a row: the same numbers, exactly.
+Failures are grouped by (outcome, reason kind) (`oiv4.io.reason_kind`): one line per kind, whatever URL
+or number each reason names.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet, Outcome
-from oiv4.io.sql import attach_filesystem, ledger_relation
+from oiv4.io.ledger import LedgerFiles, list_ledger
+from oiv4.io.ledger_summary import OutcomeTotals, read_summaries, summed_shard
+from oiv4.io.reason_kind import reason_kind_sql
+from oiv4.io.sql import attach_filesystem, ledger_relation, only_shards
 from oiv4.io.storage import Storage
+
+if TYPE_CHECKING:
+    import duckdb
+
+
+@dataclass(frozen=True)
+class FailureKind:
+    """One kind of failure of a set: its outcome, its reason with URLs/numbers taken out, how many, an example."""
+
+    outcome: str
+    kind: str
+    count: int
+    example: str  # the full reason of the first row (in plan order) of this kind
 
 
 @dataclass
 class SetStatus:
-    """One set: planned rows, recorded outcomes, and an example reason per failure outcome."""
+    """One set: planned rows, recorded outcomes, and an example reason per failure outcome and kind."""
 
     image_set: str
     planned: int | None  # None when there is no plan yet
@@ -31,6 +49,10 @@ class SetStatus:
     #: Rows recorded for planned images (ledger `row >= 0`). Archive members that are not in the plan
     #: (refused hostile names, unplanned images) get negative rows: counted, but they cover nothing planned.
     recorded_planned: int = 0
+    #: Failure kinds (every outcome but ok), most common first.
+    kinds: list[FailureKind] = field(default_factory=list)
+    #: Shards counted from part footers / by reading rows (how the numbers were obtained; both exact).
+    shards_from_footers: int = 0
 
     @property
     def recorded(self) -> int:
@@ -44,9 +66,37 @@ class SetStatus:
     def remaining(self) -> int | None:
         return None if self.planned is None else max(0, self.planned - self.recorded_planned)
 
+    def to_json(self) -> dict[str, object]:
+        """Everything, full reasons included (`oiv4 status --json`)."""
+        return {
+            "set": self.image_set,
+            "planned": self.planned,
+            "counts": self.counts,
+            "remaining": self.remaining,
+            "recorded_planned": self.recorded_planned,
+            "bytes_downloaded": self.bytes_downloaded,
+            "stored_bytes": self.stored_bytes,
+            "failure_kinds": [k.__dict__ for k in self.kinds],
+        }
+
 
 #: The only ledger columns status reads.
 STATUS_COLUMNS = ("row", "outcome", "reason", "bytes_downloaded", "stored_bytes")
+
+
+def _row_level(
+    con: duckdb.DuckDBPyConnection, storage: Storage, files: LedgerFiles
+) -> dict[tuple[str, str], OutcomeTotals]:
+    led = ledger_relation(con, storage, files.image_set, STATUS_COLUMNS, files=files)
+    rows = led.aggregate(
+        f"outcome, {reason_kind_sql()} AS kind, count(*), coalesce(sum(bytes_downloaded), 0), "
+        'coalesce(sum(stored_bytes), 0), count(*) FILTER (WHERE "row" >= 0), min("row"), '
+        "arg_min(coalesce(reason, ''), \"row\")",
+        "outcome, kind",
+    ).fetchall()
+    return {
+        (o, k): OutcomeTotals(int(n), int(d), int(st), int(p), int(m), ex or "") for o, k, n, d, st, p, m, ex in rows
+    }
 
 
 def collect_status(storage: Storage, sets: list[ImageSet | str] | None = None) -> list[SetStatus]:
@@ -62,57 +112,56 @@ def collect_status(storage: Storage, sets: list[ImageSet | str] | None = None) -
     for s in sets or list(ImageSet):
         s = ImageSet(s)
         st = SetStatus(s.value, planned.get(s.value))
-        led = ledger_relation(con, storage, s, STATUS_COLUMNS)
-        rows = led.aggregate(
-            "outcome, count(*), coalesce(sum(bytes_downloaded), 0), coalesce(sum(stored_bytes), 0), "
-            'count(*) FILTER (WHERE "row" >= 0), arg_min(reason, "row")',
-            "outcome",
-        ).fetchall()
-        if rows:
-            counts = {o: int(n) for o, n, *_ in rows}
-            st.counts = dict(sorted(counts.items(), key=lambda kv: (kv[0] != Outcome.ok, -kv[1], kv[0])))
-            st.bytes_downloaded = sum(int(r[2]) for r in rows)
-            st.stored_bytes = sum(int(r[3]) for r in rows)
-            st.recorded_planned = sum(int(r[4]) for r in rows)
-            # The example is the first row in plan order with that outcome.
-            st.examples = {o: (ex or "") for o, _n, _d, _s, _p, ex in rows if o != Outcome.ok}
+        totals, rest = _from_footers(storage, s, st)
+        if rest is not None:
+            for k, t in _row_level(con, storage, rest).items():
+                totals[k] = totals.get(k, OutcomeTotals()).plus(t)
+        _fill(st, totals)
         out.append(st)
     con.close()
     return out
 
 
-def _short(reason: str, limit: int = 90) -> str:
-    return reason if len(reason) <= limit else reason[: limit - 1] + "…"
-
-
-def _pct(n: int, d: int | None) -> str:
-    return f"{100 * n / d:.1f}%" if d else ""
-
-
-def status_table(statuses: list[SetStatus]) -> Table:
-    """A rich table: one block of rows per set, one row per outcome, plus not-yet-done rows."""
-    table = Table(title="oiv4 status", show_lines=False, header_style="bold")
-    # The counts never wrap; the reason column (cut to one short sentence) takes the width that is left.
-    table.add_column("set", no_wrap=True, min_width=len("extended_targets"))
-    table.add_column("outcome", no_wrap=True, min_width=len("decompression_bomb"))
-    table.add_column("images", justify="right", no_wrap=True, min_width=9)
-    table.add_column("of planned", justify="right", no_wrap=True, min_width=10)
-    table.add_column("example reason", overflow="fold", max_width=60)
-    for st in statuses:
-        name = f"[bold]{st.image_set}[/bold]"
-        if st.planned is None:
-            table.add_row(name, "[dim]planned[/dim]", "no plan", "", "")
-        else:
-            table.add_row(name, "[dim]planned[/dim]", f"{st.planned:,}", "", "")
-        if not st.counts:
-            table.add_row("", "[dim]not started[/dim]", "", "", "", end_section=True)
+def _from_footers(
+    storage: Storage, s: ImageSet, st: SetStatus
+) -> tuple[dict[tuple[str, str], OutcomeTotals], LedgerFiles | None]:
+    """Totals of the shards countable from part footers, and the listing of the other shards (None: none)."""
+    files = list_ledger(storage, s)
+    if files.empty:
+        return {}, None
+    candidates = [sh for sh in files.shards if sh not in files.compacted]
+    rels = [r for sh in candidates for r in files.parts[sh]]
+    try:
+        summaries = read_summaries(storage, rels)
+    except FileNotFoundError:  # a shard compacted since the listing: count everything row by row
+        return {}, list_ledger(storage, s)
+    totals: dict[tuple[str, str], OutcomeTotals] = {}
+    done: set[int] = set()
+    at = 0
+    for sh in candidates:
+        n = len(files.parts[sh])
+        summed = summed_shard(summaries[at : at + n])
+        at += n
+        if summed is None:
             continue
-        for outcome, n in st.counts.items():
-            style = "green" if outcome == Outcome.ok else "red"
-            table.add_row(
-                "", f"[{style}]{outcome}[/{style}]", f"{n:,}", _pct(n, st.planned), _short(st.examples.get(outcome, ""))
-            )
-        if st.remaining:
-            table.add_row("", "[yellow]not yet done[/yellow]", f"{st.remaining:,}", _pct(st.remaining, st.planned), "")
-        table.add_row("", "[dim]stored[/dim]", f"{st.stored_bytes / 1e9:,.2f} GB", "", "", end_section=True)
-    return table
+        done.add(sh)
+        for k, t in summed.items():
+            totals[k] = totals.get(k, OutcomeTotals()).plus(t)
+    st.shards_from_footers = len(done)
+    rest = [sh for sh in files.shards if sh not in done]
+    return totals, (only_shards(files, rest) if rest else None)
+
+
+def _fill(st: SetStatus, totals: dict[tuple[str, str], OutcomeTotals]) -> None:
+    by_outcome: dict[str, OutcomeTotals] = {}
+    for (o, _k), t in totals.items():
+        by_outcome[o] = by_outcome.get(o, OutcomeTotals()).plus(t)
+    counts = {o: t.count for o, t in by_outcome.items()}
+    st.counts = dict(sorted(counts.items(), key=lambda kv: (kv[0] != Outcome.ok, -kv[1], kv[0])))
+    st.bytes_downloaded = sum(t.bytes_downloaded for t in by_outcome.values())
+    st.stored_bytes = sum(t.stored_bytes for t in by_outcome.values())
+    st.recorded_planned = sum(t.planned for t in by_outcome.values())
+    # The example is the first row in plan order with that outcome.
+    st.examples = {o: t.reason for o, t in by_outcome.items() if o != Outcome.ok}
+    kinds = [FailureKind(o, k, t.count, t.reason) for (o, k), t in totals.items() if o != Outcome.ok]
+    st.kinds = sorted(kinds, key=lambda f: (-f.count, f.outcome, f.kind))

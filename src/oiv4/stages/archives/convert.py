@@ -28,6 +28,7 @@ from typing import IO, Any
 
 from oiv4.contracts.errors import Interrupted
 from oiv4.contracts.schema import Outcome
+from oiv4.io.checksum import StreamingChecksum
 from oiv4.io.ledger import now_utc
 from oiv4.stages.archives.gunzip import decode
 from oiv4.stages.archives.members import MemberChecker, check_jpeg, jpeg_size, printable
@@ -230,6 +231,9 @@ def _convert_members(
         # Defence in depth: only a checked name ever reaches the zip.
         assert safe_name.match(v.name), v.name
         zf.add(v.name, views, m.mtime)
+        digest = StreamingChecksum()  # of the member's bytes as stored in the zip (verify re-hashes them)
+        for piece in views:
+            digest.update(piece)
         dims = jpeg_size(head)
         in_plan = v.image_id in plan_rows
         add(
@@ -243,6 +247,7 @@ def _convert_members(
             stored_width=dims[0] if dims else None,
             stored_height=dims[1] if dims else None,
             location=f"{zip_rel}:{v.name}",
+            checksum=digest.value,
         )
         result.stored_names.append(v.name)
         result.stored_bytes += m.size

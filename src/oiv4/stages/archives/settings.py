@@ -9,6 +9,7 @@ from typing import Any
 
 from oiv4.contracts.limits import above, at_least
 from oiv4.contracts.setting import setting
+from oiv4.io.http import NetworkSettings
 from oiv4.stages.archives.catalog import KnownArchive
 from oiv4.stages.archives.download import TransferSettings
 from oiv4.stages.archives.gunzip import DECODERS, DEFAULT_DECODERS
@@ -72,6 +73,12 @@ class ArchiveSettings:
             "why": "a table, not a value: tests and benchmarks pass their own",
         },
     )
+    allow_private_networks: bool = setting(
+        False, help="Also download from loopback, private and link-local addresses (an https mirror on your network)."
+    )
+    ca_bundle: str | None = setting(
+        None, help="PEM file of extra CA certificates, e.g. for corporate TLS interception.", default_text="none"
+    )
     only: tuple[str, ...] = setting((), help="Only these archives, repeatable, e.g. --only train_3.")
     force_settings: bool = setting(
         False,
@@ -85,6 +92,11 @@ class ArchiveSettings:
         unknown = [d for d in self.decoders if d not in DECODERS]
         if unknown:
             raise ValueError(f"unknown --decoder {unknown[0]!r}: use {', '.join(DECODERS)}")
+
+    @property
+    def network(self) -> NetworkSettings:
+        """What the https source's connections may reach and trust."""
+        return NetworkSettings(self.allow_private_networks, self.ca_bundle)
 
     @property
     def transfer(self) -> TransferSettings:

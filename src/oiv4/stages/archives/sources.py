@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from oiv4.contracts.extras import require
-from oiv4.io.http import ChangedError, HttpRanges, HttpTimeouts, NotFoundError, classify, make_session
+from oiv4.io.http import (
+    ChangedError,
+    HttpRanges,
+    HttpTimeouts,
+    NetworkSettings,
+    NotFoundError,
+    classify,
+    make_session,
+)
 from oiv4.io.ranged import RangeReader, RemoteObject
 from oiv4.io.retry import TransferError, TransientError
 
@@ -181,10 +189,13 @@ class _S3Reader:
 class HttpSource:
     """`https://host/prefix/`: HEAD for size and ETag, `Range` + `If-Match` GETs for the parts."""
 
-    def __init__(self, base_url: str, timeout_s: float = 120.0, connections: int = 8) -> None:
+    def __init__(
+        self, base_url: str, timeout_s: float = 120.0, connections: int = 8, network: NetworkSettings | None = None
+    ) -> None:
         self.base_url = base_url.rstrip("/") + "/"
         self.timeout_s = timeout_s
         self.connections = connections
+        self.network = network or NetworkSettings()
         self.description = self.base_url
         self.official = urllib.parse.urlsplit(self.base_url).hostname == CVDF_HTTPS_HOST
 
@@ -193,10 +204,9 @@ class HttpSource:
 
     @asynccontextmanager
     async def open(self) -> AsyncIterator[SourceReader]:
-        import aiohttp
-
-        connector = aiohttp.TCPConnector(limit=max(10, self.connections + 2))
-        async with make_session(HttpTimeouts(read_s=self.timeout_s), connector=connector) as session:
+        timeouts = HttpTimeouts(read_s=self.timeout_s)
+        limit = max(10, self.connections + 2)
+        async with make_session(timeouts, network=self.network, limit=limit) as session:
             yield _HttpReader(HttpRanges(session), self.base_url)
 
 
@@ -250,12 +260,20 @@ class LocalSource:
                 await asyncio.sleep(0)  # a disk read never waits: let the other parts run
 
 
-def make_source(source: str, s3_endpoint: str | None = None, connections: int = 8, timeout_s: float = 120.0) -> Source:
-    """`s3://bucket/prefix/`, `http(s)://host/prefix/` or a local folder."""
+def make_source(
+    source: str,
+    s3_endpoint: str | None = None,
+    connections: int = 8,
+    timeout_s: float = 120.0,
+    network: NetworkSettings | None = None,
+) -> Source:
+    """`s3://bucket/prefix/`, `http(s)://host/prefix/` or a local folder. `network` (guard, CA bundle) applies
+    to https sources; an s3:// source uses botocore's own connections (proxy variables honoured, not guarded:
+    its endpoint comes from the user, never from a CSV)."""
     if source.startswith("s3://"):
         return S3Source(source, endpoint_url=s3_endpoint, connections=connections, timeout_s=timeout_s)
     if s3_endpoint:
         raise ValueError("--s3-endpoint only applies to an s3:// source")
     if source.startswith(("http://", "https://")):
-        return HttpSource(source, timeout_s=timeout_s, connections=connections)
+        return HttpSource(source, timeout_s=timeout_s, connections=connections, network=network)
     return LocalSource(source)

@@ -121,7 +121,9 @@ class ArchiveStage:
             if (not settings.only or s in settings.only) and (wanted is None or shard_of(s) in wanted)
         ]
         try:
-            source = make_source(settings.source, settings.s3_endpoint, settings.connections, settings.timeout_s)
+            source = make_source(
+                settings.source, settings.s3_endpoint, settings.connections, settings.timeout_s, settings.network
+            )
         except ValueError as exc:
             raise ArchiveSetError(str(exc)) from exc
         notes: list[Mapping[str, object]] = [{"set": image_set.value, "source": source.description}]

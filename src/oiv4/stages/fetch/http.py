@@ -5,21 +5,33 @@ serves a whole shard. Redirects are followed by hand so that Flickr's "photo una
 recognised from its *target* (not just from a failing MD5 later) and so that only http(s) targets are
 followed. Every attempt runs under a total deadline, because a host that trickles a byte every few
 seconds never trips a read timeout.
+
+Every connection goes through the network guard (`oiv4.io.net_guard`, via `make_session`): a URL or a
+redirect that leads to a loopback, private or reserved address ends as `blocked_address` before any
+connection is tried, with a reason that names only the address class -- identical whether anything listens
+there or not, so a crafted CSV cannot map internal ports. Bodies are spooled (`oiv4.io.memory_budget`):
+at most `spool_above` bytes of each in RAM, the rest in an unlinked temp file, so many huge or endless
+responses at once cost disk, not memory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import mmap
 import random
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
 
 import aiohttp
+import aiohttp.abc
 from yarl import URL
 
 from oiv4.contracts.schema import Outcome
-from oiv4.io.http import HttpTimeouts, make_session
+from oiv4.io.http import HttpTimeouts, NetworkSettings, make_session, tls_reason
+from oiv4.io.memory_budget import BodyTooLarge, SpooledBody, spool_body
+from oiv4.io.net_guard import BlockedAddress
 from oiv4.io.retry import TRANSIENT_STATUS, RetryPolicy, parse_retry_after, retry_async
 from oiv4.stages.fetch.settings import HttpSettings
 
@@ -31,7 +43,8 @@ _CHUNK = 1 << 18
 
 @dataclass
 class Fetched:
-    """How a download ended. `body` is set only when `outcome == "ok"`."""
+    """How a download ended. `body` is set only when `outcome == "ok"`: the bytes, or a read-only mmap of the
+    spooled temp file for a body above `spool_above` (`release()` frees it; garbage collection does too)."""
 
     outcome: str
     reason: str
@@ -39,13 +52,23 @@ class Fetched:
     final_url: str  # after redirects
     attempts: int = 0
     bytes_downloaded: int = 0  # over all attempts
-    body: bytes | None = None
+    body: bytes | mmap.mmap | None = None
     content_type: str | None = None
     status: int | None = None
+    spool: SpooledBody | None = None
 
     @property
     def ok(self) -> bool:
         return self.outcome == Outcome.ok
+
+    def release(self) -> None:
+        """Drop the body (and delete its temp file, if it spilled to one)."""
+        if isinstance(self.body, mmap.mmap):
+            self.body.close()
+        self.body = None
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
 
 
 @dataclass
@@ -54,7 +77,7 @@ class _Attempt:
     reason: str
     final_url: str
     nbytes: int = 0
-    body: bytes | None = None
+    body: SpooledBody | None = None
     content_type: str | None = None
     status: int | None = None
     retry_after: float | None = None
@@ -69,9 +92,20 @@ def status_outcome(status: int) -> str:
 class HttpClient:
     """Async downloader for one worker process; use as `async with HttpClient(settings) as client`."""
 
-    def __init__(self, settings: HttpSettings, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        settings: HttpSettings,
+        rng: random.Random | None = None,
+        *,
+        resolver: aiohttp.abc.AbstractResolver | None = None,
+        allowed_endpoints: frozenset[tuple[str, int]] = frozenset(),
+    ) -> None:
+        """`resolver` and `allowed_endpoints` (exact (ip, port) pairs let through the guard) are for tests that
+        play DNS tricks or a hostile redirector on 127.0.0.1; the fetch stage uses neither."""
         self.settings = settings
         self._rng = rng or random.Random()
+        self._resolver = resolver
+        self._allowed = allowed_endpoints
         self._session: aiohttp.ClientSession | None = None
         # The shared policy and backoff; this client keeps its own outcome mapping (connection errors of
         # one image are retried here: one dead Flickr host must not look like a wrong source URL).
@@ -84,13 +118,15 @@ class HttpClient:
 
     async def __aenter__(self) -> HttpClient:
         s = self.settings
-        connector = aiohttp.TCPConnector(
-            limit=s.concurrency, limit_per_host=s.per_host, ttl_dns_cache=300, keepalive_timeout=30
-        )
         self._session = make_session(
             HttpTimeouts(s.connect_timeout, s.read_timeout),
-            connector=connector,
             headers={"User-Agent": s.user_agent, "Accept-Encoding": "identity"},
+            network=NetworkSettings(s.allow_private_networks, s.ca_bundle, self._allowed),
+            limit=s.concurrency,
+            limit_per_host=s.per_host,
+            ttl_dns_cache=300,
+            keepalive_timeout=30,
+            **({"resolver": self._resolver} if self._resolver is not None else {}),
         )
         return self
 
@@ -129,7 +165,8 @@ class HttpClient:
 
         a = await retry_async(attempt, self.policy, retry_result=verdict, rng=self._rng)
         reason = a.reason if attempts == 1 or a.outcome == Outcome.ok else f"{a.reason} (after {attempts} attempts)"
-        return Fetched(a.outcome, reason, url, a.final_url, attempts, total, a.body, a.content_type, a.status)
+        body = a.body.view() if a.body is not None else None
+        return Fetched(a.outcome, reason, url, a.final_url, attempts, total, body, a.content_type, a.status, a.body)
 
     async def _attempt(self, url: str, expected_size: int | None) -> _Attempt:
         assert self._session is not None, "use `async with HttpClient(...)`"
@@ -180,21 +217,24 @@ class HttpClient:
                                 current,
                                 status=200,
                             )
-                        chunks: list[bytes] = []
-                        async for chunk in resp.content.iter_chunked(_CHUNK):
-                            received += len(chunk)
-                            if received > s.max_bytes:
-                                return _Attempt(
-                                    Outcome.too_large,
-                                    f"body exceeds the {s.max_bytes:,}-byte cap; stopped reading",
-                                    current,
-                                    received,
-                                    status=200,
-                                )
-                            chunks.append(chunk)
-                        return _Attempt(
-                            Outcome.ok, "", current, received, b"".join(chunks), resp.content_type, status=200
-                        )
+
+                        async def counted(content: aiohttp.StreamReader = resp.content) -> AsyncIterator[bytes]:
+                            nonlocal received  # what a timeout or a cut-short body reports
+                            async for chunk in content.iter_chunked(_CHUNK):
+                                received += len(chunk)
+                                yield chunk
+
+                        try:
+                            body = await spool_body(counted(), max_bytes=s.max_bytes, spool_above=s.spool_above)
+                        except BodyTooLarge:
+                            return _Attempt(
+                                Outcome.too_large,
+                                f"body exceeds the {s.max_bytes:,}-byte cap; stopped reading",
+                                current,
+                                received,
+                                status=200,
+                            )
+                        return _Attempt(Outcome.ok, "", current, received, body, resp.content_type, status=200)
                 return _Attempt(Outcome.bad_redirect, f"more than {s.max_redirects} redirects", current)
         except TimeoutError as exc:
             elapsed = time.monotonic() - t0
@@ -215,6 +255,17 @@ class HttpClient:
                 received,
                 retryable=True,
             )
+        except BlockedAddress as exc:
+            # Names the address class only: the same words whether a port is open or closed, so that the
+            # ledger of a crafted CSV cannot serve as a port scan.
+            return _Attempt(
+                Outcome.blocked_address,
+                f"refused: the URL leads to {exc.why} address; only public addresses are fetched "
+                "(--allow-private-networks admits a private mirror)",
+                current,
+            )
+        except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
+            return _Attempt(Outcome.connection_error, tls_reason(exc), current)
         except aiohttp.InvalidURL as exc:
             outcome = Outcome.bad_redirect if current != url else Outcome.connection_error
             return _Attempt(outcome, f"invalid URL {_short(exc)}", current)

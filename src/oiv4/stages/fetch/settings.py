@@ -97,13 +97,29 @@ class HttpSettings:
         help="A redirect whose target path contains this (repeatable) is Flickr's 'photo unavailable' card.",
         flag="--placeholder-marker",
     )
+    #: Bodies are spooled: up to this many bytes in RAM, the rest in an unlinked temp file. 64 downloads in
+    #: flight then hold at most 64 x 8 MiB in RAM, whatever the servers send (before: up to 128 MiB each).
+    spool_above: int = setting(
+        8 << 20,
+        help="Keep at most this much of a body in RAM, in MiB; the rest spills to a temp file.",
+        flag="--spool-mb",
+        scale=1 << 20,
+    )
+    allow_private_networks: bool = setting(
+        False,
+        help="Also fetch from loopback, private and link-local addresses (a mirror on your network). Off, such "
+        "URLs and redirects end as blocked_address.",
+    )
+    ca_bundle: str | None = setting(
+        None, help="PEM file of extra CA certificates, e.g. for corporate TLS interception.", default_text="none"
+    )
     user_agent: str = setting("oiv4/0.1 (+https://github.com/oiv4; OpenImages V4 builder)", help="User-Agent sent.")
 
     def __post_init__(self) -> None:
         # deadline 0 would record every row as `timeout`, max_bytes 0 every row as `too_large`.
         at_least(self, 1, "concurrency", "per_host", "attempts")
         above(self, 0, "connect_timeout", "read_timeout", "deadline", "max_bytes")
-        at_least(self, 0, "backoff_base", "backoff_max", "retry_after_max", "max_redirects")
+        at_least(self, 0, "backoff_base", "backoff_max", "retry_after_max", "max_redirects", "spool_above")
 
 
 @dataclass(frozen=True)
@@ -146,6 +162,15 @@ class FetchSettings:
         flag="--min-free-mb",
         scale=1 << 20,
     )
+    #: Decoded pixels in flight per worker, across its decode threads: `cpu_threads` decodes of ~196 MP PNGs
+    #: (784 MB of RGBA each) would otherwise reach several GB (seen: 6.6 GB RSS). A decode larger than the whole
+    #: budget runs alone. Charged at the header's full size (io.memory_budget.decoded_bytes), before decoding.
+    decode_budget_bytes: int = setting(
+        1024 << 20,
+        help="Decoded pixels in flight per worker, in MiB (4 bytes per declared pixel); bigger decodes run alone.",
+        flag="--decode-budget-mb",
+        scale=1 << 20,
+    )
     force_settings: bool = setting(
         False,
         help="Resume shards started with other output settings (size, quality, rotation, layout...) anyway; "
@@ -158,6 +183,7 @@ class FetchSettings:
         at_least(self, 1, "cpu_threads", "flush_rows")
         above(self, 0, "flush_seconds")
         at_least(self, 0, "min_free_bytes")
+        at_least(self, 1, "decode_budget_bytes")
         if self.retry_failed is not None:
             object.__setattr__(self, "retry_failed", tuple(self.retry_failed))
 

@@ -32,7 +32,10 @@ from oiv4.contracts.errors import StorageError
 from oiv4.contracts.layout import HostileIdError
 from oiv4.contracts.schema import ImageSet, Outcome
 from oiv4.contracts.shards import ShardResult, ShardTask
+from oiv4.io.checksum import checksum
 from oiv4.io.ledger import ShardLedger, append_rows, now_utc, read_shard
+from oiv4.io.memory_budget import MemoryBudget
+from oiv4.io.safe_paths import UnsafePath, safe_target
 from oiv4.io.storage import Storage
 from oiv4.io.store import ShardWriter, shard_writer
 from oiv4.stages.fetch.http import Fetched, HttpClient
@@ -83,6 +86,8 @@ class _ShardRun:
         self._abort: FetchAborted | None = None
         self._last_flush = time.monotonic()
         self._flushes: set[asyncio.Task[None]] = set()
+        # Decoded pixels in flight across this worker's decode threads (one shard runs per worker process).
+        self.budget = MemoryBudget(settings.decode_budget_bytes)
 
     # ---- bookkeeping ---------------------------------------------------------------------------
     def _record(self, row: Mapping[str, Any], t0: float, **fields: Any) -> None:
@@ -118,6 +123,10 @@ class _ShardRun:
             except OSError as exc:
                 self._buffer = rows + self._buffer
                 self._fail_storage(exc, "writing the ledger")
+            except UnsafePath as exc:  # a symlinked ledger folder: nothing is written through it
+                self._buffer = rows + self._buffer
+                if self._abort is None:
+                    self._abort = FetchAborted(f"refusing to write the ledger under {self.storage.root}: {exc}")
 
     async def _flush_periodically(self, stop: asyncio.Event) -> None:
         # Stopped with an event, never cancelled: a cancel landing while `_flush` awaits its ledger write
@@ -282,15 +291,21 @@ class _ShardRun:
         """A complete file already at the final path: its ledger fields (never rewritten); a str = why it is
         unusable (it will be replaced); None = nothing there."""
         try:
+            if self.storage.local:
+                # A symlink at (or above) the final path would make us "recover" a file outside the root.
+                safe_target(self.storage.root, self.writer.staged_path(image_id))
             if not self.writer.has_staged(image_id):
                 return None
             data = self.writer.read_staged(image_id)
+        except UnsafePath as exc:
+            return str(exc)  # not ours to keep; writing the fetched copy will be refused (unsafe_path) too
         except OSError as exc:
             raise _WriteFailed(exc) from exc
         try:
-            w, h = check_stored(data, self.settings.transform.max_pixels)
+            check = check_stored(data, self.settings.transform.max_pixels, self.budget)
         except TransformError as exc:
             return exc.reason
+        w, h = check.size
         return {
             "outcome": Outcome.ok.value,
             "reason": "complete file found at its final path after an interrupted run; decodes, kept as is",
@@ -301,6 +316,8 @@ class _ShardRun:
             "stored_height": h,
             "stored_bytes": len(data),
             "location": self.writer.location(image_id),
+            "checksum": checksum(data),
+            "phash": check.phash,
         }
 
     async def _store(self, row: dict[str, Any], fetched: Fetched, *, original: bool) -> dict[str, Any] | None:
@@ -345,11 +362,13 @@ class _ShardRun:
             verified = "size and MD5 verified"
         ts = self.settings.transform
         try:
-            stored = transform_image(body, row.get("Rotation"), ts, fetched.content_type)
+            stored = transform_image(body, row.get("Rotation"), ts, fetched.content_type, self.budget)
         except TransformError as exc:
             return {"outcome": exc.outcome, "reason": exc.reason}
         try:
             location = self.writer.put(row["ImageID"], stored.data)
+        except UnsafePath as exc:
+            return {"outcome": Outcome.unsafe_path.value, "reason": f"{verified}; not stored: {exc}"}
         except OSError as exc:
             raise _WriteFailed(exc) from exc
         return {
@@ -361,6 +380,8 @@ class _ShardRun:
             "stored_height": stored.stored_size[1],
             "stored_bytes": len(stored.data),
             "location": location,
+            "checksum": checksum(stored.data),  # of the bytes handed to the writer: the file, or the archive member
+            "phash": stored.phash,
         }
 
     async def _fallback(self, client: HttpClient, row: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any] | None:

@@ -1,25 +1,31 @@
-"""Verified original bytes -> the stored JPEG: decode (guarded), RGB, shrink, rotate, encode.
+"""Verified original bytes -> the stored JPEG: decode (strict, guarded), RGB, shrink, rotate, encode, fingerprint.
 
-Pure functions over bytes, safe to call from several threads at once: Pillow releases the GIL while
-decoding, resampling and encoding, so a small thread pool per worker process uses the cores.
+Pure functions over bytes, safe to call from several threads at once: libjpeg-turbo (simplejpeg) and Pillow
+release the GIL while decoding, resampling and encoding, so a small thread pool per worker process uses the cores.
+
+Decoding is strict (`oiv4.io.strict_decode`): a JPEG whose entropy-coded data is damaged -- which Pillow alone
+decodes "fine", partly grey -- becomes `corrupt_jpeg`, never `ok`; a harmless libjpeg warning stays `ok` with the
+warning in the reason. The 64-bit perceptual hash (`oiv4.io.fingerprint.phash`) is taken from the shrunk picture
+after rotation, i.e. as stored, so every upright copy of a photo compares at rotation 0 (issue #11).
 """
 
 from __future__ import annotations
 
 import io
 import math
-import struct
+from contextlib import nullcontext
 from dataclasses import dataclass
 
-from PIL import Image, ImageCms, UnidentifiedImageError
+from PIL import Image, ImageCms
 
 from oiv4.contracts.errors import InputError
 from oiv4.contracts.schema import Outcome
+from oiv4.io.fingerprint import phash
+from oiv4.io.memory_budget import MemoryBudget, decoded_bytes
+from oiv4.io.strict_decode import ALLOWED_FORMATS, CorruptImageData, decode_strict, open_header
 from oiv4.stages.fetch.settings import TransformSettings
 
-#: Decoders we let near untrusted bytes. Flickr originals are JPEG (the JPEG opener also returns MPO), PNG or GIF;
-#: WebP/BMP/TIFF are harmless extras. Everything else (EPS would run Ghostscript!) is refused.
-ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
+__all__ = ["ALLOWED_FORMATS", "StoredImage", "TransformError", "check_stored", "open_image", "transform_image"]
 
 _TRANSPOSE = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
 _WHITE = (255, 255, 255)
@@ -48,6 +54,15 @@ class StoredImage:
     original_size: tuple[int, int]  # as decoded (stored orientation)
     stored_size: tuple[int, int]  # as written (after rotation)
     description: str  # human-readable, goes into the ledger reason
+    phash: int = 0  # io.fingerprint.phash of the picture as stored (after shrink and rotation)
+
+
+@dataclass(frozen=True)
+class StoredCheck:
+    """A stored file that decodes strictly: its size and perceptual hash (for a recovered ledger row)."""
+
+    size: tuple[int, int]
+    phash: int
 
 
 def fit_size(width: int, height: int, max_side: int) -> tuple[int, int]:
@@ -67,49 +82,29 @@ def rotation_degrees(rotation: float | None) -> int | None:
     return deg if deg in (0, 90, 180, 270) and abs(rotation - round(rotation)) < 1e-6 else None
 
 
-def _open_plugins(data: bytes) -> Image.Image:
-    """`Image.open(data, formats=ALLOWED_FORMATS)` without Pillow's global pixel-limit check."""
-    Image.init()
-    prefix = data[:16]
-    for fmt in ALLOWED_FORMATS:
-        factory, accept = Image.OPEN[fmt]
-        if accept is not None and accept(prefix) is not True:
-            continue
-        try:
-            return factory(io.BytesIO(data), "")
-        except (SyntaxError, IndexError, TypeError, struct.error):
-            continue  # as Image.open does: not this format after all
-    raise UnidentifiedImageError("cannot identify image file")
+def _served(content_type: str | None) -> str:
+    return f" (served as {content_type})" if content_type else ""
+
+
+def _transform_error(exc: CorruptImageData, content_type: str | None = None) -> TransformError:
+    reason = exc.reason
+    if exc.outcome == Outcome.not_image:
+        reason = reason.replace("supported image;", f"supported image{_served(content_type)};", 1)
+    elif exc.outcome == Outcome.decompression_bomb:
+        reason = reason.replace("limit;", "limit (--max-megapixels);", 1)
+    return TransformError(exc.outcome, reason)
 
 
 def open_image(data: bytes, max_pixels: int, content_type: str | None = None) -> Image.Image:
     """Open (header only) with our own, explicit pixel limit; raises TransformError."""
-    # `max_pixels` is applied below, on the declared size, before a single pixel is decoded. Pillow's own
-    # check reads a process-wide global (Image.MAX_IMAGE_PIXELS, hard limit ~179 MP) which would refuse
-    # real 180-200 MP originals; switching it off would silently disable bomb protection for everything
-    # else in the process (a user's notebook, the reader). So we open through the format plugins directly,
-    # which is all `Image.open` does besides that global check.
+    # `max_pixels` is applied on the declared size, before a single pixel is decoded. Pillow's own check
+    # reads a process-wide global (Image.MAX_IMAGE_PIXELS, hard limit ~179 MP) which would refuse real
+    # 180-200 MP originals; switching it off would silently disable bomb protection for everything else in
+    # the process. `open_header` opens through the allowed format plugins directly instead.
     try:
-        im = _open_plugins(data)
-    except UnidentifiedImageError:
-        head = data[:24]
-        served = f" (served as {content_type})" if content_type else ""
-        raise TransformError(Outcome.not_image, f"body is not a supported image{served}; starts {head!r}") from None
-    except Exception as exc:  # any parser failure on untrusted bytes is a recorded outcome
-        raise TransformError(Outcome.decode_error, f"cannot parse image header: {type(exc).__name__}: {exc}") from None
-    # Hand the decoder all bytes in one call: Pillow releases the GIL per call, and the default 64 KiB
-    # blocks mean dozens of GIL re-acquisitions per photo, each a wait behind the event loop thread.
-    im.decodermaxblock = max(im.decodermaxblock, len(data))
-    w, h = im.size
-    if w < 1 or h < 1:
-        raise TransformError(Outcome.decode_error, f"image declares an empty size {w}x{h}")
-    if w * h > max_pixels:
-        raise TransformError(
-            Outcome.decompression_bomb,
-            f"{im.format} declares {w}x{h} = {w * h / 1e6:.0f} MP, above the {max_pixels / 1e6:.0f} MP limit "
-            "(--max-megapixels); not decoded",
-        )
-    return im
+        return open_header(data, max_pixels)
+    except CorruptImageData as exc:
+        raise _transform_error(exc, content_type) from None
 
 
 def _icc_colour_space(icc: bytes | None) -> bytes:
@@ -158,33 +153,55 @@ def to_rgb(im: Image.Image) -> tuple[Image.Image, str]:
 
 
 def transform_image(
-    data: bytes, rotation: float | None, settings: TransformSettings, content_type: str | None = None
+    data: bytes,
+    rotation: float | None,
+    settings: TransformSettings,
+    content_type: str | None = None,
+    budget: MemoryBudget | None = None,
 ) -> StoredImage:
-    """Decode `data`, make it RGB, shrink to fit, rotate (CCW) and encode as JPEG. Raises TransformError."""
-    im = open_image(data, settings.max_pixels, content_type)
-    fmt = im.format or "?"
-    src_mode = im.mode
-    w, h = im.size
+    """Decode `data` strictly, make it RGB, shrink to fit, rotate (CCW), encode as JPEG and fingerprint it.
+
+    `budget`, if given, is held for the decoded pixels (`decoded_bytes` of the declared size, read from the
+    header before a pixel is decoded) until the shrunk copy exists, so concurrent decodes of giant images in
+    one worker cannot together exceed it. Raises TransformError (outcome + one-line reason).
+    """
+    header = open_image(data, settings.max_pixels, content_type)
+    w, h = header.size
     final = fit_size(w, h, settings.max_side)
-    try:
-        if fmt in ("JPEG", "MPO") and final != (w, h) and settings.draft_gap:
-            # Decode at 1/2, 1/4 or 1/8 scale straight from the DCT coefficients: most of the speed-up.
-            im.draft(None, (math.ceil(final[0] * settings.draft_gap), math.ceil(final[1] * settings.draft_gap)))
-        im.load()
-        icc = im.info.get("icc_profile")
-        rgb, note = to_rgb(im)
-        if rgb.size != final:
-            # reducing_gap 2.0 (as `thumbnail`): box-reduce by an integer factor only while staying >= 2x the
-            # final size, so non-JPEG giants are cheap and the bicubic filter still does the final antialiasing.
-            rgb = rgb.resize(final, _FILTERS[settings.resample], reducing_gap=2.0)
-    except TransformError:
-        raise
-    except Exception as exc:  # corrupt pixel data in untrusted bytes is a recorded outcome
-        raise TransformError(
-            Outcome.decode_error, f"cannot decode {fmt} {w}x{h}: {type(exc).__name__}: {exc}"
-        ) from None
+    scaled = final != (w, h) and bool(settings.draft_gap)
+    # What the decode + RGB conversion hold at their peak, measured (benchmarks/decode_budget.py): an RGBA PNG
+    # keeps the decode, an RGBA copy, the RGB copy, the white canvas and the alpha band alive at once (~16 B per
+    # pixel); a JPEG is decoded at M/8 scale, far below its declared size, so 4 B per declared pixel bounds it.
+    bands = 4 if header.format in ("JPEG", "MPO") else 16
+    with budget.hold(decoded_bytes(w, h, bands)) if budget is not None else nullcontext():
+        try:
+            # JPEGs: libjpeg-turbo decodes at M/8 scale straight from the DCT while both sides stay >= draft_gap
+            # x the final size (most of the speed-up), with every libjpeg warning checked.
+            decoded = decode_strict(
+                data,
+                max_pixels=settings.max_pixels,
+                target_side=settings.max_side if scaled else None,
+                draft_gap=settings.draft_gap or 1.0,
+            )
+        except CorruptImageData as exc:
+            raise _transform_error(exc, content_type) from None
+        im = decoded.image
+        fmt, src_mode, warnings = decoded.format, header.mode, decoded.warnings
+        try:
+            icc = im.info.get("icc_profile")
+            rgb, note = to_rgb(im)
+            if rgb.size != final:
+                # reducing_gap 2.0 (as `thumbnail`): box-reduce by an integer factor only while staying >= 2x the
+                # final size, so non-JPEG giants are cheap and the filter still does the final antialiasing.
+                rgb = rgb.resize(final, _FILTERS[settings.resample], reducing_gap=2.0)
+        except Exception as exc:  # corrupt pixel data in untrusted bytes is a recorded outcome
+            raise TransformError(
+                Outcome.decode_error, f"cannot decode {fmt} {w}x{h}: {type(exc).__name__}: {exc}"
+            ) from None
+        del im, decoded  # the full-size pixels go before the budget is given back
 
     notes = [n for n in (note,) if n]
+    notes += [f"libjpeg warning (harmless): {warning}" for warning in warnings]
     deg = rotation_degrees(rotation)
     if settings.rotate:
         if deg:
@@ -201,16 +218,19 @@ def transform_image(
     desc = f"{fmt} {src_mode} {w}x{h} -> {rgb.width}x{rgb.height}"
     if notes:
         desc += "; " + "; ".join(notes)
-    return StoredImage(buf.getvalue(), (w, h), rgb.size, desc)
+    return StoredImage(buf.getvalue(), (w, h), rgb.size, desc, int(phash(rgb)))
 
 
-def check_stored(data: bytes, max_pixels: int) -> tuple[int, int]:
-    """Fully decode a stored JPEG (e.g. one found at its final path after a kill); returns its size."""
-    im = open_image(data, max_pixels)
+def check_stored(data: bytes, max_pixels: int, budget: MemoryBudget | None = None) -> StoredCheck:
+    """Fully and strictly decode a stored JPEG (e.g. one found at its final path after a kill).
+
+    Returns its size and perceptual hash; raises TransformError when it does not decode or libjpeg reports
+    damaged data (a file cut short by the kill, a flipped block). `budget` as in `transform_image`.
+    """
     try:
-        im.load()
-    except Exception as exc:
-        raise TransformError(
-            Outcome.decode_error, f"stored file does not decode: {type(exc).__name__}: {exc}"
-        ) from None
-    return im.size
+        w, h = open_header(data, max_pixels).size
+        with budget.hold(decoded_bytes(w, h)) if budget is not None else nullcontext():
+            decoded = decode_strict(data, max_pixels=max_pixels)
+            return StoredCheck(decoded.image.size, int(phash(decoded.image)))
+    except CorruptImageData as exc:
+        raise TransformError(exc.outcome, f"stored file does not decode: {exc.reason}") from None

@@ -1,0 +1,96 @@
+"""`oiv4 estimate`: transfer, disk and wall time of the work still to do, printed before committing to it."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from oiv4.cli.app import app
+from oiv4.cli.options import settings_command
+from oiv4.io.root_check import built_root
+from oiv4.io.storage import Storage
+from oiv4.stages.estimate import Estimate, EstimateSettings
+
+PANEL = "Inspect the result"
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def _print(est: Estimate) -> None:
+    table = Table(title="Work still to do", title_justify="left")
+    for name, justify in (("set", "left"), ("planned", "right"), ("to do", "right")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for name in ("transfer", "disk", "CPU core-time"):
+        table.add_column(name, justify="right")
+    for s in est.sets:
+        todo = f"{s.remaining_rows:,}" + (f" ({len(s.remaining_archives)} archives)" if s.remaining_archives else "")
+        table.add_row(
+            s.image_set,
+            f"{s.planned:,}",
+            todo,
+            _size(s.transfer_bytes),
+            _size(s.disk_bytes),
+            _duration(s.core_seconds),
+        )
+    out = Console()
+    out.print(table)
+    for s in est.sets:
+        if s.remaining_rows or s.remaining_archives:
+            out.print(f"[dim]{s.image_set}: disk from {s.disk_basis}; time from {s.rate_basis}[/dim]")
+    net = est.network_seconds
+    if not est.transfer_bytes and not est.cpu_seconds:
+        out.print("nothing left to do: every planned row has a ledger row and every archive is converted")
+        return
+    out.print(f"total: {_size(est.transfer_bytes)} to download, {_size(est.disk_bytes)} written to the root")
+    line = f"wall time on {est.workers} worker(s): {_duration(est.wall_seconds)}"
+    if net is None:
+        line += " if the CPUs are the limit (give --link-mbps to include the transfer)"
+    else:
+        limit = "the link" if net >= est.cpu_seconds else "the CPUs"
+        line += f" ({limit} the limit: CPU {_duration(est.cpu_seconds)}, transfer {_duration(net)})"
+    out.print(line)
+
+
+@app.command("estimate", rich_help_panel=PANEL)
+@settings_command({"settings": EstimateSettings})
+def estimate_cmd(
+    settings: EstimateSettings,
+    root: str = typer.Option(..., "--root", "-r", help="The root that holds the plan: a folder or an fsspec URL."),
+    as_json: bool = typer.Option(False, "--json", help="Print the estimate as JSON."),
+) -> None:
+    """Estimate the transfer, disk and wall time of what is still to do, before doing it.
+
+    Counts plan rows of the URL sets without a ledger row (their OriginalSize) and CVDF archives not yet converted (their published sizes). Disk and throughput come from this root's finished rows when there are enough, else from defaults measured in benchmarks/RESULTS.md.
+
+    Examples:
+
+      oiv4 estimate --root /data/open_images --link-mbps 1000
+
+      oiv4 estimate --root /data/open_images --workers 8 --json
+    """
+    from oiv4.stages.estimate import estimate
+
+    storage = Storage(root)
+    built_root(storage)
+    est = estimate(storage, settings)
+    if as_json:
+        typer.echo(est.to_json())
+    else:
+        _print(est)

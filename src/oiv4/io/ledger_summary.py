@@ -1,0 +1,195 @@
+"""Per-part ledger summaries in the Parquet footer, so `oiv4 status` can count a running shard without its rows.
+
+Every part file carries, under the footer key `oiv4.part_summary`, a JSON summary of its rows: per outcome
+and reason kind (`oiv4.io.reason_kind`) (count, sum `bytes_downloaded`, sum `stored_bytes`, rows with `row >= 0`, smallest `row`, its reason) and
+the exact set of `row`s it holds (a bitmap over [min, max]). The de-dup rule only matters when a row is in
+two files, so a shard with no compacted file whose parts' bitmaps are pairwise disjoint resolves to the
+plain union of its parts: its status is the sum of their summaries, exactly. Any doubt (a compacted file, an
+overlap such as a retried failure or a requeue, a part without a summary, a row in a part twice) sends the
+shard to the row-level reader instead. The writer needs no hint from its caller: the bitmaps prove it.
+
+Reading a summary costs one small read at the end of the file and a string search (~0.01 ms of CPU),
+~7x less than `pyarrow.parquet.read_metadata` (~0.07 ms, it decodes the whole Thrift footer) and ~40x less
+than opening the part through DuckDB (~0.45 ms); a build mid-run can have 20,000 parts.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from oiv4.io.reason_kind import reason_kind
+from oiv4.io.storage import Storage
+
+KEY = b"oiv4.part_summary"
+VERSION = 1
+#: Widest [min, max] row span a part's bitmap covers (128 KiB); wider parts get no bitmap (row-level path).
+MAX_SPAN = 1 << 20
+#: Largest footer read for a summary; bigger footers are not parts this module wrote.
+MAX_FOOTER = 4 << 20
+READ_THREADS = 8
+
+
+@dataclass(frozen=True)
+class OutcomeTotals:
+    """What status needs of one (outcome, reason kind), summed over some rows."""
+
+    count: int = 0  # rows
+    bytes_downloaded: int = 0
+    stored_bytes: int = 0
+    planned: int = 0  # rows with row >= 0
+    min_row: int | None = None
+    reason: str = ""  # the reason at `min_row` ("" when null)
+
+    def plus(self, other: OutcomeTotals) -> OutcomeTotals:
+        first = self if other.min_row is None or (self.min_row is not None and self.min_row <= other.min_row) else other
+        return OutcomeTotals(
+            self.count + other.count,
+            self.bytes_downloaded + other.bytes_downloaded,
+            self.stored_bytes + other.stored_bytes,
+            self.planned + other.planned,
+            first.min_row,
+            first.reason,
+        )
+
+
+@dataclass(frozen=True)
+class PartSummary:
+    """A part's rows: the exact row set (None when it could not be proven unique) and totals per
+    (outcome, reason kind)."""
+
+    rows: np.ndarray | None
+    groups: dict[tuple[str, str], OutcomeTotals]
+
+
+def summary_metadata(table: pa.Table) -> dict[bytes, bytes]:
+    """The footer key-value metadata for a part holding `table` (ledger columns)."""
+    rows = np.asarray(table["row"].to_numpy(zero_copy_only=False), dtype=np.int64)
+    bits: str | None = None
+    lo = int(rows.min()) if len(rows) else 0
+    if len(rows) and int(rows.max()) - lo < MAX_SPAN:
+        mask = np.zeros(int(rows.max()) - lo + 1, dtype=bool)
+        mask[rows - lo] = True
+        if int(mask.sum()) == len(rows):  # every row once: otherwise the part resolves itself, row-level
+            bits = base64.b64encode(np.packbits(mask).tobytes()).decode()
+    groups: list[list[Any]] = []
+    if len(rows):
+        reasons = table["reason"].to_pylist() if "reason" in table.column_names else [None] * len(rows)
+        keys = [(o, reason_kind(r)) for o, r in zip(table["outcome"].to_pylist(), reasons, strict=True)]
+        dl = _ints(table, "bytes_downloaded")
+        st = _ints(table, "stored_bytes")
+        by_key: dict[tuple[str, str], list[int]] = {}
+        for i, k in enumerate(keys):
+            by_key.setdefault(k, []).append(i)
+        for (o, kind), members in sorted(by_key.items()):
+            idx = np.asarray(members)
+            first = int(idx[np.argmin(rows[idx])])
+            groups.append(
+                [
+                    o,
+                    kind,
+                    len(idx),
+                    int(dl[idx].sum()),
+                    int(st[idx].sum()),
+                    int((rows[idx] >= 0).sum()),
+                    int(rows[first]),
+                    reasons[first] or "",
+                ]
+            )
+    doc = {"v": VERSION, "n": len(rows), "lo": lo, "bits": bits, "groups": groups}
+    return {KEY: json.dumps(doc, separators=(",", ":")).encode()}
+
+
+def _ints(table: pa.Table, name: str) -> np.ndarray:
+    if name not in table.column_names:
+        return np.zeros(table.num_rows, dtype=np.int64)
+    return np.asarray(pc.fill_null(table[name], 0).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _value_in_footer(footer: bytes) -> bytes | None:
+    """The summary's JSON from raw Thrift-compact footer bytes: KeyValue{1: key, 2: value}; the key is
+    followed by the value's field header (0x18: field 2, binary) and a varint length."""
+    at = footer.rfind(KEY)
+    if at < 0:
+        return None
+    i = at + len(KEY)
+    if i >= len(footer) or footer[i] != 0x18:
+        return None
+    i += 1
+    n = shift = 0
+    while i < len(footer):
+        b = footer[i]
+        i += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            break
+    value = footer[i : i + n]
+    return value if len(value) == n else None
+
+
+def read_summary(storage: Storage, rel: str) -> PartSummary | None:
+    """The summary a part carries (None when it has none). Raises FileNotFoundError when the part vanished."""
+    with storage.open(rel) as fh:
+        fh.seek(0, 2)
+        size = fh.tell()
+        if size < 12:
+            return None
+        fh.seek(size - 8)
+        tail = fh.read(8)
+        n = int.from_bytes(tail[:4], "little")
+        if tail[4:] != b"PAR1" or n + 8 > size or n > MAX_FOOTER:
+            return None
+        fh.seek(size - 8 - n)
+        footer = fh.read(n)
+    raw = _value_in_footer(footer)
+    if raw is None:  # not the layout we expect: ask the Parquet reader (slower, same answer)
+        with storage.open(rel) as fh:
+            meta = pq.read_metadata(fh).metadata or {}
+        raw = meta.get(KEY)
+        if raw is None:
+            return None
+    doc = json.loads(raw)
+    if doc.get("v") != VERSION:
+        return None
+    rows = None
+    if doc["bits"] is not None:
+        mask = np.unpackbits(np.frombuffer(base64.b64decode(doc["bits"]), dtype=np.uint8)).astype(bool)
+        rows = doc["lo"] + np.flatnonzero(mask).astype(np.int64)
+        if len(rows) != doc["n"]:
+            return None
+    groups = {(g[0], g[1]): OutcomeTotals(*g[2:]) for g in doc["groups"]}
+    return PartSummary(rows, groups)
+
+
+def summed_shard(summaries: Sequence[PartSummary | None]) -> dict[tuple[str, str], OutcomeTotals] | None:
+    """The exact totals per (outcome, reason kind) of a shard made only of these parts, or None when the parts may overlap
+    (then the de-dup rule has to look at rows)."""
+    if not summaries or any(s is None or s.rows is None for s in summaries):
+        return None
+    rows = np.concatenate([s.rows for s in summaries if s is not None and s.rows is not None])
+    if len(np.unique(rows)) != len(rows):
+        return None
+    total: dict[tuple[str, str], OutcomeTotals] = {}
+    for s in summaries:
+        assert s is not None
+        for k, t in s.groups.items():
+            total[k] = total.get(k, OutcomeTotals()).plus(t)
+    return total
+
+
+def read_summaries(storage: Storage, rels: Sequence[str]) -> list[PartSummary | None]:
+    """Summaries of many parts, on threads (small reads wait on the file system or object store)."""
+    if len(rels) < 16:
+        return [read_summary(storage, r) for r in rels]
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        return list(pool.map(lambda r: read_summary(storage, r), rels))

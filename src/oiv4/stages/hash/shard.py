@@ -1,0 +1,80 @@
+"""One hash shard: the `ok` rows of one ledger shard that lack `phash` or `checksum` -> the same rows again, with
+them, recorded with a newer `started_at` (the ledger's rule: the latest row per (set, row) wins).
+
+Stored images are read where the ledger says they are (a file, a zip member, a webdataset member) and decoded
+at reduced scale (`fingerprint.phash_stored`: DCT-domain draft to >= 128 px), on `threads` threads (Pillow
+releases the GIL). Rows are recorded in parts of `batch_rows`, so a kill loses at most one batch, and a re-run
+skips what is hashed. A row whose file cannot be read or decoded keeps its ledger row untouched and is
+counted under `unreadable` (verify owns the verdict on a broken stored file; see the report).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from oiv4.contracts.schema import ImageSet, Outcome
+from oiv4.contracts.shards import ShardResult, ShardTask
+from oiv4.io.checksum import checksum
+from oiv4.io.containers import BlobReader
+from oiv4.io.fingerprint import phash_stored
+from oiv4.io.ledger import ShardLedger, append_rows, now_utc, read_shard
+from oiv4.io.locations import parse_location
+from oiv4.io.storage import Storage
+
+
+def unhashed(ledger: pa.Table) -> pa.Table:
+    """The `ok` rows of a ledger lacking a phash or a checksum."""
+    ok = pc.equal(ledger["outcome"], Outcome.ok.value)
+    missing = pc.or_(pc.is_null(ledger["phash"]), pc.is_null(ledger["checksum"]))
+    return ledger.filter(pc.and_(ok, missing))
+
+
+def _hash_one(reader: BlobReader, row: dict[str, Any]) -> dict[str, Any] | str:
+    """The row with its phash and checksum, or why its stored bytes cannot be hashed."""
+    try:
+        data = reader.read(parse_location(row["location"]))
+    except (OSError, ValueError, KeyError) as exc:
+        return f"cannot read {row['location']}: {type(exc).__name__}: {exc}"
+    try:
+        ph = int(phash_stored(data))
+    except Exception as exc:  # a stored file that no longer decodes is verify's to report, not ours to crash on
+        return f"cannot decode {row['location']}: {type(exc).__name__}: {exc}"
+    return {**row, "phash": ph, "checksum": row["checksum"] or checksum(data), "started_at": now_utc()}
+
+
+def run_hash_shard(task: ShardTask) -> ShardResult:
+    """Hash every unhashed `ok` row of ledger shard `task.shard`; safe to re-run (hashed rows are skipped)."""
+    from oiv4.stages.hash.stage import HashSettings  # the settings type lives with the stage
+
+    settings = task.settings if isinstance(task.settings, HashSettings) else HashSettings()
+    storage = Storage(task.root, dict(task.storage_options))
+    image_set = ImageSet(task.image_set)
+    result = ShardResult(image_set, task.shard)
+    ledger = read_shard(storage, image_set, task.shard)
+    todo = unhashed(ledger).to_pylist()
+    result.skipped = ledger.num_rows - len(todo)
+    reader = BlobReader(storage)
+    unreadable: Counter[str] = Counter()
+    try:
+        with ThreadPoolExecutor(max(1, settings.threads), thread_name_prefix="oiv4-hash") as pool:
+            for start in range(0, len(todo), settings.batch_rows):
+                batch = list(pool.map(lambda r: _hash_one(reader, r), todo[start : start + settings.batch_rows]))
+                rows = [r for r in batch if isinstance(r, dict)]
+                for r in batch:
+                    if isinstance(r, str):
+                        unreadable[r.split(":", 1)[0]] += 1
+                if rows:
+                    append_rows(storage, image_set, task.shard, rows)
+                result.outcomes["hashed"] += len(rows)
+                result.outcomes["unreadable"] += len(batch) - len(rows)
+    finally:
+        reader.close()
+    if todo:
+        ShardLedger(storage, image_set, task.shard).close()  # compact the parts into the shard file
+    result.detail = {"unreadable": dict(unreadable)}
+    return result
