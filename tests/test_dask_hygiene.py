@@ -68,7 +68,7 @@ def test_the_local_clusters_processes_die_with_the_main_process(template, tmp_pa
     marker = f"OIV4_TEST_MARK={uuid.uuid4().hex}"
     env = {**os.environ, "PYTHONPATH": f"{SRC}:{os.environ.get('PYTHONPATH', '')}", marker.split("=")[0]: marker}
     cmd = [sys.executable, "-m", "oiv4", "fetch", "train", "--root", str(root), "--executor", "dask",
-           "--workers", "2", "--concurrency", "2", "--flush-seconds", "0.3", "--no-progress"]  # fmt: skip
+           "--workers", "2", "--concurrency", "2", "--flush-seconds", "0.3", "--no-progress", "--allow-private-networks"]  # fmt: skip
     # A session of its own: the signal reaches the main process only, as `kill <pid>` from a supervisor does.
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True)
     try:
