@@ -1,7 +1,8 @@
 """Up-front checks of a root, so a bad one is a one-line usage error before any work starts.
 
 `writable_root` is for commands that write: a local root must be (or become) a folder this process can
-write in (probed with a real temp file: permission bits do not tell about read-only mounts); an object
+write in (probed with a real temp file: permission bits do not tell about read-only mounts; a root that
+cannot be written is a storage error, exit 5, like a full disk, not a usage error); an object
 store root must answer a cheap listing (missing credentials used to surface as a 90-line traceback from
 deep inside a worker). `built_root` is for commands that only read a built root (status, verify,
 report): a missing folder, or one that holds nothing oiv4 wrote, is an error rather than "not started".
@@ -12,7 +13,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from oiv4.contracts.errors import UsageError
+from oiv4.contracts.errors import StorageError, UsageError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
 from oiv4.io.storage import Storage
@@ -20,6 +21,10 @@ from oiv4.io.storage import Storage
 
 class RootError(RuntimeError, UsageError):
     """The root cannot be used: missing, a file, read-only, not an oiv4 root, or unreachable."""
+
+
+class UnwritableRootError(RuntimeError, StorageError):
+    """The root is a folder but cannot be written: a read-only mount, no permission, or no space for a probe."""
 
 
 def _first_line(exc: BaseException) -> str:
@@ -39,7 +44,8 @@ def _reachable(storage: Storage) -> bool:
 
 
 def writable_root(storage: Storage, what: str = "--root") -> None:
-    """Raise RootError unless `storage` can take output; a missing local folder is created.
+    """Raise RootError (usage) for a root that is not a folder, UnwritableRootError (storage) for one that
+    cannot be written; a missing local folder is created.
 
     `what` names the folder in the message (the option it came from).
     """
@@ -59,7 +65,9 @@ def writable_root(storage: Storage, what: str = "--root") -> None:
             os.unlink(probe)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        raise RootError(f"cannot write to {what} {storage.root}: {reason} (read-only, or not yours?)") from None
+        raise UnwritableRootError(
+            f"cannot write to {what} {storage.root}: {reason} (read-only, or not yours?)"
+        ) from None
 
 
 def _markers() -> list[str]:

@@ -12,6 +12,11 @@ Why this is safe without any cluster code of our own:
 - A worker that dies takes its running shard with it. The scheduler re-runs that task elsewhere
   (`distributed.scheduler.allowed-failures`), a shard that *raises* is retried `retries` times, and
   the re-run skips every row its ledger already holds, so nothing is done twice.
+- A LocalCluster we start dies with us. distributed's own watchdog (each worker process exits when a
+  pipe from its parent closes) already ends workers when the main process is SIGKILLed; on top of it
+  every worker process sets PR_SET_PDEATHSIG (the `dask_setup` preload below), which works even when
+  the watchdog thread cannot get the GIL. SIGTERM/SIGINT stop the command like Ctrl-C, and leaving the
+  `LocalCluster` context closes it (tests/test_dask_hygiene.py).
 - Keys are `<task.key>-<run token>`: one task per shard, readable in the dashboard, and unique per
   run so a long-lived scheduler never hands back a result remembered from an earlier run.
 """
@@ -28,12 +33,15 @@ from typing import TYPE_CHECKING, Any
 from oiv4.contracts.errors import ExecutionError
 from oiv4.contracts.extras import require
 from oiv4.contracts.shards import ShardResult, ShardTask
-from oiv4.run.executor import ExecutorSettings, ShardFn, default_workers
+from oiv4.run.executor import ExecutorSettings, ShardFn, default_workers, die_with_parent
 
 if TYPE_CHECKING:
     from distributed import Client
 
 log = logging.getLogger(__name__)
+
+#: dask.config key holding the PID of the process that started a LocalCluster (read by `dask_setup`).
+MAIN_PID_KEY = "oiv4.local-cluster-main-pid"
 
 
 class DaskSetupError(RuntimeError, ExecutionError):
@@ -87,9 +95,15 @@ def _client(settings: ExecutorSettings, n_tasks: int) -> Iterator[Client]:
             yield client
         return
     n_workers = max(1, min(settings.workers or default_workers(), n_tasks))
-    # The scheduler reads allowed-failures when it starts: set it for the cluster we own only.
+    # The scheduler reads allowed-failures when it starts: set it for the cluster we own only. Worker
+    # processes inherit this config when spawned (restarts too), so each runs `dask_setup` below.
+    own = {
+        "distributed.scheduler.allowed-failures": settings.max_pool_restarts,
+        "distributed.worker.preload": [*dask.config.get("distributed.worker.preload", []), __name__],
+        MAIN_PID_KEY: os.getpid(),
+    }
     with (
-        dask.config.set({"distributed.scheduler.allowed-failures": settings.max_pool_restarts}),
+        dask.config.set(own),
         LocalCluster(
             n_workers=n_workers,
             threads_per_worker=1,
@@ -100,6 +114,19 @@ def _client(settings: ExecutorSettings, n_tasks: int) -> Iterator[Client]:
     ):
         log.info("started a LocalCluster of %d worker processes (%s)", n_workers, cluster.dashboard_link)
         yield client
+
+
+def dask_setup(worker: object) -> None:
+    """Worker preload (runs in each worker process of a LocalCluster we start): die with the main process.
+
+    Only for a worker spawned directly by the main process (the LocalCluster's nannies live there); any
+    other arrangement (forkserver, a user's own preload of this module) keeps distributed's watchdog alone.
+    """
+    import dask
+
+    main_pid = dask.config.get(MAIN_PID_KEY, None)
+    if main_pid is not None and os.getppid() == int(main_pid):
+        die_with_parent(int(main_pid))  # exits at once if the main process died since the check
 
 
 def _probe_worker(root: str, storage_options: dict[str, Any]) -> str | None:
