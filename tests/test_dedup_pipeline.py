@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pyarrow.compute as pc
 import pytest
+from PIL import Image
 
 import oiv4
 from oiv4.cli.demo import DemoSettings, demo_build_settings
@@ -14,9 +18,11 @@ from oiv4.contracts.schema import ImageSet
 from oiv4.io.blob_errors import ImageNotFoundError
 from oiv4.io.ledger import read_set
 from oiv4.io.storage import Storage
+from oiv4.report import ReportSettings, build_report
 from oiv4.run.build import BuildResult, run_build
 from oiv4.stages.dedup import DEFAULT_THRESHOLD, read_pairs
 from oiv4_mirror import Universe, UniverseSpec, start_mirror
+from test_report import _chromium
 
 #: Mid-sized originals (the fetch shrinks them, the archives hold 1024-px copies), no misbehaving URLs: every
 #: planted image is stored, so recall is measured over all of them.
@@ -139,3 +145,46 @@ def test_without_duplicates_before_dedup_says_to_run_dedup(built: tuple[Storage,
         oiv4.open(empty.root)["train"].without_duplicates_of("targets")
     with pytest.raises(ValueError, match="no set 'tragets'"):
         oiv4.open(storage.root)["train"].without_duplicates_of("tragets")
+
+
+DUP_PROBE = """<script>
+window.addEventListener('load', function () {
+  var imgs = [].map.call(document.querySelectorAll('img.dupthumb'), function (img) {
+    var r = img.getBoundingClientRect();
+    return {natural: img.naturalWidth, nh: img.naturalHeight, complete: img.complete, w: r.width, h: r.height,
+            x: r.left + scrollX, y: r.top + scrollY};
+  });
+  var out = document.createElement('pre'); out.id = 'probe';
+  out.textContent = JSON.stringify({imgs: imgs, height: document.documentElement.scrollHeight});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def test_report_shows_example_pairs_side_by_side_at_several_distances(
+    built: tuple[Storage, Universe, BuildResult], tmp_path: Path
+) -> None:
+    storage, _, result = built
+    page = Path(build_report(storage, ReportSettings(samples=2, out=str(tmp_path / "index.html"))))
+    html = page.read_text()
+    assert 'id="duplicates"' in html and result.dedup is not None and result.dedup.headline in html
+    distances = [int(d) for d in re.findall(r"<b>distance (\d+)</b>", html)]
+    assert {0, 2, 4, 6} <= set(distances)  # one example per even distance the planted copies reach
+    assert "turned 90°" in html or "turned 180°" in html or "turned 270°" in html
+    assert "train <code>" in html  # train against a held-out set is shown
+    probed = tmp_path / "probed.html"
+    probed.write_text(html.replace("</body>", DUP_PROBE + "</body>"))
+    dom = _chromium(tmp_path, "--virtual-time-budget=3000", "--window-size=1280,900", "--dump-dom", probed.as_uri())
+    probe = json.loads(re.search(r'<pre id="probe">(.*?)</pre>', dom.stdout, re.S).group(1).replace("&quot;", '"'))
+    imgs = probe["imgs"]
+    assert len(imgs) == 2 * len(distances)
+    for a, b in zip(imgs[::2], imgs[1::2], strict=True):
+        assert a["complete"] and b["complete"] and a["natural"] > 0
+        assert abs(a["y"] - b["y"]) < 80 and b["x"] > a["x"] + a["w"] - 1  # side by side
+        assert max(a["w"], a["h"]) <= 150 and abs(a["w"] / a["h"] - a["natural"] / a["nh"]) < 0.05  # aspect kept
+    shot = tmp_path / "shot.png"
+    _chromium(tmp_path, f"--window-size=1280,{min(probe['height'] + 20, 16000)}", f"--screenshot={shot}", page.as_uri())
+    pixels = Image.open(shot).convert("RGB")
+    first = imgs[0]
+    crop = pixels.crop((int(first["x"]), int(first["y"]), int(first["x"] + first["w"]), int(first["y"] + first["h"])))
+    assert len(np.unique(np.asarray(crop).reshape(-1, 3), axis=0)) >= 50  # a photo was painted there, not a blank box

@@ -21,6 +21,7 @@ from oiv4.report.charts import (
     timeline,
 )
 from oiv4.report.data import SetStats
+from oiv4.report.duplicates import CSS as DUP_CSS
 
 SET_BLURB = {
     "targets": "The boxable train images (1,743,042 in the full release), from the CVDF tarballs",
@@ -258,22 +259,23 @@ def _failures(s: SetStats) -> str:
     )
 
 
-def render(root: str, sets: Sequence[SetStats], generated: datetime | None = None) -> str:
-    """The whole page as a string."""
+def render(root: str, sets: Sequence[SetStats], generated: datetime | None = None, duplicates: str = "") -> str:
+    """The whole page as a string; `duplicates` is the rendered Duplicates section (`report.duplicates`) or ""."""
     generated = generated or datetime.now(UTC)
     nav = "".join(f'<a href="#set-{s.name}">{esc(s.name)}</a>' for s in sets)
+    nav += '<a href="#duplicates">duplicates</a>' if duplicates else ""
     total_ok = sum(s.ok for s in sets)
     total_planned = sum(s.planned or s.finished for s in sets)
     stored = sum(s.stored_bytes for s in sets)
     body = "".join(_set_section(s) for s in sets) or '<p class="empty">nothing built under this root yet</p>'
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>oiv4 report · {esc(root)}</title><style>{CSS}</style></head>
+<title>oiv4 report · {esc(root)}</title><style>{CSS}{DUP_CSS}</style></head>
 <body><header class="top"><div class="wrap"><div class="brand">oiv4 · OpenImages V4</div>
 <h1>Build report</h1>
 <p class="meta"><code>{esc(root)}</code> · {total_ok:,} of {total_planned:,} images stored ({fmt_bytes(stored)})
  · generated {generated:%Y-%m-%d %H:%M} UTC</p><nav>{nav}</nav></div></header>
-<main class="wrap"><div class="cards">{"".join(_overview_card(s) for s in sets)}</div>{body}</main>
+<main class="wrap"><div class="cards">{"".join(_overview_card(s) for s in sets)}</div>{duplicates}{body}</main>
 <footer>oiv4 {__version__} · self-contained report: no network needed to view it</footer>
 <div id="tip" role="tooltip"></div><script>{SCRIPT}</script></body></html>
 """
