@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +190,21 @@ def test_report_shows_example_pairs_side_by_side_at_several_distances(
     first = imgs[0]
     crop = pixels.crop((int(first["x"]), int(first["y"]), int(first["x"] + first["w"]), int(first["y"] + first["h"])))
     assert len(np.unique(np.asarray(crop).reshape(-1, 3), axis=0)) >= 50  # a photo was painted there, not a blank box
+
+
+def test_demo_prints_hash_lines_and_a_dedup_headline_with_the_planted_leaks(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "oiv4", "demo", "--root", str(tmp_path / "demo"), "--images", "200", "--seed", "3"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    err = " ".join(proc.stderr.split())  # rich wraps long lines
+    for name in ("targets", "validation", "train"):
+        assert f"hash: {name}: hashed" in err
+    leaks = re.search(r"dedup: (\d+) train images duplicate a target or validation image", err)
+    assert leaks and int(leaks.group(1)) > 0, err[-2000:]
+    summary = json.loads((tmp_path / "demo" / "dedup" / "summary.json").read_text())
+    assert summary["train_leaking"] == int(leaks.group(1))
+    assert 'id="duplicates"' in (tmp_path / "demo" / "report" / "index.html").read_text()
