@@ -30,15 +30,6 @@ from oiv4.stages.dedup.run import HELD_OUT, SUMMARY_REL
 THUMB_SIDE = 150
 URL_SETS = ("train", "extended_targets")
 
-CSS = """
-.dups{display:flex;flex-wrap:wrap;gap:16px}
-.dup{background:var(--panel);border:1px solid var(--line);border-radius:12px;padding:12px;margin:0}
-.dup .pair{display:flex;gap:8px;align-items:center;height:156px}
-.dup img.dupthumb{max-width:150px;max-height:150px;border-radius:4px;display:block}
-.dup figcaption{font-size:12px;color:var(--muted);margin-top:6px;max-width:316px}
-.dup figcaption b{color:var(--ink)}
-"""
-
 
 @dataclass
 class ExamplePair:

@@ -21,7 +21,6 @@ from oiv4.report.charts import (
     timeline,
 )
 from oiv4.report.data import SetStats
-from oiv4.report.duplicates import CSS as DUP_CSS
 
 SET_BLURB = {
     "targets": "The boxable train images (1,743,042 in the full release), from the CVDF tarballs",
@@ -104,6 +103,11 @@ td.ex a{display:block;max-width:360px;overflow:hidden;text-overflow:ellipsis;whi
 footer{color:var(--faint);font-size:12px;padding:36px 0 48px;text-align:center}
 #tip{position:fixed;pointer-events:none;background:#1c2024;color:#fff;font-size:12px;padding:6px 9px;border-radius:6px;
 box-shadow:0 4px 14px rgba(0,0,0,.2);opacity:0;transition:opacity .08s;z-index:10;max-width:320px}
+.dups{display:flex;flex-wrap:wrap;gap:16px}
+.dup{background:var(--panel);border:1px solid var(--line);border-radius:12px;padding:12px;margin:0}
+.dup .pair{display:flex;gap:8px;align-items:center;height:156px}
+.dup img.dupthumb{max-width:150px;max-height:150px;border-radius:4px;display:block}
+.dup figcaption{font-size:12px;color:var(--muted);margin-top:6px;max-width:316px}.dup figcaption b{color:var(--ink)}
 @media print{#tip,nav{display:none}.card{box-shadow:none;break-inside:avoid}}
 """.replace("@ACCENT@", ACCENT)
     .replace("@OK@", OK)
@@ -270,7 +274,7 @@ def render(root: str, sets: Sequence[SetStats], generated: datetime | None = Non
     body = "".join(_set_section(s) for s in sets) or '<p class="empty">nothing built under this root yet</p>'
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>oiv4 report · {esc(root)}</title><style>{CSS}{DUP_CSS}</style></head>
+<title>oiv4 report · {esc(root)}</title><style>{CSS}</style></head>
 <body><header class="top"><div class="wrap"><div class="brand">oiv4 · OpenImages V4</div>
 <h1>Build report</h1>
 <p class="meta"><code>{esc(root)}</code> · {total_ok:,} of {total_planned:,} images stored ({fmt_bytes(stored)})
