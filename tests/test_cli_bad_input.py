@@ -26,6 +26,7 @@ ZERO_OK = {
     "--draft-gap", "--min-free-mb", "--backoff", "--backoff-max", "--retry-after-max", "--max-redirects",
     "--train-size", "--seed", "--samples", "--max-pool-restarts", "--show", "--port", "--latency-ms",
     "--bandwidth-mbps", "--misbehaviour-fraction", "--report-samples", "--checkpoint", "--jitter", "--max-backoff", "--threshold", "--spool-mb",
+    "--duplicates",
 }  # fmt: skip
 #: Options where a huge value is valid and would make the command do real work (the mirror generates images).
 HUGE_RUNS = {"mirror"}

@@ -75,3 +75,57 @@ def planted_corpus(n_photos: int, seed: int = 11, width: int = 480, height: int 
         yield Planted(f"{g}/other_shot", -1, "other_shot", other_shot)
         neighbour = _jpeg(render_picture(seed, 2 * g + 1, width, height, tile), 90)
         yield Planted(f"{g}/neighbour", -1, "neighbour", neighbour)
+
+
+# ---- planting copies into a mirror universe --------------------------------------------------------------
+
+#: The copies a universe plants (`UniverseSpec.duplicate_fraction`), assigned round-robin. The rotations are
+#: the *same stored file* under a different CSV Rotation: the copy's upright picture is the source turned.
+UNIVERSE_COPIES: tuple[str, ...] = (
+    "reencode_q60",
+    "resize_50",
+    "crop_3pct",
+    "rot90",
+    "crop_5pct_one_side",
+    "recolour",
+    "rot180",
+    "rot270",
+)
+HARD_NEGATIVE = "hard_negative"
+#: CSV Rotation of a rotated copy (its source has Rotation 0, so both store the same bytes).
+COPY_ROTATION: dict[str, float] = {"rot90": 90.0, "rot180": 180.0, "rot270": 270.0}
+
+
+def copy_size(variant: str, width: int, height: int) -> tuple[int, int]:
+    """Upright (width, height) of a `variant` copy of a `width` x `height` source (or of its hard negative)."""
+    if variant == "resize_50":
+        return max(8, width // 2), max(8, height // 2)
+    if variant == "crop_3pct":
+        return width - 2 * round(width * 0.03), height - 2 * round(height * 0.03)
+    if variant == "crop_5pct_one_side":
+        return round(width * 0.95), height
+    if variant in ("rot90", "rot270"):
+        return height, width
+    return width, height
+
+
+def copy_picture(variant: str, source: Image.Image) -> Image.Image:
+    """The upright picture of a `variant` copy of the upright `source` picture (full size)."""
+    if variant in COPY_ROTATION:  # rotate(+r) is exact for quarter turns; stored_orientation(.., r) undoes it
+        return source.rotate(COPY_ROTATION[variant], expand=True)
+    if variant == "resize_50":
+        return source.resize(copy_size(variant, *source.size), Image.Resampling.BICUBIC)
+    if variant == "reencode_q60":
+        return _jpeg(source, 60).convert("RGB")
+    if variant == "recolour":
+        return ImageEnhance.Color(ImageEnhance.Brightness(source).enhance(1.08)).enhance(0.85)
+    if variant == "crop_3pct":
+        return _crop(source, 0.03)
+    if variant == "crop_5pct_one_side":
+        return source.crop((0, 0, round(source.width * 0.95), source.height))
+    raise ValueError(f"unknown copy variant {variant!r}")
+
+
+def other_shot(wide: Image.Image, width: int) -> Image.Image:
+    """A hard negative: the right-hand shot of a scene rendered 1.5x wide (its source shows the same scene)."""
+    return wide.crop((width // 2, 0, width // 2 + width, wide.height))

@@ -4,9 +4,11 @@ each CSV field, all drawn from the spec's seed (numpy's generator, so equal spec
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
+from oiv4_mirror.duplicates import COPY_ROTATION, HARD_NEGATIVE, UNIVERSE_COPIES, copy_size
 from oiv4_mirror.images import SPECIAL_KINDS, ImageKind
 from oiv4_mirror.spec import ImageInfo, Misbehaviour, UniverseSpec
 
@@ -73,6 +75,13 @@ def build_rows(spec: UniverseSpec) -> tuple[list[ImageInfo], list[int]]:
         rotations[i] = math.nan
     no_thumb = set(rng.permutation(n)[: round(spec.missing_thumbnail_fraction * n)].tolist())
 
+    roles = ["validation" if s == "validation" else "" for s in subsets]
+    for i in train:
+        roles[i] = "targets" if i in boxable else "url"
+    planted = _plant(spec, roles, misbehaviour, kinds, rotations)
+    for i, (_, variant) in planted.items():
+        rotations[i] = COPY_ROTATION.get(variant, 0.0)
+
     lo, hi = spec.megapixels
     infos = []
     for i in range(n):
@@ -110,5 +119,49 @@ def build_rows(spec: UniverseSpec) -> tuple[list[ImageInfo], list[int]]:
                 title=" ".join(words),
             )
         )
+    for i, (src, variant) in planted.items():  # a copy's size follows its source's (drawn above or below it)
+        width, height = copy_size(variant, infos[src].width, infos[src].height)
+        infos[i] = replace(infos[i], width=width, height=height, copy_of=ids[src], variant=variant)
     # The boxable file has its own order (neither sorted nor the full file's): this permutation.
     return infos, rng.permutation(n).tolist()
+
+
+#: (role of the copy, role of its source), round-robin: across sets first (a train copy of a held-out image is
+#: what dedup exists to catch), then within sets.
+_COPY_ROLES = (
+    ("url", "targets"),
+    ("url", "validation"),
+    ("targets", "validation"),
+    ("url", "url"),
+    ("targets", "targets"),
+    ("validation", "url"),
+)
+_NEGATIVE_ROLES = (("url", "targets"), ("url", "validation"), ("targets", "url"))
+
+
+def _plant(
+    spec: UniverseSpec, roles: list[str], misbehaviour: list[Misbehaviour], kinds: list[ImageKind], rot: list[float]
+) -> dict[int, tuple[int, str]]:
+    """{row index: (source row index, variant)} for the planted copies and hard negatives.
+
+    Only plain rows take part (well-behaved, JPEG, Rotation 0, never another planted row's source), so every
+    planted image reaches dedup and the rows' other misbehaviours keep their counts. Drawn from a generator of
+    its own, so a universe without planting has exactly the rows it had before.
+    """
+    n = len(roles)
+    n_copies, n_negatives = round(spec.duplicate_fraction * n), round(spec.hard_negative_fraction * n)
+    if not n_copies + n_negatives:
+        return {}
+    rng = np.random.default_rng([spec.seed, 3])
+    free: dict[str, list[int]] = {}
+    for i in rng.permutation(n).tolist():
+        if roles[i] and misbehaviour[i] is Misbehaviour.none and kinds[i] is ImageKind.jpeg and rot[i] == 0.0:
+            free.setdefault(roles[i], []).append(i)
+    planted: dict[int, tuple[int, str]] = {}
+    jobs = [(_COPY_ROLES[k % len(_COPY_ROLES)], UNIVERSE_COPIES[k % len(UNIVERSE_COPIES)]) for k in range(n_copies)]
+    jobs += [(_NEGATIVE_ROLES[k % len(_NEGATIVE_ROLES)], HARD_NEGATIVE) for k in range(n_negatives)]
+    for (copy_role, source_role), variant in jobs:
+        if len(free.get(copy_role, ())) < 1 + (copy_role == source_role) or not free.get(source_role):
+            continue  # a small universe runs out of plain rows of a role: plant fewer
+        planted[free[copy_role].pop()] = (free[source_role].pop(), variant)
+    return planted

@@ -17,7 +17,7 @@ from oiv4.contracts.schema import Outcome
 from oiv4_mirror.images import ImageKind
 
 #: Bump when generation changes, so stale caches are not reused.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 
 #: progress(stage, done, total), stage being "originals" or "archives".
 ProgressFn = Callable[[str, int, int], None]
@@ -115,6 +115,12 @@ class UniverseSpec:
     hostile_archive_members: bool = False
     #: Archive stems (e.g. "train_3") whose gzip stream is damaged half-way, as reported for some real ones.
     corrupt_archives: tuple[str, ...] = ()
+    #: Share of rows that are planted copies of another row (re-encoded, resized, cropped, recoloured, or the
+    #: same file under another Rotation), across and within targets, validation and the URL sets; and share
+    #: that are hard negatives (another shot of a row's scene). `Universe.planted_duplicates()` /
+    #: `planted_negatives()` give the ground truth. Off by default; the demo plants them.
+    duplicate_fraction: float = 0.0
+    hard_negative_fraction: float = 0.0
     # ---- serving behaviour only (not in the cache key) ----
     #: 429/503 rows fail this many times (per URL, per server instance) before answering 200.
     transient_failures: int = 2
@@ -136,6 +142,8 @@ class UniverseSpec:
         for f in fields(self):
             if f.name.endswith("_fraction") and not 0.0 <= getattr(self, f.name) <= 1.0:
                 raise ValueError(f"{f.name} must be within [0, 1]")
+        if self.duplicate_fraction + self.hard_negative_fraction > 0.5:
+            raise ValueError("duplicate_fraction + hard_negative_fraction must be <= 0.5")
         if self.validation_fraction + self.test_fraction > 1.0:
             raise ValueError("validation_fraction + test_fraction must be <= 1")
         unknown = set(self.misbehaviours) - set(ALL_MISBEHAVIOURS)
@@ -205,6 +213,10 @@ class ImageInfo:
     author_profile_url: str
     author: str
     title: str
+    #: Planted rows: the ImageID this row copies (or is a hard negative of), and how (`duplicates.UNIVERSE_COPIES`
+    #: or "hard_negative"); empty for every other row.
+    copy_of: str = ""
+    variant: str = ""
 
     @property
     def role(self) -> str:

@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from oiv4.contracts.schema import COLUMNS
 from oiv4.io.storage import Storage
 from oiv4_mirror.archives import CvdfArchives
 from oiv4_mirror.cache import file_lock, parallel, stage
+from oiv4_mirror.duplicates import HARD_NEGATIVE, copy_picture, other_shot
 from oiv4_mirror.images import (
     PLACEHOLDER_PATHS,
     ImageKind,
@@ -164,13 +166,37 @@ class Universe(CvdfArchives):
             with self._lock:
                 self._meta.update({k: (int(v[0]), str(v[1])) for k, v in data.items() if k in self._by_id})
 
+    # ---- planted duplicates ---------------------------------------------------------------------
+    def _upright(self, info: ImageInfo, width: int, height: int) -> Image.Image:
+        """The upright picture of `info` at `width` x `height`; a planted row is made from its source's picture."""
+        if not info.copy_of:
+            return render_picture(self.spec.seed, info.index, width, height, self._noise())
+        src = self._by_id[info.copy_of]
+        if info.variant == HARD_NEGATIVE:
+            wide = render_picture(self.spec.seed, src.index, src.width * 3 // 2, src.height, self._noise())
+            picture = other_shot(wide, src.width)
+        else:
+            source = render_picture(self.spec.seed, src.index, src.width, src.height, self._noise())
+            picture = copy_picture(info.variant, source)
+        if picture.size != (width, height):
+            picture = picture.resize((width, height), Image.Resampling.LANCZOS)
+        return picture
+
+    def planted_duplicates(self) -> list[tuple[str, str, str]]:
+        """Ground truth: (copy ImageID, source ImageID, variant) for every planted copy, in full-CSV order."""
+        return [(i.image_id, i.copy_of, i.variant) for i in self.images if i.copy_of and i.variant != HARD_NEGATIVE]
+
+    def planted_negatives(self) -> list[tuple[str, str]]:
+        """Ground truth: (hard negative ImageID, ImageID of the photo it resembles); neither duplicates the other."""
+        return [(i.image_id, i.copy_of) for i in self.images if i.variant == HARD_NEGATIVE]
+
     # ---- originals ---------------------------------------------------------------------------
     def _make_original(self, info: ImageInfo) -> bytes:
         if info.misbehaviour is Misbehaviour.wrong_content_type:
             return html_page(info.image_id)
         if info.misbehaviour is Misbehaviour.decompression_bomb:
             return self.bomb_bytes()
-        upright = render_picture(self.spec.seed, info.index, info.width, info.height, self._noise())
+        upright = self._upright(info, info.width, info.height)
         data = encode(stored_orientation(upright, info.rotation), info.kind)
         if info.misbehaviour is Misbehaviour.corrupt_jpeg:
             data = damaged_jpeg(data)
@@ -221,7 +247,7 @@ class Universe(CvdfArchives):
     # ---- shrunk copies --------------------------------------------------------------------------
     def _make_scaled(self, info: ImageInfo, max_side: int) -> bytes:
         w, h = shrunk_size(info.width, info.height, max_side)
-        upright = render_picture(self.spec.seed, info.index, w, h, self._noise())
+        upright = self._upright(info, w, h)
         return encode_jpeg(stored_orientation(upright, info.rotation))
 
     def small_image(self, image_id: str) -> bytes:

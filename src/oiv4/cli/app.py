@@ -26,7 +26,21 @@ from typer.core import TyperGroup
 from oiv4.contracts.errors import Oiv4Error, exit_code
 
 #: `--help` lists commands in pipeline order, whatever order the modules register them in.
-COMMAND_ORDER = ("build", "demo", "metadata", "plan", "archives", "fetch", "status", "verify", "report", "sql", "mirror")
+COMMAND_ORDER = (
+    "build",
+    "demo",
+    "metadata",
+    "plan",
+    "archives",
+    "fetch",
+    "status",
+    "verify",
+    "hash",
+    "dedup",
+    "report",
+    "sql",
+    "mirror",
+)
 #: Help is laid out at least this wide when piped or in a narrow terminal: option names and defaults are
 #: never cut with an ellipsis (rich crops table cells to the width it is given).
 HELP_MIN_WIDTH = 200

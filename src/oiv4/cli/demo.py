@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from oiv4.contracts.limits import at_least
+from oiv4.contracts.limits import at_least, within
 from oiv4.contracts.setting import setting
 from oiv4.io.storage import Storage
 from oiv4.report import ReportSettings, build_report
@@ -34,9 +34,13 @@ class DemoSettings:
         1000, help="Size of the demo's train set (the rest of the candidates are extended_targets)."
     )
     workers: int | None = setting(None, help="Worker processes for the fetch stage.", default_text="one per core")
+    duplicates: float = setting(
+        0.03, help="Share of rows planted as copies of other rows (plus a third as many look-alikes) for dedup to find."
+    )
 
     def __post_init__(self) -> None:
         at_least(self, 1, "images", "workers")
+        within(self, 0.0, 0.3, "duplicates")
         at_least(self, 0, "seed", "train_size")
         low, high = self.megapixels
         if not 0 < low <= high:
@@ -65,7 +69,12 @@ def run_demo(settings: DemoSettings | None = None, observer: BuildObserver | Non
     """Start a mirror, build every set from it into `settings.root`, stop the mirror."""
     settings = settings or DemoSettings()
     spec = UniverseSpec(
-        seed=settings.seed, n_images=settings.images, megapixels=settings.megapixels, trickle_seconds=15.0
+        seed=settings.seed,
+        n_images=settings.images,
+        megapixels=settings.megapixels,
+        trickle_seconds=15.0,
+        duplicate_fraction=settings.duplicates,
+        hard_negative_fraction=settings.duplicates / 3,
     )
     mirror = MirrorProcess(spec)
     try:

@@ -199,10 +199,12 @@ class BuildView:
         from oiv4.run.build import STAGES
 
         self._stages = STAGES
+        self._detail = ""
         self.log = log or LogSettings()
         self.out = Console(stderr=self.log.json or self.log.log_format == "json")
 
     def stage(self, name: str, detail: str = "") -> None:
+        self._detail = detail  # the set a stage's result belongs to, when the result does not say
         n = self._stages.index(name) + 1
         if self.log.live:
             err.rule(f"[bold]{n}/{len(self._stages)} {name}[/bold] {detail}", align="left")
@@ -231,8 +233,29 @@ class BuildView:
         elif name == "verify":
             state = "[green]clean[/green]" if result.ok else f"[red]{len(result.problems)} problem(s)[/red]"
             err.print(f"  verify: {state}")
+        elif name == "hash":
+            err.print("  " + hash_line(result, self._detail))
+        elif name == "dedup":
+            err.print("  " + dedup_line(result))
         elif name == "report":
             err.print(f"  report: {result}")
+
+
+def hash_line(summary: Any, image_set: str = "") -> str:
+    """One line per hashed set: `hash: targets: hashed 1,234, already hashed 0 (850 images/s)`."""
+    line = f"hash: {summary.image_set or image_set}: hashed {summary.hashed:,}, already hashed {summary.already:,}"
+    if summary.hashed:
+        line += f" ({summary.images_per_s:,.0f} images/s)"
+    if summary.unreadable:
+        line += f", [red]{summary.unreadable:,} unreadable[/red] (run oiv4 verify)"
+    return line
+
+
+def dedup_line(result: Any) -> str:
+    """`dedup: <headline>`, or why dedup could not compare (the build passes the error text instead)."""
+    if isinstance(result, str):
+        return f"dedup: [red]not run[/red]: {result}"
+    return f"dedup: {result.headline}"
 
 
 def build_finish(result: Any, status: Any, to_stderr: bool = False) -> None:

@@ -299,6 +299,12 @@ class SetReader:
         hit = hit.filter(pc.equal(hit["row"], row))
         return hit.to_pylist()[-1] if hit.num_rows else {}
 
+    def without_duplicates_of(self, *sets: str) -> SetReader:
+        """This set without the images `oiv4 dedup` found duplicating an image of `sets` (see `oiv4.read.held_out`)."""
+        from oiv4.read.held_out import WithoutDuplicates
+
+        return WithoutDuplicates(self, sets)
+
     # adapters ------------------------------------------------------------------------------
     def torch(
         self,

@@ -4,7 +4,8 @@ Per set: counts and outcome breakdown, throughput over time (from the ledger's `
 `elapsed_s`), stored size / dimension / aspect distributions, a contact sheet of sample images and
 latency and attempts histograms, rates per URL host, the failure kinds (one row per kind, URLs and
 numbers taken out), the first failed images by ImageID and a CSV of all of them; thumbnails open a larger
-copy with their ledger row. Everything is inline (CSS, SVG, images as data:
+copy with their ledger row. After `oiv4 dedup`: a Duplicates section (headline, per set pair, by kind, example
+pairs side by side at several distances). Everything is inline (CSS, SVG, images as data:
 URIs), so the file can be mailed, archived or opened offline.
 """
 
@@ -22,6 +23,7 @@ from oiv4.io.storage import Storage
 from oiv4.read.dataset import Dataset
 from oiv4.read.set_reader import SetReader
 from oiv4.report.data import SetStats, collect
+from oiv4.report.duplicates import collect_duplicates, duplicates_section
 from oiv4.report.page import render
 
 
@@ -84,8 +86,9 @@ def render_report(
         del reader
         if s is not None:
             stats.append(s)
+    dups = duplicates_section(collect_duplicates(storage, ds))
     ds.close()
-    return render(storage.root, stats)
+    return render(storage.root, stats, duplicates=dups)
 
 
 __all__ = ["ReportSettings", "SetStats", "build_report", "render_report"]

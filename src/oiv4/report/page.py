@@ -103,6 +103,11 @@ td.ex a{display:block;max-width:360px;overflow:hidden;text-overflow:ellipsis;whi
 footer{color:var(--faint);font-size:12px;padding:36px 0 48px;text-align:center}
 #tip{position:fixed;pointer-events:none;background:#1c2024;color:#fff;font-size:12px;padding:6px 9px;border-radius:6px;
 box-shadow:0 4px 14px rgba(0,0,0,.2);opacity:0;transition:opacity .08s;z-index:10;max-width:320px}
+.dups{display:flex;flex-wrap:wrap;gap:16px}
+.dup{background:var(--panel);border:1px solid var(--line);border-radius:12px;padding:12px;margin:0}
+.dup .pair{display:flex;gap:8px;align-items:center;height:156px}
+.dup img.dupthumb{max-width:150px;max-height:150px;border-radius:4px;display:block}
+.dup figcaption{font-size:12px;color:var(--muted);margin-top:6px;max-width:316px}.dup figcaption b{color:var(--ink)}
 @media print{#tip,nav{display:none}.card{box-shadow:none;break-inside:avoid}}
 """.replace("@ACCENT@", ACCENT)
     .replace("@OK@", OK)
@@ -258,10 +263,11 @@ def _failures(s: SetStats) -> str:
     )
 
 
-def render(root: str, sets: Sequence[SetStats], generated: datetime | None = None) -> str:
-    """The whole page as a string."""
+def render(root: str, sets: Sequence[SetStats], generated: datetime | None = None, duplicates: str = "") -> str:
+    """The whole page as a string; `duplicates` is the rendered Duplicates section (`report.duplicates`) or ""."""
     generated = generated or datetime.now(UTC)
     nav = "".join(f'<a href="#set-{s.name}">{esc(s.name)}</a>' for s in sets)
+    nav += '<a href="#duplicates">duplicates</a>' if duplicates else ""
     total_ok = sum(s.ok for s in sets)
     total_planned = sum(s.planned or s.finished for s in sets)
     stored = sum(s.stored_bytes for s in sets)
@@ -273,7 +279,7 @@ def render(root: str, sets: Sequence[SetStats], generated: datetime | None = Non
 <h1>Build report</h1>
 <p class="meta"><code>{esc(root)}</code> · {total_ok:,} of {total_planned:,} images stored ({fmt_bytes(stored)})
  · generated {generated:%Y-%m-%d %H:%M} UTC</p><nav>{nav}</nav></div></header>
-<main class="wrap"><div class="cards">{"".join(_overview_card(s) for s in sets)}</div>{body}</main>
+<main class="wrap"><div class="cards">{"".join(_overview_card(s) for s in sets)}</div>{duplicates}{body}</main>
 <footer>oiv4 {__version__} · self-contained report: no network needed to view it</footer>
 <div id="tip" role="tooltip"></div><script>{SCRIPT}</script></body></html>
 """
