@@ -156,7 +156,7 @@ def _resolved(root: Path) -> dict[int, tuple]:
 
 
 def test_a_fetch_killed_five_times_through_a_full_disk_ends_as_if_undisturbed(planned, tmp_path) -> None:
-    _mirror, template = planned
+    mirror, template = planned
     reference = tmp_path / "reference"
     copy_root(template, reference)
     undisturbed = _cli(reference, *FETCH)
@@ -218,8 +218,10 @@ def test_a_fetch_killed_five_times_through_a_full_disk_ends_as_if_undisturbed(pl
     assert [p for p, data in files.items() if (reference / p).read_bytes() != data] == []
     ledger, expected = _resolved(soaked), _resolved(reference)
     assert len(ledger) == ROWS and ledger == expected
-    # Every fault really happened: each misbehaviour's failure outcome is in the ledger.
-    assert {"http_403", "http_404", "http_410", "http_5xx", "timeout", "truncated", "placeholder"} <= {
+    # Every fault really happened: each row ends in the outcome its misbehaviour calls for.
+    wrong = {i: (o, mirror.universe.expected(i)) for i, o, _, _ in ledger.values() if o != mirror.universe.expected(i)}
+    assert wrong == {}
+    assert {"http_403", "http_404", "http_410", "http_5xx", "timeout", "truncated", "placeholder", "corrupt_jpeg"} <= {
         o for _, o, _, _ in ledger.values()
     }
 

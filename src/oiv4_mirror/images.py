@@ -16,6 +16,7 @@ import zlib
 from enum import StrEnum
 
 import numpy as np
+import simplejpeg
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 NOISE_TILE_SIDE = 1024
@@ -197,6 +198,16 @@ def damaged_jpeg(data: bytes) -> bytes:
     Pillow decodes it "fine" (partly grey); libjpeg reports "Corrupt JPEG data: premature end of data segment"
     (benchmarks/jpeg_corpus.py). The CSV's size and MD5 describe these damaged bytes, so only decoding sees it.
     """
-    block = min(2000, len(data) // 8)
-    at = len(data) * 3 // 5
-    return data[:at] + bytes(block) + data[at + block :]
+    sos = data.index(b"\xff\xda")  # start of scan: damage the entropy-coded data, never the headers
+    scan = sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")
+    end = len(data) - 2  # the EOI marker
+    block = min(2000, (end - scan) // 4)
+    at = scan + (end - scan) * 3 // 5
+    damaged = data[:at] + bytes(block) + data[at + block :]
+    # In a tiny scan the zeros can happen to decode as valid Huffman codes: the row would then be a healthy `ok`
+    # while the universe expects `corrupt_jpeg`. Cut the scan short instead, which libjpeg always reports.
+    try:
+        simplejpeg.decode_jpeg(damaged, strict=True)
+    except ValueError:
+        return damaged
+    return data[:at] + b"\xff\xd9"

@@ -17,7 +17,7 @@ from oiv4.contracts.schema import Outcome
 from oiv4_mirror.images import ImageKind
 
 #: Bump when generation changes, so stale caches are not reused.
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 
 #: progress(stage, done, total), stage being "originals" or "archives".
 ProgressFn = Callable[[str, int, int], None]

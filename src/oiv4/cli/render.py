@@ -71,11 +71,12 @@ def plan_table(summary: Any) -> None:
 _VERIFY_KINDS = {
     "missing": ("missing", "bad_location"),
     "size": ("size_mismatch",),
-    "damaged": ("damaged", "undecodable"),
+    "damaged": ("damaged", "undecodable", "checksum_mismatch", "corrupt_jpeg"),
     "archive": ("bad_archive",),
     "orphan": ("orphan",),
     "temp": ("stray_temp",),
     "staged": ("staged",),
+    "unverifiable": ("unverifiable",),
 }
 
 
