@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 
 from fetch_env import copy_root, planned_root
 from oiv4_mirror import UniverseSpec
+from process_marks import marked_processes, wait_for
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 #: Slow answers (latency) so the fetch is still running when the test signals it.
@@ -27,31 +27,6 @@ SLOW = UniverseSpec(seed=4, n_images=160, megapixels=(0.02, 0.05), misbehaviour_
 def template(tmp_path_factory: pytest.TempPathFactory):
     with planned_root(tmp_path_factory.mktemp("plan"), SLOW, train_size=120, shard_rows=30) as (_mirror, root):
         yield root
-
-
-def _marked(marker: str) -> list[int]:
-    """PIDs of live processes whose environment carries `marker`: the main process and all it started."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if marker.encode() in (entry / "environ").read_bytes():
-                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-                if state != "Z":
-                    found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _cmdline(pid: int) -> str:
@@ -72,13 +47,16 @@ def test_the_local_clusters_processes_die_with_the_main_process(template, tmp_pa
     # A session of its own: the signal reaches the main process only, as `kill <pid>` from a supervisor does.
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True)
     try:
-        _wait_for(
-            lambda: proc.poll() is not None or (len(_marked(marker)) >= 3 and any(root.glob("ledger/train/*/part-*"))),
+        wait_for(
+            lambda: (
+                proc.poll() is not None
+                or (len(marked_processes(marker)) >= 3 and any(root.glob("ledger/train/*/part-*")))
+            ),
             120,
             "Dask workers recording rows",
         )
         assert proc.poll() is None, proc.stderr.read().decode()
-        workers = [p for p in _marked(marker) if p != proc.pid]
+        workers = [p for p in marked_processes(marker) if p != proc.pid]
         assert len(workers) >= 2, [_cmdline(p) for p in workers]
         os.kill(proc.pid, signum)
         if signum == signal.SIGKILL:
@@ -88,7 +66,7 @@ def test_the_local_clusters_processes_die_with_the_main_process(template, tmp_pa
             assert proc.returncode == 130, err.decode()
             assert "Traceback" not in err.decode(), err.decode()
         # Deadline only so a failure ends the test; the check is that nothing is left at all.
-        _wait_for(lambda: not _marked(marker), 30, "no cluster process left behind")
+        wait_for(lambda: not marked_processes(marker), 30, "no cluster process left behind")
     finally:
-        for pid in _marked(marker):  # only if the assertion above failed: leave no process for the next test
+        for pid in marked_processes(marker):  # only if the assertion above failed: leave no process for the next test
             os.kill(pid, signal.SIGKILL)

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from oiv4.cli import app
 from oiv4.io.run_lock import RunLock
 from oiv4.io.storage import Storage
 from oiv4_mirror import UniverseSpec
+from process_marks import marked_processes, wait_for
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 #: Slow answers (latency) so a fetch is still running when the test signals it.
@@ -33,22 +33,6 @@ def env(tmp_path_factory: pytest.TempPathFactory):
         yield mirror, template
 
 
-def _marked(marker: str) -> list[int]:
-    """PIDs of live processes whose environment carries `marker` (the main process and its workers)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if marker.encode() in (entry / "environ").read_bytes():
-                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-                if state != "Z":
-                    found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
 def _start_fetch(root: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     marker = f"OIV4_TEST_MARK={uuid.uuid4().hex}"
     env = {**os.environ, "PYTHONPATH": f"{SRC}:{os.environ.get('PYTHONPATH', '')}", marker.split("=")[0]: marker}
@@ -58,18 +42,9 @@ def _start_fetch(root: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     return proc, marker
 
 
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _workers_running(proc: subprocess.Popen, marker: str, root: Path) -> bool:
     """Workers are in the middle of shards: they have recorded rows (not merely started up)."""
-    return len([p for p in _marked(marker) if p != proc.pid]) >= 2 and any(root.glob("ledger/train/*/part-*"))
+    return len([p for p in marked_processes(marker) if p != proc.pid]) >= 2 and any(root.glob("ledger/train/*/part-*"))
 
 
 def test_kill_9_of_the_main_process_leaves_no_worker_and_closes_the_pipe(env, tmp_path) -> None:
@@ -77,12 +52,12 @@ def test_kill_9_of_the_main_process_leaves_no_worker_and_closes_the_pipe(env, tm
     root = tmp_path / "root"
     copy_root(template, root)
     proc, marker = _start_fetch(root)
-    _wait_for(lambda: _workers_running(proc, marker, root) or proc.poll() is not None, 60, "workers recording rows")
+    wait_for(lambda: _workers_running(proc, marker, root) or proc.poll() is not None, 60, "workers recording rows")
     assert proc.poll() is None, proc.stderr.read().decode()
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     # PDEATHSIG kills at once; without it the workers would finish their shards (seconds here, hours for real).
-    _wait_for(lambda: not _marked(marker), 2, "the workers to die with their parent")
+    wait_for(lambda: not marked_processes(marker), 2, "the workers to die with their parent")
     eof = threading.Event()
     threading.Thread(target=lambda: (proc.stdout.read(), eof.set()), daemon=True).start()
     assert eof.wait(10), "a process still holds the caller's pipe open"
@@ -93,12 +68,12 @@ def test_sigterm_stops_like_ctrl_c_with_exit_130_and_a_resume_hint(env, tmp_path
     root = tmp_path / "root"
     copy_root(template, root)
     proc, marker = _start_fetch(root)
-    _wait_for(lambda: _workers_running(proc, marker, root) or proc.poll() is not None, 60, "workers recording rows")
+    wait_for(lambda: _workers_running(proc, marker, root) or proc.poll() is not None, 60, "workers recording rows")
     proc.send_signal(signal.SIGTERM)
     _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err.decode()
     assert "run the same command again" in err.decode() and "Traceback" not in err.decode()
-    _wait_for(lambda: not _marked(marker), 15, "no process left behind")
+    wait_for(lambda: not marked_processes(marker), 15, "no process left behind")
 
 
 def test_a_second_run_on_a_held_root_is_refused_naming_the_holder_and_status_shows_it(env, tmp_path) -> None:
@@ -129,7 +104,7 @@ def test_off_a_terminal_progress_is_json_lines_and_the_summary_a_line_of_its_own
     assert {"ok_pct", "images_per_s", "mb_per_s", "eta_s", "top_failure"} <= set(progress[0])
     summary = json.loads(out.decode().splitlines()[-1])
     assert summary["event"] == "summary" and summary["remaining"] == 0
-    assert not _marked(marker)
+    assert not marked_processes(marker)
 
 
 def test_off_a_terminal_text_progress_is_plain_lines_ending_in_newlines(env, tmp_path) -> None:

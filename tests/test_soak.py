@@ -24,6 +24,7 @@ import pytest
 from fetch_env import copy_root, files_under, ledger_rows, planned_root
 from oiv4.io.storage import Storage
 from oiv4_mirror import ALL_MISBEHAVIOURS, UniverseSpec
+from process_marks import marked_processes
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 ROWS = 5000
@@ -187,7 +188,7 @@ def test_a_fetch_killed_five_times_through_a_full_disk_ends_as_if_undisturbed(pl
     assert all(k["recorded"] >= k["target"] for k in seen["kills"]), seen["kills"]
     assert all(left == [] for left in seen["left_after_kill"]), seen["left_after_kill"]
     assert seen["left_at_end"] == []
-    assert _marked(marker) == []
+    assert marked_processes(marker) == []
 
     # The second run was refused: busy, one line naming the holder.
     busy = seen["busy"]
@@ -224,15 +225,3 @@ def test_a_fetch_killed_five_times_through_a_full_disk_ends_as_if_undisturbed(pl
     assert {"http_403", "http_404", "http_410", "http_5xx", "timeout", "truncated", "placeholder", "corrupt_jpeg"} <= {
         o for _, o, _, _ in ledger.values()
     }
-
-
-def _marked(marker: str) -> list[int]:
-    """Live processes started by the soak (they carry the marker in their environment)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and marker.encode() in (entry / "environ").read_bytes():
-                found.append(int(entry.name))
-        except OSError:  # gone meanwhile, or not ours to read
-            continue
-    return found
