@@ -188,8 +188,10 @@ def summed_shard(summaries: Sequence[PartSummary | None]) -> dict[tuple[str, str
 
 
 def read_summaries(storage: Storage, rels: Sequence[str]) -> list[PartSummary | None]:
-    """Summaries of many parts, on threads (small reads wait on the file system or object store)."""
-    if len(rels) < 16:
+    """Summaries of many parts: on threads for object stores (each read is a round trip), in turn locally, where
+    a footer read is a few microseconds of I/O and threads only add GIL hand-offs (20,000 parts: 0.7 s in turn,
+    1.7 s on threads, measured)."""
+    if storage.local or len(rels) < 16:
         return [read_summary(storage, r) for r in rels]
     with ThreadPoolExecutor(READ_THREADS) as pool:
         return list(pool.map(lambda r: read_summary(storage, r), rels))
