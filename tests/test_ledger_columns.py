@@ -70,3 +70,19 @@ def test_old_and_new_ledger_files_mix_and_the_newer_row_wins(tmp_path: Path) -> 
         assert table["row"].to_pylist() == [0, 1]
         assert table["phash"].to_pylist() == [None, 2**63 + 5]
         assert table["checksum"].to_pylist() == [None, "xxh3:" + "0" * 32]
+
+
+def test_sql_views_and_the_lazy_manifest_read_old_ledgers_when_no_file_has_the_new_columns(tmp_path: Path) -> None:
+    import oiv4
+    from oiv4.io.sql import connect
+
+    storage = Storage(str(tmp_path))
+    _old_ledger(storage, 0, range(0, 3))
+    _old_ledger(storage, 1, range(3, 5))
+    con = connect(storage)
+    counts = con.sql(
+        "SELECT count(*), count(*) FILTER (WHERE checksum IS NULL AND phash IS NULL) FROM ledger_train"
+    ).fetchall()
+    assert counts == [(5, 5)]
+    relation = oiv4.open(str(tmp_path))["train"].manifest_relation(con)
+    assert relation.aggregate("count(*)").fetchall() == [(5,)] and "checksum" in relation.columns

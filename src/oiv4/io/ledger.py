@@ -261,15 +261,31 @@ def _read_parts(storage: Storage, rels: list[str], columns: list[str]) -> pa.Tab
     con.execute("SET enable_progress_bar = false")
     if not storage.local:
         con.register_filesystem(storage.fs)
-    paths = ", ".join("'" + storage.path(r).replace("'", "''") + "'" for r in rels)
-    names = ", ".join(f'"{c}"' for c in columns)
     try:
-        table = con.sql(f"SELECT {names} FROM read_parquet([{paths}], union_by_name = true)").to_arrow_table()
+        table = ledger_files_relation(con, storage, rels, columns).to_arrow_table()
     except duckdb.IOException:
         return None
     finally:
         con.close()
     return table.cast(pa.schema([LEDGER_SCHEMA.field(c) for c in columns]))
+
+
+#: DuckDB's name for each ledger column type: a column absent from every file read is typed NULL.
+_DUCK_TYPES = {pa.string(): "VARCHAR", pa.int16(): "SMALLINT", pa.int32(): "INTEGER", pa.int64(): "BIGINT",
+               pa.uint64(): "UBIGINT", pa.float64(): "DOUBLE", pa.timestamp("ms", tz="UTC"): "TIMESTAMPTZ"}  # fmt: skip
+
+
+def ledger_files_relation(con: Any, storage: Storage, rels: Sequence[str], columns: Sequence[str]) -> Any:
+    """`columns` of the ledger files `rels` as one DuckDB relation on `con`, matched by name: files written before
+    a column was added to LEDGER_SCHEMA (checksum, phash) read it as NULL, even when no file has it yet."""
+    paths = ", ".join("'" + storage.path(r).replace("'", "''") + "'" for r in rels)
+    scan = f"read_parquet([{paths}], union_by_name = true)"
+    present = set(con.sql(f"SELECT * FROM {scan} LIMIT 0").columns)
+    names = ", ".join(
+        f'"{c}"' if c in present else f'CAST(NULL AS {_DUCK_TYPES[LEDGER_SCHEMA.field(c).type]}) AS "{c}"'
+        for c in columns
+    )
+    return con.sql(f"SELECT {names} FROM {scan}")
 
 
 def iter_ledger(

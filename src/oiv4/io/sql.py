@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import LEDGER_SCHEMA, ImageSet
-from oiv4.io.ledger import LedgerFiles, iter_ledger, list_ledger
+from oiv4.io.ledger import LedgerFiles, iter_ledger, ledger_files_relation, list_ledger
 from oiv4.io.storage import Storage
 
 if TYPE_CHECKING:
@@ -75,9 +75,7 @@ def ledger_relation(
     names = ", ".join(f'"{c}"' for c in cols)
     rels = []
     if clean:
-        # union_by_name: files written before a column was added (checksum, phash) read it as NULL.
-        paths = ", ".join("'" + storage.path(rel).replace("'", "''") + "'" for rel in clean)
-        rels.append(con.sql(f"SELECT {names} FROM read_parquet([{paths}], union_by_name = true)"))
+        rels.append(ledger_files_relation(con, storage, clean, cols))
     if pending or not rels:
         table = pa.concat_tables(pending) if pending else LEDGER_SCHEMA.empty_table().select(cols)
         rels.append(con.from_arrow(table).select(names))
