@@ -160,3 +160,16 @@ def test_report_cli_refuses_a_missing_root(tmp_path):
     result = CliRunner().invoke(app, ["report", "--root", str(tmp_path / "nope")])
     assert result.exit_code == 2
     assert "does not exist" in result.output
+
+
+def test_a_big_failure_list_goes_to_a_csv_beside_the_page_with_every_failed_row(tmp_path, monkeypatch):
+    from oiv4.report import failures
+
+    build_set(tmp_path, "train", 12, "folder", fail_every=1)  # every row failed
+    # The inline limit is 256 kB of CSV; a full-size set crosses it, a test set would need it lowered.
+    monkeypatch.setattr(failures, "INLINE_MAX_BYTES", 100)
+    build_report(tmp_path, ReportSettings(samples=2))
+    html = (tmp_path / "report" / "index.html").read_text()
+    assert 'href="failures_train.csv"' in html
+    lines = (tmp_path / "report" / "failures_train.csv").read_text().strip().splitlines()
+    assert len(lines) == 1 + 12  # the header, then every failed image once

@@ -76,6 +76,7 @@ def failures_csv_link(con: Any, storage: Storage, image_set: str, page_dir: str 
         if buf.tell() > INLINE_MAX_BYTES:
             big = True
             break
+    reader.close()  # a result left open (the early break) blocks the connection's next query
     if writer is None:
         return ""
     writer.close()
