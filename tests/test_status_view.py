@@ -87,3 +87,19 @@ def test_status_json_carries_full_reasons(tmp_path: Path) -> None:
         "redirected to <url> from <url>"
     )
     assert doc[0]["counts"]["ok"] == 9 and doc[0]["remaining"] == 4
+
+
+def test_a_failure_kind_is_one_line_however_many_digests_sizes_and_urls_its_rows_name() -> None:
+    from oiv4.io.reason_kind import reason_kind
+
+    md5 = {
+        reason_kind(f"MD5 {a}== differs from OriginalMD5 {b}== (1,{n:03d} bytes)")
+        for a, b, n in [
+            ("1Hv6w7XB6hT0DzG9IoF7/A", "KFukvivpCM5QXl5SqKe41g", 1),
+            ("x3fu2AVh8e9qegqGM3R3tA", "eKKohtysvSdMAtSohrUTgw", 2),
+        ]
+    }
+    sizes = {reason_kind(f"JPEG {w}x{h}: libjpeg-turbo: Corrupt JPEG data: premature end of data segment")
+             for w, h in [(1237, 1856), (2037, 1146)]}  # fmt: skip
+    assert md5 == {"MD5 <md5> differs from OriginalMD5 <md5> (N bytes)"}
+    assert sizes == {"JPEG NxN: libjpeg-turbo: Corrupt JPEG data: premature end of data segment"}

@@ -13,6 +13,8 @@ import re
 #: (pattern, replacement), applied in order.
 RULES: tuple[tuple[str, str], ...] = (
     ("[A-Za-z][A-Za-z0-9+.-]*://[^ \t\r\n\"'<>]+", "<url>"),
+    ("[A-Za-z0-9+/]{22}==", "<md5>"),  # base64 MD5 digests: every md5_mismatch names two
+    ("\\b[0-9]+x[0-9]+\\b", "NxN"),  # image sizes ("JPEG 1237x1856: ..."): no word boundary inside them
     ("\\b[0-9]+([.,][0-9]+)*\\b", "N"),  # whole numbers only: "MD5" and "farm3" keep their digits
 )
 _COMPILED = tuple((re.compile(p, re.ASCII), r) for p, r in RULES)  # ASCII `\b`, as RE2's
