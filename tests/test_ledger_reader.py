@@ -173,9 +173,8 @@ def test_sql_views_work_on_an_s3_root(s3_root) -> None:
     }
 
 
-def test_verify_counts_every_finding_but_keeps_a_bounded_list_of_examples(tmp_path: Path) -> None:
-    storage = Storage(str(tmp_path))
-    n = EXAMPLES_PER_KIND + 50
+def _ok_rows_whose_files_are_missing(storage: Storage, n: int) -> int:
+    """`n` train rows recorded ok whose files were never written: each is a `missing` finding for verify."""
     rows = [
         {
             "image_id": f"{i:016x}",
@@ -188,6 +187,12 @@ def test_verify_counts_every_finding_but_keeps_a_bounded_list_of_examples(tmp_pa
         for i in range(n)
     ]
     append_rows(storage, ImageSet.train, 0, rows)
+    return n
+
+
+def test_verify_counts_every_finding_but_keeps_a_bounded_list_of_examples(tmp_path: Path) -> None:
+    storage = Storage(str(tmp_path))
+    n = _ok_rows_whose_files_are_missing(storage, EXAMPLES_PER_KIND + 50)
     report = verify(tmp_path, VerifySettings(requeue=True))
     (check,) = report.sets
     assert check.count("missing") == n and check.broken_images == n and check.intact == 0
@@ -198,19 +203,7 @@ def test_verify_counts_every_finding_but_keeps_a_bounded_list_of_examples(tmp_pa
 
 def test_verify_prints_the_full_count_and_a_few_examples(tmp_path: Path) -> None:
     storage = Storage(str(tmp_path))
-    n = EXAMPLES_PER_KIND + 50
-    rows = [
-        {
-            "image_id": f"{i:016x}",
-            "row": i,
-            "outcome": "ok",
-            "location": LAYOUT.image("train", f"{i:016x}"),
-            "stored_bytes": 100,
-            "started_at": T0,
-        }
-        for i in range(n)
-    ]
-    append_rows(storage, ImageSet.train, 0, rows)
+    n = _ok_rows_whose_files_are_missing(storage, EXAMPLES_PER_KIND + 50)
     result = CliRunner().invoke(app, ["verify", "--root", str(tmp_path), "--show", "3"])
     assert result.exit_code == 1
     out = " ".join(result.output.split())
