@@ -5,6 +5,7 @@ anything that is not a 16-hex ID, so hostile IDs can never become paths.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from oiv4.contracts.errors import InputError
@@ -19,6 +20,10 @@ FULL_CSV = "image_ids_and_rotation.csv"
 BOXABLE_CSV = "train-images-boxable-with-rotation.csv"
 
 
+#: A feature model's name as it appears in paths: lowercase letters, digits and dashes (e.g. `vgg16-fc2`).
+_MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+
+
 class HostileIdError(ValueError, InputError):
     """An ImageID that is not 16 lowercase hex characters was about to become a path."""
 
@@ -27,6 +32,13 @@ def check_image_id(image_id: str) -> str:
     if not is_valid_image_id(image_id):
         raise HostileIdError(f"refusing ImageID {image_id!r}: not 16 lowercase hex characters")
     return image_id
+
+
+def check_model_name(model: str) -> str:
+    """A feature model's name, refused unless it is safe as one path component."""
+    if not _MODEL_NAME.fullmatch(model):
+        raise InputError(f"refusing model name {model!r}: lowercase letters, digits and '-' only")
+    return model
 
 
 @dataclass(frozen=True)
@@ -79,6 +91,22 @@ class Layout:
 
     def report_dir(self) -> str:
         return "report"
+
+    # Image features (`oiv4 features`) and exact nearest-neighbour ground truth (`oiv4 neighbors`). The
+    # features of one set are one `.npy` (N x d) + one metadata Parquet (`image_id`, `row`, same order) per
+    # shard, named as clip-retrieval names them, so embedding-reader reads `features_dir` as it is.
+
+    def features_dir(self, model: str, image_set: ImageSet | str) -> str:
+        return f"features/{check_model_name(model)}/{ImageSet(image_set).value}"
+
+    def features_npy(self, model: str, image_set: ImageSet | str, shard: int) -> str:
+        return f"{self.features_dir(model, image_set)}/img_emb/img_emb_{shard:05d}.npy"
+
+    def features_metadata(self, model: str, image_set: ImageSet | str, shard: int) -> str:
+        return f"{self.features_dir(model, image_set)}/metadata/metadata_{shard:05d}.parquet"
+
+    def neighbors_dir(self, model: str) -> str:
+        return f"neighbors/{check_model_name(model)}"
 
 
 LAYOUT = Layout()
