@@ -24,6 +24,7 @@ from rich.table import Table
 from oiv4.cli.app import console as err
 from oiv4.cli.fetch_view import summary_table
 from oiv4.cli.logs import LineLog, LogSettings, fetch_progress
+from oiv4.contracts.schema import ImageSet
 from oiv4.stages.archives import ArchiveProgress
 
 
@@ -56,12 +57,25 @@ def decode_bars(enabled: bool) -> Progress:
     )  # fmt: skip
 
 
+def in_set_order(counts: dict[str, int]) -> list[tuple[str, int]]:
+    """`counts` in the order the sets are built (targets, validation, train, extended_targets), whatever
+    order they were stored in (summary.json sorts its keys); unknown names follow in their own order."""
+    order = [s.value for s in ImageSet]
+    return sorted(counts.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
+
+
+def outcome_counts(outcomes: dict[str, int]) -> str:
+    """`ok 1,044, missing_from_archive 3`: outcome counts as words, ok first, then the most frequent."""
+    items = sorted(outcomes.items(), key=lambda kv: (kv[0] != "ok", -kv[1], kv[0]))
+    return ", ".join(f"{name} {n:,}" for name, n in items) or "nothing recorded"
+
+
 def plan_table(summary: Any) -> None:
     table = Table(title="plan" + (" (up to date, reused)" if summary.reused else ""))
     table.add_column("set")
     table.add_column("images", justify="right")
     table.add_column("source")
-    for name, n in summary.counts.items():
+    for name, n in in_set_order(summary.counts):
         table.add_row(name, f"{n:,}", "CVDF archives" if name in ("targets", "validation") else "OriginalURL (Flickr)")
     Console().print(table)
     if summary.rejected:
@@ -225,7 +239,7 @@ class BuildView:
             plan_table(result)
         elif name == "archives":
             bad = result.failed
-            line = f"  {result.image_set}: {dict(result.outcomes)}"
+            line = f"  {result.image_set}: {outcome_counts(dict(result.outcomes))}"
             err.print(line + (f" [red]{len(bad)} archive(s) failed[/red]" if bad else ""))
             for a in bad:
                 err.print(f"  [red]{a.name}[/red]: {a.error}")

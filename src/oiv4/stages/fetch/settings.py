@@ -127,7 +127,8 @@ class FetchSettings:
     """Everything the fetch stage needs, besides the root and the plan.
 
     `retry_failed`: None re-runs nothing finished; `("all",)` retries every recorded failure; otherwise
-    the listed outcomes only (e.g. `("http_429", "timeout")`). `disk_full`/`write_error` rows are always retried.
+    the listed outcomes only (e.g. `("http_429", "timeout")`). `disk_full`/`write_error` rows are always retried,
+    and `blocked_address` rows are whenever `http.allow_private_networks` admits what blocked them.
     """
 
     layout: str = setting(
@@ -203,6 +204,10 @@ class FetchSettings:
     def retried(self, outcome: str) -> bool:
         """True when a row recorded with `outcome` must be fetched again by this run."""
         if outcome in ALWAYS_RETRIED:
+            return True
+        if outcome == Outcome.blocked_address and self.http.allow_private_networks:
+            # Recorded by a run that refused private addresses: the row never had its chance. (One blocked
+            # even so, for the unspecified address, is refused again at once without connecting.)
             return True
         if outcome == Outcome.ok or self.retry_failed is None:
             return False
