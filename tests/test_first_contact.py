@@ -174,3 +174,31 @@ def test_no_user_facing_message_names_a_settings_field() -> None:
                         words = set(re.findall(r"(?<![\w`.-])(\w+_\w+)(?![\w`])", const.value))
                         found += [f"{path.relative_to(REPO)}:{const.lineno}: {w}" for w in sorted(words & fields)]
     assert found == [], textwrap.indent("\n".join(found), "  ")
+
+
+def test_a_demo_rerun_prints_outcomes_in_words_and_the_plan_in_set_order(tmp_path: Path) -> None:
+    args = ["demo", "--root", str(tmp_path / "demo"), "--images", "200", "--seed", "3"]
+    first = oiv4(*args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    again = oiv4(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    for run in (first, again):
+        text = run.stdout + run.stderr
+        assert not re.search(r"\{'\w+': \d+", text), text  # no Python dict
+        assert re.search(r"^\s+targets: ok [\d,]+", run.stderr, re.M), run.stderr
+        plan = text[text.index("plan") :]
+        names = re.findall(r"│ (targets|validation|train|extended_targets) ", plan)[:4]
+        assert names == ["targets", "validation", "train", "extended_targets"]
+    assert "plan (up to date, reused)" in again.stdout
+
+
+def test_the_mirror_help_example_is_what_the_mirror_prints() -> None:
+    from oiv4.cli.run_commands import mirror_next_commands
+
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "TERMINAL_WIDTH")}
+    env.update(PYTHONPATH=str(REPO / "src"), COLUMNS="250")
+    done = subprocess.run([OIV4, "mirror", "-h"], env=env, capture_output=True, text=True, timeout=120)
+    lines = [line.strip() for line in done.stdout.splitlines()]
+    assert "Example: oiv4 mirror --images 3000 --port 8000" in lines
+    for command in mirror_next_commands("http://127.0.0.1:8000"):
+        assert command in lines
