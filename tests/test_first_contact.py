@@ -202,3 +202,35 @@ def test_the_mirror_help_example_is_what_the_mirror_prints() -> None:
     assert "Example: oiv4 mirror --images 3000 --port 8000" in lines
     for command in mirror_next_commands("http://127.0.0.1:8000"):
         assert command in lines
+
+
+def test_a_run_allowing_private_networks_retries_only_the_rows_it_would_not_refuse_again(tmp_path: Path) -> None:
+    """0.0.0.0 is refused even with private networks allowed: its row stays finished; the loopback row is
+    tried again (here: a closed port, so it ends connection_error instead of blocked_address)."""
+    import socket
+
+    from fetch_env import write_manifest
+    from oiv4.run.executor import ExecutorSettings
+    from oiv4.run.fetch import fetch_set
+    from oiv4.stages.fetch import FetchSettings, HttpSettings
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    storage = Storage(str(tmp_path))
+    rows = [
+        {"ImageID": "00000000000000b1", "OriginalURL": f"http://0.0.0.0:{closed}/a.jpg"},
+        {"ImageID": "00000000000000b2", "OriginalURL": f"http://127.0.0.1:{closed}/b.jpg"},
+    ]
+    write_manifest(storage, "train", rows)
+    executor = ExecutorSettings(kind="thread", workers=1)
+    http = HttpSettings(attempts=1, deadline=5.0)
+    fetch_set(storage, "train", FetchSettings(http=http), executor)
+    assert [r["outcome"] for r in ledger_rows(storage, "train")] == ["blocked_address", "blocked_address"]
+
+    allowed = FetchSettings(http=HttpSettings(attempts=1, deadline=5.0, allow_private_networks=True))
+    summary = fetch_set(storage, "train", allowed, executor)
+    assert [r["outcome"] for r in ledger_rows(storage, "train")] == ["blocked_address", "connection_error"]
+    assert summary.skipped == 1
+    again = fetch_set(storage, "train", allowed, executor)
+    assert again.shards_run == 0 and again.skipped == 2  # the 0.0.0.0 row is not tried again
