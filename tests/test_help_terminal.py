@@ -68,6 +68,7 @@ def test_help_fits_the_terminal_and_cuts_no_description(command: str | None, col
     too_wide = [(cell_len(line), line) for line in lines if cell_len(line) > columns]
     assert too_wide == []
     assert "…" not in text
+    assert "\\[" not in text  # rich markup escapes are not shown
     # Every option's full description is there: the words of each help text, in order, once the
     # output's line breaks and indentation are folded away.
     flat = " ".join(text.split())

@@ -48,9 +48,13 @@ def help_width() -> int:
 
 def _wrap(text: str, width: int) -> list[str]:
     """Lines of at most `width` characters; words are kept whole unless longer than a line, and
-    `[default: 64]` stays on one line (its spaces are not break points)."""
-    text = re.sub(r"\[(default|required)[^\]]*\]", lambda m: m.group(0).replace(" ", NBSP), text)
-    lines = textwrap.wrap(text, max(1, width), break_long_words=True, break_on_hyphens=False) or [""]
+    a short `[default: 64]` stays on one line (its spaces are not break points)."""
+    text = re.sub(r"\[(default|required)[^\]]{0,24}\]", lambda m: m.group(0).replace(" ", NBSP), text)
+    width = max(1, width)
+    # A word longer than a line (a URL) starts on a line of its own and is folded there, not split
+    # to fill the end of the line before.
+    words = [w[i : i + width] for w in text.split(" ") for i in range(0, max(len(w), 1), width)]
+    lines = textwrap.wrap(" ".join(words), width, break_long_words=False, break_on_hyphens=False) or [""]
     return [line.replace(NBSP, " ") for line in lines]
 
 
@@ -107,6 +111,8 @@ def _param_panels(cmd: click.Command, ctx: click.Context) -> dict[str, list[tupl
         record = param.get_help_record(ctx)
         if record is None:
             continue
+        # Help meant for rich markup escapes its brackets (`\\[default: none]`); shown as plain text here.
+        record = (record[0].replace("\\[", "["), record[1].replace("\\[", "["))
         # typer >= 0.26 has its own copy of click, whose Argument is not click.Argument: ask the param.
         default = "Arguments" if param.param_type_name == "argument" else "Options"
         panels.setdefault(getattr(param, "rich_help_panel", None) or default, []).append(record)
