@@ -103,3 +103,10 @@ def test_piped_help_has_no_terminal_codes_and_fits_its_width(tmp_path: Path) -> 
     from oiv4.cli.help_view import PIPED_WIDTH
 
     assert max(cell_len(line) for line in done.stdout.splitlines()) <= PIPED_WIDTH
+
+
+def test_oiv4_alone_shows_the_help_fitted_to_the_terminal() -> None:
+    code, raw = run_in_terminal([], 80)
+    text = ANSI.sub("", raw).replace("\r\n", "\n")
+    assert code == 2 and "Usage: oiv4 [OPTIONS] COMMAND" in text and "Stages, in order:" in text
+    assert max(cell_len(line) for line in text.split("\n")) <= 80

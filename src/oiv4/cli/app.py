@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 import types
 from collections.abc import Iterator
@@ -103,9 +104,12 @@ class Oiv4Group(TyperGroup):
 
 
 def _format_help(cmd: click.Command, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    # Printed here, as typer's rich help does, not returned through `formatter`: typer shows nothing
+    # itself for `oiv4` without arguments (NoArgsIsHelpError), it relies on this side effect.
     from oiv4.cli.help_view import render_help
 
-    formatter.write(render_help(cmd, ctx))
+    sys.stdout.write(render_help(cmd, ctx))
+    sys.stdout.flush()
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
