@@ -112,7 +112,9 @@ def _param_panels(cmd: click.Command, ctx: click.Context) -> dict[str, list[tupl
         if record is None:
             continue
         # Help meant for rich markup escapes its brackets (`\\[default: none]`); shown as plain text here.
-        record = (record[0].replace("\\[", "["), record[1].replace("\\[", "["))
+        # (Older typers give an argument's record without its help text.)
+        desc = record[1] or getattr(param, "help", None) or ""
+        record = (record[0].replace("\\[", "["), desc.replace("\\[", "["))
         # typer >= 0.26 has its own copy of click, whose Argument is not click.Argument: ask the param.
         default = "Arguments" if param.param_type_name == "argument" else "Options"
         panels.setdefault(getattr(param, "rich_help_panel", None) or default, []).append(record)
