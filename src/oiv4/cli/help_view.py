@@ -18,10 +18,13 @@ import re
 import sys
 import textwrap
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-import click
 from rich.console import Console
 from rich.text import Text
+
+if TYPE_CHECKING:  # typer >= 0.26 vendors click: the real one may not be installed
+    import click
 
 #: Width of help written to a pipe or a file (no terminal to measure, no COLUMNS).
 PIPED_WIDTH = 100
