@@ -11,6 +11,7 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -169,8 +170,12 @@ class ArchiveBars(ArchiveProgress):
 
 def archives_summary(summary: Any, to_stderr: bool) -> None:
     table = Table(title=f"{summary.image_set} from {summary.source}")
-    for col in ("archive", "status", "stored", "missing", "refused", "verified by / error"):
-        table.add_column(col, justify="right" if col in ("stored", "missing", "refused") else "left")
+    # The archive name is never cut; the detail takes the width left and folds long words (a flag, a URL)
+    # onto more lines instead of cutting them with "…".
+    table.add_column("archive", no_wrap=True, min_width=max((len(a.name) for a in summary.archives), default=7))
+    for col in ("status", "stored", "missing", "refused"):
+        table.add_column(col, justify="left" if col == "status" else "right")
+    table.add_column("verified by / error", overflow="fold", ratio=1)
     for a in summary.archives:
         refused = sum(n for k, n in a.outcomes.items() if k not in ("ok", "missing_from_archive"))
         style = {"failed": "red", "done_before": "dim"}.get(a.status, "green")
@@ -184,6 +189,9 @@ def archives_summary(summary: Any, to_stderr: bool) -> None:
             detail,
         )
     Console(stderr=to_stderr).print(table)
+    for a in summary.archives:
+        if a.status == "failed" and a.error:  # in full, on one line to copy (the table folds it)
+            err.print(f"[red]{escape(a.error)}[/red]", soft_wrap=True, highlight=False)
     for how in sorted({a.verification for a in summary.archives if a.verification}):
         err.print(f"[dim]verification:[/dim] {how}")
 
