@@ -42,6 +42,8 @@ RUNNABLE = {"status", "verify", "sql", "report", "estimate"}
 ROOT_WORDS = ("/data/open_images", "s3://my-bucket/open_images", "demo-data", "ROOT")
 #: Skips allowed in all the docs together: keep the unrunnable few.
 MAX_SKIPS = 12
+#: README's section that is run as a whole: start the mirror, then every command as written.
+OFFLINE_SECTION = "### Working offline, or against your own mirror"
 
 
 @dataclass(frozen=True)
@@ -51,14 +53,16 @@ class Block:
     lang: str
     code: str
     skip: str | None  # the reason, "" when a marker has none, None when not skipped
+    section: str = ""  # the heading the block is under, e.g. "### Working offline, or against your own mirror"
 
 
 def parse_blocks(text: str, doc: str) -> list[Block]:
     """Fenced blocks (indented ones too, as in numbered lists) with the skip marker right before them."""
-    blocks, lines, i = [], text.splitlines(), 0
+    blocks, lines, i, section = [], text.splitlines(), 0, ""
     while i < len(lines):
         m = re.match(r"^(\s*)```(\S*)\s*$", lines[i])
         if not m:
+            section = lines[i] if lines[i].startswith("#") else section
             i += 1
             continue
         indent, lang, start = m.group(1), m.group(2), i
@@ -70,7 +74,7 @@ def parse_blocks(text: str, doc: str) -> list[Block]:
         prev = next((lines[j] for j in range(start - 1, -1, -1) if lines[j].strip()), "")
         skip = SKIP_RE.search(prev)
         reason = None if not skip else (skip.group("reason") or "")
-        blocks.append(Block(doc, start + 1, lang, "\n".join(body) + "\n", reason))
+        blocks.append(Block(doc, start + 1, lang, "\n".join(body) + "\n", reason, section))
         i += 1
     return blocks
 
@@ -153,7 +157,8 @@ def _env() -> dict[str, str]:
 
 DRIVER = """
 import json, sys, traceback
-# Image.show() would start a desktop viewer; with none registered Pillow shows nothing and returns.
+# Image.show() would start a desktop viewer; with none registered, an image read from a build is written
+# to the temp folder instead, and its path printed (oiv4.read.show).
 from PIL import ImageShow
 ImageShow._viewers.clear()
 ns = {"__name__": "__main__"}
@@ -187,12 +192,16 @@ def test_python_blocks_of_each_document_run_against_a_tiny_build(doc: str, root:
     done = subprocess.run(
         [sys.executable, str(tmp_path / "driver.py"), str(tmp_path / "blocks.json")],
         cwd=work,
-        env=_env(),
+        env={**_env(), "TMPDIR": str(tmp_path)},
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    if doc == "README.md":  # the first snippet's .show(), on a machine with no image viewer
+        shown = re.search(r"no image viewer found on this machine; wrote the image to (\S+)", done.stderr)
+        assert shown is not None, done.stderr[-3000:]
+        assert Path(shown.group(1)).parent == tmp_path and Path(shown.group(1)).stat().st_size > 0
 
 
 def _shell_blocks() -> list[Block]:
@@ -207,6 +216,8 @@ def test_every_oiv4_command_line_in_a_shell_block_parses_and_read_only_ones_run(
             check_parses(_substitute(args, str(root)))
         if block.skip is not None:
             continue  # parsed above; not run (the marker says why, and the summary counts it)
+        if block.section == OFFLINE_SECTION:
+            continue  # run as a whole, against a mirror it starts: test_the_offline_section_runs_as_written
         if args is not None and args and args[0] in RUNNABLE | {"--help", "--version"}:
             run = [sys.executable, "-m", "oiv4", *_substitute(args, str(root))]
         elif args is not None:
@@ -297,3 +308,64 @@ def test_every_repository_path_the_docs_mention_exists() -> None:
 def test_the_archive_table_names_its_source_without_pointing_outside_the_repo() -> None:
     source = json.loads((REPO / "src/oiv4/data/archives.json").read_text())["_source"]
     assert "/work/" not in source and "shared/" not in source
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_offline_section_runs_as_written(tmp_path: Path) -> None:
+    """README's offline section, typed into an empty folder: `oiv4 mirror` in the background, then every
+    command of the section in order, each with the exit code the README gives (0 unless "exits N").
+    The one change: port 8000 becomes a free one (other programs on this machine may hold 8000). The
+    commands the mirror prints when ready must be the section's commands, character for character."""
+    blocks = [b for b in all_blocks() if b.doc == "README.md" and b.section == OFFLINE_SECTION]
+    assert [b.lang for b in blocks] == ["bash", "bash"] and all(b.skip is None for b in blocks)
+    port = str(_free_port())
+    start, *rest = [line for b in blocks for line in b.code.splitlines() if line.strip()]
+    assert commands(start) == ["oiv4 mirror --images 3000 --port 8000"]
+    steps = []
+    for line in rest:
+        command, _, comment = line.partition(" #")
+        expected = re.search(r"exits (\d+)", comment)
+        steps.append((command.strip().replace("8000", port), int(expected.group(1)) if expected else 0))
+    oiv4 = str(Path(sys.executable).with_name("oiv4"))  # the installed script, as a user runs it
+    work = tmp_path / "cwd"
+    work.mkdir()
+    env = _env()
+    mirror = subprocess.Popen(
+        [oiv4, *shlex.split(start.replace("8000", port))[1:]],
+        cwd=work,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert mirror.stdout is not None
+        printed = []
+        for line in mirror.stdout:  # generation may take minutes on a cold cache
+            printed.append(line.rstrip("\n"))
+            if line.startswith("  oiv4 status"):
+                break
+        assert f"mirror serving at http://127.0.0.1:{port}; Ctrl-C to stop" in printed
+        assert [p.strip() for p in printed if p.startswith("  oiv4 ")] == [c for c, _ in steps]
+        for command, expected in steps:
+            done = subprocess.run(
+                [oiv4, *shlex.split(command)[1:]], cwd=work, env=env, capture_output=True, text=True, timeout=900
+            )
+            assert done.returncode == expected, f"{command}\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+    finally:
+        mirror.send_signal(2)  # Ctrl-C, as the mirror says
+        mirror.wait(timeout=60)
+    # The build is real: the archive sets converted, train fetched (no row refused by the guard).
+    from oiv4.io.sql import connect
+
+    with connect(str(work / "data")) as db:
+        got = dict(db.sql("select outcome, count(*) from ledger_train group by 1").fetchall())
+    assert got.get("ok", 0) > 0.5 * sum(got.values()) and "blocked_address" not in got
+    assert "targets" in done.stdout and "not yet done" not in done.stdout  # the status table, last command

@@ -1,4 +1,4 @@
-"""The `oiv4` typer app: the command group, `--version`, `-h`, readable piped help and the one error handler.
+"""The `oiv4` typer app: the command group, `--version`, `-h` (laid out by `help_view`) and the one error handler.
 
 Commands live in `stage_commands`, `inspect_commands` and `run_commands`; what they print lives in
 `render` and `fetch_view`. Errors are handled once, here, by category (`oiv4.contracts.errors`): an
@@ -9,10 +9,10 @@ anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import sys
 import threading
+import types
 from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -41,10 +41,6 @@ COMMAND_ORDER = (
     "sql",
     "mirror",
 )
-#: Help is laid out at least this wide when piped or in a narrow terminal: option names and defaults are
-#: never cut with an ellipsis (rich crops table cells to the width it is given).
-HELP_MIN_WIDTH = 200
-
 console = Console(stderr=True)
 
 
@@ -70,8 +66,13 @@ class Oiv4Group(TyperGroup):
         names = super().list_commands(ctx)
         return sorted(names, key=lambda n: COMMAND_ORDER.index(n) if n in COMMAND_ORDER else len(COMMAND_ORDER))
 
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is not None:  # every command's help fits the terminal too (see oiv4.cli.help_view)
+            cmd.format_help = types.MethodType(_format_help, cmd)  # type: ignore[method-assign]
+        return cmd
+
     def invoke(self, ctx: click.Context) -> Any:
-        _widen_help()  # a command's --help is handled while invoking it
         with stop_on_sigterm():
             return self._invoke(ctx)
 
@@ -99,8 +100,16 @@ class Oiv4Group(TyperGroup):
             raise typer.Exit(code or 1) from None
 
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        _widen_help()
-        super().format_help(ctx, formatter)
+        _format_help(self, ctx, formatter)
+
+
+def _format_help(cmd: click.Command, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    # Printed here, as typer's rich help does, not returned through `formatter`: typer shows nothing
+    # itself for `oiv4` without arguments (NoArgsIsHelpError), it relies on this side effect.
+    from oiv4.cli.help_view import render_help
+
+    sys.stdout.write(render_help(cmd, ctx))
+    sys.stdout.flush()
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -119,19 +128,6 @@ def stop_on_sigterm() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _widen_help() -> None:
-    # typer's rich help takes its width from TERMINAL_WIDTH (read at import) or from the console, which
-    # follows COLUMNS / the terminal: at 80 columns long option names were cut to "--max-megapix…".
-    import typer.rich_utils as ru
-
-    width = os.environ.get("TERMINAL_WIDTH")
-    if width is None:
-        columns = int(os.environ.get("COLUMNS", "0") or 0) or (
-            os.get_terminal_size(1).columns if sys.stdout.isatty() else 0
-        )
-        ru.MAX_WIDTH = max(columns, HELP_MIN_WIDTH)
 
 
 def _version() -> str:

@@ -11,6 +11,7 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -24,6 +25,7 @@ from rich.table import Table
 from oiv4.cli.app import console as err
 from oiv4.cli.fetch_view import summary_table
 from oiv4.cli.logs import LineLog, LogSettings, fetch_progress
+from oiv4.contracts.schema import ImageSet
 from oiv4.stages.archives import ArchiveProgress
 
 
@@ -56,12 +58,25 @@ def decode_bars(enabled: bool) -> Progress:
     )  # fmt: skip
 
 
+def in_set_order(counts: dict[str, int]) -> list[tuple[str, int]]:
+    """`counts` in the order the sets are built (targets, validation, train, extended_targets), whatever
+    order they were stored in (summary.json sorts its keys); unknown names follow in their own order."""
+    order = [s.value for s in ImageSet]
+    return sorted(counts.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
+
+
+def outcome_counts(outcomes: dict[str, int]) -> str:
+    """`ok 1,044, missing_from_archive 3`: outcome counts as words, ok first, then the most frequent."""
+    items = sorted(outcomes.items(), key=lambda kv: (kv[0] != "ok", -kv[1], kv[0]))
+    return ", ".join(f"{name} {n:,}" for name, n in items) or "nothing recorded"
+
+
 def plan_table(summary: Any) -> None:
     table = Table(title="plan" + (" (up to date, reused)" if summary.reused else ""))
     table.add_column("set")
     table.add_column("images", justify="right")
     table.add_column("source")
-    for name, n in summary.counts.items():
+    for name, n in in_set_order(summary.counts):
         table.add_row(name, f"{n:,}", "CVDF archives" if name in ("targets", "validation") else "OriginalURL (Flickr)")
     Console().print(table)
     if summary.rejected:
@@ -155,8 +170,12 @@ class ArchiveBars(ArchiveProgress):
 
 def archives_summary(summary: Any, to_stderr: bool) -> None:
     table = Table(title=f"{summary.image_set} from {summary.source}")
-    for col in ("archive", "status", "stored", "missing", "refused", "verified by / error"):
-        table.add_column(col, justify="right" if col in ("stored", "missing", "refused") else "left")
+    # The archive name is never cut; the detail takes the width left and folds long words (a flag, a URL)
+    # onto more lines instead of cutting them with "…".
+    table.add_column("archive", no_wrap=True, min_width=max((len(a.name) for a in summary.archives), default=7))
+    for col in ("status", "stored", "missing", "refused"):
+        table.add_column(col, justify="left" if col == "status" else "right")
+    table.add_column("verified by / error", overflow="fold", ratio=1)
     for a in summary.archives:
         refused = sum(n for k, n in a.outcomes.items() if k not in ("ok", "missing_from_archive"))
         style = {"failed": "red", "done_before": "dim"}.get(a.status, "green")
@@ -170,6 +189,9 @@ def archives_summary(summary: Any, to_stderr: bool) -> None:
             detail,
         )
     Console(stderr=to_stderr).print(table)
+    for a in summary.archives:
+        if a.status == "failed" and a.error:  # in full, on one line to copy (the table folds it)
+            err.print(f"[red]{escape(a.error)}[/red]", soft_wrap=True, highlight=False)
     for how in sorted({a.verification for a in summary.archives if a.verification}):
         err.print(f"[dim]verification:[/dim] {how}")
 
@@ -225,7 +247,7 @@ class BuildView:
             plan_table(result)
         elif name == "archives":
             bad = result.failed
-            line = f"  {result.image_set}: {dict(result.outcomes)}"
+            line = f"  {result.image_set}: {outcome_counts(dict(result.outcomes))}"
             err.print(line + (f" [red]{len(bad)} archive(s) failed[/red]" if bad else ""))
             for a in bad:
                 err.print(f"  [red]{a.name}[/red]: {a.error}")

@@ -118,6 +118,20 @@ def demo_cmd(settings: DemoSettings, log: LogSettings) -> None:
     )
 
 
+def mirror_next_commands(base_url: str, root: str = "./data") -> list[str]:
+    """The commands that build from a mirror at `base_url` into `root`, as `oiv4 mirror` prints them
+    (and README's offline section and the mirror's --help show them for port 8000)."""
+    network = "--allow-private-networks"
+    return [
+        f"oiv4 metadata --root {root} --base-url {base_url}/openimages/2018_04/ {network}",
+        f"oiv4 plan --root {root}",
+        f"oiv4 archives targets --root {root} --source {base_url}/tar/ {network}",
+        f"oiv4 archives validation --root {root} --source {base_url}/tar/ {network}",
+        f"oiv4 fetch train --root {root} {network}",
+        f"oiv4 status --root {root}",
+    ]
+
+
 @app.command("mirror", rich_help_panel="Offline and testing")
 def mirror_cmd(
     seed: int = typer.Option(0, min=0, help="Seed of the universe: the same seed always gives the same bytes."),
@@ -145,8 +159,17 @@ def mirror_cmd(
     and the CVDF archives tar/train_<x>.tar.gz and tar/validation.tar.gz. Everything is generated
     (and cached on disk) before serving starts.
 
-    Example: oiv4 mirror --seed 0 --images 3000 --megapixels 2 12 --port 8000 --latency-ms 50
-    then:    oiv4 metadata --root ./data --base-url http://127.0.0.1:8000/openimages/2018_04/
+    Once serving, it prints the commands that build from it; 127.0.0.1 is a private address, so each
+    stage that downloads needs --allow-private-networks.
+
+    Example: oiv4 mirror --images 3000 --port 8000
+    then, in another terminal:
+      oiv4 metadata --root ./data --base-url http://127.0.0.1:8000/openimages/2018_04/ --allow-private-networks
+      oiv4 plan --root ./data
+      oiv4 archives targets --root ./data --source http://127.0.0.1:8000/tar/ --allow-private-networks
+      oiv4 archives validation --root ./data --source http://127.0.0.1:8000/tar/ --allow-private-networks
+      oiv4 fetch train --root ./data --allow-private-networks
+      oiv4 status --root ./data
     """
     from oiv4.contracts.errors import SourceError
     from oiv4_mirror.server import serve_forever, stderr_progress
@@ -170,13 +193,18 @@ def mirror_cmd(
 
     def ready(base_url: str) -> None:
         counts = {role: sum(1 for i in universe.images if i.role == role) for role in ("targets", "url", "validation")}
-        Console().print(
-            f"mirror serving at {base_url}\n"
+        out = Console(highlight=False, soft_wrap=True)  # soft wrap: commands stay one line each, to copy
+        out.print(
+            f"mirror serving at {base_url}; Ctrl-C to stop\n"
             f"  metadata base URL: {base_url}/openimages/2018_04/\n"
             f"  archives base URL: {base_url}/tar/\n"
             f"  rows: {images:,} (targets {counts['targets']:,}, URL sets {counts['url']:,}, "
-            f"validation {counts['validation']:,}); Ctrl-C to stop"
+            f"validation {counts['validation']:,})\n"
+            "build from it in another terminal (127.0.0.1 is refused without --allow-private-networks):",
+            markup=False,
         )
+        for line in mirror_next_commands(base_url):
+            out.print("  " + line, markup=False)
 
     try:
         serve_forever(universe, host=host, port=port, workers=workers, on_ready=ready, progress=stderr_progress())

@@ -157,7 +157,8 @@ def fetch_cmd(
         False,
         "--retry-failed",
         help="Fetch recorded failures again: all of them, or only the OUTCOMEs given as arguments. "
-        "(disk_full/write_error rows are always retried.)",
+        "(disk_full/write_error rows are always retried; blocked_address rows whenever "
+        "--allow-private-networks is given.)",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress (live or as log lines)."),
 ) -> None:

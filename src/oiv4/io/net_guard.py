@@ -57,7 +57,7 @@ class BlockedAddress(aiohttp.ClientError, SourceError):
         self.host, self.address, self.why = host, address, why
         super().__init__(
             f"refused {host}: it resolves to {why} address {address} "
-            "(only public addresses are fetched; allow_private_networks admits a private mirror)"
+            "(only public addresses are fetched; --allow-private-networks admits a private mirror)"
         )
 
 

@@ -20,6 +20,7 @@ from oiv4.io.manifest import plan_rows, read_plan
 from oiv4.io.sql import attach_filesystem, ledger_relation
 from oiv4.io.storage import Storage
 from oiv4.read.id_index import IdIndex
+from oiv4.read.show import showable
 
 if TYPE_CHECKING:
     import duckdb
@@ -196,7 +197,7 @@ class SetReader:
     def __getitem__(self, key: str | int) -> Image.Image:
         """`reader[image_id]` (or `reader[position]`) -> the decoded PIL image."""
         data = self.read_bytes_at(key) if isinstance(key, int) else self.read_bytes(key)
-        return decode(data, str(key))
+        return showable(decode(data, str(key)))
 
     def get(self, image_id: str, default: Any = None) -> Image.Image | Any:
         try:
@@ -207,7 +208,7 @@ class SetReader:
     def __iter__(self) -> Iterator[tuple[str, Image.Image]]:
         """(image_id, PIL image) pairs in plan order."""
         for pos, image_id in enumerate(self.ids()):
-            yield image_id, decode(self.read_bytes_at(pos), image_id)
+            yield image_id, showable(decode(self.read_bytes_at(pos), image_id))
 
     def iter_bytes(self) -> Iterator[tuple[str, bytes]]:
         """(image_id, JPEG bytes) pairs in plan order, without decoding."""

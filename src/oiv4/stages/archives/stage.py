@@ -64,9 +64,9 @@ def _check_settings(image_set: ImageSet, settings: ArchiveSettings) -> None:
     if unknown or not settings.decoders:
         raise ArchiveSetError(f"unknown decoder(s) {unknown}; choose from {', '.join(DECODERS)}")
     if settings.stream and settings.keep_tar:
-        raise ArchiveSetError("stream and keep_tar exclude each other: streaming writes no .tar.gz at all")
+        raise ArchiveSetError("--stream and --keep-tar exclude each other: streaming writes no .tar.gz at all")
     if settings.part_size < 1 or settings.connections < 1 or settings.max_member_bytes < 1:
-        raise ArchiveSetError("part_size, connections and max_member_bytes must be positive")
+        raise ArchiveSetError("--part-size-mb, --connections and --max-member-mb must be positive")
 
 
 class ArchiveStage:

@@ -15,6 +15,10 @@ RESAMPLE_FILTERS: tuple[str, ...] = ("bicubic", "bilinear", "box", "lanczos")
 #: retries them without being asked, because the row never really had its chance.
 ALWAYS_RETRIED: frozenset[str] = frozenset({Outcome.disk_full.value, Outcome.write_error.value})
 
+#: A `blocked_address` reason for the one address class that `allow_private_networks` still refuses (the
+#: unspecified address, 0.0.0.0 or ::; the words are `http.py`'s): such rows stay finished on every run.
+STILL_BLOCKED_REASON = "leads to an unspecified address"
+
 #: Original gone for good: the only outcomes for which `fallback_thumbnail` tries Thumbnail300KURL.
 GONE_OUTCOMES: frozenset[str] = frozenset(
     {Outcome.placeholder.value, Outcome.http_403.value, Outcome.http_404.value, Outcome.http_410.value}
@@ -127,7 +131,8 @@ class FetchSettings:
     """Everything the fetch stage needs, besides the root and the plan.
 
     `retry_failed`: None re-runs nothing finished; `("all",)` retries every recorded failure; otherwise
-    the listed outcomes only (e.g. `("http_429", "timeout")`). `disk_full`/`write_error` rows are always retried.
+    the listed outcomes only (e.g. `("http_429", "timeout")`). `disk_full`/`write_error` rows are always retried,
+    and `blocked_address` rows are whenever `http.allow_private_networks` admits what blocked them.
     """
 
     layout: str = setting(
@@ -200,10 +205,13 @@ class FetchSettings:
             "optimize": t.optimize,
         }
 
-    def retried(self, outcome: str) -> bool:
-        """True when a row recorded with `outcome` must be fetched again by this run."""
+    def retried(self, outcome: str, reason: str | None = None) -> bool:
+        """True when a row recorded with `outcome` (and `reason`) must be fetched again by this run."""
         if outcome in ALWAYS_RETRIED:
             return True
+        if outcome == Outcome.blocked_address and self.http.allow_private_networks:
+            # Recorded by a run that refused private addresses: the row never had its chance.
+            return STILL_BLOCKED_REASON not in (reason or "")
         if outcome == Outcome.ok or self.retry_failed is None:
             return False
         return "all" in self.retry_failed or outcome in self.retry_failed

@@ -179,7 +179,8 @@ class _ShardRun:
             )
             ledger = await loop.run_in_executor(self._io, read_shard, self.storage, self.image_set, task.shard)
             done: dict[int, str] = dict(zip(ledger["row"].to_pylist(), ledger["outcome"].to_pylist(), strict=True))
-            pending = [r for r in rows if r["row"] not in done or settings.retried(done[r["row"]])]
+            reasons = dict(zip(ledger["row"].to_pylist(), ledger["reason"].to_pylist(), strict=True))
+            pending = [r for r in rows if r["row"] not in done or settings.retried(done[r["row"]], reasons[r["row"]])]
             if settings.layout != "folder":
                 # Archive layouts: an `ok` row whose bytes are neither packed nor staged any more is fetched again.
                 ok_ids = {r["ImageID"] for r in rows if done.get(r["row"]) == Outcome.ok}

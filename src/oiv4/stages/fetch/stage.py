@@ -19,7 +19,7 @@ from oiv4.contracts.shards import SetPlan, ShardResult, ShardTask, shard_bounds
 from oiv4.io.ledger import read_set
 from oiv4.io.storage import Storage
 from oiv4.io.store import remove_stale_temps
-from oiv4.stages.fetch.settings import FetchSettings
+from oiv4.stages.fetch.settings import STILL_BLOCKED_REASON, FetchSettings
 from oiv4.stages.fetch.shard import FetchAborted, run_fetch_shard
 
 
@@ -71,7 +71,15 @@ def _finished_per_shard(ledger: pa.Table, settings: FetchSettings) -> Counter[in
     """Rows per shard that this run leaves alone (recorded, and not an outcome it retries)."""
     outcomes = pc.unique(ledger["outcome"]).to_pylist()
     keep = [o for o in outcomes if not settings.retried(o)]
-    shards = ledger.filter(pc.is_in(ledger["outcome"], pa.array(keep, pa.string())))["shard"]
+    finished = pc.is_in(ledger["outcome"], pa.array(keep, pa.string()))
+    if Outcome.blocked_address in outcomes and settings.retried(Outcome.blocked_address):
+        # blocked rows this run would refuse again (see STILL_BLOCKED_REASON) stay finished
+        still = pc.and_(
+            pc.equal(ledger["outcome"], Outcome.blocked_address.value),
+            pc.fill_null(pc.match_substring(ledger["reason"], STILL_BLOCKED_REASON), False),
+        )
+        finished = pc.or_(finished, still)
+    shards = ledger.filter(finished)["shard"]
     vc = pc.value_counts(shards)
     return Counter(dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist(), strict=True)))
 
