@@ -235,7 +235,7 @@ def test_the_core_install_declares_no_cluster_cloud_or_torch_package() -> None:
     assert core.isdisjoint({"dask", "distributed", "s3fs", "boto3", "botocore", "torch"}), core
     extras = project["optional-dependencies"]
     assert {Requirement(r).name for r in extras["dask"]} == {"dask", "distributed"}
-    assert {Requirement(r).name for r in extras["s3"]} == {"s3fs"}
+    assert {Requirement(r).name for r in extras["s3"]} == {"s3fs", "aiobotocore", "botocore"}
     assert {Requirement(r).name for r in extras["torch"]} == {"torch"}
     assert "oiv4[s3,dask,torch]" in extras["all"]
     assert "oiv4[s3,dask]" in extras["dev"]  # `make test` runs the s3 and dask tests
