@@ -17,10 +17,13 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 import tomllib
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -285,3 +288,118 @@ def _without_distributed_logs(stderr: str) -> str:
         kept.append(stderr[pos:])
     return "".join(kept)
 
+
+# ---- the way a user installs: a fresh venv, `pip install .`, no lock, no extras, the newest versions -----------
+
+#: What a clone holds that `pip install .` reads (a copy: the build must not write into this checkout).
+CLONE_FILES = ("pyproject.toml", "README.md", "LICENSE", "src")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_http(url: str, mirror: subprocess.Popen[str], seconds: float = 240) -> None:
+    """Until the mirror answers (it renders its universe before serving); fails if it exits first."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if mirror.poll() is not None:
+            pytest.fail(f"oiv4 mirror exited with {mirror.returncode}: {mirror.communicate()[1][-2000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return
+        except OSError:
+            time.sleep(0.3)
+    pytest.fail(f"oiv4 mirror did not answer {url}")
+
+
+@pytest.mark.timeout(900)
+def test_a_plain_pip_install_at_the_newest_versions_runs_every_command_and_a_fetch(tmp_path: Path) -> None:
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    for name in CLONE_FILES:
+        copy = shutil.copytree if (REPO / name).is_dir() else shutil.copy2
+        copy(
+            REPO / name,
+            clone / name,
+            **({"ignore": shutil.ignore_patterns("*.egg-info", "__pycache__")} if name == "src" else {}),
+        )
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=_clean_env(), timeout=120)
+    # No -c requirements.lock, no extras, no -e: exactly what README tells a user to type in a clone.
+    env = {k: v for k, v in _clean_env().items() if k not in ("PIP_CONSTRAINT", "PIP_REQUIREMENT")}
+    done = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "--quiet", "."],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=clone,
+        timeout=600,
+    )
+    assert done.returncode == 0, f"pip install . failed:\n{done.stderr[-3000:]}"
+
+    def oiv4(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(venv / "bin" / "oiv4"), *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=timeout
+        )
+
+    where = _python(
+        venv,
+        """
+        import importlib.metadata as m, importlib.util, json, oiv4, oiv4_mirror
+        from typer.main import get_command
+        from oiv4.cli import app
+        print(json.dumps({
+            "files": [oiv4.__file__, oiv4_mirror.__file__],
+            "commands": sorted(get_command(app).commands),
+            "typer": m.version("typer"),
+            "click": importlib.util.find_spec("click") is not None,
+        }))
+        """,
+        cwd=tmp_path,
+    )
+    assert where.returncode == 0, where.stderr[-3000:]
+    found = json.loads(where.stdout)
+    # Both packages come from the installed distribution (the mirror ships with oiv4), not from this checkout.
+    assert all(f.startswith(str(venv)) for f in found["files"]), found
+    # The newest typer parses with its own click and installs none: the case that crashed `oiv4 --help`.
+    assert not found["click"], found
+
+    assert oiv4("--help").returncode == 0
+    helps = {name: oiv4(name, "-h") for name in found["commands"]}
+    failed = {
+        n: (d.returncode, d.stderr[-1500:]) for n, d in helps.items() if d.returncode != 0 or "Usage" not in d.stdout
+    }
+    assert not failed, failed
+    assert {"metadata", "plan", "fetch", "verify", "mirror"} <= set(helps), found["commands"]
+
+    # plan -> fetch -> verify against the mirror this very install serves (no misbehaving rows: every row ends ok).
+    port = _free_port()
+    mirror = subprocess.Popen(
+        [str(venv / "bin" / "oiv4"), "mirror", "--images", "60", "--megapixels", "0.1", "0.3",
+         "--misbehaviour-fraction", "0", "--port", str(port), "--cache-dir", str(tmp_path / "mirror-cache")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}/openimages/2018_04/"
+        _wait_for_http(base + "image_ids_and_rotation.csv", mirror)
+        root = str(tmp_path / "root")
+        steps = [
+            ["metadata", "--root", root, "--base-url", base, "--allow-private-networks"],
+            ["plan", "--root", root, "--train-size", "20"],
+            ["fetch", "train", "--root", root, "--allow-private-networks", "--no-progress"],
+            ["verify", "--root", root, "--set", "train"],
+        ]
+        for step in steps:
+            ran = oiv4(*step)
+            assert ran.returncode == 0, (
+                f"oiv4 {' '.join(step)}: exit {ran.returncode}\n{ran.stdout[-1500:]}{ran.stderr[-1500:]}"
+            )
+            assert "Traceback" not in ran.stderr, ran.stderr[-3000:]
+    finally:
+        mirror.terminate()
+        mirror.communicate(timeout=60)
+    read = _python(venv, "import sys, oiv4; print(len(oiv4.open(sys.argv[1])['train']))", root, cwd=tmp_path)
+    assert read.returncode == 0 and int(read.stdout) == 20, read.stderr[-2000:]
