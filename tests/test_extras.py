@@ -240,3 +240,18 @@ def test_the_core_install_declares_no_cluster_cloud_or_torch_package() -> None:
     assert "oiv4[s3,dask,torch]" in extras["all"]
     assert "oiv4[s3,dask]" in extras["dev"]  # `make test` runs the s3 and dask tests
     assert (REPO / "LICENSE").read_text().startswith("MIT License")
+
+
+def test_the_cluster_guide_installs_the_dask_extra_it_then_uses() -> None:
+    # The guide runs `.venv/bin/dask scheduler`: only the [dask] extra installs that command
+    # (tests/test_install.py runs it from the lowest [s3,dask] install).
+    text = (REPO / "docs" / "cluster.md").read_text()
+    installs = [line for line in text.splitlines() if "pip install" in line and "requirements.lock" in line]
+    assert installs and all("'.[s3,dask]'" in line for line in installs), installs
+    assert ".venv/bin/dask scheduler" in text and "comes with oiv4" not in text
+
+
+def test_readme_installs_from_a_clone_not_from_a_package_index() -> None:
+    readme = (REPO / "README.md").read_text()
+    assert "pip install oiv4" not in readme  # no index serves it
+    assert "`pip install .`" in readme and "pip install '.[s3,dask]'" in readme

@@ -178,6 +178,7 @@ def test_the_lowest_supported_versions_plan_fetch_and_read_against_the_mirror(tm
     assert found["importable_optional"] == []
     no_dask = _python(venv, "import dask", cwd=tmp_path)
     assert no_dask.returncode != 0 and "No module named 'dask'" in no_dask.stderr
+    assert not (venv / "bin" / "dask").exists()  # docs/cluster.md: the `dask` command comes with [dask] only
 
     root = tmp_path / "root"
     smoke = _python(venv, SMOKE, str(root), ",".join(NOT_IN_CORE), cwd=tmp_path)
@@ -209,7 +210,14 @@ def test_the_lowest_supported_versions_plan_fetch_and_read_against_the_mirror(tm
     assert helps.returncode == 0, helps.stderr[-4000:]
     assert {"plan", "fetch", "archives", "verify", "status"} <= set(helps.stdout.split())
 
-    for command in (["status", "--root", str(root)], ["verify", "--root", str(root)]):
+    # Beyond the demo's stages: the commands that read a root with duckdb and pyarrow on their own.
+    sql = "select outcome, count(*) from ledger_train group by 1 order by 2 desc"
+    for command in (
+        ["status", "--root", str(root)],
+        ["verify", "--root", str(root)],
+        ["sql", "--root", str(root), "--csv", sql],
+        ["estimate", "--root", str(root)],
+    ):
         cli = subprocess.run(
             [str(venv / "bin" / "python"), "-m", "oiv4", *command],
             capture_output=True,
@@ -264,6 +272,18 @@ def test_the_lowest_s3_and_dask_extras_fetch_on_a_dask_cluster_into_an_s3_root(t
     assert versions.returncode == 0, versions.stderr
     wanted = dict(line.split("==") for line in lowest_constraints(EXTRAS).split())
     assert versions.stdout.split() == [wanted["dask"], wanted["distributed"], wanted["s3fs"]]
+    # docs/cluster.md starts the scheduler and workers with the `dask` command the [dask] extra installs,
+    # with these options.
+    for command, flags in (("scheduler", ["--port"]), ("worker", ["--nworkers", "--nthreads", "--memory-limit"])):
+        dask = subprocess.run(
+            [str(venv / "bin" / "dask"), command, "--help"],
+            capture_output=True,
+            text=True,
+            env=_clean_env(),
+            timeout=120,
+        )
+        assert dask.returncode == 0, dask.stderr[-2000:]
+        assert all(f in dask.stdout for f in flags), (command, dask.stdout[-3000:])
 
     smoke = _python(venv, EXTRAS_SMOKE, root, json.dumps(options), cwd=tmp_path)
     assert smoke.returncode == 0, smoke.stderr[-4000:]
@@ -367,6 +387,21 @@ def test_a_plain_pip_install_at_the_newest_versions_runs_every_command_and_a_fet
     # The newest typer parses with its own click and installs none: the case that crashed `oiv4 --help`.
     assert not found["click"], found
 
+    # A research container's numpy 1.26, Pillow 10.4 and pyarrow 15, pinned in the same command, resolve (they
+    # were ResolutionImpossible); running with them is the lowest-versions test's job.
+    pins = {"numpy": "1.26.4", "pillow": "10.4.0", "pyarrow": "15.0.2"}
+    report = tmp_path / "resolution.json"
+    resolved = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "--dry-run", "--quiet", "--report", str(report), ".",
+         *(f"{n}=={v}" for n, v in pins.items())],
+        capture_output=True, text=True, env=env, cwd=clone, timeout=300,
+    )  # fmt: skip
+    assert resolved.returncode == 0, resolved.stderr[-3000:]
+    chosen = {
+        i["metadata"]["name"].lower(): i["metadata"]["version"] for i in json.loads(report.read_text())["install"]
+    }
+    assert {n: chosen[n] for n in pins} == pins, chosen
+
     assert oiv4("--help").returncode == 0
     helps = {name: oiv4(name, "-h") for name in found["commands"]}
     failed = {
@@ -403,3 +438,19 @@ def test_a_plain_pip_install_at_the_newest_versions_runs_every_command_and_a_fet
         mirror.communicate(timeout=60)
     read = _python(venv, "import sys, oiv4; print(len(oiv4.open(sys.argv[1])['train']))", root, cwd=tmp_path)
     assert read.returncode == 0 and int(read.stdout) == 20, read.stderr[-2000:]
+
+
+def test_the_numpy_1_bit_count_agrees_with_numpy_2s_bitwise_count() -> None:
+    # numpy 1.26 has no np.bitwise_count: Hamming distances (dedup, the report) fall back to popcount_swar.
+    import numpy as np
+
+    from oiv4.io.fingerprint import popcount_swar
+
+    rng = np.random.default_rng(7)
+    x = rng.integers(0, 2**63, size=20_000, dtype=np.uint64) * np.uint64(2) + rng.integers(
+        0, 2, 20_000, dtype=np.uint64
+    )
+    x = np.concatenate([x, np.array([0, 1, 2**63, 2**64 - 1], dtype=np.uint64)])
+    assert np.array_equal(popcount_swar(x), np.bitwise_count(x))
+    assert popcount_swar(x.reshape(4, -1)).shape == (4, len(x) // 4)
+    assert int(popcount_swar(np.uint64(2**64 - 1))) == 64

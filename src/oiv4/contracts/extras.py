@@ -2,7 +2,8 @@
 
 The core install (plan, fetch, archives from https or a folder, reading, verify, report) needs none of
 dask, distributed, s3fs or torch; they come with the extras `[dask]`, `[s3]` and `[torch]`. Code that needs
-one calls `require(...)` right before importing it, so a user without the extra reads
+one calls `require(...)` right before importing it (or, like `--executor dask`, when its options are checked,
+before any work starts), so a user without the extra reads
 
     the dask executor needs the [dask] extra: in the oiv4 clone, pip install '.[dask]'
 
@@ -20,8 +21,8 @@ from oiv4.contracts.errors import UsageError
 class MissingExtraError(RuntimeError, UsageError):
     """An optional dependency is not importable; the message names the extra that brings it.
 
-    A RuntimeError for now; meant to become a `UsageError` under the project's `Oiv4Error` root
-    (the user fixes it by installing something, not by retrying).
+    A `UsageError` (the user fixes it by installing something, not by retrying), so the CLI prints it as one
+    line with the usage exit code.
     """
 
     def __init__(self, feature: str, extra: str, module: str, cause: str | None = None) -> None:
