@@ -448,6 +448,7 @@ def test_a_plain_pip_install_at_the_newest_versions_runs_every_command_and_a_fet
         mirror.communicate(timeout=60)
     read = _python(venv, "import sys, oiv4; print(len(oiv4.open(sys.argv[1])['train']))", root, cwd=tmp_path)
     assert read.returncode == 0 and int(read.stdout) == 20, read.stderr[-2000:]
+    shutil.rmtree(venv)  # ~350 MB that pytest would keep for its last three runs (kept when the test fails)
 
 
 def test_the_numpy_1_bit_count_agrees_with_numpy_2s_bitwise_count() -> None:
