@@ -4,18 +4,24 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test wheel lint bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
+	PIP_CONSTRAINT=$(CURDIR)/requirements.lock $(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/oiv4 demo --root ./demo-data
 
-test: $(STAMP)
+# The sdist and wheel a user would get: built in a throwaway folder (build tools pinned by the lock, also in the
+# isolated build environment) and checked by twine.
+wheel: $(STAMP)
+	tmp=$$(mktemp -d) && PIP_CONSTRAINT=$(CURDIR)/requirements.lock $(BIN)/python -m build -q --outdir $$tmp . \
+	  && $(BIN)/twine check --strict $$tmp/*; status=$$?; rm -rf $$tmp; exit $$status
+
+test: $(STAMP) wheel
 	bash tests/setup-system.sh
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/pytest -n 2 --durations=15

@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -45,15 +44,10 @@ console = Console(stderr=True)
 
 
 def _click_usage_errors() -> tuple[type[Exception], ...]:
-    # typer >= 0.26 ships its own copy of click: its parse errors are not `click.UsageError`.
-    found: list[type[Exception]] = [click.UsageError]
-    try:
-        from typer._click.exceptions import UsageError as vendored
-
-        found.append(vendored)
-    except ImportError:
-        pass
-    return tuple(found)
+    # The click typer parses with (its own copy from typer 0.26 on, the click package before): its UsageError
+    # is the base of typer's public BadParameter. Importing `click` itself would need a dependency that typer
+    # >= 0.26 no longer brings, and its errors would not be the ones typer raises.
+    return tuple(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
 
 CLICK_USAGE_ERRORS = _click_usage_errors()
@@ -62,21 +56,21 @@ CLICK_USAGE_ERRORS = _click_usage_errors()
 class Oiv4Group(TyperGroup):
     """Orders commands as the pipeline runs and turns deliberate errors into one line and an exit code."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx: typer.Context) -> list[str]:
         names = super().list_commands(ctx)
         return sorted(names, key=lambda n: COMMAND_ORDER.index(n) if n in COMMAND_ORDER else len(COMMAND_ORDER))
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> Any:
         cmd = super().get_command(ctx, cmd_name)
         if cmd is not None:  # every command's help fits the terminal too (see oiv4.cli.help_view)
             cmd.format_help = types.MethodType(_format_help, cmd)  # type: ignore[method-assign]
         return cmd
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:
         with stop_on_sigterm():
             return self._invoke(ctx)
 
-    def _invoke(self, ctx: click.Context) -> Any:
+    def _invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
         except CLICK_USAGE_ERRORS as exc:
@@ -99,11 +93,11 @@ class Oiv4Group(TyperGroup):
             console.print(f"[red]oiv4 {name}:[/red] {escape(message)}", soft_wrap=True, highlight=False)
             raise typer.Exit(code or 1) from None
 
-    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def format_help(self, ctx: typer.Context, formatter: Any) -> None:
         _format_help(self, ctx, formatter)
 
 
-def _format_help(cmd: click.Command, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+def _format_help(cmd: Any, ctx: typer.Context, formatter: Any) -> None:
     # Printed here, as typer's rich help does, not returned through `formatter`: typer shows nothing
     # itself for `oiv4` without arguments (NoArgsIsHelpError), it relies on this side effect.
     from oiv4.cli.help_view import render_help

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import click
+from typer.core import TyperCommand
 
 from oiv4.cli.options import SettingsBinding, _walk
 
@@ -26,7 +26,7 @@ def _instance_default(cls: type, path: tuple[str, ...]) -> Any:
     return value
 
 
-def check_command(binding: SettingsBinding, command: click.Command) -> list[str]:
+def check_command(binding: SettingsBinding, command: TyperCommand) -> list[str]:
     """Problems between a command and its settings: a field without an option, a default that differs."""
     problems = []
     params = {p.name: p for p in command.params}

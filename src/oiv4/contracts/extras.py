@@ -2,9 +2,10 @@
 
 The core install (plan, fetch, archives from https or a folder, reading, verify, report) needs none of
 dask, distributed, s3fs or torch; they come with the extras `[dask]`, `[s3]` and `[torch]`. Code that needs
-one calls `require(...)` right before importing it, so a user without the extra reads
+one calls `require(...)` right before importing it (or, like `--executor dask`, when its options are checked,
+before any work starts), so a user without the extra reads
 
-    the dask executor needs the [dask] extra: pip install 'oiv4[dask]'
+    the dask executor needs the [dask] extra: in the oiv4 clone, pip install '.[dask]'
 
 rather than a traceback ending in `ModuleNotFoundError: No module named 'distributed'`.
 """
@@ -20,8 +21,8 @@ from oiv4.contracts.errors import UsageError
 class MissingExtraError(RuntimeError, UsageError):
     """An optional dependency is not importable; the message names the extra that brings it.
 
-    A RuntimeError for now; meant to become a `UsageError` under the project's `Oiv4Error` root
-    (the user fixes it by installing something, not by retrying).
+    A `UsageError` (the user fixes it by installing something, not by retrying), so the CLI prints it as one
+    line with the usage exit code.
     """
 
     def __init__(self, feature: str, extra: str, module: str, cause: str | None = None) -> None:
@@ -29,7 +30,8 @@ class MissingExtraError(RuntimeError, UsageError):
         self.extra = extra
         self.module = module
         self.cause = cause
-        message = f"{feature} needs the [{extra}] extra: pip install 'oiv4[{extra}]'"
+        # oiv4 is installed from a clone (no package index serves it), so the hint says how to add an extra there.
+        message = f"{feature} needs the [{extra}] extra: in the oiv4 clone, pip install '.[{extra}]'"
         if cause:
             # Installed but broken (e.g. an incompatible version of one of its own dependencies):
             # the bare hint would send the user in circles, so say what failed.

@@ -149,4 +149,17 @@ def rotations(hashes: np.ndarray | np.uint64 | int) -> np.ndarray:
 def hamming(a: np.ndarray | np.uint64 | int, b: np.ndarray | np.uint64 | int) -> np.ndarray:
     """Bitwise Hamming distance between uint64 hashes (broadcasting)."""
     x = np.bitwise_xor(np.asarray(a, dtype=np.uint64), np.asarray(b, dtype=np.uint64))
-    return np.bitwise_count(x).astype(np.int64)
+    return popcount(x).astype(np.int64)
+
+
+def popcount_swar(x: np.ndarray) -> np.ndarray:
+    """Set bits per uint64 (uint8, same shape) by the SWAR bit trick: what `popcount` runs on numpy 1.x."""
+    v = np.atleast_1d(np.asarray(x, dtype=np.uint64))  # arrays, not scalars: the multiply must wrap silently
+    v = v - ((v >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    v = (v & np.uint64(0x3333333333333333)) + ((v >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    v = (v + (v >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return ((v * np.uint64(0x0101010101010101)) >> np.uint64(56)).astype(np.uint8).reshape(np.shape(x))
+
+
+#: Set bits per uint64 (uint8, same shape). numpy >= 2.0 has it built in; numpy 1.26 (supported) does not.
+popcount = getattr(np, "bitwise_count", popcount_swar)

@@ -14,6 +14,7 @@ import os
 import tempfile
 
 from oiv4.contracts.errors import StorageError, UsageError
+from oiv4.contracts.extras import MissingExtraError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
 from oiv4.io.storage import Storage
@@ -36,6 +37,8 @@ def _reachable(storage: Storage) -> bool:
     """True when the object store answers; whether the root prefix exists yet. RootError if it cannot be reached."""
     try:
         return bool(storage.fs.exists(storage.root))
+    except MissingExtraError:
+        raise  # the install hint alone: nothing about credentials applies
     except Exception as exc:
         raise RootError(
             f"cannot reach {storage.root} ({_first_line(exc)}); check the credentials (e.g. AWS_PROFILE, "

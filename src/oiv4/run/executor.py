@@ -16,6 +16,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, Thr
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
+from oiv4.contracts.extras import require
 from oiv4.contracts.limits import at_least
 from oiv4.contracts.setting import setting
 from oiv4.contracts.shards import ShardResult, ShardTask
@@ -59,6 +60,9 @@ class ExecutorSettings:
             raise ValueError(f"unknown executor {self.kind!r}: use one of {', '.join(KINDS)}")
         at_least(self, 1, "workers")
         at_least(self, 0, "max_pool_restarts")
+        if self.kind == "dask":
+            # Checked with the other options, so a missing extra is the one line before any work or progress.
+            require("dask", "distributed", extra="dask", feature="the dask executor")
 
 
 #: prctl(2) option: the signal this process gets when the thread that created it dies.

@@ -63,7 +63,7 @@ class S3Source:
 
     def __init__(self, url: str, endpoint_url: str | None = None, connections: int = 8, timeout_s: float = 120.0):
         # Checked here, before any work, so a core install fails at once with the install hint.
-        require("s3fs", "aiobotocore", extra="s3", feature="an s3:// archive source")
+        require("s3fs", "aiobotocore", "botocore", extra="s3", feature="an s3:// archive source")
         rest = url[len("s3://") :]
         self.bucket, _, prefix = rest.partition("/")
         if not self.bucket:

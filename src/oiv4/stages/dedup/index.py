@@ -28,7 +28,7 @@ from itertools import combinations
 
 import numpy as np
 
-from oiv4.io.fingerprint import rotations
+from oiv4.io.fingerprint import popcount, rotations
 
 #: Queries per probe batch: bounds the candidate arrays (~4 candidates per probe at 9.18M hashes).
 CHUNK = 1 << 19
@@ -74,7 +74,7 @@ def _block_pairs(hashes: np.ndarray, block: int, k: int) -> Iterator[tuple[np.nd
             rep = np.repeat(np.arange(len(q)), c)
             pos = starts[probe[q]][rep] + (np.arange(len(rep)) - (np.cumsum(c) - c)[rep])
             qi = q[rep]
-            close = np.bitwise_count(ch[qi] ^ sorted_h[pos]) <= k
+            close = popcount(ch[qi] ^ sorted_h[pos]) <= k
             qi, cand = qi[close] + lo, order[pos[close]]
             other = cand != qi
             yield np.minimum(qi, cand)[other], np.maximum(qi, cand)[other]
@@ -89,7 +89,7 @@ def _pairs_within(hashes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, n
         return empty, empty, empty
     key = np.unique(np.concatenate([i * n + j for i, j in found]))  # a pair close in 2-3 blocks: once
     i, j = key // n, key % n
-    return i, j, np.bitwise_count(hashes[i] ^ hashes[j]).astype(np.int64)
+    return i, j, popcount(hashes[i] ^ hashes[j]).astype(np.int64)
 
 
 def near_pairs(hashes: np.ndarray, k: int, threads: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
