@@ -18,13 +18,10 @@ import re
 import sys
 import textwrap
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import Any
 
 from rich.console import Console
 from rich.text import Text
-
-if TYPE_CHECKING:  # typer >= 0.26 vendors click: the real one may not be installed
-    import click
 
 #: Width of help written to a pipe or a file (no terminal to measure, no COLUMNS).
 PIPED_WIDTH = 100
@@ -108,7 +105,7 @@ def _panel(title: str, rows: list[tuple[str, str]], width: int) -> list[Text]:
     return [Text(title + ":", style="bold"), *_definitions(rows, width), Text("")]
 
 
-def _param_panels(cmd: click.Command, ctx: click.Context) -> dict[str, list[tuple[str, str]]]:
+def _param_panels(cmd: Any, ctx: Any) -> dict[str, list[tuple[str, str]]]:
     panels: dict[str, list[tuple[str, str]]] = {"Arguments": [], "Options": []}
     for param in cmd.get_params(ctx):
         record = param.get_help_record(ctx)
@@ -124,7 +121,7 @@ def _param_panels(cmd: click.Command, ctx: click.Context) -> dict[str, list[tupl
     return {k: v for k, v in panels.items() if v}
 
 
-def render_help(cmd: click.Command, ctx: click.Context, width: int | None = None) -> str:
+def render_help(cmd: Any, ctx: Any, width: int | None = None) -> str:
     """The help of `cmd` (a command or the group) as text that fits `width` columns, styled for a terminal."""
     width = width or help_width()
     lines: list[Text] = []
