@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import LEDGER_SCHEMA, ImageSet
+from oiv4.io.damage import damaged, describe, is_read_error, parquet_problem
 from oiv4.io.ledger import LedgerFiles, iter_ledger, ledger_files_relation, list_ledger
 from oiv4.io.storage import Storage
 
@@ -42,7 +43,13 @@ def connect(storage: Storage | str, sets: list[ImageSet | str] | None = None) ->
         s = ImageSet(s)
         if storage.exists(LAYOUT.plan(s)):
             path = storage.path(LAYOUT.plan(s)).replace("'", "''")
-            con.execute(f"CREATE VIEW plan_{s.value} AS SELECT * FROM read_parquet('{path}')")
+            try:  # creating the view reads the footer: a damaged plan is named here, not in the user's query
+                con.execute(f"CREATE VIEW plan_{s.value} AS SELECT * FROM read_parquet('{path}')")
+            except Exception as exc:
+                if not is_read_error(exc):
+                    raise
+                problem = parquet_problem(storage, LAYOUT.plan(s)) or describe(exc)
+                raise damaged(storage, LAYOUT.plan(s), problem) from exc
         if storage.glob(f"{LAYOUT.ledger_dir(s)}/shard-*"):
             ledger_relation(con, storage, s).create_view(f"ledger_{s.value}")
     return con
