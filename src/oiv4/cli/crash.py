@@ -92,8 +92,23 @@ def quiet_stdout() -> None:
         pass
 
 
+def stdout_is_devnull() -> bool:
+    """Is file descriptor 1 /dev/null (what rich, click and `quiet_stdout` point a closed stdout at)?"""
+    try:
+        out, null = os.fstat(1), os.stat(os.devnull)
+    except OSError:
+        return False
+    return (out.st_dev, out.st_ino) == (null.st_dev, null.st_ino)
+
+
+#: Whether stdout was /dev/null from the start (`oiv4 ... > /dev/null`): then it says nothing about a pipe.
+_STDOUT_WAS_DEVNULL = stdout_is_devnull()
+
+
 def finish(code: int | str | None) -> None:
     """End the process with `code`: a closed stdout is not an error, and an interrupt does not wait for threads."""
+    if stdout_is_devnull() and not _STDOUT_WAS_DEVNULL:
+        code = 0  # rich and click met a closed stdout (EPIPE), pointed it at /dev/null and said 1
     try:
         sys.stdout.flush()
     except BrokenPipeError:

@@ -177,15 +177,23 @@ def sql_cmd(
 
     import duckdb
 
+    from oiv4.io.damage import find_damage_in_root, is_read_error
     from oiv4.io.sql import connect
 
+    if not query.strip(" \t\r\n;"):
+        raise UsageError('the query is empty: give one, e.g. oiv4 sql --root R "select count(*) from ledger_train"')
     # Views only for the sets the query names (resolving a set's in-progress parts is its main cost).
     named = [s for s in ImageSet if re.search(rf"\b(plan|ledger)_{s.value}\b", query)]
+    storage = _existing(root)
     try:
-        cur = connect(_existing(root), named or None).execute(query)
-        columns = [d[0] for d in cur.description] if cur.description else []
+        cur = connect(storage, named or None).execute(query)
+        columns = [d[0] for d in cur.description] if cur is not None and cur.description else []
         rows = cur.fetchmany(limit + 1) if columns else []
     except duckdb.Error as exc:
+        # A file under the root that DuckDB could not read is that file's damage, not the query's fault.
+        damage = find_damage_in_root(storage) if is_read_error(exc) else None
+        if damage is not None:
+            raise damage from None
         raise UsageError(str(exc).strip().splitlines()[0]) from None
     if not columns:  # a statement without a result
         return
