@@ -14,7 +14,7 @@ from oiv4.cli.app import console as err
 from oiv4.cli.guard import report_target, writing
 from oiv4.cli.logs import LogSettings, emit_summary
 from oiv4.cli.options import settings_command
-from oiv4.contracts.errors import UsageError
+from oiv4.contracts.errors import IntegrityError, UsageError
 from oiv4.contracts.schema import ImageSet
 from oiv4.io.root_check import built_root, writable_root
 from oiv4.io.run_lock import read_holder
@@ -88,7 +88,7 @@ def verify_cmd(
 
     For every set: each `ok` ledger row must have its file or archive member, with the size the ledger recorded; every zip's central directory and tar's headers must parse; every image is read (zip CRC-32 checked) and must hash to the checksum the ledger recorded (rows without one are `unverifiable`: run `oiv4 hash`). --fast checks sizes only (reads no image data); --deep also decodes every image strictly. Files no `ok` row points at (orphans), temp files left by a kill and images still staged for an unpacked shard are reported as warnings.
 
-    Exit code: 0 when nothing is broken (warnings allowed), 1 when something is broken, 2 when there is nothing to verify.
+    Exit code: 0 when nothing is broken (warnings allowed), 6 (integrity) when something is broken, 2 when there is nothing to verify.
 
     Examples:
 
@@ -126,7 +126,7 @@ def verify_cmd(
     else:
         render.verify_report(report, show)
     if not report.ok:
-        raise typer.Exit(1)
+        raise typer.Exit(IntegrityError.exit_code)
 
 
 @app.command("report", rich_help_panel=INSPECT_PANEL)
