@@ -42,17 +42,24 @@ def connect(storage: Storage | str, sets: list[ImageSet | str] | None = None) ->
     for s in sets or list(ImageSet):
         s = ImageSet(s)
         if storage.exists(LAYOUT.plan(s)):
-            path = storage.path(LAYOUT.plan(s)).replace("'", "''")
-            try:  # creating the view reads the footer: a damaged plan is named here, not in the user's query
-                con.execute(f"CREATE VIEW plan_{s.value} AS SELECT * FROM read_parquet('{path}')")
-            except Exception as exc:
-                if not is_read_error(exc):
-                    raise
-                problem = parquet_problem(storage, LAYOUT.plan(s)) or describe(exc)
-                raise damaged(storage, LAYOUT.plan(s), problem) from exc
+            plan_relation(con, storage, s).create_view(f"plan_{s.value}")
         if storage.glob(f"{LAYOUT.ledger_dir(s)}/shard-*"):
             ledger_relation(con, storage, s).create_view(f"ledger_{s.value}")
     return con
+
+
+def plan_relation(
+    con: duckdb.DuckDBPyConnection, storage: Storage, image_set: ImageSet | str
+) -> duckdb.DuckDBPyRelation:
+    """The set's plan manifest as a lazy DuckDB relation on `con`; a damaged plan file is named here."""
+    rel = LAYOUT.plan(image_set)
+    path = storage.path(rel).replace("'", "''")
+    try:  # binding reads the footer: a damaged plan fails here, not in the caller's query
+        return con.sql(f"SELECT * FROM read_parquet('{path}')")
+    except Exception as exc:
+        if not is_read_error(exc):
+            raise
+        raise damaged(storage, rel, parquet_problem(storage, rel) or describe(exc)) from exc
 
 
 def ledger_relation(

@@ -17,7 +17,7 @@ from oiv4.io.inventory import inventory_ledger
 from oiv4.io.ledger import iter_ledger, read_ledger
 from oiv4.io.locations import Location, parse_location, staged_path
 from oiv4.io.manifest import plan_rows, read_plan
-from oiv4.io.sql import attach_filesystem, ledger_relation
+from oiv4.io.sql import attach_filesystem, ledger_relation, plan_relation
 from oiv4.io.storage import Storage
 from oiv4.read.id_index import IdIndex
 
@@ -270,8 +270,7 @@ class SetReader:
         extra = ", ".join(f'l."{c}"' for c in led.columns if c not in ("image_id", "set", "row"))
         if not self.storage.exists(LAYOUT.plan(self.image_set)):
             return led.order('"row"')
-        path = self.storage.path(LAYOUT.plan(self.image_set)).replace("'", "''")
-        plan = con.sql(f"SELECT * FROM read_parquet('{path}')")  # noqa: F841 - read by name below
+        plan = plan_relation(con, self.storage, self.image_set)  # noqa: F841 - read by name below
         return con.sql(f'SELECT p.*, {extra} FROM plan p LEFT JOIN led l USING ("row") ORDER BY p."row"')
 
     def _manifest_without_ledger(self) -> pa.Table:

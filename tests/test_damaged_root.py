@@ -1,0 +1,168 @@
+"""A damaged file under a built root is one line naming it, exit 6 (integrity), and nothing on disk changes.
+
+A disk error or a bad copy leaves a ledger shard, a ledger part, a plan manifest, the plan summary or a
+shard's settings record truncated, full of garbage or empty. Every command that reads such a file must
+say which file is damaged, what is wrong and what to do, and exit with the integrity code; commands that
+never read it may succeed. No command may print a traceback or change a file of the root when it fails.
+One tiny build is made per worker (tests/demo_root.py) and hard-linked per case: the damaged file is
+written as a new file, and every write oiv4 makes is a rename, so the shared build stays pristine (checked).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+import oiv4
+from demo_root import build_tiny_root
+from oiv4.cli import app
+from oiv4.contracts.errors import DamagedFileError, IntegrityError
+
+SHARD = "ledger/train/shard-00000.parquet"
+PART = "ledger/train/shard-00000.parts/part-20240501T120000000000-abcdef.parquet"
+PLAN = "plan/train.parquet"
+SUMMARY = "plan/summary.json"
+SETTINGS = "ledger/train/shard-00000.settings.json"
+FILES = {"ledger-shard": SHARD, "ledger-part": PART, "plan": PLAN, "plan-summary": SUMMARY, "settings": SETTINGS}
+DAMAGES: dict[str, Callable[[bytes], bytes]] = {
+    "truncated": lambda b: b[: len(b) // 2],
+    "garbage": lambda b: bytes(range(256)) * 8,
+    "empty": lambda b: b"",
+}
+#: The lock file is the run lock's; every other file must be left exactly as it was.
+IGNORED = {".oiv4-run.lock"}
+
+
+def _commands(out: Path, src: Path) -> dict[str, list[str]]:
+    return {
+        "status": ["status"],
+        "verify": ["verify", "--fast"],
+        "report": ["report", "--out", str(out / "report.html")],
+        "fetch": ["fetch", "train"],
+        "estimate": ["estimate"],
+        "sql": ["sql", "select count(*) from ledger_train"],
+        "sql-plan": ["sql", "select count(*) from plan_train"],
+        "hash": ["hash"],
+        "dedup": ["dedup"],
+        "plan": ["plan", "--train-size", "60", "--shard-rows", "250"],
+        "archives": ["archives", "validation", "--source", str(src)],
+    }
+
+
+#: (file kind, command) pairs where the command reads that file, so it must stop with exit 6.
+MUST_FAIL = {
+    **{("ledger-shard", c): 6 for c in ("status", "verify", "report", "fetch", "estimate", "sql", "hash", "dedup")},
+    **{("ledger-part", c): 6 for c in ("status", "verify", "report", "fetch", "estimate", "sql", "hash", "dedup")},
+    **{("plan", c): 6 for c in ("verify", "report", "estimate", "sql", "sql-plan", "dedup")},
+    **{("plan-summary", c): 6 for c in ("status", "fetch", "plan")},
+    ("settings", "fetch-retry"): 6,
+}
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name not in IGNORED
+    }
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    root = build_tiny_root(tmp_path_factory.mktemp("damaged") / "root")
+    return root, _digests(root)
+
+
+def _damaged_copy(built: tuple[Path, dict[str, str]], tmp_path: Path, kind: str, damage: str) -> tuple[Path, bytes]:
+    source, _ = built
+    root = tmp_path / "root"
+    shutil.copytree(source, root, copy_function=os.link)
+    rel = FILES[kind]
+    original = (source / (SHARD if kind == "ledger-part" else rel)).read_bytes()
+    target = root / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.unlink(missing_ok=True)  # a new file: the hard link to the shared build stays intact
+    target.write_bytes(DAMAGES[damage](original))
+    return root, target.read_bytes()
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+@pytest.mark.parametrize("kind", sorted(FILES))
+def test_every_command_names_a_damaged_file_and_changes_nothing(
+    built: tuple[Path, dict[str, str]], tmp_path: Path, kind: str, damage: str
+) -> None:
+    root, damaged_bytes = _damaged_copy(built, tmp_path, kind, damage)
+    src = tmp_path / "empty-source"
+    src.mkdir()
+    commands = _commands(tmp_path, src)
+    if kind == "settings":  # read only when its shard runs again: a retry of shard 0 must stop before any work
+        commands["fetch-retry"] = ["fetch", "train", "--retry-failed", "http_410"]
+    path = str(root / FILES[kind])
+    for name, args in commands.items():
+        before = _digests(root)
+        result = CliRunner().invoke(app, [*args, "--root", str(root)])
+        out = " ".join(result.output.split())
+        where = f"{name} on a {damage} {kind}: {out[-600:]}"
+        assert "Traceback" not in result.output, where
+        assert result.exception is None or isinstance(result.exception, SystemExit), where
+        assert result.exit_code in (0, 6, 10), where  # done, the damage named, complete with recorded failures
+        if (kind, name) in MUST_FAIL:
+            assert result.exit_code == IntegrityError.exit_code, where
+        if result.exit_code == IntegrityError.exit_code:
+            assert f"damaged file {path}:" in out and "Restore it from a copy" in out, where
+            assert out.count(f"oiv4 {args[0]}:") == 1, where
+            assert _digests(root) == before, where  # a command that stopped changed nothing
+        assert (root / FILES[kind]).read_bytes() == damaged_bytes, where
+    assert _digests(built[0]) == built[1]  # the shared build was never written through a hard link
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+@pytest.mark.parametrize("kind", sorted(FILES))
+def test_oiv4_open_raises_one_error_naming_the_damaged_file(
+    built: tuple[Path, dict[str, str]], tmp_path: Path, kind: str, damage: str
+) -> None:
+    root, damaged_bytes = _damaged_copy(built, tmp_path, kind, damage)
+    try:
+        with oiv4.open(root) as ds:
+            for name in ds:
+                reader = ds[name]
+                manifest = reader.manifest  # a table, or for big sets a lazy relation
+                if not isinstance(manifest, pa.Table):
+                    manifest.to_arrow_table()
+                if len(reader):
+                    reader.read_bytes_at(0)
+    except DamagedFileError as err:
+        assert err.path == str(root / FILES[kind]) and err.problem and err.advice
+        assert isinstance(err, IntegrityError) and err.exit_code == 6
+    else:  # only files a reader never needs may be damaged without an error
+        assert kind in ("settings", "plan-summary"), kind
+    assert (root / FILES[kind]).read_bytes() == damaged_bytes
+
+
+def test_the_reported_case_from_a_shell_exits_6_with_one_line(
+    built: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    # truncate -s 1000 R/ledger/train/shard-00000.parquet; oiv4 status --root R
+    root = tmp_path / "root"
+    shutil.copytree(built[0], root, copy_function=os.link)
+    shard = root / SHARD
+    data = shard.read_bytes()[:1000]
+    shard.unlink()
+    shard.write_bytes(data)
+    oiv4_bin = str(Path(sys.executable).with_name("oiv4"))
+    run = subprocess.run([oiv4_bin, "status", "--root", str(root)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 6, run.stderr
+    assert "Traceback" not in run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    text = " ".join(run.stderr.split())
+    assert f"oiv4 status: damaged file {shard}:" in text and "oiv4 fetch train --root" in text
+    assert len(lines) <= 4, run.stderr  # one message (rich may wrap it at the terminal's width)
