@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from oiv4.contracts.errors import DamagedFileError
@@ -170,6 +170,17 @@ def named_in(storage: Storage, exc: BaseException, rels: Iterable[str]) -> str |
         if storage.path(rel) in text:
             return rel
     return None
+
+
+def damaged_among(storage: Storage, rels: Sequence[str], exc: BaseException) -> DamagedFileError | None:
+    """After DuckDB failed over the files `rels`: the damaged one as the error to raise (None: none is).
+
+    The file DuckDB's message names if it names one, else the first whose footer is damaged.
+    """
+    named = named_in(storage, exc, rels)
+    if named is not None and is_read_error(exc):
+        return damaged(storage, named, parquet_problem(storage, named) or describe(exc))
+    return first_damaged(storage, rels)
 
 
 def find_damage_in_root(storage: Storage) -> DamagedFileError | None:

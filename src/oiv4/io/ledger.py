@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import LEDGER_SCHEMA, ImageSet
-from oiv4.io.damage import damaged, describe, first_damaged, is_read_error, named_in, parquet_problem, reading
+from oiv4.io.damage import damaged_among, reading
 from oiv4.io.ledger_summary import summary_metadata
 from oiv4.io.storage import Storage
 
@@ -265,7 +265,7 @@ def _read_parts(storage: Storage, rels: list[str], columns: list[str]) -> pa.Tab
     try:
         table = ledger_files_relation(con, storage, rels, columns).to_arrow_table()
     except duckdb.Error as exc:
-        bad = _damaged_among(storage, rels, exc)
+        bad = damaged_among(storage, rels, exc)
         if bad is not None:
             raise bad from exc
         if isinstance(exc, duckdb.IOException):
@@ -289,7 +289,7 @@ def ledger_files_relation(con: Any, storage: Storage, rels: Sequence[str], colum
     try:  # binding reads every file's footer: a damaged file fails here, not in the caller's query
         present = set(con.sql(f"SELECT * FROM {scan} LIMIT 0").columns)
     except Exception as exc:
-        bad = _damaged_among(storage, rels, exc)
+        bad = damaged_among(storage, rels, exc)
         if bad is not None:
             raise bad from exc
         raise
@@ -298,14 +298,6 @@ def ledger_files_relation(con: Any, storage: Storage, rels: Sequence[str], colum
         for c in columns
     )
     return con.sql(f"SELECT {names} FROM {scan}")
-
-
-def _damaged_among(storage: Storage, rels: Sequence[str], exc: BaseException) -> Exception | None:
-    """After DuckDB failed over `rels`: the damaged one as the error to raise (the one it names, else by footers)."""
-    named = named_in(storage, exc, rels)
-    if named is not None and is_read_error(exc):
-        return damaged(storage, named, parquet_problem(storage, named) or describe(exc))
-    return first_damaged(storage, rels)
 
 
 def iter_ledger(
