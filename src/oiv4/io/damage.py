@@ -76,6 +76,7 @@ def is_read_error(exc: BaseException) -> bool:
     if module.startswith("pyarrow"):
         return True
     return module.startswith(("duckdb", "_duckdb")) and type(exc).__name__ in {
+        "Error",  # a corrupt page inside a file ("TProtocolException: Invalid data") arrives as the base class
         "InvalidInputException",
         "IOException",
         "ConversionException",
@@ -122,10 +123,11 @@ def read_json_object(storage: Storage, rel: str) -> dict[str, Any]:
     return doc
 
 
-def parquet_problem(storage: Storage, rel: str) -> str | None:
-    """What is wrong with the Parquet file `rel` judged by its footer alone (None: it looks whole).
+def parquet_problem(storage: Storage, rel: str, *, deep: bool = False) -> str | None:
+    """What is wrong with the Parquet file `rel` judged by its footer (None: it looks whole).
 
     Cheap: the file's size and its last 8 bytes, then the footer it points at is parsed by pyarrow.
+    `deep` also reads every page, which finds damage inside a file whose footer is intact.
     """
     import pyarrow.parquet as pq
 
@@ -144,7 +146,9 @@ def parquet_problem(storage: Storage, rel: str) -> str | None:
             if footer + 12 > size:
                 return "it was cut short (its footer points before its start)"
             fh.seek(0)
-            pq.ParquetFile(fh).metadata  # noqa: B018 - parsing the footer is the check
+            parquet = pq.ParquetFile(fh)  # parsing the footer is the check
+            if deep:
+                parquet.read()
     except FileNotFoundError:
         return None
     except Exception as exc:
@@ -154,10 +158,10 @@ def parquet_problem(storage: Storage, rel: str) -> str | None:
     return None
 
 
-def first_damaged(storage: Storage, rels: Iterable[str]) -> DamagedFileError | None:
-    """The first of the Parquet files `rels` whose footer is damaged, as the error to raise (None: all whole)."""
+def first_damaged(storage: Storage, rels: Iterable[str], *, deep: bool = False) -> DamagedFileError | None:
+    """The first of the Parquet files `rels` found damaged (see `parquet_problem`), as the error to raise."""
     for rel in rels:
-        problem = parquet_problem(storage, rel)
+        problem = parquet_problem(storage, rel, deep=deep)
         if problem is not None:
             return damaged(storage, rel, problem)
     return None
@@ -186,7 +190,8 @@ def damaged_among(storage: Storage, rels: Sequence[str], exc: BaseException) -> 
 def find_damage_in_root(storage: Storage) -> DamagedFileError | None:
     """The first damaged file oiv4 wrote under the root (summaries, plans, ledgers, settings records, dedup).
 
-    Run only after a read failed without naming its file: it opens every ledger file's footer.
+    Run only after a read failed without naming its file: it checks every ledger file's footer, then, if
+    they all look whole, reads every page of every file (a corrupt page inside a file with an intact footer).
     """
     from oiv4.contracts.layout import LAYOUT
     from oiv4.contracts.schema import ImageSet
@@ -203,4 +208,5 @@ def find_damage_in_root(storage: Storage) -> DamagedFileError | None:
                 read_json_object(storage, rel)
             except DamagedFileError as exc:
                 return exc
-    return first_damaged(storage, (rel for rel in parquets if storage.exists(rel)))
+    present = [rel for rel in parquets if storage.exists(rel)]
+    return first_damaged(storage, present) or first_damaged(storage, present, deep=True)

@@ -12,6 +12,7 @@ from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import LEDGER_SCHEMA, ImageSet, Outcome, is_valid_image_id
 from oiv4.io.blob_errors import BadArchiveError, CorruptImageError, ImageNotFoundError
 from oiv4.io.containers import BlobReader
+from oiv4.io.damage import find_damage_in_root, is_read_error
 from oiv4.io.image_decode import decode
 from oiv4.io.inventory import inventory_ledger
 from oiv4.io.ledger import iter_ledger, read_ledger
@@ -256,6 +257,11 @@ class SetReader:
         con = duckdb.connect()
         try:
             return self.manifest_relation(con).to_arrow_table()
+        except duckdb.Error as exc:  # a page DuckDB could not read: name the damaged file if one is
+            damage = find_damage_in_root(self.storage) if is_read_error(exc) else None
+            if damage is None:
+                raise
+            raise damage from exc
         finally:
             con.close()
 
