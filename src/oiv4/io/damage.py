@@ -68,8 +68,8 @@ def damaged(storage: Storage, rel: str, problem: str) -> DamagedFileError:
 
 def is_read_error(exc: BaseException) -> bool:
     """Does `exc` say a file's bytes are not what its reader expects (rather than a bug or a missing file)?"""
-    if isinstance(exc, FileNotFoundError | PermissionError):
-        return False
+    if isinstance(exc, FileNotFoundError | PermissionError | ConnectionError | TimeoutError | InterruptedError):
+        return False  # missing, forbidden, or the network: nothing a file's bytes explain
     if isinstance(exc, OSError | UnicodeDecodeError | json.JSONDecodeError):
         return True
     module = type(exc).__module__ or ""
