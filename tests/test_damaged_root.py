@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -173,3 +174,17 @@ def test_the_reported_case_from_a_shell_exits_6_with_one_line(
     text = " ".join(run.stderr.split())
     assert f"oiv4 status: damaged file {shard}:" in text and "oiv4 fetch train --root" in text
     assert len(lines) <= 4, run.stderr  # one message (rich may wrap it at the terminal's width)
+
+
+def test_a_damaged_plan_is_recomputed_as_the_message_says(built: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    root, _ = _damaged_copy(built, tmp_path, "plan", "garbage")
+    failed = CliRunner().invoke(app, ["sql", "--root", str(root), "select count(*) from plan_train"])
+    assert failed.exit_code == 6
+    assert f"oiv4 plan --root {root} --force" in " ".join(failed.output.split())
+    redo = CliRunner().invoke(
+        app, ["plan", "--root", str(root), "--force", "--train-size", "60", "--shard-rows", "250"]
+    )
+    assert redo.exit_code == 0, redo.output
+    assert pq.read_table(root / PLAN).equals(pq.read_table(built[0] / PLAN))  # the same rows, so ledgers still match
+    again = CliRunner().invoke(app, ["status", "--root", str(root)])
+    assert again.exit_code == 0, again.output
