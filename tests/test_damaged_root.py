@@ -45,6 +45,7 @@ DAMAGES: dict[str, Callable[[bytes], bytes]] = {
 CASES = [(k, d) for k in sorted(FILES) for d in ("empty", "garbage", "truncated")] + [
     ("ledger-shard", "corrupt-pages"),
     ("plan", "corrupt-pages"),
+    ("plan", "folder"),  # plan/train.parquet is a folder
 ]
 #: The lock file is the run lock's; every other file must be left exactly as it was.
 IGNORED = {".oiv4-run.lock"}
@@ -101,8 +102,15 @@ def _damaged_copy(built: tuple[Path, dict[str, str]], tmp_path: Path, kind: str,
     target = root / rel
     target.parent.mkdir(parents=True, exist_ok=True)
     target.unlink(missing_ok=True)  # a new file: the hard link to the shared build stays intact
-    target.write_bytes(DAMAGES[damage](original))
-    return root, target.read_bytes()
+    if damage == "folder":
+        target.mkdir()
+    else:
+        target.write_bytes(DAMAGES[damage](original))
+    return root, _content(target)
+
+
+def _content(path: Path) -> bytes:
+    return b"<a folder>" if path.is_dir() else path.read_bytes()
 
 
 @pytest.mark.parametrize(("kind", "damage"), CASES)
@@ -130,7 +138,7 @@ def test_every_command_names_a_damaged_file_and_changes_nothing(
             assert f"damaged file {path}:" in out and "Restore it from a copy" in out, where
             assert out.count(f"oiv4 {args[0]}:") == 1, where
             assert _digests(root) == before, where  # a command that stopped changed nothing
-        assert (root / FILES[kind]).read_bytes() == damaged_bytes, where
+        assert _content(root / FILES[kind]) == damaged_bytes, where
     assert _digests(built[0]) == built[1]  # the shared build was never written through a hard link
 
 
@@ -153,7 +161,7 @@ def test_oiv4_open_raises_one_error_naming_the_damaged_file(
         assert isinstance(err, IntegrityError) and err.exit_code == 6
     else:  # only files a reader never needs may be damaged without an error
         assert kind in ("settings", "plan-summary"), kind
-    assert (root / FILES[kind]).read_bytes() == damaged_bytes
+    assert _content(root / FILES[kind]) == damaged_bytes
 
 
 def test_the_reported_case_from_a_shell_exits_6_with_one_line(
