@@ -7,8 +7,8 @@
   never under the root (it may be read-only, an object store, a foreign folder, or the very thing that is
   broken), and the user sees one line naming that file; exit 70.
 - A closed stdout (`oiv4 sql ... | head`) is not an error: output stops, exit 0, nothing printed.
-- Exit 130 (interrupted) ends the process at once after flushing: a transfer thread blocked in a socket
-  read must not keep a stopped command alive (interpreter shutdown would join it).
+- Exit 130 (interrupted) with worker threads still alive ends the process at once after flushing: a
+  transfer thread blocked in a socket read must not keep a stopped command alive (shutdown would join it).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import os
 import platform
 import sys
 import tempfile
+import threading
 import traceback
 from datetime import UTC, datetime
 
@@ -114,7 +115,14 @@ def finish(code: int | str | None) -> None:
     except BrokenPipeError:
         quiet_stdout()
         code = 0
-    if code == Interrupted.exit_code:
+    if code == Interrupted.exit_code and _threads_left():
+        # Interpreter shutdown would join them, and one may be blocked in a socket read for minutes;
+        # everything on disk is already consistent (atomic renames, checkpointed sidecars).
         sys.stderr.flush()
         os._exit(Interrupted.exit_code)
     sys.exit(code)
+
+
+def _threads_left() -> bool:
+    main = threading.main_thread()
+    return any(t is not main and t.is_alive() and not t.daemon for t in threading.enumerate())
