@@ -196,3 +196,22 @@ def test_a_damaged_plan_is_recomputed_as_the_message_says(built: tuple[Path, dic
     assert pq.read_table(root / PLAN).equals(pq.read_table(built[0] / PLAN))  # the same rows, so ledgers still match
     again = CliRunner().invoke(app, ["status", "--root", str(root)])
     assert again.exit_code == 0, again.output
+
+
+@pytest.mark.parametrize("rel", ["dedup/pairs.parquet", "dedup/summary.json"])
+def test_damaged_dedup_results_are_named_by_report_and_the_reader(
+    built: tuple[Path, dict[str, str]], tmp_path: Path, rel: str
+) -> None:
+    root = tmp_path / "root"
+    shutil.copytree(built[0], root, copy_function=os.link)
+    (root / rel).unlink()
+    (root / rel).write_bytes(b"garbage{")
+    result = CliRunner().invoke(app, ["report", "--root", str(root), "--out", str(tmp_path / "r.html")])
+    out = " ".join(result.output.split())
+    assert result.exit_code == 6 and "Traceback" not in result.output, out
+    assert f"damaged file {root / rel}:" in out and f"run `oiv4 dedup --root {root}` again" in out
+    if rel.endswith(".parquet"):
+        with oiv4.open(root) as ds, pytest.raises(DamagedFileError) as err:
+            ds["train"].without_duplicates_of("validation")
+        assert err.value.path == str(root / rel)
+    assert (root / rel).read_bytes() == b"garbage{"
