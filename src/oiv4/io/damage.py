@@ -26,26 +26,25 @@ _SETTINGS = re.compile(r"^ledger/(?P<set>[a-z_]+)/shard-\d+\.settings\.json$")
 _ARCHIVE_SETS = ("targets", "validation")
 
 
-def _rerun(image_set: str, root: str) -> str:
+def _redo(image_set: str, root: str) -> str:
     if image_set in _ARCHIVE_SETS:
-        return f"`oiv4 archives {image_set} --root {root}`"
-    return f"`oiv4 fetch {image_set} --root {root}`"
+        return (
+            f"`oiv4 archives {image_set} --root {root}`: its archive is downloaded and converted again "
+            f"(then `oiv4 hash --root {root}` for its perceptual hashes)"
+        )
+    return (
+        f"`oiv4 fetch {image_set} --root {root}`: its rows are redone (in the folder layout, images already "
+        "stored are checked and recorded again, not downloaded again)"
+    )
 
 
 def advice(storage: Storage, rel: str) -> str:
     """What to do about a damaged file, by its kind; every way out named here loses no finished image."""
     root = storage.root
     if m := _LEDGER_SHARD.match(rel):
-        return (
-            f"Restore it from a copy, or delete it and run {_rerun(m['set'], root)} to redo that shard: images "
-            f"already stored are checked and recorded again, not downloaded again (then `oiv4 hash --root {root}` "
-            "if you had hashed them)"
-        )
+        return f"Restore it from a copy, or delete it and run {_redo(m['set'], root)}"
     if m := _LEDGER_PART.match(rel):
-        return (
-            f"Restore it from a copy, or delete it and run {_rerun(m['set'], root)}: the rows it recorded are "
-            "redone, images already stored are checked and recorded again, not downloaded again"
-        )
+        return f"Restore it from a copy, or delete it and run {_redo(m['set'], root)}"
     if _SETTINGS.match(rel):
         return (
             "Restore it from a copy, or delete it: it only guards a resume of that shard against other output "
