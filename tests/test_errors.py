@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -67,9 +68,26 @@ def test_exceptions_keep_the_bases_callers_catch() -> None:
 def test_exit_codes_are_distinct_and_documented() -> None:
     codes = [c.exit_code for c in CATEGORIES]
     assert len(set(codes)) == len(codes) and 0 not in codes and Oiv4Error.exit_code not in codes
-    for cat in CATEGORIES:
-        assert f"| {cat.exit_code} " in errors.__doc__ and cat.__name__ in errors.__doc__
+    table = [code for code, _short, _meaning in errors.EXIT_CODES]
+    assert len(set(table)) == len(table) and table == sorted(table)
+    assert set(codes) | {0, Oiv4Error.exit_code, errors.COMPLETE_WITH_FAILURES, errors.INTERNAL_ERROR} == set(table)
     assert exit_code(KeyboardInterrupt()) == 130 and exit_code(RuntimeError()) is None
+
+
+def test_readme_exit_code_table_is_the_generated_one() -> None:
+    readme = (SRC.parent.parent / "README.md").read_text()
+    start = readme.index("<!-- exit-codes: start")
+    body = readme[readme.index("\n", start) + 1 : readme.index("<!-- exit-codes: end -->")]
+    assert body.strip() == errors.exit_code_table(), "regenerate README's table from errors.exit_code_table()"
+
+
+def test_top_level_help_lists_every_exit_code_from_the_same_table() -> None:
+    from oiv4.cli import app
+
+    result = CliRunner().invoke(app, ["--help"], env={"TERMINAL_WIDTH": "4000"})
+    text = " ".join(result.output.replace("│", " ").split())
+    assert result.exit_code == 0
+    assert errors.exit_code_summary() in text
 
 
 def _app_raising(exc: BaseException) -> typer.Typer:
@@ -101,6 +119,17 @@ def test_cli_ctrl_c_exits_130_and_says_work_is_kept() -> None:
     assert result.exit_code == 130 and "finished work is kept" in result.output
 
 
-def test_cli_keeps_the_traceback_of_a_bug() -> None:
-    result = CliRunner().invoke(_app_raising(ZeroDivisionError("bug")), ["boom"])
-    assert isinstance(result.exception, ZeroDivisionError)
+def test_cli_turns_a_bug_into_one_line_naming_the_file_with_its_traceback(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    tempfile.tempdir = None  # re-read TMPDIR
+    try:
+        result = CliRunner().invoke(_app_raising(ZeroDivisionError("bug")), ["boom"])
+    finally:
+        tempfile.tempdir = None
+    assert result.exit_code == errors.INTERNAL_ERROR == 70
+    out = " ".join(result.output.split())
+    assert "Traceback" not in result.output and out.startswith("oiv4 boom: internal error")
+    saved = list(tmp_path.glob("oiv4-crash-*.txt"))
+    assert len(saved) == 1 and str(saved[0]) in out
+    text = saved[0].read_text()
+    assert "Traceback (most recent call last)" in text and "ZeroDivisionError: bug" in text

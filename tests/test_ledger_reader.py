@@ -205,7 +205,7 @@ def test_verify_prints_the_full_count_and_a_few_examples(tmp_path: Path) -> None
     storage = Storage(str(tmp_path))
     n = _ok_rows_whose_files_are_missing(storage, EXAMPLES_PER_KIND + 50)
     result = CliRunner().invoke(app, ["verify", "--root", str(tmp_path), "--show", "3"])
-    assert result.exit_code == 1
+    assert result.exit_code == 6  # integrity
     out = " ".join(result.output.split())
     assert f"train: {n:,} missing" in out and f"... and {n - 3:,} more" in out
     assert out.count("file is missing") == 3

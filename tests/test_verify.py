@@ -138,7 +138,7 @@ def test_requeue_marks_only_broken_images_and_never_touches_stored_files(tmp_pat
     before = _tree_digest(tmp_path)
 
     result = CliRunner().invoke(app, ["verify", "--root", str(tmp_path), "--deep", "--requeue"])
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 6, result.output  # integrity (contracts/errors.py)
     assert "requeued 4" in " ".join(result.output.split())
 
     assert _tree_digest(tmp_path) == before  # nothing stored was modified or removed
@@ -160,7 +160,7 @@ def test_cli_reports_per_set_table_and_fails_on_broken_data(tmp_path):
     _damage_folder_set(tmp_path)
     build_set(tmp_path, "validation", 6, "archive_zip")
     result = CliRunner().invoke(app, ["verify", "--root", str(tmp_path)])
-    assert result.exit_code == 1
+    assert result.exit_code == 6  # integrity, as README's exit-code table says
     out = result.output
     for word in ("train", "validation", "missing", "size", "--requeue"):
         assert word in out

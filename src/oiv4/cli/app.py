@@ -2,8 +2,10 @@
 
 Commands live in `stage_commands`, `inspect_commands` and `run_commands`; what they print lives in
 `render` and `fetch_view`. Errors are handled once, here, by category (`oiv4.contracts.errors`): an
-`Oiv4Error` prints `oiv4 <command>: <message>` and exits with its category's code; Ctrl-C exits 130;
-anything else is a bug and keeps its traceback.
+`Oiv4Error` prints `oiv4 <command>: <message>` and exits with its category's code; Ctrl-C exits 130; a
+library's read error that a damaged file under the root explains is that file's `DamagedFileError` (6);
+anything else is a bug: one line naming the file that holds its traceback, exit 70 (`crash`). A reader
+that closed the pipe (`oiv4 sql ... | head`) ends the command quietly with 0.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from oiv4.contracts.errors import Oiv4Error, exit_code
+from oiv4.cli import crash
+from oiv4.contracts.errors import Oiv4Error, exit_code, exit_code_summary
 
 #: `--help` lists commands in pipeline order, whatever order the modules register them in.
 COMMAND_ORDER = (
@@ -71,8 +74,12 @@ class Oiv4Group(TyperGroup):
             return self._invoke(ctx)
 
     def _invoke(self, ctx: typer.Context) -> Any:
+        argv = [*_protected(ctx), *ctx.args]  # before invoking consumes them: the crash report needs --root
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:
+            crash.quiet_stdout()  # the reader has all it wanted (`| head`): not an error
+            raise typer.Exit(0) from None
         except CLICK_USAGE_ERRORS as exc:
             if type(exc).__name__ == "NoArgsIsHelpError":  # `oiv4 fetch` alone: its help was the answer
                 raise
@@ -84,7 +91,7 @@ class Oiv4Group(TyperGroup):
             )
             raise typer.Exit(exc.exit_code) from None
         except (Oiv4Error, KeyboardInterrupt) as exc:
-            name = ctx.invoked_subcommand or (ctx.protected_args[0] if ctx.protected_args else "")
+            name = ctx.invoked_subcommand or next(iter(_protected(ctx)), "")
             code = exit_code(exc)
             if isinstance(exc, KeyboardInterrupt):
                 message = "interrupted; finished work is kept: run the same command again to resume"
@@ -92,6 +99,13 @@ class Oiv4Group(TyperGroup):
                 message = str(exc) or type(exc).__name__
             console.print(f"[red]oiv4 {name}:[/red] {escape(message)}", soft_wrap=True, highlight=False)
             raise typer.Exit(code or 1) from None
+        except Exception as exc:
+            if crash.passes_through(exc):
+                raise
+            name = ctx.invoked_subcommand or next(iter(_protected(ctx)), "")
+            code, message = crash.explain(exc, argv)
+            console.print(f"[red]oiv4 {name}:[/red] {escape(message)}", soft_wrap=True, highlight=False)
+            raise typer.Exit(code) from None
 
     def format_help(self, ctx: typer.Context, formatter: Any) -> None:
         _format_help(self, ctx, formatter)
@@ -104,6 +118,11 @@ def _format_help(cmd: Any, ctx: typer.Context, formatter: Any) -> None:
 
     sys.stdout.write(render_help(cmd, ctx))
     sys.stdout.flush()
+
+
+def _protected(ctx: typer.Context) -> list[str]:
+    # click 8.2 deprecated `protected_args` (the subcommand name and what follows) and later removed it.
+    return list(getattr(ctx, "protected_args", None) or getattr(ctx, "_protected_args", None) or [])
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -144,11 +163,7 @@ app = typer.Typer(
         "Build the OpenImages V4 image sets reliably, resumably and fast.\n\n"
         "Stages, in order: metadata -> plan -> archives (targets, validation) / fetch (train, extended_targets) "
         "-> status / verify / report. `oiv4 build --root R` runs them all; every stage can be re-run safely "
-        "and only does what is left.\n\n"
-        "Exit codes: 0 done, 1 failed (e.g. an archive), 2 usage, 3 bad input data, 4 source unreachable or "
-        "misbehaving, 5 storage (unwritable, disk full), 6 integrity (checksum, damage), 7 execution (workers, "
-        "cluster), 8 incomplete (rows left without an outcome: run again), 9 busy (another run holds the root), "
-        "10 complete with recorded failures (e.g. dead URLs), 130 interrupted (Ctrl-C, SIGTERM)."
+        "and only does what is left.\n\n" + exit_code_summary()
     ),
     no_args_is_help=True,
     rich_markup_mode="rich",
@@ -168,4 +183,9 @@ def _root(
 
 def main() -> None:
     """Entry point of the `oiv4` script."""
-    app()
+    try:
+        app()
+        code: int | str | None = 0
+    except SystemExit as exc:
+        code = exc.code
+    crash.finish(code)

@@ -14,7 +14,7 @@ from oiv4.cli.app import console as err
 from oiv4.cli.guard import report_target, writing
 from oiv4.cli.logs import LogSettings, emit_summary
 from oiv4.cli.options import settings_command
-from oiv4.contracts.errors import UsageError
+from oiv4.contracts.errors import IntegrityError, UsageError
 from oiv4.contracts.schema import ImageSet
 from oiv4.io.root_check import built_root, writable_root
 from oiv4.io.run_lock import read_holder
@@ -88,7 +88,7 @@ def verify_cmd(
 
     For every set: each `ok` ledger row must have its file or archive member, with the size the ledger recorded; every zip's central directory and tar's headers must parse; every image is read (zip CRC-32 checked) and must hash to the checksum the ledger recorded (rows without one are `unverifiable`: run `oiv4 hash`). --fast checks sizes only (reads no image data); --deep also decodes every image strictly. Files no `ok` row points at (orphans), temp files left by a kill and images still staged for an unpacked shard are reported as warnings.
 
-    Exit code: 0 when nothing is broken (warnings allowed), 1 when something is broken, 2 when there is nothing to verify.
+    Exit code: 0 when nothing is broken (warnings allowed), 6 (integrity) when something is broken, 2 when there is nothing to verify.
 
     Examples:
 
@@ -126,7 +126,7 @@ def verify_cmd(
     else:
         render.verify_report(report, show)
     if not report.ok:
-        raise typer.Exit(1)
+        raise typer.Exit(IntegrityError.exit_code)
 
 
 @app.command("report", rich_help_panel=INSPECT_PANEL)
@@ -177,15 +177,23 @@ def sql_cmd(
 
     import duckdb
 
+    from oiv4.io.damage import find_damage_in_root, is_read_error
     from oiv4.io.sql import connect
 
+    if not query.strip(" \t\r\n;"):
+        raise UsageError('the query is empty: give one, e.g. oiv4 sql --root R "select count(*) from ledger_train"')
     # Views only for the sets the query names (resolving a set's in-progress parts is its main cost).
     named = [s for s in ImageSet if re.search(rf"\b(plan|ledger)_{s.value}\b", query)]
+    storage = _existing(root)
     try:
-        cur = connect(_existing(root), named or None).execute(query)
-        columns = [d[0] for d in cur.description] if cur.description else []
+        cur = connect(storage, named or None).execute(query)
+        columns = [d[0] for d in cur.description] if cur is not None and cur.description else []
         rows = cur.fetchmany(limit + 1) if columns else []
     except duckdb.Error as exc:
+        # A file under the root that DuckDB could not read is that file's damage, not the query's fault.
+        damage = find_damage_in_root(storage) if is_read_error(exc) else None
+        if damage is not None:
+            raise damage from None
         raise UsageError(str(exc).strip().splitlines()[0]) from None
     if not columns:  # a statement without a result
         return

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import sys
 
 import typer
 from rich.console import Console
@@ -15,7 +13,7 @@ from oiv4.cli.app import console as err
 from oiv4.cli.guard import check_outcomes, writing
 from oiv4.cli.logs import LineLog, LogSettings, emit_summary, fetch_progress
 from oiv4.cli.options import choice_enum, settings_command
-from oiv4.contracts.errors import COMPLETE_WITH_FAILURES, Incomplete, UsageError
+from oiv4.contracts.errors import COMPLETE_WITH_FAILURES, Incomplete, Interrupted, UsageError
 from oiv4.contracts.schema import URL_SETS, ImageSet
 from oiv4.run.executor import ExecutorSettings
 from oiv4.stages.archives import ArchiveSettings
@@ -114,15 +112,13 @@ def archives_cmd(
             summary = build_archive_set(storage, image_set.value, settings, view)
         except KeyboardInterrupt:
             bar.stop()
-            err.print(
-                "[yellow]interrupted.[/yellow] Run the same command again: finished archives are kept, "
+            # Everything on disk is already consistent (atomic renames, checkpointed sidecars). The handler
+            # prints this; `oiv4.cli.crash.finish` then ends the process without waiting for a transfer
+            # thread blocked in a socket read.
+            raise Interrupted(
+                "interrupted. Run the same command again: finished archives are kept, "
                 "a download continues from its last checkpoint, an unfinished conversion starts over."
-            )
-            # Everything on disk is already consistent (atomic renames, checkpointed sidecars); exiting now
-            # spares waiting for a transfer thread blocked in a socket read.
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(130)
+            ) from None
     as_json = log.json or log.log_format == "json"
     render.archives_summary(summary, to_stderr=as_json)
     if as_json:

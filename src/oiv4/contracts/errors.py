@@ -5,26 +5,13 @@ concrete classes: the CLI prints `oiv4 <command>: <message>` and exits with `exi
 live next to the code that raises them and keep their other bases (ValueError, KeyError, OSError, ...)
 where callers rely on them, e.g. `class PlanError(RuntimeError, InputError)`.
 
-Exit codes (`oiv4 ...; echo $?`):
-
-| code | category        | meaning                                                                  |
-|------|-----------------|--------------------------------------------------------------------------|
-| 0    | -               | the command did what it was asked                                       |
-| 1    | `Oiv4Error`     | something failed that no category below describes (e.g. one archive)     |
-| 2    | `UsageError`    | bad options or arguments, or a stage run before the one it depends on    |
-| 3    | `InputError`    | malformed metadata, hostile IDs or archive members, undecodable images    |
-| 4    | `SourceError`   | a remote source is unreachable or misbehaves (HTTP errors, S3, mirror)   |
-| 5    | `StorageError`  | the root cannot be written (unwritable, disk full, write failed)         |
-| 6    | `IntegrityError`| checksums or sizes do not match, stored data is damaged                  |
-| 7    | `ExecutionError`| the machinery running the work failed (workers died, cluster unusable)    |
-| 8    | `Incomplete`    | the run ended but some planned rows have no outcome yet: run it again    |
-| 9    | `Busy`          | another live run holds the root (one run per root); wait, then run again |
-| 10   | -               | complete, with recorded failures (dead URLs, refused members): normal    |
-| 130  | `Interrupted`   | stopped by Ctrl-C, SIGTERM or a stop request; finished work is kept      |
+Exit codes (`oiv4 ...; echo $?`): `EXIT_CODES` below, the one table README and `oiv4 --help` are generated
+from (`exit_code_table()`).
 
 Code 10 is not an error: every row has its outcome and the command did its job, but some outcomes are
 failures (a fetch where some Flickr URLs are dead is normal). Scripts that only care whether the run
-finished treat 0 and 10 alike; `status` and `verify` never return it.
+finished treat 0 and 10 alike; `status` and `verify` never return it. Code 70 is a bug in oiv4: the
+one-line message names a file holding the traceback.
 """
 
 from __future__ import annotations
@@ -73,6 +60,20 @@ class IntegrityError(Oiv4Error):
     category = "integrity"
 
 
+class DamagedFileError(IntegrityError):
+    """A file oiv4 wrote under the root cannot be read back (truncated, garbage, empty, not what it must be).
+
+    The message names the file, what is wrong with it and what to do; nothing is changed on disk.
+    `path` is the file as the user would type it, `problem` what is wrong, `advice` what to do.
+    """
+
+    def __init__(self, path: str, problem: str, advice: str) -> None:
+        self.path = path
+        self.problem = problem
+        self.advice = advice
+        super().__init__(f"damaged file {path}: {problem}. {advice}")
+
+
 class ExecutionError(Oiv4Error):
     """The machinery running the work failed: worker processes died, a cluster cannot run the shards."""
 
@@ -116,6 +117,47 @@ CATEGORIES: tuple[type[Oiv4Error], ...] = (
 
 #: Exit code of a run that finished every row but recorded failures among them (not an error).
 COMPLETE_WITH_FAILURES = 10
+
+#: Exit code of a bug: an exception oiv4 did not raise on purpose (BSD sysexits' EX_SOFTWARE).
+INTERNAL_ERROR = 70
+
+#: Every exit code: (code, short label for `--help`, meaning for README). Both are generated from this.
+EXIT_CODES: tuple[tuple[int, str, str], ...] = (
+    (0, "done", "complete"),
+    (Oiv4Error.exit_code, "failed (e.g. an archive)",
+     "failed in a way no category below describes (e.g. an archive failed)"),
+    (UsageError.exit_code, "usage", "usage: a bad option or value, a root that is a file, read-only, missing or not "
+     "an oiv4 root, unreachable object store"),
+    (InputError.exit_code, "bad input data", "bad input data (metadata, archive members)"),
+    (SourceError.exit_code, "source unreachable or misbehaving", "a source is unreachable or misbehaves"),
+    (StorageError.exit_code, "storage (unwritable, disk full)", "storage: unwritable, disk full"),
+    (IntegrityError.exit_code, "integrity (checksum, damaged image or root file)",
+     "integrity: checksums, damaged images, or a damaged file under the root (ledger, plan, summary, settings "
+     "record): the message names the file and says what to do"),
+    (ExecutionError.exit_code, "execution (workers, cluster)", "execution: workers kept dying, cluster unusable"),
+    (Incomplete.exit_code, "incomplete (rows left without an outcome: run again)",
+     "incomplete: the run ended with planned rows still without an outcome; run again"),
+    (Busy.exit_code, "busy (another run holds the root)", "busy: another live run holds the root"),
+    (COMPLETE_WITH_FAILURES, "complete with recorded failures (e.g. dead URLs)",
+     "complete with recorded failures (dead URLs, refused members): normal for a fetch"),
+    (INTERNAL_ERROR, "internal error (a bug; the traceback is saved to the file named)",
+     "internal error, a bug in oiv4: one line naming the file that holds the traceback"),
+    (Interrupted.exit_code, "interrupted (Ctrl-C, SIGTERM)",
+     "interrupted (Ctrl-C or SIGTERM); finished work is kept, run the same command again"),
+)  # fmt: skip
+
+
+def exit_code_table() -> str:
+    """`EXIT_CODES` as the Markdown table README carries between its exit-code markers."""
+    lines = ["| code | meaning |", "|------|---------|"]
+    lines += [f"| {code:<4} | {meaning} |" for code, _short, meaning in EXIT_CODES]
+    return "\n".join(lines)
+
+
+def exit_code_summary() -> str:
+    """`EXIT_CODES` as the one paragraph `oiv4 --help` ends its description with."""
+    return "Exit codes: " + ", ".join(f"{code} {short}" for code, short, _meaning in EXIT_CODES) + "."
+
 
 #: Exit code for KeyboardInterrupt, which is not an Oiv4Error (Python raises it).
 INTERRUPTED_EXIT_CODE = Interrupted.exit_code

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import LEDGER_SCHEMA, ImageSet
+from oiv4.io.damage import damaged_among, reading
 from oiv4.io.ledger_summary import summary_metadata
 from oiv4.io.storage import Storage
 
@@ -220,7 +221,7 @@ def _columns(columns: Sequence[str] | None, *, resolving: bool) -> list[str]:
 def _read_file(storage: Storage, rel: str, columns: list[str]) -> pa.Table | None:
     """One ledger file (None when it vanished), cast to the ledger schema's types for `columns`."""
     try:
-        with storage.open(rel) as fh:
+        with reading(storage, rel), storage.open(rel) as fh:
             table = _conform(pq.ParquetFile(fh).read(columns=columns), columns)
     except FileNotFoundError:
         return None
@@ -263,8 +264,13 @@ def _read_parts(storage: Storage, rels: list[str], columns: list[str]) -> pa.Tab
         con.register_filesystem(storage.fs)
     try:
         table = ledger_files_relation(con, storage, rels, columns).to_arrow_table()
-    except duckdb.IOException:
-        return None
+    except duckdb.Error as exc:
+        bad = damaged_among(storage, rels, exc)
+        if bad is not None:
+            raise bad from exc
+        if isinstance(exc, duckdb.IOException):
+            return None
+        raise
     finally:
         con.close()
     return table.cast(pa.schema([LEDGER_SCHEMA.field(c) for c in columns]))
@@ -280,7 +286,13 @@ def ledger_files_relation(con: Any, storage: Storage, rels: Sequence[str], colum
     a column was added to LEDGER_SCHEMA (checksum, phash) read it as NULL, even when no file has it yet."""
     paths = ", ".join("'" + storage.path(r).replace("'", "''") + "'" for r in rels)
     scan = f"read_parquet([{paths}], union_by_name = true)"
-    present = set(con.sql(f"SELECT * FROM {scan} LIMIT 0").columns)
+    try:  # binding reads every file's footer: a damaged file fails here, not in the caller's query
+        present = set(con.sql(f"SELECT * FROM {scan} LIMIT 0").columns)
+    except Exception as exc:
+        bad = damaged_among(storage, rels, exc)
+        if bad is not None:
+            raise bad from exc
+        raise
     names = ", ".join(
         f'"{c}"' if c in present else f'CAST(NULL AS {_DUCK_TYPES[LEDGER_SCHEMA.field(c).type]}) AS "{c}"'
         for c in columns

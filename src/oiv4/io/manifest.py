@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
+from oiv4.io.damage import read_json_object, reading
 from oiv4.io.storage import Storage
 
 
@@ -15,7 +18,7 @@ def read_plan(storage: Storage, image_set: ImageSet | str) -> pa.Table | None:
     rel = LAYOUT.plan(image_set)
     if not storage.exists(rel):
         return None
-    with storage.open(rel) as fh:
+    with reading(storage, rel), storage.open(rel) as fh:
         return pq.read_table(fh)
 
 
@@ -24,11 +27,20 @@ def plan_rows(storage: Storage, image_set: ImageSet | str) -> int | None:
     rel = LAYOUT.plan(image_set)
     if not storage.exists(rel):
         return None
-    with storage.open(rel) as fh:
+    with reading(storage, rel), storage.open(rel) as fh:
         return pq.ParquetFile(fh).metadata.num_rows
 
 
 def read_manifest(storage: Storage, image_set: ImageSet | str, columns: list[str] | None = None) -> pa.Table:
     """A set's manifest (all rows, file order)."""
-    with storage.open(LAYOUT.plan(image_set)) as fh:
+    rel = LAYOUT.plan(image_set)
+    with reading(storage, rel), storage.open(rel) as fh:
         return pq.read_table(fh, columns=columns)
+
+
+def read_plan_summary(storage: Storage) -> dict[str, Any] | None:
+    """`plan/summary.json` as written by `oiv4 plan`, or None when there is no plan yet."""
+    rel = LAYOUT.plan_summary()
+    if not storage.exists(rel):
+        return None
+    return read_json_object(storage, rel)

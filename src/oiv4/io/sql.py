@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import LEDGER_SCHEMA, ImageSet
+from oiv4.io.damage import damaged, describe, is_read_error, parquet_problem
 from oiv4.io.ledger import LedgerFiles, iter_ledger, ledger_files_relation, list_ledger
 from oiv4.io.storage import Storage
 
@@ -41,11 +42,24 @@ def connect(storage: Storage | str, sets: list[ImageSet | str] | None = None) ->
     for s in sets or list(ImageSet):
         s = ImageSet(s)
         if storage.exists(LAYOUT.plan(s)):
-            path = storage.path(LAYOUT.plan(s)).replace("'", "''")
-            con.execute(f"CREATE VIEW plan_{s.value} AS SELECT * FROM read_parquet('{path}')")
+            plan_relation(con, storage, s).create_view(f"plan_{s.value}")
         if storage.glob(f"{LAYOUT.ledger_dir(s)}/shard-*"):
             ledger_relation(con, storage, s).create_view(f"ledger_{s.value}")
     return con
+
+
+def plan_relation(
+    con: duckdb.DuckDBPyConnection, storage: Storage, image_set: ImageSet | str
+) -> duckdb.DuckDBPyRelation:
+    """The set's plan manifest as a lazy DuckDB relation on `con`; a damaged plan file is named here."""
+    rel = LAYOUT.plan(image_set)
+    path = storage.path(rel).replace("'", "''")
+    try:  # binding reads the footer: a damaged plan fails here, not in the caller's query
+        return con.sql(f"SELECT * FROM read_parquet('{path}')")
+    except Exception as exc:
+        if not is_read_error(exc):
+            raise
+        raise damaged(storage, rel, parquet_problem(storage, rel) or describe(exc)) from exc
 
 
 def ledger_relation(

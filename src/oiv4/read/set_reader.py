@@ -12,12 +12,13 @@ from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import LEDGER_SCHEMA, ImageSet, Outcome, is_valid_image_id
 from oiv4.io.blob_errors import BadArchiveError, CorruptImageError, ImageNotFoundError
 from oiv4.io.containers import BlobReader
+from oiv4.io.damage import find_damage_in_root, is_read_error
 from oiv4.io.image_decode import decode
 from oiv4.io.inventory import inventory_ledger
 from oiv4.io.ledger import iter_ledger, read_ledger
 from oiv4.io.locations import Location, parse_location, staged_path
 from oiv4.io.manifest import plan_rows, read_plan
-from oiv4.io.sql import attach_filesystem, ledger_relation
+from oiv4.io.sql import attach_filesystem, ledger_relation, plan_relation
 from oiv4.io.storage import Storage
 from oiv4.read.id_index import IdIndex
 from oiv4.read.show import showable
@@ -257,6 +258,11 @@ class SetReader:
         con = duckdb.connect()
         try:
             return self.manifest_relation(con).to_arrow_table()
+        except duckdb.Error as exc:  # a page DuckDB could not read: name the damaged file if one is
+            damage = find_damage_in_root(self.storage) if is_read_error(exc) else None
+            if damage is None:
+                raise
+            raise damage from exc
         finally:
             con.close()
 
@@ -271,8 +277,7 @@ class SetReader:
         extra = ", ".join(f'l."{c}"' for c in led.columns if c not in ("image_id", "set", "row"))
         if not self.storage.exists(LAYOUT.plan(self.image_set)):
             return led.order('"row"')
-        path = self.storage.path(LAYOUT.plan(self.image_set)).replace("'", "''")
-        plan = con.sql(f"SELECT * FROM read_parquet('{path}')")  # noqa: F841 - read by name below
+        plan = plan_relation(con, self.storage, self.image_set)  # noqa: F841 - read by name below
         return con.sql(f'SELECT p.*, {extra} FROM plan p LEFT JOIN led l USING ("row") ORDER BY p."row"')
 
     def _manifest_without_ledger(self) -> pa.Table:

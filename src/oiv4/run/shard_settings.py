@@ -19,6 +19,7 @@ from oiv4.contracts.errors import UsageError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
 from oiv4.contracts.shards import SettingValue, ShardResult, ShardTask
+from oiv4.io.damage import damaged, read_json_object
 from oiv4.io.ledger import now_utc
 from oiv4.io.storage import Storage
 
@@ -37,7 +38,10 @@ def read_record(storage: Storage, image_set: ImageSet | str, shard: int) -> dict
     rel = settings_rel(image_set, shard)
     if not storage.exists(rel):
         return None
-    return json.loads(storage.read_bytes(rel))
+    record = read_json_object(storage, rel)
+    if not isinstance(record.get("settings"), dict):
+        raise damaged(storage, rel, "it has no `settings` object")
+    return record
 
 
 def _wanted(task: ShardTask) -> dict[str, SettingValue]:

@@ -10,14 +10,13 @@ or number each reason names.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet, Outcome
 from oiv4.io.ledger import LedgerFiles, list_ledger
 from oiv4.io.ledger_summary import OutcomeTotals, read_summaries, summed_shard
+from oiv4.io.manifest import read_plan_summary
 from oiv4.io.reason_kind import reason_kind_sql
 from oiv4.io.sql import attach_filesystem, ledger_relation, only_shards
 from oiv4.io.storage import Storage
@@ -101,9 +100,7 @@ def _row_level(
 
 def collect_status(storage: Storage, sets: list[ImageSet | str] | None = None) -> list[SetStatus]:
     """The status of `sets` (default: all four) under `storage`."""
-    planned: dict[str, int] = {}
-    if storage.exists(LAYOUT.plan_summary()):
-        planned = json.loads(storage.read_bytes(LAYOUT.plan_summary())).get("counts", {})
+    planned: dict[str, int] = (read_plan_summary(storage) or {}).get("counts", {})
     import duckdb
 
     con = duckdb.connect()

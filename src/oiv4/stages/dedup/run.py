@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from oiv4.contracts.schema import ImageSet
+from oiv4.io.damage import reading
 from oiv4.io.ledger import read_set
 from oiv4.io.manifest import read_manifest
 from oiv4.io.storage import Storage
@@ -144,5 +145,5 @@ def run_dedup(storage: Storage, settings: DedupSettings) -> DedupSummary:
 
 def read_pairs(storage: Storage) -> pa.Table:
     """`dedup/pairs.parquet` as written by `run_dedup`."""
-    with storage.open(PAIRS_REL) as fh:
+    with reading(storage, PAIRS_REL), storage.open(PAIRS_REL) as fh:
         return pq.read_table(fh)

@@ -3,7 +3,6 @@ runs, and the summary of a run. `oiv4.run.fetch.fetch_set` runs it through an ex
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from oiv4.contracts.errors import UsageError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet, Outcome
 from oiv4.contracts.shards import SetPlan, ShardResult, ShardTask, shard_bounds
+from oiv4.io.damage import damaged, read_json_object
 from oiv4.io.ledger import read_set
 from oiv4.io.storage import Storage
 from oiv4.io.store import remove_stale_temps
@@ -88,8 +88,11 @@ def _plan(storage: Storage, image_set: ImageSet) -> tuple[int, int]:
     rel = LAYOUT.plan_summary()
     if not storage.exists(rel) or not storage.exists(LAYOUT.plan(image_set)):
         raise FetchError(f"no plan under {storage.root}: run `oiv4 plan --root {storage.root}` first")
-    summary = json.loads(storage.read_bytes(rel))
-    return int(summary["counts"][image_set.value]), int(summary["shard_rows"])
+    summary = read_json_object(storage, rel)
+    try:
+        return int(summary["counts"][image_set.value]), int(summary["shard_rows"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise damaged(storage, rel, f"it has no usable counts.{image_set.value} or shard_rows") from exc
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ are, never decoded) have no `phash`, so `oiv4 dedup` cannot compare them. Shards
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from oiv4.contracts.limits import at_least
 from oiv4.contracts.schema import ImageSet
 from oiv4.contracts.setting import setting
 from oiv4.contracts.shards import SetPlan, SettingValue, ShardResult, ShardTask
+from oiv4.io.damage import damaged, read_json_object
 from oiv4.io.ledger import read_set
 from oiv4.io.storage import Storage
 from oiv4.stages.hash.shard import run_hash_shard, unhashed
@@ -139,7 +139,10 @@ def _recorded(storage: Storage, image_set: ImageSet, shard: int) -> tuple[tuple[
     rel = LAYOUT.ledger_shard(image_set, shard).removesuffix(".parquet") + ".settings.json"
     if not storage.exists(rel):
         return ()
-    return tuple(sorted(json.loads(storage.read_bytes(rel)).get("settings", {}).items()))
+    settings = read_json_object(storage, rel).get("settings", {})
+    if not isinstance(settings, dict):
+        raise damaged(storage, rel, "its `settings` is not an object")
+    return tuple(sorted(settings.items()))
 
 
 #: The stage instance `run_set` is given (stateless, so one is enough).

@@ -3,7 +3,6 @@ were skipped, `plan/rejected.parquet`."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import asdict
@@ -16,6 +15,7 @@ import pyarrow.parquet as pq
 
 from oiv4.contracts.layout import BOXABLE_CSV, FULL_CSV, LAYOUT
 from oiv4.contracts.schema import MANIFEST_SCHEMA, ImageSet
+from oiv4.io.damage import damaged, read_json_object
 from oiv4.io.storage import Storage
 from oiv4.stages.plan.checks import IdSet, any_too_long, blank_to_null, id_keys, invalid_mask, typed
 from oiv4.stages.plan.locate import duplicate_problems, locate_raw_lines, resolve_lines
@@ -52,7 +52,10 @@ def load_summary(storage: Storage) -> PlanSummary | None:
     rel = LAYOUT.plan_summary()
     if not storage.exists(rel):
         return None
-    return PlanSummary(**json.loads(storage.read_bytes(rel)))
+    try:
+        return PlanSummary(**read_json_object(storage, rel))
+    except TypeError as exc:  # keys missing or unknown: not a summary this version wrote
+        raise damaged(storage, rel, "it is not a plan summary") from exc
 
 
 def build_plan(storage: Storage, settings: PlanSettings | None = None) -> PlanSummary:

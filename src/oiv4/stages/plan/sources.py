@@ -128,7 +128,10 @@ def duckdb_batches(path: Path, malformed: list[Malformed]) -> Iterator[pa.Record
         rejects = con.execute(
             "SELECT DISTINCT line_byte_position, csv_line FROM reject_errors ORDER BY line_byte_position"
         ).fetchall()
-    except duckdb.Error as exc:
+    except (duckdb.Error, OSError, pa.ArrowException) as exc:
+        # Read through Arrow's stream, DuckDB's own errors arrive as OSError or ArrowInvalid (e.g. "The CSV
+        # Parser state machine reached an invalid state" on a bare CR inside an unquoted field of a CRLF
+        # file, past DuckDB's first chunk); whatever form they take, the exact reader plans the file instead.
         raise UnreliableRead(f"DuckDB: {str(exc).splitlines()[0]}") from exc
     finally:
         con.close()
