@@ -37,6 +37,7 @@ COMMAND_ORDER = (
     "verify",
     "hash",
     "dedup",
+    "features",
     "report",
     "sql",
     "mirror",
