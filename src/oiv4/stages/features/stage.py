@@ -9,6 +9,7 @@ fetched later. The weights are resolved and hashed here, once, and travel to the
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -62,6 +63,26 @@ def existing_dim(storage: Storage, model: str, image_set: ImageSet) -> tuple[str
     return None
 
 
+def plan_shard_rows(storage: Storage) -> int:
+    """The plan's shard size (`plan/summary.json`), so features shards are exactly the fetch's plan shards."""
+    rel = LAYOUT.plan_summary()
+    if storage.exists(rel):
+        return int(json.loads(storage.read_bytes(rel)).get("shard_rows", DEFAULT_SHARD_ROWS))
+    return DEFAULT_SHARD_ROWS
+
+
+def _changed(storage: Storage, settings: FeaturesSettings, image_set: ImageSet, shard: int) -> str | None:
+    """How a finished shard's recorded settings differ from these, in words; None when they do not."""
+    rel = settings.settings_record(image_set, shard)
+    if not storage.exists(rel):
+        return None
+    old, new = json.loads(storage.read_bytes(rel)).get("settings", {}), settings.output_settings()
+    diff = [
+        f"{k}: was {old.get(k)!r}, now {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)
+    ]
+    return ", ".join(diff) or None
+
+
 def _finished(storage: Storage, model: str, image_set: ImageSet, shard: int) -> bool:
     return storage.exists(LAYOUT.features_ledger_shard(model, image_set, shard)) and not storage.exists(
         LAYOUT.features_work_dir(model, image_set, shard)
@@ -102,12 +123,18 @@ class FeaturesStage:
         rows = stored["row"].to_numpy()
         ok = pc.equal(stored["outcome"], Outcome.ok.value).to_numpy(zero_copy_only=False)
         wanted = set(shards) if shards is not None else None
+        bounds = shard_bounds(n, plan_shard_rows(storage))
         tasks, waiting, skipped = [], [], 0
-        for shard, (start, stop) in enumerate(shard_bounds(n, DEFAULT_SHARD_ROWS)):
+        for shard, (start, stop) in enumerate(bounds):
             if wanted is not None and shard not in wanted:
                 continue
             lo, hi = np.searchsorted(rows, [start, stop])
             if _finished(storage, settings.model, image_set, shard):
+                if diff := _changed(storage, settings, image_set, shard):
+                    raise FeaturesError(
+                        f"{image_set.value} shard {shard} was finished with other settings ({diff}): run with those, "
+                        f"or remove {LAYOUT.features_dir(settings.model, image_set)} to write it again"
+                    )
                 skipped += int(ok[lo:hi].sum())
                 continue
             if hi - lo < stop - start:
@@ -129,11 +156,11 @@ class FeaturesStage:
                     dataclasses.replace(settings, todo=todo),
                 )
             )
-        notes = [{"waiting": waiting, "weights": str(weights), "weights_sha256": settings.weights_sha256}]
+        notes = [
+            {"model": spec.name, "waiting": waiting, "weights": str(weights), "weights_sha256": settings.weights_sha256}
+        ]
         todo_rows = sum(len(t.settings.todo) for t in tasks)  # type: ignore[union-attr]
-        return SetPlan(
-            tasks, shards=len(shard_bounds(n, DEFAULT_SHARD_ROWS)), todo=todo_rows, skipped=skipped, notes=notes
-        )
+        return SetPlan(tasks, shards=len(bounds), todo=todo_rows, skipped=skipped, notes=notes)
 
     def run_shard(self, task: ShardTask) -> ShardResult:
         t0 = time.monotonic()
@@ -145,8 +172,8 @@ class FeaturesStage:
         self, root: str, storage_options: Mapping[str, Any], plan: SetPlan, results: list[ShardResult], elapsed_s: float
     ) -> FeaturesSummary:
         first = plan.tasks[0] if plan.tasks else None
-        model = first.settings.model if first is not None else ""  # type: ignore[union-attr]
         note = plan.notes[0] if plan.notes else {}
+        model = str(note.get("model", ""))
         summary = FeaturesSummary(
             first.image_set.value if first else "",
             model,
