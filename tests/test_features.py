@@ -28,6 +28,7 @@ from oiv4.io.locations import parse_location
 from oiv4.io.storage import Storage
 from oiv4.run.executor import ExecutorSettings
 from oiv4.run.features import features_set
+from oiv4.run.shard_settings import SettingsChangedError
 from oiv4.stages.features import FeaturesError, FeaturesSettings
 from oiv4.stages.features.models import load_model, model_spec
 from oiv4.stages.features.nets import TinyNet
@@ -201,6 +202,27 @@ def test_kill_9_mid_shard_then_resume_is_byte_identical_to_an_uninterrupted_run(
     recorded = len(list(parts.glob("part-*.parquet")))
     assert recorded >= 3 and not (killed / LAYOUT.features_metadata("tiny-cnn", "targets", 0)).exists()
 
+    status = subprocess.run(
+        [sys.executable, "-m", "oiv4", "status", "--root", str(killed)], capture_output=True, text=True
+    )
+    assert status.returncode == 0 and "features tiny-cnn targets:" in status.stdout
+    assert "1 running or interrupted" in status.stdout and "Traceback" not in status.stderr
+    sql = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "oiv4",
+            "sql",
+            "--root",
+            str(killed),
+            "--csv",
+            "select count(*) from features_tiny_cnn_targets",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert sql.returncode == 0 and int(sql.stdout.split()[-1]) == 2 * recorded, sql.stderr  # batches of 2 recorded
+
     resumed = subprocess.run(_cli(killed, weights), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     already = int(resumed.stderr.split(" vectors")[1].split(",")[1].split()[0])
@@ -213,6 +235,38 @@ def test_kill_9_mid_shard_then_resume_is_byte_identical_to_an_uninterrupted_run(
     led_k = shard_ledger(Storage(str(killed)), "tiny-cnn", "targets", 0).select(["row", "outcome"])
     led_c = shard_ledger(Storage(str(clean)), "tiny-cnn", "targets", 0).select(["row", "outcome"])
     assert led_k.equals(led_c)
+    status = subprocess.run(
+        [sys.executable, "-m", "oiv4", "status", "--root", str(killed)], capture_output=True, text=True
+    )
+    assert f"features tiny-cnn targets: {led_c.num_rows:,} vectors, 1 shard(s) done" in status.stdout
+
+
+def test_an_unfinished_shard_resumed_with_other_weights_is_refused_unless_forced_and_the_override_recorded(
+    root, weights, tmp_path
+):
+    storage = Storage(str(root))
+    other = tmp_path / "other.pth"
+    torch.manual_seed(8)
+    torch.save(TinyNet().state_dict(), other)
+    first = _settings(weights)
+    record = root / LAYOUT.features_settings("tiny-cnn", "validation", 0)
+    features_set(storage, "validation", first, THREAD)
+    old_sha = json.loads(record.read_text())["settings"]["weights_sha256"]
+    # Make shard 0 look interrupted: its outputs gone, its settings record kept (as a kill leaves it).
+    shutil.rmtree(root / LAYOUT.features_dir("tiny-cnn", "validation") / "ledger")
+    for sub in ("img_emb", "metadata", "checksums"):
+        shutil.rmtree(root / LAYOUT.features_dir("tiny-cnn", "validation") / sub)
+    with pytest.raises(
+        SettingsChangedError, match=r"validation shard 0 was started with other settings \(weights_sha256"
+    ):
+        features_set(storage, "validation", _settings(other), THREAD)
+    summary = features_set(storage, "validation", _settings(other, force_settings=True), THREAD)
+    assert summary.vectors > 0
+    saved = json.loads(record.read_text())
+    assert (
+        saved["settings"]["weights_sha256"] != old_sha
+        and saved["overrides"][0]["previous"]["weights_sha256"] == old_sha
+    )
 
 
 def test_bad_input_is_one_line_with_exit_code_2(built, weights, tmp_path):

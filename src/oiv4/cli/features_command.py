@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import typer
+from rich.console import Console
 
 from oiv4.cli.app import app
 from oiv4.cli.app import console as err
 from oiv4.cli.guard import writing
 from oiv4.cli.options import settings_command
 from oiv4.contracts.schema import ImageSet
+from oiv4.io.storage import Storage
 from oiv4.run.executor import ExecutorSettings
 from oiv4.stages.features import FeaturesSettings
 
@@ -33,7 +35,8 @@ def features_cmd(
     sql: features_<model>_<set>). Resumable: a killed run goes on from its last batch, byte-identical. The model,
     the SHA-256 of the weights, the preprocessing and the dtype are recorded per shard; resuming with others is
     refused unless --force-settings. Weights: --weights FILE, else the torch hub cache, downloaded on first use.
-    Needs the [features] extra (torch); clip-vit-b-32 needs [clip].
+    One shard process by default (--workers 1): it keeps every core busy. Needs the features extra (pip install
+    'oiv4\\[features]', torch); clip-vit-b-32 needs 'oiv4\\[clip]'.
 
     Example: oiv4 features targets --root /data/open_images --model vgg16-fc2 --device auto
     """
@@ -60,3 +63,16 @@ def features_cmd(
         )
     if summary.weights_sha256:
         err.print(f"  weights {summary.weights} (sha256 {summary.weights_sha256[:16]}...)")
+
+
+def print_features_status(storage: Storage, sets: list[ImageSet] | None, console: Console) -> None:
+    """`oiv4 status`'s features lines: one per model and set that has a features ledger."""
+    from oiv4.stages.features.status import features_status
+
+    for st in features_status(storage, sets):
+        line = f"features {st.model} {st.image_set}: {st.vectors:,} vectors, {st.shards_done} shard(s) done"
+        if st.shards_running:
+            line += f", {st.shards_running} running or interrupted"
+        if st.failed:
+            line += ", [red]no vector: " + ", ".join(f"{k} {v:,}" for k, v in sorted(st.failed.items())) + "[/red]"
+        console.print(line, highlight=False)
