@@ -134,3 +134,16 @@ def test_clip_without_the_clip_extra_is_a_one_line_hint():
         MissingExtraError, match=r"clip-vit-b-32 model needs the \[clip\] extra: pip install 'oiv4\[clip\]'"
     ):
         resolve_weights(MODELS["clip-vit-b-32"], None)
+
+
+def test_features_without_torch_is_a_one_line_hint_naming_the_features_extra(tmp_path):
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from oiv4.cli import main; sys.argv = ['oiv4', 'features', 'targets', '--root', sys.argv[1], '--model', 'resnet50']\n"
+        "main()"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert (
+        proc.stderr.strip() == "oiv4 features: oiv4 features needs the [features] extra: pip install 'oiv4[features]'"
+    )

@@ -104,6 +104,13 @@ def _open_clip() -> Any:
     return require("open_clip", extra="clip", feature="the clip-vit-b-32 model")
 
 
+def require_extras(spec: ModelSpec) -> None:
+    """Before any work: the extras `spec` needs are importable (MissingExtraError names the extra if not)."""
+    _torch()
+    if spec.kind == "open_clip":
+        _open_clip()
+
+
 def cache_path(spec: ModelSpec) -> Path | None:
     """Where the torch hub cache keeps `spec`'s weights (None for models without published torch weights)."""
     if spec.weights_file is None or spec.kind != "torch":

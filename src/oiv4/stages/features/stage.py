@@ -26,7 +26,7 @@ from oiv4.io.ledger import read_ledger
 from oiv4.io.manifest import plan_rows
 from oiv4.io.storage import Storage
 from oiv4.stages.features.ledger import read_shard
-from oiv4.stages.features.models import FeaturesError, model_spec, resolve_weights, sha256_file
+from oiv4.stages.features.models import FeaturesError, model_spec, require_extras, resolve_weights, sha256_file
 from oiv4.stages.features.settings import FeaturesSettings
 from oiv4.stages.features.shard import run_features_shard
 
@@ -103,6 +103,7 @@ class FeaturesStage:
         shards: Iterable[int] | None,
     ) -> SetPlan:
         spec = model_spec(settings.model)
+        require_extras(spec)
         storage = Storage(root, dict(storage_options))
         n = plan_rows(storage, image_set)
         if n is None:
