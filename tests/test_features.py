@@ -288,3 +288,17 @@ def test_bad_input_is_one_line_with_exit_code_2(built, weights, tmp_path):
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.strip() == f"oiv4 features: {proc.stderr.strip().removeprefix('oiv4 features: ')}"
         assert message in proc.stderr and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_estimate_counts_the_vectors_still_to_write_and_their_disk(root):
+    from oiv4.stages.estimate import estimate
+    from oiv4.stages.estimate_features import VGG16_CPU_IMAGES_PER_CORE_S
+
+    storage = Storage(str(root))
+    est = {f.image_set: f for f in estimate(storage).features}
+    stored = len(_ok_rows(storage, "validation"))
+    v = est["validation"]
+    assert v.images == v.remaining == stored > 0
+    assert v.disk_bytes == stored * (4096 * 2 + 24)  # float16 vgg16-fc2 vectors + their metadata row
+    assert v.cpu_core_seconds == pytest.approx(stored / VGG16_CPU_IMAGES_PER_CORE_S)
+    assert '"features": [' in estimate(storage).to_json()

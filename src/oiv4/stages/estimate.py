@@ -13,7 +13,8 @@ archives of targets/validation not yet converted. For each set:
   the originals' mean size; archives at `ARCHIVE_CORE_S_PER_GB`. Wall time is the larger of the CPU time
   spread over the workers and the transfer over the link speed the user gives (unknown without one).
 
-The defaults are measured (benchmarks/RESULTS.md); the figures say which basis they used.
+The defaults are measured (benchmarks/RESULTS.md); the figures say which basis they used. `oiv4 features`
+(vectors of the default model) is estimated beside, in `estimate_features`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from oiv4.contracts.schema import ImageSet
 from oiv4.contracts.setting import setting
 from oiv4.io.sql import attach_filesystem, ledger_relation
 from oiv4.io.storage import Storage
+from oiv4.stages.estimate_features import FeaturesEstimate, features_estimates
 
 if TYPE_CHECKING:
     import duckdb
@@ -88,6 +90,8 @@ class Estimate:
     sets: list[SetEstimate]
     workers: int
     link_mbps: float | None
+    #: `oiv4 features` for the default model (vgg16-fc2, float16), per set: not part of the totals above.
+    features: list[FeaturesEstimate] = field(default_factory=list)
 
     @property
     def transfer_bytes(self) -> int:
@@ -122,6 +126,7 @@ class Estimate:
             "network_seconds": None if self.network_seconds is None else round(self.network_seconds, 1),
             "wall_seconds": round(self.wall_seconds, 1),
             "sets": [asdict(s) for s in self.sets],
+            "features": [asdict(f) for f in self.features],
         }
         return json.dumps(out, indent=1)
 
@@ -151,7 +156,8 @@ def estimate(storage: Storage, settings: EstimateSettings | None = None) -> Esti
             sets.append(_url_set(con, storage, s, measured))
         else:
             sets.append(_archive_set(con, storage, s, settings.keep_tar))
-    return Estimate(sets, settings.workers or os.cpu_count() or 1, settings.link_mbps)
+    features = features_estimates(con, storage, planned)
+    return Estimate(sets, settings.workers or os.cpu_count() or 1, settings.link_mbps, features)
 
 
 @dataclass
