@@ -59,17 +59,17 @@ def features_estimates(
         files = features_ledger_files(storage, s).get(MODEL, [])
         done = 0
         if files:
-            features_relation(con, storage, files).create_view("f", replace=True)
-            done = _count(con, "SELECT count(*) FROM f")
+            features_relation(con, storage, files).create_view("features_done", replace=True)
+            done = _count(con, "SELECT count(*) FROM features_done")
             rows, span = con.execute(
                 "SELECT coalesce(sum(n), 0), coalesce(sum(span), 0) FROM (SELECT count(*) AS n, "
-                "epoch_ms(max(started_at)) / 1000.0 - epoch_ms(min(started_at)) / 1000.0 AS span FROM f GROUP BY shard) "
+                "epoch_ms(max(started_at)) / 1000.0 - epoch_ms(min(started_at)) / 1000.0 AS span FROM features_done GROUP BY shard) "
                 "WHERE span > 0"
             ).fetchall()[0]
             measured_rows, measured_s = measured_rows + int(rows), measured_s + float(span)
         if storage.glob(f"{LAYOUT.ledger_dir(s)}/shard-*"):
-            ledger_relation(con, storage, s, ["row", "outcome"]).create_view("l", replace=True)
-            images = _count(con, "SELECT count(*) FROM l WHERE outcome = 'ok' AND row >= 0")
+            ledger_relation(con, storage, s, ["row", "outcome"]).create_view("features_stored", replace=True)
+            images = _count(con, "SELECT count(*) FROM features_stored WHERE outcome = 'ok' AND row >= 0")
         else:
             path = storage.path(LAYOUT.plan(s)).replace("'", "''")
             images = _count(con, f"SELECT count(*) FROM read_parquet('{path}')")
