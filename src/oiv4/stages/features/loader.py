@@ -93,6 +93,8 @@ def make_loader(dataset: StoredImages, batches: list[list[int]], workers: int) -
 
     extra: dict[str, Any] = {}
     if workers > 0:
-        # spawn: the shard process may hold threads (torch's, a progress poller) that fork copies badly
-        extra = {"multiprocessing_context": "spawn", "worker_init_fn": _one_thread, "prefetch_factor": 4}
+        # The platform's default start method (fork on Linux), as every hand-written loop uses: a spawned worker
+        # would import torch again (~2 CPU-s each). The local pool's shard process is itself spawned and holds
+        # no threads of ours when the loader forks.
+        extra = {"worker_init_fn": _one_thread, "prefetch_factor": 4}
     return DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=workers, **extra)
