@@ -62,6 +62,10 @@ class Preprocess:
         out = image.resize((self.crop, self.crop), _RESAMPLE[self.resample], box=box)
         return np.asarray(out, dtype=np.uint8)
 
+    def affine(self) -> tuple[list[float], list[float]]:
+        """(scale, shift) per channel with x * scale + shift == (x / 255 - mean) / std: two passes, not three."""
+        return [1.0 / (255.0 * s) for s in self.std], [-m / s for m, s in zip(self.mean, self.std, strict=True)]
+
     def normalise(self, hwc: np.ndarray) -> np.ndarray:
         """uint8 HWC (or NHWC) -> float32 CHW (NCHW), scaled and normalised."""
         x = hwc.astype(np.float32) * (1.0 / 255.0)

@@ -79,8 +79,7 @@ def _extract(task: ShardTask, s: FeaturesSettings, spec: ModelSpec, rows: list[t
     storage = Storage(task.root, dict(task.storage_options))
     device = pick_device(s.device)
     model = load_model(spec, s.weights_path).to(device)
-    mean = torch.tensor(spec.preprocess.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(spec.preprocess.std, device=device).view(1, 3, 1, 1)
+    scale, shift = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in spec.preprocess.affine())
     dtype = np.dtype(s.dtype)
     batches = [list(range(i, min(i + s.batch_size, len(rows)))) for i in range(0, len(rows), s.batch_size)]
     dataset = StoredImages(task.root, dict(task.storage_options), rows, spec.preprocess)
@@ -89,7 +88,7 @@ def _extract(task: ShardTask, s: FeaturesSettings, spec: ModelSpec, rows: list[t
         chunk = rows[indices[0]][0]
         vectors = np.zeros((0, spec.dim), dtype=dtype)
         if batch.crops is not None:
-            x = batch.crops.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255).sub_(mean).div_(std)
+            x = batch.crops.to(device, non_blocking=True).permute(0, 3, 1, 2).float().mul_(scale).add_(shift)
             with torch.inference_mode(), torch.autocast("cuda", enabled=device == "cuda"):
                 out = model(x)
             if out.shape[1] != spec.dim:
