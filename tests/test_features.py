@@ -291,8 +291,7 @@ def test_bad_input_is_one_line_with_exit_code_2(built, weights, tmp_path):
 
 
 def test_estimate_counts_the_vectors_still_to_write_and_their_disk(root):
-    from oiv4.stages.estimate import estimate
-    from oiv4.stages.estimate_features import VGG16_CPU_IMAGES_PER_CORE_S
+    from oiv4.stages.estimate import VGG16_CPU_IMAGES_PER_CORE_S, estimate
 
     storage = Storage(str(root))
     est = {f.image_set: f for f in estimate(storage).features}
