@@ -301,3 +301,31 @@ def test_estimate_counts_the_vectors_still_to_write_and_their_disk(root):
     assert v.disk_bytes == stored * (4096 * 2 + 24)  # float16 vgg16-fc2 vectors + their metadata row
     assert v.cpu_core_seconds == pytest.approx(stored / VGG16_CPU_IMAGES_PER_CORE_S)
     assert '"features": [' in estimate(storage).to_json()
+
+
+def test_on_dask_the_pairs_are_the_same_bytes_and_a_changed_byte_is_caught_by_the_recorded_checksums(
+    root, weights, tmp_path
+):
+    from oiv4.stages.features.status import check_pairs
+
+    other = tmp_path / "thread"
+    shutil.copytree(root, other)
+    features_set(Storage(str(other)), "validation", _settings(weights), THREAD)
+    summary = features_set(
+        Storage(str(root)), "validation", _settings(weights), ExecutorSettings(kind="dask", workers=1)
+    )
+    assert summary.vectors == len(_ok_rows(Storage(str(root)), "validation"))
+    got, want = _features_files(root), _features_files(other)
+    assert got.keys() == want.keys() and [k for k in want if got[k] != want[k]] == []
+
+    storage = Storage(str(root))
+    assert check_pairs(storage, "tiny-cnn", "validation") == []
+    npy = root / LAYOUT.features_npy("tiny-cnn", "validation", 0)
+    data = bytearray(npy.read_bytes())
+    data[-1] ^= 0x01  # one bit of the last vector
+    npy.write_bytes(bytes(data))
+    (root / LAYOUT.features_metadata("tiny-cnn", "validation", 0)).unlink()
+    assert check_pairs(storage, "tiny-cnn", "validation") == [
+        f"{LAYOUT.features_npy('tiny-cnn', 'validation', 0)}: bytes differ from the checksum recorded when the shard finished",
+        f"{LAYOUT.features_metadata('tiny-cnn', 'validation', 0)}: missing",
+    ]

@@ -50,3 +50,24 @@ def features_status(storage: Storage, sets: list[ImageSet] | None = None) -> lis
                     st.failed[str(outcome)] = int(n)
             out.append(st)
     return out
+
+
+def check_pairs(storage: Storage, model: str, image_set: ImageSet | str) -> list[str]:
+    """Every finished shard's npy and metadata against the checksums recorded when it finished: one line per
+    file that is missing or whose bytes changed (empty: every pair is as written)."""
+    import json
+
+    from oiv4.contracts.layout import LAYOUT
+    from oiv4.io.checksum import verify_checksum
+
+    problems = []
+    pattern = f"{LAYOUT.features_dir(model, image_set)}/checksums/shard-*.json"
+    for rel in storage.glob(pattern):
+        for entry in json.loads(storage.read_bytes(rel)).values():
+            if not storage.exists(entry["path"]):
+                problems.append(f"{entry['path']}: missing")
+                continue
+            data = storage.read_bytes(entry["path"])
+            if len(data) != entry["bytes"] or verify_checksum(data, entry["checksum"]) is not None:
+                problems.append(f"{entry['path']}: bytes differ from the checksum recorded when the shard finished")
+    return problems
