@@ -284,6 +284,7 @@ def test_bad_input_is_one_line_with_exit_code_2(built, weights, tmp_path):
         ),
         (("train", "--root", str(tmp_path), "--model", "tiny-cnn", "--weights", str(weights)), "train is not planned"),
         (("trains", "--root", r), "unknown set 'trains'"),
+        (("targets", "--root", r, "--model", "tiny-cnn", "--device", "cuda"), "--device cuda: torch sees no CUDA GPU"),
     ):
         proc = run(*args)
         assert proc.returncode == 2, proc.stderr

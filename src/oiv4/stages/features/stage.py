@@ -28,7 +28,7 @@ from oiv4.io.storage import Storage
 from oiv4.stages.features.ledger import read_shard
 from oiv4.stages.features.models import FeaturesError, model_spec, require_extras, resolve_weights, sha256_file
 from oiv4.stages.features.settings import FeaturesSettings
-from oiv4.stages.features.shard import run_features_shard
+from oiv4.stages.features.shard import pick_device, run_features_shard
 
 
 @dataclass
@@ -104,6 +104,7 @@ class FeaturesStage:
     ) -> SetPlan:
         spec = model_spec(settings.model)
         require_extras(spec)
+        pick_device(settings.device)  # --device cuda without a GPU: refused before any work
         storage = Storage(root, dict(storage_options))
         n = plan_rows(storage, image_set)
         if n is None:
