@@ -32,7 +32,9 @@ from oiv4.contracts.schema import LEDGER_SCHEMA, MANIFEST_SCHEMA
 SETS = {"targets": 1_743_042, "validation": 41_620, "train": 1_200_000, "extended_targets": 6_068_177}
 SHARD_ROWS = 10_000
 VERSION = 3  # bump when the generated data changes
-PARTS_VERSION = 3  # bump when the parts variant changes (2: parts carry their footer summary, as real parts do; 3: summary v2)
+PARTS_VERSION = (
+    3  # bump when the parts variant changes (2: parts carry their footer summary, as real parts do; 3: summary v2)
+)
 #: Failure outcomes of URL sets with their share of rows and a reason (the rest, ~90.6%, are ok).
 FAILURES = {
     "http_404": (0.030, "HTTP 404 Not Found from farm{farm}.staticflickr.com"),

@@ -17,7 +17,7 @@ from oiv4.contracts.setting import setting
 from oiv4.run.build import BuildSettings
 from oiv4.stages.fetch import FetchSettings
 
-GENERATED = ("metadata", "plan", "archives", "fetch", "verify", "report", "build", "demo", "hash", "estimate")
+GENERATED = ("metadata", "plan", "archives", "fetch", "verify", "report", "build", "demo", "hash", "estimate", "features")
 
 
 def _bindings() -> dict[str, tuple[object, object]]:

@@ -3,6 +3,7 @@
 from oiv4.cli import (  # noqa: F401 (they register the commands)
     dedup_commands,
     estimate_command,
+    features_command,
     inspect_commands,
     run_commands,
     stage_commands,

@@ -39,6 +39,7 @@ COMMAND_ORDER = (
     "verify",
     "hash",
     "dedup",
+    "features",
     "report",
     "sql",
     "mirror",

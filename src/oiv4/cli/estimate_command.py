@@ -51,6 +51,7 @@ def _print(est: Estimate) -> None:
         )
     out = Console()
     out.print(table)
+    _print_features(est, out)
     for s in est.sets:
         if s.remaining_rows or s.remaining_archives:
             out.print(f"[dim]{s.image_set}: disk from {s.disk_basis}; time from {s.rate_basis}[/dim]")
@@ -66,6 +67,19 @@ def _print(est: Estimate) -> None:
         limit = "the link" if net >= est.cpu_seconds else "the CPUs"
         line += f" ({limit} the limit: CPU {_duration(est.cpu_seconds)}, transfer {_duration(net)})"
     out.print(line)
+
+
+def _print_features(est: Estimate, out: Console) -> None:
+    todo = [f for f in est.features if f.remaining]
+    if not todo:
+        return
+    total = sum(f.remaining for f in todo)
+    cpu, gpu = sum(f.cpu_core_seconds for f in todo), sum(f.gpu_seconds for f in todo)
+    out.print(
+        f"features (vgg16-fc2, float16): {total:,} images to do, {_size(sum(f.disk_bytes for f in todo))} of vectors, "
+        f"CPU {_duration(cpu)} / {est.workers} worker(s) = {_duration(cpu / est.workers)}, one GPU {_duration(gpu)}"
+    )
+    out.print(f"[dim]features: {todo[0].rate_basis}[/dim]")
 
 
 @app.command("estimate", rich_help_panel=PANEL)

@@ -72,6 +72,9 @@ def status_cmd(
     running = f"a run is going: {holder.describe()}" if holder else None
     as_json = emit_summary("status", statuses, _as_json(json_out), root=storage.root, running=running)
     Console(stderr=as_json).print(status_view(statuses, verbose=verbose))
+    from oiv4.cli.features_command import print_features_status
+
+    print_features_status(storage, sets, Console(stderr=as_json))
     if running:
         err.print(f"[cyan]{running}[/cyan]", soft_wrap=True, highlight=False)
 

@@ -105,6 +105,28 @@ class Layout:
     def features_metadata(self, model: str, image_set: ImageSet | str, shard: int) -> str:
         return f"{self.features_dir(model, image_set)}/metadata/metadata_{shard:05d}.parquet"
 
+    # The write side's own bookkeeping beside the pairs (embedding-reader reads only img_emb/ and metadata/):
+    # the per-shard settings record, the features ledger (one row per stored image of the shard: a vector
+    # or why not), the checksums of a finished pair, and the batches of a shard still running.
+
+    def features_settings(self, model: str, image_set: ImageSet | str, shard: int) -> str:
+        return f"{self.features_dir(model, image_set)}/settings/shard-{shard:05d}.json"
+
+    def features_ledger_dir(self, model: str, image_set: ImageSet | str) -> str:
+        return f"{self.features_dir(model, image_set)}/ledger"
+
+    def features_ledger_shard(self, model: str, image_set: ImageSet | str, shard: int) -> str:
+        return f"{self.features_ledger_dir(model, image_set)}/shard-{shard:05d}.parquet"
+
+    def features_ledger_parts_dir(self, model: str, image_set: ImageSet | str, shard: int) -> str:
+        return f"{self.features_ledger_dir(model, image_set)}/shard-{shard:05d}.parts"
+
+    def features_checksums(self, model: str, image_set: ImageSet | str, shard: int) -> str:
+        return f"{self.features_dir(model, image_set)}/checksums/shard-{shard:05d}.json"
+
+    def features_work_dir(self, model: str, image_set: ImageSet | str, shard: int) -> str:
+        return f"{self.features_dir(model, image_set)}/work/shard-{shard:05d}"
+
     def neighbors_dir(self, model: str) -> str:
         return f"neighbors/{check_model_name(model)}"
 

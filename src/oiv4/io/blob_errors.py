@@ -26,5 +26,3 @@ class CorruptImageError(ReaderError, OSError, IntegrityError):
 
 class BadLocationError(ReaderError, ValueError, InputError):
     """A ledger `location` that cannot name a stored image (absolute, `..`, unknown container type)."""
-
-

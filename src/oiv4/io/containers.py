@@ -312,5 +312,3 @@ class BlobReader:
                 return None
         found = self.find_member(loc)
         return None if found is None else found[1].size
-
-

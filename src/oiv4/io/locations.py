@@ -31,8 +31,12 @@ class Location:
 
 def _is_plain_relpath(rel: str) -> bool:
     # Ledger locations are joined to the root: refuse anything that could step outside it.
-    return bool(rel) and not rel.startswith("/") and "\\" not in rel and "" not in (parts := rel.split("/")) and (
-        ".." not in parts
+    return (
+        bool(rel)
+        and not rel.startswith("/")
+        and "\\" not in rel
+        and "" not in (parts := rel.split("/"))
+        and (".." not in parts)
     )
 
 
@@ -65,7 +69,6 @@ def parse_location(location: str) -> Location:
     return Location(member, container)
 
 
-
 def staged_path(image_set: ImageSet | str, shard: int | None, image_id: str) -> str | None:
     """Where the fetch stage stages a finished image until its shard's zip/tar is packed.
 
@@ -75,5 +78,3 @@ def staged_path(image_set: ImageSet | str, shard: int | None, image_id: str) -> 
     if shard is None or not is_valid_image_id(image_id):
         return None
     return f"{ImageSet(image_set).value}/staging/shard-{int(shard):05d}/{image_id}.jpg"
-
-

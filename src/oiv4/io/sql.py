@@ -33,7 +33,8 @@ def attach_filesystem(con: duckdb.DuckDBPyConnection, storage: Storage) -> None:
 
 
 def connect(storage: Storage | str, sets: list[ImageSet | str] | None = None) -> duckdb.DuckDBPyConnection:
-    """A new in-memory DuckDB connection with views `plan_<set>` and `ledger_<set>` for every set present."""
+    """A new in-memory DuckDB connection with views `plan_<set>` and `ledger_<set>` for every set present, and
+    `features_<model>_<set>` (dashes as underscores) for every features ledger."""
     import duckdb
 
     storage = storage if isinstance(storage, Storage) else Storage(storage)
@@ -45,6 +46,8 @@ def connect(storage: Storage | str, sets: list[ImageSet | str] | None = None) ->
             plan_relation(con, storage, s).create_view(f"plan_{s.value}")
         if storage.glob(f"{LAYOUT.ledger_dir(s)}/shard-*"):
             ledger_relation(con, storage, s).create_view(f"ledger_{s.value}")
+        for model, rels in features_ledger_files(storage, s).items():
+            features_relation(con, storage, rels).create_view(f"features_{model.replace('-', '_')}_{s.value}")
     return con
 
 
@@ -60,6 +63,25 @@ def plan_relation(
         if not is_read_error(exc):
             raise
         raise damaged(storage, rel, parquet_problem(storage, rel) or describe(exc)) from exc
+
+
+def features_ledger_files(storage: Storage, image_set: ImageSet | str) -> dict[str, list[str]]:
+    """The features ledger files of a set (compacted shards and parts of running ones), by model."""
+    found: dict[str, list[str]] = {}
+    for rel in storage.glob(f"features/*/{ImageSet(image_set).value}/ledger/**/*.parquet"):
+        found.setdefault(rel.split("/")[1], []).append(rel)
+    return found
+
+
+def features_relation(con: duckdb.DuckDBPyConnection, storage: Storage, rels: Sequence[str]) -> duckdb.DuckDBPyRelation:
+    """A features ledger (`oiv4 features`: one row per stored image, `ok` = has a vector) as a DuckDB relation,
+    resolved by the ledger's rule: the latest row per `row` (a part and its shard's compacted file may overlap
+    while a shard finishes)."""
+    paths = ", ".join("'" + storage.path(r).replace("'", "''") + "'" for r in rels)
+    return con.sql(
+        f'SELECT * EXCLUDE (_n) FROM (SELECT *, row_number() OVER (PARTITION BY "row" ORDER BY started_at DESC) AS _n '
+        f'FROM read_parquet([{paths}], union_by_name = true)) WHERE _n = 1 ORDER BY "row"'
+    )
 
 
 def ledger_relation(

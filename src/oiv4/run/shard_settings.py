@@ -33,9 +33,18 @@ def settings_rel(image_set: ImageSet | str, shard: int) -> str:
     return LAYOUT.ledger_shard(image_set, shard).removesuffix(".parquet") + ".settings.json"
 
 
-def read_record(storage: Storage, image_set: ImageSet | str, shard: int) -> dict[str, Any] | None:
+def record_rel(task: ShardTask) -> str:
+    """Where `task`'s record lives: where its settings say (`settings_record`, e.g. per feature model), else
+    beside the set's ledger."""
+    where = getattr(task.settings, "settings_record", None)
+    return where(task.image_set, task.shard) if where is not None else settings_rel(task.image_set, task.shard)
+
+
+def read_record(
+    storage: Storage, image_set: ImageSet | str, shard: int, rel: str | None = None
+) -> dict[str, Any] | None:
     """The shard's settings record, or None if the shard never started (or predates these records)."""
-    rel = settings_rel(image_set, shard)
+    rel = rel or settings_rel(image_set, shard)
     if not storage.exists(rel):
         return None
     record = read_json_object(storage, rel)
@@ -65,7 +74,7 @@ def _write(storage: Storage, task: ShardTask, settings: dict[str, SettingValue],
         "recorded_at": now_utc().isoformat(),
         "overrides": overrides,
     }
-    storage.write_bytes(settings_rel(task.image_set, task.shard), json.dumps(record, indent=1).encode())
+    storage.write_bytes(record_rel(task), json.dumps(record, indent=1).encode())
 
 
 @dataclass(frozen=True)
@@ -78,7 +87,7 @@ def check_tasks(storage: Storage, tasks: Iterable[ShardTask]) -> list[SettingsCo
     """Shards already started with output settings other than their task's, with what differs."""
     conflicts = []
     for task in tasks:
-        record = read_record(storage, task.image_set, task.shard)
+        record = read_record(storage, task.image_set, task.shard, record_rel(task))
         if record is not None and (diff := _differences(record["settings"], _wanted(task))):
             conflicts.append(SettingsConflict(task.shard, diff))
     return conflicts
@@ -89,18 +98,18 @@ def refuse_or_override(storage: Storage, image_set: ImageSet, tasks: list[ShardT
     conflicts = check_tasks(storage, tasks)
     if not conflicts:
         return
+    by_shard = {t.shard: t for t in tasks}
     if not force:
         first = conflicts[0]
         more = f" (and {len(conflicts) - 1} more shards)" if len(conflicts) > 1 else ""
         raise SettingsChangedError(
             f"{image_set.value} shard {first.shard}{more} was started with other settings "
             f"({_describe(first.differences)}): re-run with the old values, or with --force-settings to "
-            f"resume with the new ones (the override is recorded in {settings_rel(image_set, first.shard)})"
+            f"resume with the new ones (the override is recorded in {record_rel(by_shard[first.shard])})"
         )
-    by_shard = {t.shard: t for t in tasks}
     for c in conflicts:
         task = by_shard[c.shard]
-        old = read_record(storage, image_set, c.shard) or {}
+        old = read_record(storage, image_set, c.shard, record_rel(task)) or {}
         overrides = [
             *old.get("overrides", []),
             {"at": now_utc().isoformat(), "previous": old.get("settings", {}), "forced": True},
@@ -121,7 +130,7 @@ class RecordingShard:
     def __call__(self, task: ShardTask) -> ShardResult:
         storage = Storage(task.root, task.storage_options)
         wanted = _wanted(task)
-        record = read_record(storage, task.image_set, task.shard)
+        record = read_record(storage, task.image_set, task.shard, record_rel(task))
         if record is None:
             _write(storage, task, wanted, [])
         elif diff := _differences(record["settings"], wanted):

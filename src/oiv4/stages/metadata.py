@@ -31,7 +31,6 @@ class MetadataSettings:
     download: DownloadSettings = field(default_factory=DownloadSettings)
 
 
-
 def check_header(path: Path) -> None:
     """Fail loudly unless the first line is exactly the 12 expected columns, in order."""
     with open(path, "rb") as fh:

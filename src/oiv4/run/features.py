@@ -1,0 +1,36 @@
+"""`features_set`: run the features stage over one set through an executor (local processes or Dask)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+
+from oiv4.contracts.schema import ImageSet
+from oiv4.io.storage import Storage
+from oiv4.run.executor import ExecutorSettings
+from oiv4.run.stage_runner import run_set
+from oiv4.stages.features import FEATURES, FeaturesSettings, FeaturesSummary
+
+
+def features_set(
+    storage: Storage,
+    image_set: ImageSet | str,
+    settings: FeaturesSettings | None = None,
+    executor: ExecutorSettings | None = None,
+    *,
+    shards: Iterable[int] | None = None,
+) -> FeaturesSummary:
+    """Write one vector per stored image of `image_set` (or its failure to the features ledger); resumable.
+
+    The local pool defaults to one shard process: a shard already keeps every core busy (torch's intra-op
+    threads run the model, its DataLoader workers decode), and each further process would hold another copy
+    of the model (VGG16: 0.5 GB) to compete for the same cores. Raises FeaturesError with a one-line message.
+    """
+    executor = executor or ExecutorSettings()
+    if executor.kind == "local" and executor.workers is None:
+        executor = dataclasses.replace(executor, workers=1)
+    summary = run_set(FEATURES, storage, image_set, settings or FeaturesSettings(), executor, shards=shards)
+    if not summary.image_set:
+        summary.image_set = ImageSet(image_set).value
+        summary.model = (settings or FeaturesSettings()).model
+    return summary

@@ -1,0 +1,198 @@
+"""The model registry: adding a model is one `ModelSpec` entry in `MODELS`.
+
+A spec names the network (a factory in `nets`, or an open_clip model), its output dimension, its
+preprocessing, and where its published weights come from. Weights are resolved once per run, before any
+shard starts: `--weights FILE` if given, else the torch hub cache (`<torch.hub dir>/checkpoints/<file>`),
+else a download into that cache. Their SHA-256 is recorded with every shard, so the vectors can always be
+traced to the exact weights that made them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from oiv4.contracts.errors import UsageError
+from oiv4.contracts.extras import require
+from oiv4.stages.features.preprocess import CLIP, IMAGENET, TINY, Preprocess
+
+if TYPE_CHECKING:
+    from torch import nn
+
+TORCHVISION_WEIGHTS = "https://download.pytorch.org/models/"
+
+
+class FeaturesError(RuntimeError, UsageError):
+    """`oiv4 features` cannot run as asked (unknown model, no weights, set not built, ...); one line says why."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One registered feature model."""
+
+    name: str
+    dim: int
+    preprocess: Preprocess
+    description: str
+    #: Where the published weights are downloaded from; None: no published weights (`--weights` required).
+    weights_url: str | None = None
+    #: "torch": a module from `nets` loading a `state_dict`; "open_clip": an open_clip model name.
+    kind: str = "torch"
+    network: str = ""
+
+    @property
+    def weights_file(self) -> str | None:
+        return self.weights_url.rsplit("/", 1)[-1] if self.weights_url else None
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            "vgg16-fc2",
+            4096,
+            IMAGENET,
+            "VGG16, ImageNet weights, FC2 after its ReLU (the representation of Bee et al. 2021)",
+            TORCHVISION_WEIGHTS + "vgg16-397923af.pth",
+            network="VGG16FC2",
+        ),
+        ModelSpec(
+            "resnet50",
+            2048,
+            IMAGENET,
+            "ResNet-50, ImageNet weights (torchvision V1), global average pool",
+            TORCHVISION_WEIGHTS + "resnet50-11ad3fa6.pth",
+            network="ResNet50Pool",
+        ),
+        ModelSpec(
+            "clip-vit-b-32",
+            512,
+            CLIP,
+            "OpenAI CLIP ViT-B/32 image embedding, through open_clip (the [clip] extra)",
+            kind="open_clip",
+            network="ViT-B-32",
+        ),
+        ModelSpec(
+            "tiny-cnn",
+            16,
+            TINY,
+            "two convolutions, 64 px input: for tests and trial runs; no published weights (--weights FILE)",
+            network="TinyNet",
+        ),
+    )
+}
+DEFAULT_MODEL = "vgg16-fc2"
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The registered model `name`; a FeaturesError lists the known ones."""
+    spec = MODELS.get(name)
+    if spec is None:
+        raise FeaturesError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}")
+    return spec
+
+
+def _torch() -> Any:
+    return require("torch", extra="features", feature="oiv4 features")
+
+
+def _open_clip() -> Any:
+    return require("open_clip", extra="clip", feature="the clip-vit-b-32 model")
+
+
+def require_extras(spec: ModelSpec) -> None:
+    """Before any work: the extras `spec` needs are importable (MissingExtraError names the extra if not)."""
+    _torch()
+    if spec.kind == "open_clip":
+        _open_clip()
+
+
+def cache_path(spec: ModelSpec) -> Path | None:
+    """Where the torch hub cache keeps `spec`'s weights (None for models without published torch weights)."""
+    if spec.weights_file is None or spec.kind != "torch":
+        return None
+    return Path(_torch().hub.get_dir()) / "checkpoints" / spec.weights_file
+
+
+def resolve_weights(spec: ModelSpec, weights: str | None) -> Path:
+    """The weights file to load: `weights` if given, else the cached or freshly downloaded published file."""
+    if weights:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise FeaturesError(f"--weights {weights}: no such file")
+        return path.resolve()
+    if spec.kind == "open_clip":
+        return _open_clip_weights(spec)
+    cached = cache_path(spec)
+    if cached is None or spec.weights_url is None:
+        raise FeaturesError(f"model {spec.name} has no published weights: pass --weights FILE (a torch state_dict)")
+    if cached.is_file():
+        return cached
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        _torch().hub.download_url_to_file(spec.weights_url, str(cached), progress=False)
+    except Exception as exc:  # no network, a proxy, a full disk: all end in the same advice
+        raise FeaturesError(
+            f"no weights for {spec.name}: downloading {spec.weights_url} failed ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:160]}); put that file at {cached} or pass --weights FILE"
+        ) from None
+    return cached
+
+
+def _open_clip_weights(spec: ModelSpec) -> Path:
+    open_clip = _open_clip()
+    cfg = open_clip.get_pretrained_cfg(spec.network, "openai")
+    try:
+        return Path(open_clip.download_pretrained(cfg))
+    except Exception as exc:
+        raise FeaturesError(
+            f"no weights for {spec.name}: open_clip could not fetch the 'openai' weights ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:160]}); pass --weights FILE (the open_clip checkpoint)"
+        ) from None
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """The file's SHA-256, hex."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_model(spec: ModelSpec, weights: str | os.PathLike[str]) -> nn.Module:
+    """`spec`'s network with `weights` loaded, in eval mode, on the CPU; FeaturesError if they do not fit."""
+    torch = _torch()
+    if spec.kind == "open_clip":
+        open_clip = _open_clip()
+        model = open_clip.create_model(spec.network, pretrained=str(weights))
+        return _clip_image(model).eval()
+    from oiv4.stages.features import nets
+
+    factory: Callable[[], nn.Module] = getattr(nets, spec.network)
+    model = factory()
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as exc:  # a pickle that is not a state_dict, missing or misshaped tensors
+        first = " ".join(str(exc).split())[:200]
+        raise FeaturesError(f"weights file {weights} does not fit model {spec.name}: {first}") from None
+    return model.eval()
+
+
+def _clip_image(model: Any) -> nn.Module:
+    torch = _torch()
+
+    class ClipImage(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.clip = model
+
+        def forward(self, x: Any) -> Any:
+            return self.clip.encode_image(x)
+
+    return ClipImage()
