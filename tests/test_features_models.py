@@ -131,7 +131,8 @@ def test_no_network_and_no_cache_says_where_the_weights_come_from_and_how_to_sup
 
 def test_clip_without_the_clip_extra_is_a_one_line_hint():
     with pytest.raises(
-        MissingExtraError, match=r"clip-vit-b-32 model needs the \[clip\] extra: pip install 'oiv4\[clip\]'"
+        MissingExtraError,
+        match=r"clip-vit-b-32 model needs the \[clip\] extra: in the oiv4 clone, pip install '\.\[clip\]'",
     ):
         resolve_weights(MODELS["clip-vit-b-32"], None)
 
@@ -145,5 +146,6 @@ def test_features_without_torch_is_a_one_line_hint_naming_the_features_extra(tmp
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode == 2, proc.stderr
     assert (
-        proc.stderr.strip() == "oiv4 features: oiv4 features needs the [features] extra: pip install 'oiv4[features]'"
+        proc.stderr.strip()
+        == "oiv4 features: oiv4 features needs the [features] extra: in the oiv4 clone, pip install '.[features]'"
     )
