@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 
 from layout_builder import build_root
 from oiv4.contracts.layout import LAYOUT
-from oiv4.contracts.schema import LEDGER_SCHEMA, REWRITE_OWNERS
-from oiv4.io.ledger import read_set
+from oiv4.contracts.schema import LEDGER_SCHEMA, REWRITE_OWNERS, ImageSet
+from oiv4.io.ledger import MANY_PARTS, append_rows, read_set
 from oiv4.io.storage import Storage
 from oiv4.run.executor import ExecutorSettings
 from oiv4.run.hash import hash_set
@@ -98,3 +98,17 @@ def test_a_ledger_written_before_hashed_at_and_hash_s_still_reads_with_them_null
     table = read_set(storage, "train")
     assert table.schema.equals(LEDGER_SCHEMA)
     assert table["hashed_at"].null_count == table.num_rows and table["hash_s"].null_count == table.num_rows
+
+
+def test_a_rewritten_row_with_the_same_started_at_wins_over_the_row_it_rewrites_however_many_parts(
+    tmp_path: Path,
+) -> None:
+    """Hash keeps `started_at`, so its row must win the tie: written later wins, in the Python and DuckDB reads."""
+    storage = Storage(str(tmp_path))
+    build_root(tmp_path, "folder", n=8, fail_every=0)
+    original = read_set(storage, "train").to_pylist()
+    for k in range(MANY_PARTS + 6):  # past MANY_PARTS the parts are read by DuckDB
+        append_rows(storage, ImageSet.train, 0, [{**r, "hash_s": float(k)} for r in original if r["shard"] == 0])
+        assert {r["hash_s"] for r in read_set(storage, "train").to_pylist() if r["shard"] == 0} == {float(k)}
+    after = read_set(storage, "train").to_pylist()
+    assert [r["started_at"] for r in after] == [r["started_at"] for r in original]
