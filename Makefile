@@ -31,3 +31,4 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) demo-data
+	rm -rf "$${OIV4_MIRROR_CACHE:-$${TMPDIR:-/tmp}}"/oiv4-mirror-*

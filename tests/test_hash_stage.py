@@ -11,6 +11,7 @@ import pytest
 
 from fetch_env import EXECUTOR, SETTINGS, SPEC, copy_root, ledger_rows, planned_root
 from oiv4.contracts.errors import UsageError
+from oiv4.contracts.schema import REWRITE_OWNERS
 from oiv4.io.ledger import read_set
 from oiv4.io.storage import Storage
 from oiv4.run.executor import ExecutorSettings
@@ -31,7 +32,7 @@ def _forget_hashes(root: Path) -> None:
     """Rewrite every ledger file as fetch wrote it before the checksum/phash columns existed."""
     for path in (root / "ledger").rglob("*.parquet"):
         table = pq.read_table(path)
-        pq.write_table(table.drop_columns(["checksum", "phash"]), path)
+        pq.write_table(table.drop_columns(["checksum", "phash", "hashed_at", "hash_s"]), path)
 
 
 @pytest.mark.parametrize("layout", ["folder", "zip", "webdataset"])
@@ -54,9 +55,11 @@ def test_hash_records_the_same_checksum_and_phash_fetch_would_have_and_a_rerun_d
         assert r["checksum"] == fetched[i]["checksum"]  # exactly the bytes fetch stored
         # decoded at reduced scale from the stored JPEG vs fetch's hash of the pixels it encoded: a bit or two
         assert int(np.bitwise_count(np.uint64(r["phash"]) ^ np.uint64(fetched[i]["phash"]))) <= 4
-        assert {k: v for k, v in r.items() if k not in ("started_at",)} == {
-            k: v for k, v in fetched[i].items() if k not in ("started_at",)
-        } | {"phash": r["phash"]}
+        # everything but what hash owns is exactly as fetch recorded it, its `started_at` included
+        assert {k: v for k, v in r.items() if k not in REWRITE_OWNERS["hash"]} == {
+            k: v for k, v in fetched[i].items() if k not in REWRITE_OWNERS["hash"]
+        }
+        assert r["hashed_at"] is not None and r["hash_s"] >= 0
     assert not list((tmp_path / "ledger").rglob("*.parts"))  # compacted
 
     again = hash_set(storage, "train")

@@ -173,3 +173,86 @@ def test_a_big_failure_list_goes_to_a_csv_beside_the_page_with_every_failed_row(
     assert 'href="failures_train.csv"' in html
     lines = (tmp_path / "report" / "failures_train.csv").read_text().strip().splitlines()
     assert len(lines) == 1 + 12  # the header, then every failed image once
+
+
+# Injected by the test only: for every table cell holding a number, whether all of it is painted where it
+# lies, i.e. inside its table, its card and every ancestor that clips, and not covered by a later box.
+CELL_PROBE = """<script>
+window.addEventListener('load', function () {
+  var NUMBER = /^[-+]?[0-9][0-9,.]*\\s*(%|s|px)?$/;
+  function clips(el) { var s = getComputedStyle(el); return s.overflowX !== 'visible' || s.overflowY !== 'visible'; }
+  function inside(a, b) { return a.left >= b.left - 0.5 && a.right <= b.right + 0.5 && a.top >= b.top - 0.5 &&
+                                 a.bottom <= b.bottom + 0.5; }
+  var cells = [].filter.call(document.querySelectorAll('td'), function (td) {
+    return td.classList.contains('num') || NUMBER.test(td.textContent.trim());
+  }).map(function (td) {
+    td.scrollIntoView({block: 'center', inline: 'nearest'});
+    var r = td.getBoundingClientRect(), table = td.closest('table'), card = td.closest('.card');
+    var bad = [];
+    if (!inside(r, table.getBoundingClientRect())) bad.push('outside its table');
+    if (card && !inside(r, card.getBoundingClientRect())) bad.push('outside its card');
+    for (var el = td.parentElement; el && el !== document.body; el = el.parentElement) {
+      if (clips(el) && !inside(r, el.getBoundingClientRect())) bad.push('clipped by ' + el.tagName + '.' + el.className);
+    }
+    if (r.right > innerWidth + 0.5 || r.left < -0.5) bad.push('outside the window');
+    [[r.left + 2, r.top + 2], [r.right - 2, r.top + 2], [r.left + 2, r.bottom - 2], [r.right - 2, r.bottom - 2]]
+      .forEach(function (p) {
+        var hit = document.elementFromPoint(p[0], p[1]);
+        if (!hit || !td.contains(hit)) bad.push('covered at ' + p.map(Math.round) + ' by ' + (hit ? hit.tagName + '.' + hit.className : 'nothing'));
+      });
+    var h3 = card && card.querySelector('h3');
+    return {text: td.textContent.trim(), card: h3 ? h3.textContent : '', w: r.width, bad: bad};
+  });
+  var out = document.createElement('pre'); out.id = 'cells';
+  out.textContent = JSON.stringify(cells);
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def _number_cells(tmp_path: Path, page: Path, width: int) -> list[dict]:
+    probed = tmp_path / f"cells-{width}.html"
+    probed.write_text(page.read_text().replace("</body>", CELL_PROBE + "</body>"))
+    dom = _chromium(tmp_path, "--virtual-time-budget=3000", f"--window-size={width},900", "--dump-dom", probed.as_uri())
+    match = re.search(r'<pre id="cells">(.*?)</pre>', dom.stdout, re.S)
+    assert match, "the probe did not run: page scripts broken?"
+    return json.loads(match.group(1).replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<"))
+
+
+def _full_scale_duplicates(root: Path) -> None:
+    """Real hash + dedup over the root, then the summary's counts as large as the full release makes them.
+
+    A test root is too small to find 7-digit counts or duplicates in every pair of sets; the summary is written
+    by the dedup stage's own `DedupSummary`, so the page renders what a full-scale dedup writes.
+    """
+    from oiv4.io.storage import Storage
+    from oiv4.run.executor import ExecutorSettings
+    from oiv4.run.hash import hash_set
+    from oiv4.stages.dedup.run import SUMMARY_REL, DedupSettings, DedupSummary, SetPairCount, run_dedup
+
+    storage = Storage(str(root))
+    sets = ("targets", "validation", "train", "extended_targets")
+    for name in sets:
+        hash_set(storage, name, None, ExecutorSettings(kind="thread", workers=2))
+    found = run_dedup(storage, DedupSettings())
+    assert found.pairs > 0  # layout_builder's sets share some images: real example pairs to show
+    counts = [SetPairCount(a, b, 6_068_177 - 1_013 * k) for k, (a, b) in enumerate((a, b) for a in sets for b in sets)]
+    kinds = {"near_phash": 4_567_890, "same_checksum": 1_234_567, "same_original_md5": 98_765, "same_url": 12_345}
+    big = DedupSummary(found.threshold, 9_178_275, 5_913_567, kinds, 1_234_567, counts)
+    storage.write_bytes(SUMMARY_REL, big.to_json().encode())
+
+
+def test_every_number_in_every_table_is_fully_visible_at_1280_1600_and_1920_px(tmp_path):
+    root = tmp_path / "root"
+    build_root(root, "shard_zip", n=24, fail_every=4)
+    _full_scale_duplicates(root)
+    page = Path(build_report(root, ReportSettings(samples=4)))
+    assert 'id="duplicates"' in page.read_text()
+
+    for width in (1280, 1600, 1920):
+        cells = _number_cells(tmp_path, page, width)
+        dup_counts = [c for c in cells if c["card"] == "images with a duplicate in"]
+        assert len(dup_counts) == 16 and {"6,068,177", "6,052,982"} <= {c["text"] for c in dup_counts}
+        assert any(c["card"] == "pairs by kind" for c in cells) and any(c["card"] == "Per host" for c in cells)
+        hidden = [c for c in cells if c["bad"] or c["w"] < 8]
+        assert not hidden, (width, hidden[:5])

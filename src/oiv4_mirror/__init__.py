@@ -20,8 +20,8 @@ The boxable CSV lists its rows in its own order.
 Originals are photo-like (smooth colour field, shapes, texture, noise: never flat), `megapixels` in size,
 mostly JPEG; `special_kind_fraction` of them are RGB PNG, palette PNG, RGBA PNG with real alpha, GIF, CMYK
 JPEG or 16-bit greyscale PNG (Pillow mode `I;16`). Pixels are rendered lazily in threads and cached on
-disk (`cache_dir`, default `<tmp>/oiv4-mirror-<hash of spec>`); CSVs need every original's size and MD5,
-so the first CSV request renders them all.
+disk (`cache_dir`, default `${OIV4_MIRROR_CACHE:-<tmp>}/oiv4-mirror-<hash of spec>`); CSVs need every
+original's size and MD5, so the first CSV request renders them all.
 
 CVDF archives: `tar/train_<x>.tar.gz` for each hex digit `x` with boxable images (members
 `train_<x>/<id>.jpg`) and `tar/validation.tar.gz` (`validation/<id>.jpg`), each image a JPEG of at most

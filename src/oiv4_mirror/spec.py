@@ -7,11 +7,9 @@ import base64
 import hashlib
 import json
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from enum import StrEnum
-from pathlib import Path
 
 from oiv4.contracts.schema import Outcome
 from oiv4_mirror.images import ImageKind
@@ -182,10 +180,6 @@ class UniverseSpec:
         content = {k: v for k, v in asdict(self).items() if k not in self._SERVING_FIELDS}
         content["generator"] = GENERATOR_VERSION
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def default_cache_dir(spec: UniverseSpec) -> Path:
-    return Path(tempfile.gettempdir()) / f"oiv4-mirror-{spec.cache_key()}"
 
 
 def md5_b64(data: bytes) -> str:

@@ -3,7 +3,7 @@
 Everything derives from `UniverseSpec` (above all its `seed`): two universes built from equal specs
 have byte-identical CSVs, originals and archives; another seed gives other bytes. Rows are cheap and
 built at once; pixels are rendered lazily (threads; Pillow and numpy release the GIL) and cached on
-disk under `cache_dir` (default: `<tmp>/oiv4-mirror-<hash of the spec>`), written atomically so that
+disk under `cache_dir` (default: `oiv4_mirror.cache.default_cache_dir`), written atomically so that
 parallel test workers can share one cache.
 
 See `oiv4_mirror` for the universe and the misbehaviours it serves.
@@ -28,7 +28,7 @@ from PIL import Image
 from oiv4.contracts.schema import COLUMNS
 from oiv4.io.storage import Storage
 from oiv4_mirror.archives import CvdfArchives
-from oiv4_mirror.cache import file_lock, parallel, stage
+from oiv4_mirror.cache import default_cache_dir, file_lock, parallel, stage
 from oiv4_mirror.duplicates import HARD_NEGATIVE, copy_picture, other_shot
 from oiv4_mirror.images import (
     PLACEHOLDER_PATHS,
@@ -57,7 +57,6 @@ from oiv4_mirror.spec import (
     Misbehaviour,
     ProgressFn,
     UniverseSpec,
-    default_cache_dir,
     md5_b64,
 )
 

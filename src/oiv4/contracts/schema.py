@@ -119,8 +119,21 @@ LEDGER_SCHEMA = pa.schema(
         # (readers fill them with nulls; `oiv4 hash` records them for such stored images):
         pa.field("checksum", pa.string()),  # of the stored bytes, "xxh3:<hex>" (io.checksum)
         pa.field("phash", pa.uint64()),  # 64-bit rotation-aware perceptual hash of the stored picture (io.fingerprint)
+        # When `oiv4 hash` filled checksum/phash for this row and how long reading + hashing it took; null where
+        # the fetch recorded the hashes itself, and in ledgers written before these columns (readers fill nulls).
+        pa.field("hashed_at", pa.timestamp("ms", tz="UTC")),
+        pa.field("hash_s", pa.float64()),
     ]
 )
+
+#: The ledger columns each stage that re-records existing ledger rows may change. Such a stage copies every
+#: other column of the row unchanged, so the facts another stage recorded (the conversion's `started_at`,
+#: `elapsed_s`, sizes) survive it. Stages that record a fresh attempt (fetch, archives) write whole rows.
+REWRITE_OWNERS: dict[str, frozenset[str]] = {
+    "hash": frozenset({"checksum", "phash", "hashed_at", "hash_s"}),
+    # A requeued row is a new event (the verify verdict), timestamped after the row it supersedes.
+    "verify_requeue": frozenset({"outcome", "reason", "started_at", "elapsed_s"}),
+}
 
 
 #: A set's plan manifest: the 12 CSV columns (OriginalSize int64, Rotation float64, null where empty) + `row`,

@@ -140,7 +140,7 @@ def duplicates_section(stats: DuplicateStats | None) -> str:
 <p class="sub"><b>{esc(s.get("headline", ""))}</b>. Pairs within {s["threshold"]} bits of 64 (perceptual hash,
 any right-angle turn) or with the same original, stored bytes or URL. Judge the threshold by eye below:
 one example per distance, train against held-out sets first.</p>
-<div class="cards"><div class="card"><h3>images with a duplicate in</h3><table><thead><tr><th>set</th><th>in</th>
+<div class="grid two"><div class="card"><h3>images with a duplicate in</h3><table><thead><tr><th>set</th><th>in</th>
 <th style="text-align:right">images</th></tr></thead><tbody>{counts}</tbody></table></div>
 <div class="card"><h3>pairs by kind</h3><table><tbody>{kinds}</tbody></table></div></div>
 <div class="card"><h3>example pairs by distance</h3><div class="dups">{examples}</div></div></section>"""

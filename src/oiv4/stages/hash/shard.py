@@ -1,5 +1,7 @@
 """One hash shard: the `ok` rows of one ledger shard that lack `phash` or `checksum` -> the same rows again, with
-them, recorded with a newer `started_at` (the ledger's rule: the latest row per (set, row) wins).
+them, recorded again as a later part. The row keeps its `started_at` (the conversion's fact): at equal
+`started_at` the ledger's rule lets the later-written row win. Only the columns `REWRITE_OWNERS["hash"]` names
+change; `hashed_at` and `hash_s` record this stage's own timing.
 
 Stored images are read where the ledger says they are (a file, a zip member, a webdataset member) and decoded
 at reduced scale (`fingerprint.phash_stored`: DCT-domain draft to >= 128 px), on `threads` threads (Pillow
@@ -10,6 +12,7 @@ counted under `unreadable` (verify owns the verdict on a broken stored file; see
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -17,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from oiv4.contracts.schema import ImageSet, Outcome
+from oiv4.contracts.schema import REWRITE_OWNERS, ImageSet, Outcome
 from oiv4.contracts.shards import ShardResult, ShardTask
 from oiv4.io.checksum import checksum
 from oiv4.io.containers import BlobReader
@@ -36,6 +39,7 @@ def unhashed(ledger: pa.Table) -> pa.Table:
 
 def _hash_one(reader: BlobReader, row: dict[str, Any]) -> dict[str, Any] | str:
     """The row with its phash and checksum, or why its stored bytes cannot be hashed."""
+    hashed_at, t0 = now_utc(), time.perf_counter()
     try:
         data = reader.read(parse_location(row["location"]))
     except (OSError, ValueError, KeyError) as exc:
@@ -44,7 +48,14 @@ def _hash_one(reader: BlobReader, row: dict[str, Any]) -> dict[str, Any] | str:
         ph = int(phash_stored(data))
     except Exception as exc:  # a stored file that no longer decodes is verify's to report, not ours to crash on
         return f"cannot decode {row['location']}: {type(exc).__name__}: {exc}"
-    return {**row, "phash": ph, "checksum": row["checksum"] or checksum(data), "started_at": now_utc()}
+    update = {
+        "phash": ph,
+        "checksum": row["checksum"] or checksum(data),
+        "hashed_at": hashed_at,
+        "hash_s": round(time.perf_counter() - t0, 6),
+    }
+    assert update.keys() <= REWRITE_OWNERS["hash"]  # the contract this stage keeps: nothing else is touched
+    return {**row, **update}
 
 
 def run_hash_shard(task: ShardTask) -> ShardResult:
