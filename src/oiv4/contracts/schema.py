@@ -119,6 +119,9 @@ LEDGER_SCHEMA = pa.schema(
         # (readers fill them with nulls; `oiv4 hash` records them for such stored images):
         pa.field("checksum", pa.string()),  # of the stored bytes, "xxh3:<hex>" (io.checksum)
         pa.field("phash", pa.uint64()),  # 64-bit rotation-aware perceptual hash of the stored picture (io.fingerprint)
+        # The reason with its URLs and numbers taken out (io.reason_kind), computed once when the row is written;
+        # null in ledgers written before it, until their next compaction stores it:
+        pa.field("reason_kind", pa.string()),
     ]
 )
 

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import LEDGER_SCHEMA, ImageSet
 from oiv4.io.ledger_summary import summary_metadata
+from oiv4.io.reason_kind import reason_kinds
 from oiv4.io.storage import Storage
 
 #: Threads reading ledger files: Parquet decoding and object-store round trips release the GIL.
@@ -51,10 +52,30 @@ def _to_table(rows: list[Mapping[str, Any]]) -> pa.Table:
     return pa.Table.from_pydict(cols, schema=LEDGER_SCHEMA)
 
 
+def with_reason_kind(table: pa.Table) -> pa.Table:
+    """`table` with its `reason_kind` column filled wherever it is null or missing (`oiv4.io.reason_kind`).
+
+    Every ledger write goes through here, so a row's kind is computed once, when it is written; a compaction
+    of rows written before the column existed stores theirs then."""
+    at = table.schema.get_field_index("reason_kind")
+    stored = table["reason_kind"] if at >= 0 else None
+    if stored is not None and stored.null_count == 0:
+        return table
+    reasons = table["reason"] if "reason" in table.column_names else pa.nulls(table.num_rows, pa.string())
+    computed = reason_kinds(reasons)
+    kinds = computed if stored is None else pc.coalesce(stored, computed)
+    field_ = LEDGER_SCHEMA.field("reason_kind")
+    return table.append_column(field_, kinds) if at < 0 else table.set_column(at, field_, kinds)
+
+
 def _table_bytes(table: pa.Table, *, part: bool = False) -> bytes:
-    """Parquet bytes; a part also carries its summary in the footer (`oiv4.io.ledger_summary`), for status."""
-    if part:
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **summary_metadata(table)})
+    """Parquet bytes with every row's reason kind stored, and a summary in the footer (`oiv4.io.ledger_summary`):
+    status counts a part or a compacted shard file from it without reading a row, and a compacted file also
+    lists its failed ImageIDs there, so a failed-ID lookup finds its shard without loading the set."""
+    table = with_reason_kind(table)
+    # A table read from a ledger file carries that file's summary: never copy it into another file.
+    kept = {k: v for k, v in (table.schema.metadata or {}).items() if not k.startswith(b"oiv4.")}
+    table = table.replace_schema_metadata({**kept, **summary_metadata(table, failed_ids=not part)})
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     return sink.getvalue().to_pybytes()
@@ -115,6 +136,7 @@ def append_table(storage: Storage, image_set: ImageSet, shard: int, table: pa.Ta
         return
     storage.sync()
     rel = f"{LAYOUT.ledger_parts_dir(image_set, shard)}/part-{now_utc():%Y%m%dT%H%M%S%f}-{secrets.token_hex(3)}.parquet"
+    table = _conform(table, LEDGER_SCHEMA.names)  # a caller's table may predate a column (reason_kind)
     storage.write_bytes(rel, _table_bytes(table.cast(LEDGER_SCHEMA), part=True), fsync=True)
 
 

@@ -1,14 +1,19 @@
 """One failure *kind* per reason: the reason with its URLs and numbers taken out.
 
 Flickr's placeholder redirect names the URL it redirected from, so its reasons differ row by row; as kinds
-they are one. The same rule exists twice, as a Python function (ledger part summaries, the report) and
-as a DuckDB expression (status over millions of rows): both use only constructs that Python's `re` and
-RE2 read alike (explicit ASCII classes, ASCII `\\b`), and a test checks they agree.
+they are one. The kind is computed once, when a ledger row is written (the `reason_kind` column, by
+`reason_kinds` over the whole table in Arrow), and readers use the stored value. The same rule exists as a
+Python function and as a DuckDB expression, for ledger files written before the column existed until their
+next compaction stores it: all three use only constructs that Python's `re` and RE2 (Arrow, DuckDB) read
+alike (explicit ASCII classes, ASCII `\\b`), and a test checks they agree.
 """
 
 from __future__ import annotations
 
 import re
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 #: (pattern, replacement), applied in order.
 RULES: tuple[tuple[str, str], ...] = (
@@ -34,3 +39,16 @@ def reason_kind_sql(column: str = "reason") -> str:
     for pattern, repl in RULES:
         expr = f"regexp_replace({expr}, '{pattern.replace(chr(39), chr(39) * 2)}', '{repl}', 'g')"
     return expr
+
+
+def reason_kinds(reasons: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """The kinds of a column of reasons, vectorised in Arrow (RE2, as DuckDB); "" where the reason is null."""
+    out = pc.fill_null(reasons.cast(pa.string()), "")
+    for pattern, repl in RULES:
+        out = pc.replace_substring_regex(out, pattern, repl)
+    return out
+
+
+def stored_or_computed_sql(column: str = "reason_kind", reason: str = "reason") -> str:
+    """A DuckDB expression: the stored kind, or the rule applied to `reason` on rows written before it was stored."""
+    return f"CASE WHEN {column} IS NOT NULL THEN {column} ELSE {reason_kind_sql(reason)} END"
