@@ -220,7 +220,7 @@ def ledger_for(rng: np.random.Generator, name: str, plan: pa.Table, t0_ms: int, 
     outcome_idx = np.zeros(n, dtype=np.int64)  # 0 = ok
     shares = {k: v[0] for k, v in FAILURES.items()} if mix == "pooled" else REAL_FAILURES
     names = ["ok", *shares]
-    reasons = [None, *(r.format(farm=3) for _, r in FAILURES.values())]
+    reasons = [None, *(FAILURES[k][1].format(farm=3) if k in FAILURES else None for k in shares)]
     reason_col: pa.Array | None = None
     if name in ("train", "extended_targets"):
         u, edge = rng.random(n), 0.0

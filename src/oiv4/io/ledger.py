@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import LEDGER_SCHEMA, ImageSet
 from oiv4.io.ledger_summary import summary_metadata
-from oiv4.io.reason_kind import reason_kinds
+from oiv4.io.reason_kind import with_reason_kind
 from oiv4.io.storage import Storage
 
 #: Threads reading ledger files: Parquet decoding and object-store round trips release the GIL.
@@ -50,22 +50,6 @@ def now_utc() -> datetime:
 def _to_table(rows: list[Mapping[str, Any]]) -> pa.Table:
     cols = {f.name: [r.get(f.name) for r in rows] for f in LEDGER_SCHEMA}
     return pa.Table.from_pydict(cols, schema=LEDGER_SCHEMA)
-
-
-def with_reason_kind(table: pa.Table) -> pa.Table:
-    """`table` with its `reason_kind` column filled wherever it is null or missing (`oiv4.io.reason_kind`).
-
-    Every ledger write goes through here, so a row's kind is computed once, when it is written; a compaction
-    of rows written before the column existed stores theirs then."""
-    at = table.schema.get_field_index("reason_kind")
-    stored = table["reason_kind"] if at >= 0 else None
-    if stored is not None and stored.null_count == 0:
-        return table
-    reasons = table["reason"] if "reason" in table.column_names else pa.nulls(table.num_rows, pa.string())
-    computed = reason_kinds(reasons)
-    kinds = computed if stored is None else pc.coalesce(stored, computed)
-    field_ = LEDGER_SCHEMA.field("reason_kind")
-    return table.append_column(field_, kinds) if at < 0 else table.set_column(at, field_, kinds)
 
 
 def _table_bytes(table: pa.Table, *, part: bool = False) -> bytes:
@@ -369,6 +353,17 @@ def read_ledger(
     if not _strictly_increasing(rows):  # archive sets: negative rows of refused members, shards out of order
         table = table.take(pa.array(np.argsort(rows, kind="stable")))
     return table.select(cols)
+
+
+def read_failed_rows(storage: Storage, image_set: ImageSet | str, shard: int, columns: Sequence[str]) -> pa.Table | None:
+    """`columns` of the not-ok rows of one shard's compacted file (None: no file). Callers check it has no parts."""
+    cols = list(columns)
+    try:
+        with storage.open(LAYOUT.ledger_shard(ImageSet(image_set), shard)) as fh:
+            table = pq.read_table(fh, columns=cols, filters=pc.field("outcome") != "ok")
+    except FileNotFoundError:
+        return None
+    return _conform(table, cols).cast(pa.schema([LEDGER_SCHEMA.field(c) for c in cols]))
 
 
 def read_shard(storage: Storage, image_set: ImageSet | str, shard: int) -> pa.Table:

@@ -52,3 +52,19 @@ def reason_kinds(reasons: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedAr
 def stored_or_computed_sql(column: str = "reason_kind", reason: str = "reason") -> str:
     """A DuckDB expression: the stored kind, or the rule applied to `reason` on rows written before it was stored."""
     return f"CASE WHEN {column} IS NOT NULL THEN {column} ELSE {reason_kind_sql(reason)} END"
+
+
+def with_reason_kind(table: pa.Table) -> pa.Table:
+    """`table` with its `reason_kind` column filled wherever it is null or missing (`oiv4.io.reason_kind`).
+
+    Every ledger write goes through here, so a row's kind is computed once, when it is written; a compaction
+    of rows written before the column existed stores theirs then."""
+    at = table.schema.get_field_index("reason_kind")
+    stored = table["reason_kind"] if at >= 0 else None
+    if stored is not None and stored.null_count == 0:
+        return table
+    reasons = table["reason"] if "reason" in table.column_names else pa.nulls(table.num_rows, pa.string())
+    computed = reason_kinds(reasons)
+    kinds = computed if stored is None else pc.coalesce(stored, computed)
+    field_ = pa.field("reason_kind", pa.string())
+    return table.append_column(field_, kinds) if at < 0 else table.set_column(at, field_, kinds)

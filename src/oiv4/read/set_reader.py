@@ -14,12 +14,13 @@ from oiv4.io.blob_errors import BadArchiveError, CorruptImageError, ImageNotFoun
 from oiv4.io.containers import BlobReader
 from oiv4.io.image_decode import decode
 from oiv4.io.inventory import inventory_ledger
-from oiv4.io.ledger import iter_ledger, read_ledger
+from oiv4.io.ledger import iter_ledger, list_ledger, read_failed_rows, read_ledger
+from oiv4.io.ledger_summary import read_failed_ids
 from oiv4.io.locations import Location, parse_location, staged_path
 from oiv4.io.manifest import plan_rows, read_plan
 from oiv4.io.sql import attach_filesystem, ledger_relation
 from oiv4.io.storage import Storage
-from oiv4.read.id_index import IdIndex
+from oiv4.read.id_index import IdIndex, ShardOfId
 
 if TYPE_CHECKING:
     import duckdb
@@ -64,6 +65,9 @@ class SetReader:
         self._not_ok: pa.Table | None = None
         self._not_ok_index: IdIndex | None = None
         self._has_ledger: bool | None = None
+        # Explaining a failure without loading the set: which shard lists a failed ID, and that shard's failed rows.
+        self._failed_shard_of: ShardOfId | None = None
+        self._failed_rows: dict[int, tuple[pa.Table, IdIndex]] = {}
 
     def __repr__(self) -> str:
         return f"<oiv4 set {self.image_set.value!r}: {len(self)} images, layout {self.layout}>"
@@ -73,6 +77,8 @@ class SetReader:
         state = dict(self.__dict__)
         state["_index"] = None
         state["_not_ok_index"] = None
+        state["_failed_shard_of"] = None
+        state["_failed_rows"] = {}
         return state
 
     # loading -------------------------------------------------------------------------------
@@ -117,12 +123,51 @@ class SetReader:
         return ok, not_ok
 
     def _position(self, image_id: str) -> int:
+        if self._ok is None and self.has_ledger:
+            why = self._why_failed_from_footers(image_id)
+            if why is not None:  # a failed ID, explained without loading the set's ok rows
+                raise ImageNotFoundError(why)
         if self._index is None:
             self._index = IdIndex(self._load()["image_id"])
         pos = self._index.find(image_id)
         if pos is None:
             raise ImageNotFoundError(self._why_missing(image_id))
         return pos
+
+    def _why_failed_from_footers(self, image_id: str) -> str | None:
+        """Why `image_id` is not stored, when a finished shard's footer lists it as failed: reads that one
+        shard's failed rows only (None when no footer lists it: ask the loaded set)."""
+        if not is_valid_image_id(image_id):
+            return None
+        if self._failed_shard_of is None:
+            files = list_ledger(self.storage, self.image_set)
+            keys: dict[int, Any] = {}
+            for shard, rel in files.compacted.items():
+                if shard in files.parts:  # rows written since compaction may supersede the file's: not proof
+                    continue
+                try:
+                    listed = read_failed_ids(self.storage, rel)
+                except FileNotFoundError:
+                    continue
+                if listed is not None:
+                    keys[shard] = listed
+            self._failed_shard_of = ShardOfId(keys)
+        shard = self._failed_shard_of.find(image_id)
+        if shard is None:
+            return None
+        if shard not in self._failed_rows:
+            rows = read_failed_rows(self.storage, self.image_set, shard, NOT_OK_COLUMNS)
+            if rows is None:
+                return None
+            self._failed_rows[shard] = (rows, IdIndex(rows["image_id"]))
+        rows, index = self._failed_rows[shard]
+        pos = index.find(image_id)
+        if pos is None:
+            return None
+        return self._failure_message(image_id, rows["outcome"][pos].as_py(), rows["reason"][pos].as_py())
+
+    def _failure_message(self, image_id: str, outcome: str, reason: str | None) -> str:
+        return f"{image_id} is not stored in {self.name}: outcome {outcome} ({reason or 'no reason recorded'})"
 
     def _why_missing(self, image_id: str) -> str:
         if not is_valid_image_id(image_id):
@@ -134,8 +179,7 @@ class SetReader:
             pos = self._not_ok_index.find(image_id)
             if pos is not None:
                 outcome = self._not_ok["outcome"][pos].as_py()
-                reason = self._not_ok["reason"][pos].as_py() or "no reason recorded"
-                return f"{image_id} is not stored in {self.name}: outcome {outcome} ({reason})"
+                return self._failure_message(image_id, outcome, self._not_ok["reason"][pos].as_py())
         return f"{image_id} is not in set {self.name}"
 
     # the set as a collection -----------------------------------------------------------------

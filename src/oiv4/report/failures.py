@@ -1,5 +1,5 @@
-"""The report's failures: kinds (outcome + reason with URLs/numbers taken out, `oiv4.io.reason_kind`), the
-first failed images by ImageID, and a CSV of every failure of the set.
+"""The report's failures: kinds (outcome + reason with URLs/numbers taken out, `oiv4.io.reason_kind`, as stored
+in each ledger row when it was written), the first failed images by ImageID, and a CSV of every failure.
 
 The CSV is inlined as a data: URI while it is small (the page must stay a few MB at full scale); a bigger one
 is written beside the page as `report/failures_<set>.csv` (through `Storage`, atomically) and linked.
@@ -16,7 +16,7 @@ import pyarrow.csv as pacsv
 
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import Outcome
-from oiv4.io.reason_kind import reason_kind_sql
+from oiv4.io.reason_kind import stored_or_computed_sql
 from oiv4.io.sql import arrow_batches
 from oiv4.io.storage import Storage
 
@@ -48,7 +48,7 @@ class FailedImage:
 def failure_kinds(con: Any, top: int = 12) -> list[FailureGroup]:
     """The `top` most frequent (outcome, kind) groups: each Flickr failure kind is one row."""
     rows = con.execute(
-        f"""SELECT outcome, {reason_kind_sql()} k, count(*) n,
+        f"""SELECT outcome, {stored_or_computed_sql()} k, count(*) n,
                    list(url ORDER BY "row") FILTER (WHERE url IS NOT NULL)[1:3] ex,
                    arg_min(coalesce(reason, ''), "row")
             FROM l WHERE outcome <> '{Outcome.ok.value}' GROUP BY 1, 2 ORDER BY n DESC, 1, 2 LIMIT {top}"""
