@@ -20,7 +20,7 @@ from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import LEDGER_SCHEMA, ImageSet
 from oiv4.io.blob_errors import ImageNotFoundError
 from oiv4.io.ledger import ShardLedger, now_utc
-from oiv4.io.reason_kind import reason_kind
+from oiv4.io.reason_kind import reason_kind, reason_kinds
 from oiv4.io.storage import Storage
 from oiv4.read.set_reader import SetReader
 from oiv4.stages.status import collect_status
@@ -165,3 +165,16 @@ def test_a_failed_id_in_a_shard_with_newer_parts_is_judged_on_the_resolved_rows(
     led.flush()  # not compacted: the footer's list of failed IDs is no longer the whole story
     with pytest.raises(ImageNotFoundError, match=r"outcome timeout \(no data for 30s, after 30.0s \(retried\)\)"):
         SetReader(storage, "train").read_bytes(retried["image_id"])
+
+
+def test_fetch_reasons_that_differ_only_in_host_or_duration_are_one_kind() -> None:
+    timeouts = [f"no data for 30s ({n:,} bytes received), after 30.{n % 10}s (after 3 attempts)" for n in (7, 1234)]
+    refused = [
+        f"ClientConnectorError: Cannot connect to host farm{n}.staticflickr.com:443 ssl:default [Connection reset by "
+        "peer] (after 3 attempts)"
+        for n in (3, 8)
+    ]
+    for reasons in (timeouts, refused):
+        kinds = {reason_kind(r) for r in reasons}
+        assert len(kinds) == 1, kinds
+        assert set(reason_kinds(pa.array(reasons)).to_pylist()) == kinds

@@ -38,7 +38,7 @@ from oiv4.io.storage import Storage
 
 KEY = b"oiv4.part_summary"
 FAILED_KEY = b"oiv4.failed_ids"
-VERSION = 2  # 2: reason kinds also fold MD5 digests and image sizes (io.reason_kind)
+VERSION = 3  # 2: reason kinds also fold MD5 digests and image sizes; 3: host:port and durations (io.reason_kind)
 #: Widest [min, max] row span a part's bitmap covers (128 KiB); wider parts get no bitmap (row-level path).
 MAX_SPAN = 1 << 20
 #: Largest footer read for a summary; bigger footers are not parts this module wrote.

@@ -19,6 +19,8 @@ import pyarrow.compute as pc
 RULES: tuple[tuple[str, str], ...] = (
     ("[A-Za-z][A-Za-z0-9+.-]*://[^ \t\r\n\"'<>]+", "<url>"),
     ("[A-Za-z0-9+/]{22}==", "<md5>"),  # base64 MD5 digests: every md5_mismatch names two
+    ("\\b[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)+:[0-9]+\\b", "<host>"),  # "Cannot connect to host farm8.staticflickr.com:443"
+    ("\\b[0-9]+(\\.[0-9]+)?s\\b", "Ns"),  # durations ("after 30.2s", "no data for 30s"): no word boundary inside
     ("\\b[0-9]+x[0-9]+\\b", "NxN"),  # image sizes ("JPEG 1237x1856: ..."): no word boundary inside them
     ("\\b[0-9]+([.,][0-9]+)*\\b", "N"),  # whole numbers only: "MD5" and "farm3" keep their digits
 )
