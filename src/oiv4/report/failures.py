@@ -49,7 +49,7 @@ def failure_kinds(con: Any, top: int = 12) -> list[FailureGroup]:
     """The `top` most frequent (outcome, kind) groups: each Flickr failure kind is one row."""
     rows = con.execute(
         f"""SELECT outcome, {stored_or_computed_sql()} k, count(*) n,
-                   list(url ORDER BY "row") FILTER (WHERE url IS NOT NULL)[1:3] ex,
+                   arg_min(url, "row", 3) FILTER (WHERE url IS NOT NULL) ex,
                    arg_min(coalesce(reason, ''), "row")
             FROM l WHERE outcome <> '{Outcome.ok.value}' GROUP BY 1, 2 ORDER BY n DESC, 1, 2 LIMIT {top}"""
     ).fetchall()
