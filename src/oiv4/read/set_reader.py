@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -35,8 +36,11 @@ if TYPE_CHECKING:
 
 #: Ledger columns the reader keeps in memory for every set (the manifest reads the rest on demand).
 READER_COLUMNS = ("image_id", "shard", "row", "outcome", "location", "stored_bytes", "started_at")
-#: Kept for failed rows only, to say why an ImageID is not stored without reading the ledger again.
-NOT_OK_COLUMNS = ("image_id", "row", "outcome", "reason")
+#: Kept for failed rows only, to say why an ImageID is not stored; its reason is read from its one shard when asked
+#: (the set's reasons, one per row and mostly unique, would be the biggest column read).
+NOT_OK_COLUMNS = ("image_id", "shard", "row", "outcome")
+#: What explains a failure: the columns read from that shard's failed rows.
+EXPLAIN_COLUMNS = ("image_id", "row", "outcome", "reason")
 #: Sets with more plan rows than this get a lazy `.manifest` (a DuckDB relation) instead of a pa.Table.
 EAGER_MANIFEST_ROWS = 2_000_000
 
@@ -68,6 +72,7 @@ class SetReader:
         # Explaining a failure without loading the set: which shard lists a failed ID, and that shard's failed rows.
         self._failed_shard_of: ShardOfId | None = None
         self._failed_rows: dict[int, tuple[pa.Table, IdIndex]] = {}
+        self._shard_reasons: dict[int, tuple[np.ndarray, pa.ChunkedArray]] = {}
 
     def __repr__(self) -> str:
         return f"<oiv4 set {self.image_set.value!r}: {len(self)} images, layout {self.layout}>"
@@ -79,6 +84,7 @@ class SetReader:
         state["_not_ok_index"] = None
         state["_failed_shard_of"] = None
         state["_failed_rows"] = {}
+        state["_shard_reasons"] = {}
         return state
 
     # loading -------------------------------------------------------------------------------
@@ -156,7 +162,7 @@ class SetReader:
         if shard is None:
             return None
         if shard not in self._failed_rows:
-            rows = read_failed_rows(self.storage, self.image_set, shard, NOT_OK_COLUMNS)
+            rows = read_failed_rows(self.storage, self.image_set, shard, EXPLAIN_COLUMNS)
             if rows is None:
                 return None
             self._failed_rows[shard] = (rows, IdIndex(rows["image_id"]))
@@ -165,6 +171,16 @@ class SetReader:
         if pos is None:
             return None
         return self._failure_message(image_id, rows["outcome"][pos].as_py(), rows["reason"][pos].as_py())
+
+    def _reason_at(self, shard: int, row: int) -> str | None:
+        """The reason of failed row `row`, from its shard's failed rows (read once per shard)."""
+        if shard not in self._shard_reasons:
+            t = read_ledger(self.storage, self.image_set, ["row", "outcome", "reason"], shards=[shard])
+            t = t.filter(pc.not_equal(t["outcome"], Outcome.ok.value))  # read_ledger sorts by row
+            self._shard_reasons[shard] = (np.asarray(t["row"].to_numpy(), dtype=np.int64), t["reason"])
+        rows, reasons = self._shard_reasons[shard]
+        i = int(np.searchsorted(rows, row))
+        return reasons[i].as_py() if i < len(rows) and rows[i] == row else None
 
     def _failure_message(self, image_id: str, outcome: str, reason: str | None) -> str:
         return f"{image_id} is not stored in {self.name}: outcome {outcome} ({reason or 'no reason recorded'})"
@@ -179,7 +195,8 @@ class SetReader:
             pos = self._not_ok_index.find(image_id)
             if pos is not None:
                 outcome = self._not_ok["outcome"][pos].as_py()
-                return self._failure_message(image_id, outcome, self._not_ok["reason"][pos].as_py())
+                reason = self._reason_at(self._not_ok["shard"][pos].as_py(), self._not_ok["row"][pos].as_py())
+                return self._failure_message(image_id, outcome, reason)
         return f"{image_id} is not in set {self.name}"
 
     # the set as a collection -----------------------------------------------------------------

@@ -65,26 +65,31 @@ def failed_images(con: Any, shown: int = SHOWN) -> list[FailedImage]:
 def failures_csv_link(con: Any, storage: Storage, image_set: str, page_dir: str | None) -> str:
     """A link to every failure of the set as CSV: a data: URI, or the sibling file it wrote ('' for none).
 
-    `page_dir`: where the page goes, relative to `storage` (None: elsewhere, so the link is absolute)."""
+    One pass over the failures: batches are kept while the CSV is small; once it outgrows an inline link they
+    go to the sibling file, and the rest streams after them. `page_dir`: where the page goes, relative to
+    `storage` (None: elsewhere, so the link is absolute)."""
     reader = arrow_batches(con.sql(CSV_QUERY), 100_000)
     buf = io.BytesIO()
     writer: pacsv.CSVWriter | None = None
-    big = False
-    for batch in reader:
-        writer = writer or pacsv.CSVWriter(buf, batch.schema)
-        writer.write_batch(batch)
-        if buf.tell() > INLINE_MAX_BYTES:
-            big = True
-            break
-    reader.close()  # a result left open (the early break) blocks the connection's next query
-    if writer is None:
-        return ""
-    writer.close()
-    if not big:
-        return "data:text/csv;base64," + base64.b64encode(buf.getvalue()).decode()
-    rel = f"{LAYOUT.report_dir()}/failures_{image_set}.csv"
-    reader = arrow_batches(con.sql(CSV_QUERY), 100_000)
-    with storage.open_atomic(rel) as fh, pacsv.CSVWriter(fh, reader.schema) as w:
+    held = []
+    try:
         for batch in reader:
-            w.write_batch(batch)
+            writer = writer or pacsv.CSVWriter(buf, batch.schema)
+            writer.write_batch(batch)
+            held.append(batch)
+            if buf.tell() > INLINE_MAX_BYTES:
+                break
+        else:
+            if writer is None:
+                return ""
+            writer.close()
+            return "data:text/csv;base64," + base64.b64encode(buf.getvalue()).decode()
+        rel = f"{LAYOUT.report_dir()}/failures_{image_set}.csv"
+        with storage.open_atomic(rel) as fh, pacsv.CSVWriter(fh, reader.schema) as w:
+            for batch in held:
+                w.write_batch(batch)
+            for batch in reader:
+                w.write_batch(batch)
+    finally:
+        reader.close()  # a result left open blocks the connection's next query
     return f"failures_{image_set}.csv" if page_dir == LAYOUT.report_dir() else storage.path(rel)
