@@ -43,7 +43,7 @@ from oiv4.contracts.schema import LEDGER_SCHEMA, MANIFEST_SCHEMA
 SETS = {"targets": 1_743_042, "validation": 41_620, "train": 1_200_000, "extended_targets": 6_068_177}
 SHARD_ROWS = 10_000
 VERSION = 4  # bump when the generated data changes (4: shard files written as compaction writes them)
-PARTS_VERSION = 3  # bump when the parts variant changes (2: parts carry their footer summary, as real parts do; 3: summary v2)
+PARTS_VERSION = 4  # bump when the parts variant changes (2: parts carry their footer summary, as real parts do; 3: summary v2; 4: absolute links)
 #: Pooled mix: failure outcomes of URL sets with their share of rows and a reason (the rest, ~90.6%, are ok).
 FAILURES = {
     "http_404": (0.030, "HTTP 404 Not Found from farm{farm}.staticflickr.com"),
@@ -443,6 +443,7 @@ def main() -> None:
     )
     ap.add_argument("--mix", action="append", choices=("real", "pooled"), help="only these builds (default: both)")
     args = ap.parse_args()
+    args.cache = args.cache.resolve()  # the parts variant links to the compacted root's files
     src = Path(__file__).resolve().parent.parent / "src"
     print(f"builds in {args.cache} (generated once, reused); load {os.getloadavg()[0]:.1f}")
     mixes = args.mix or ["real", "pooled"]

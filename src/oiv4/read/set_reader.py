@@ -231,15 +231,20 @@ class SetReader:
         return self._read_pos(self._position(image_id))
 
     def _read_pos(self, pos: int) -> bytes:
-        loc = parse_location(self._location_at(pos))
+        ok = self._load()
+        return self.read_stored(ok["image_id"][pos].as_py(), self._location_at(pos), ok["shard"][pos].as_py())
+
+    def read_stored(self, image_id: str, location: str | None, shard: int) -> bytes:
+        """The bytes of an ok ledger row given its `location` and `shard` (e.g. from a query over the ledger),
+        without loading the set; raises CorruptImageError or BadArchiveError."""
+        loc = parse_location(location or LAYOUT.image(self.image_set, image_id))
         try:
             return self.blobs.read(loc)
         except (CorruptImageError, BadArchiveError):
             if loc.container is None:
                 raise
             # A shard that has not finished yet keeps its images staged beside the archive it will pack.
-            ok = self._load()
-            staged = staged_path(self.image_set, ok["shard"][pos].as_py(), ok["image_id"][pos].as_py())
+            staged = staged_path(self.image_set, shard, image_id)
             if staged is None or not self.storage.exists(staged):
                 raise
             return self.storage.read_bytes(staged)
