@@ -53,15 +53,15 @@ def _to_table(rows: list[Mapping[str, Any]]) -> pa.Table:
 
 
 def _table_bytes(table: pa.Table, *, part: bool = False) -> bytes:
-    """Parquet bytes with every row's reason kind stored, and a summary in the footer (`oiv4.io.ledger_summary`):
-    status counts a part or a compacted shard file from it without reading a row, and a compacted file also
-    lists its failed ImageIDs there, so a failed-ID lookup finds its shard without loading the set."""
-    table = with_reason_kind(table)
-    # A table read from a ledger file carries that file's summary: never copy it into another file.
-    kept = {k: v for k, v in (table.schema.metadata or {}).items() if not k.startswith(b"oiv4.")}
-    table = table.replace_schema_metadata({**kept, **summary_metadata(table, failed_ids=not part)})
+    """Parquet bytes with every row's reason kind stored and a summary (`oiv4.io.ledger_summary`) in the footer's
+    key-values (not also in the serialized Arrow schema, which every reader parses): status counts a file from it,
+    and a compacted file's list of failed ImageIDs lets a lookup find its shard without loading the set."""
+    table = with_reason_kind(table)  # a table read from a ledger file carries its summary: never copied
+    table = table.replace_schema_metadata({k: v for k, v in (table.schema.metadata or {}).items() if b"oiv4." not in k})
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
+    with pq.ParquetWriter(sink, table.schema, compression="zstd") as writer:
+        writer.write_table(table)
+        writer.add_key_value_metadata(summary_metadata(table, failed_ids=not part))
     return sink.getvalue().to_pybytes()
 
 
@@ -355,7 +355,7 @@ def read_ledger(
     return table.select(cols)
 
 
-def read_failed_rows(storage: Storage, image_set: ImageSet | str, shard: int, columns: Sequence[str]) -> pa.Table | None:
+def read_failed_rows(storage: Storage, image_set: ImageSet, shard: int, columns: Sequence[str]) -> pa.Table | None:
     """`columns` of the not-ok rows of one shard's compacted file (None: no file). Callers check it has no parts."""
     cols = list(columns)
     try:

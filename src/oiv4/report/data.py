@@ -264,12 +264,12 @@ def _ledger_layout_and_picks(con: Any, positions: list[int]) -> tuple[str, list[
     layout = "+".join(k for k, on in (("folder", folder), ("zip", zip_), ("tar", tar)) if on) or "empty"
     if not positions:
         return layout, []
+    ok_rows = np.sort(con.sql("""SELECT "row" FROM ok_locations WHERE outcome = 'ok'""").fetchnumpy()["row"])
+    wanted = [int(r) for r in ok_rows[positions]]  # the rows at those positions in plan order
     picked = con.sql(
-        """SELECT image_id, shard, location FROM (
-               SELECT image_id, shard, location, row_number() OVER (ORDER BY "row") - 1 AS pos
-               FROM ok_locations WHERE outcome = 'ok')
-           WHERE pos IN (SELECT unnest($p)) ORDER BY pos""",
-        params={"p": positions},
+        """SELECT image_id, shard, location FROM ok_locations
+           WHERE outcome = 'ok' AND "row" IN (SELECT unnest($r)) ORDER BY "row" """,
+        params={"r": wanted},
     ).fetchall()
     return layout, [(i, int(sh), loc) for i, sh, loc in picked]
 
