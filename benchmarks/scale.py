@@ -1,20 +1,31 @@
 """The read side at the real scale: status, verify, report, a lazy manifest and a failed-ID lookup on a
-full-size synthetic build (the 9,178,275-row metadata as four set plans, 744 ledger shards, no images except one real shard).
+full-size synthetic build (the 9,178,275-row metadata as four set plans, 744 ledger shards, no images except one
+real shard), in two failure mixes side by side in one run.
 
-    PYTHONPATH=src python benchmarks/scale.py [--cache /tmp/oiv4-scale] [--baseline /tmp/oiv4-base/src]
+    PYTHONPATH=src python benchmarks/scale.py [--cache bench-data/scale] [--baseline /tmp/oiv4-base/src]
 
-The build is generated once (vectorised, ~1-2 min) into `--cache` and reused. A second root beside it
-holds the same build with 100 extended_targets shards still as 200 parts each (not yet compacted). Each
-operation runs in its own subprocess under /usr/bin/time, which gives wall time and peak RSS. With
-`--baseline` (a `src` folder of the pre-restructure code, e.g. `git worktree add /tmp/oiv4-base a163b05`)
-status, verify and report also run there, side by side, and the ratio is printed.
+- `pooled`: ~9.4% failures of URL sets over ten outcomes, each outcome's reason one string from a small pool,
+  ok rows without a reason (the build the first scale targets were met on).
+- `real`: ~25% failures of URL sets over thirteen outcomes (placeholder cards, 404/410/403/5xx, MD5 and size
+  mismatches, timeouts, truncated bodies, ...), with reasons formatted as `oiv4.stages.fetch` writes them:
+  they name MD5 digests, byte counts, image sizes and redirect targets, so nearly every one is unique, and
+  ok rows carry fetch's "size and MD5 verified; JPEG RGB WxH -> wxh" (or the thumbnail fallback's) reason.
+
+Each build is generated once (vectorised ledgers, reasons in Python; a few minutes) into `--cache` and reused;
+ledger shard files are written the way compaction writes them (`oiv4.io.ledger._table_bytes`: stored reason
+kinds, footer summary, failed IDs). A second root beside each holds the same build with 100 extended_targets
+shards still as 200 parts each (not yet compacted). Each operation runs in its own subprocess under
+/usr/bin/time, which gives wall time, CPU time and peak RSS, on both builds back to back, and the ratio
+real/pooled is printed. With `--baseline` (a `src` folder of other code) the real build also runs there.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -31,11 +42,9 @@ from oiv4.contracts.schema import LEDGER_SCHEMA, MANIFEST_SCHEMA
 
 SETS = {"targets": 1_743_042, "validation": 41_620, "train": 1_200_000, "extended_targets": 6_068_177}
 SHARD_ROWS = 10_000
-VERSION = 3  # bump when the generated data changes
-PARTS_VERSION = (
-    3  # bump when the parts variant changes (2: parts carry their footer summary, as real parts do; 3: summary v2)
-)
-#: Failure outcomes of URL sets with their share of rows and a reason (the rest, ~90.6%, are ok).
+VERSION = 4  # bump when the generated data changes (4: shard files written as compaction writes them)
+PARTS_VERSION = 4  # bump when the parts variant changes (2: parts carry their footer summary, as real parts do; 3: summary v2; 4: absolute links)
+#: Pooled mix: failure outcomes of URL sets with their share of rows and a reason (the rest, ~90.6%, are ok).
 FAILURES = {
     "http_404": (0.030, "HTTP 404 Not Found from farm{farm}.staticflickr.com"),
     "http_410": (0.020, "HTTP 410 Gone: the photo was deleted by its owner"),
@@ -48,6 +57,25 @@ FAILURES = {
     "decode_error": (0.002, "not a decodable image: cannot identify image file"),
     "too_large": (0.001, "image larger than 89,478,485 pixels"),
 }
+#: Real mix: failure outcomes of URL sets with their share of rows (the rest, 75%, are ok; 5% of those via the
+#: thumbnail fallback). Reasons: `real_reason`, in the shapes of oiv4.stages.fetch (http.py, rows.py, transform.py).
+REAL_FAILURES = {
+    "placeholder": 0.080,
+    "http_404": 0.060,
+    "http_410": 0.030,
+    "md5_mismatch": 0.020,
+    "timeout": 0.015,
+    "http_403": 0.010,
+    "http_5xx": 0.010,
+    "connection_error": 0.010,
+    "truncated": 0.005,
+    "size_mismatch": 0.005,
+    "decode_error": 0.003,
+    "too_large": 0.001,
+    "corrupt_jpeg": 0.001,
+}
+PLACEHOLDER = "https://s.yimg.com/pw/images/en-us/photo_unavailable{}.png"
+HTTP_TEXT = {"http_404": "HTTP 404 Not Found", "http_410": "HTTP 410 Gone", "http_403": "HTTP 403 Forbidden"}
 HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 B64 = np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", dtype=np.uint8)
 
@@ -89,6 +117,73 @@ def _pick(choices: list[str], idx: np.ndarray) -> pa.Array:
     return pa.array(choices, pa.string()).take(pa.array(idx))
 
 
+def real_reason(outcome: str, r: random.Random, md5: str, size: int, host: str) -> str | None:
+    """One row's reason, formatted as fetch writes it for `outcome` (size: the row's OriginalSize)."""
+    w, h = r.randrange(300, 6000), r.randrange(300, 6000)
+    sw, sh = (1024, max(1, h * 1024 // w)) if w >= h else (max(1, w * 1024 // h), 1024)
+    fallback_failed = "; thumbnail fallback failed too ({}: {})"
+    if outcome == "ok":
+        if r.random() < 0.05:
+            gone = HTTP_TEXT["http_404"] if r.random() < 0.5 else PLACEHOLDER.format("")
+            tw, th = (640, h * 640 // w) if w >= h else (w * 640 // h, 640)
+            return (
+                f"original gone (http_404: {gone}); stored the unverified thumbnail (Thumbnail300KURL has no "
+                f"checksum); JPEG RGB {tw}x{th} -> {tw}x{th}"
+            )
+        return f"size and MD5 verified; JPEG RGB {w}x{h} -> {sw}x{sh}"
+    if outcome == "placeholder":
+        card = f"HTTP 302 redirect to {PLACEHOLDER.format('')}: Flickr's 'photo unavailable' card"
+        thumb = f"HTTP 302 redirect to {PLACEHOLDER.format('_z')}: Flickr's 'photo unavailable' card"
+        return card + fallback_failed.format("placeholder", thumb)
+    if outcome in HTTP_TEXT:
+        return HTTP_TEXT[outcome] + fallback_failed.format(outcome, HTTP_TEXT[outcome])
+    if outcome == "md5_mismatch":
+        got = base64.b64encode(r.randbytes(16)).decode()
+        return f"MD5 {got} differs from OriginalMD5 {md5} ({size:,} bytes)"
+    if outcome == "size_mismatch":
+        return f"Content-Length {r.randrange(1000, size):,} differs from OriginalSize {size:,}; not downloaded"
+    if outcome == "timeout":
+        got = r.randrange(1, size)
+        return f"no data for 30s ({got:,} bytes received), after {30 + r.random():.1f}s (after 3 attempts)"
+    if outcome == "truncated":
+        return (
+            f"body cut short after {r.randrange(1, size):,} of {size:,} bytes: Response payload is not "
+            "completed: <ContentLengthError: 400, message='Not enough data to satisfy content length header.'>"
+            " (after 3 attempts)"
+        )
+    if outcome == "http_5xx":
+        return "HTTP 503 Service Unavailable (after 4 attempts)"
+    if outcome == "connection_error":
+        return (
+            f"ClientConnectorError: Cannot connect to host {host}:443 ssl:default [Connection reset by peer] "
+            "(after 3 attempts)"
+        )
+    if outcome == "decode_error":
+        return f"cannot decode JPEG {w}x{h}: OSError: broken data stream when reading image file"
+    if outcome == "corrupt_jpeg":
+        return f"stored file does not decode: Corrupt JPEG data: {r.randrange(1, 999)} extraneous bytes before marker 0xd9"
+    if outcome == "too_large":
+        return f"Content-Length {r.randrange(104_857_601, 400_000_000):,} exceeds the 104,857,600-byte cap; not downloaded"
+    raise ValueError(outcome)
+
+
+#: Outcomes of the real mix that downloaded a body.
+REAL_BODY = ("ok", "md5_mismatch", "timeout", "truncated", "decode_error", "corrupt_jpeg")
+
+
+def real_reasons(plan: pa.Table, outcomes: list[str]) -> pa.Array:
+    """Every row's reason in the real mix (a Python loop: ~1 µs per row; deterministic per set)."""
+    r = random.Random(len(outcomes))
+    md5 = plan["OriginalMD5"].to_pylist()
+    size = plan["OriginalSize"].to_pylist()
+    farms = pc.utf8_slice_codeunits(plan["OriginalURL"], 8, 14).to_pylist()  # "farm3." of https://farm3.static...
+    out = [
+        real_reason(o, r, m, sz, f"{fm.rstrip('.')}.staticflickr.com")
+        for o, m, sz, fm in zip(outcomes, md5, size, farms, strict=True)
+    ]
+    return pa.array(out, pa.string())
+
+
 def plan_chunk(rng: np.random.Generator, start: int, n: int, subset: str) -> pa.Table:
     ids = hex_ids(rng, n)
     farm, server = _s(rng.integers(1, 10, n)), _s(rng.integers(1000, 9999, n))
@@ -117,20 +212,24 @@ def plan_chunk(rng: np.random.Generator, start: int, n: int, subset: str) -> pa.
     return pa.table(cols).cast(MANIFEST_SCHEMA)
 
 
-def ledger_for(rng: np.random.Generator, name: str, plan: pa.Table, t0_ms: int) -> pa.Table:
-    """The whole set's ledger rows (one per plan row), sorted by row."""
+def ledger_for(rng: np.random.Generator, name: str, plan: pa.Table, t0_ms: int, mix: str = "pooled") -> pa.Table:
+    """The whole set's ledger rows (one per plan row), sorted by row, in failure mix `mix` ("pooled" or "real")."""
     n = plan.num_rows
     ids = plan["ImageID"].combine_chunks()
     rows = np.arange(n, dtype=np.int64)
     outcome_idx = np.zeros(n, dtype=np.int64)  # 0 = ok
-    names = ["ok", *FAILURES]
-    reasons = [None, *(r.format(farm=3) for _, r in FAILURES.values())]
+    shares = {k: v[0] for k, v in FAILURES.items()} if mix == "pooled" else REAL_FAILURES
+    names = ["ok", *shares]
+    reasons = [None, *(FAILURES[k][1].format(farm=3) if k in FAILURES else None for k in shares)]
+    reason_col: pa.Array | None = None
     if name in ("train", "extended_targets"):
         u, edge = rng.random(n), 0.0
-        for k, (share, _r) in enumerate(FAILURES.values(), 1):
+        for k, share in enumerate(shares.values(), 1):
             outcome_idx[(u >= edge) & (u < edge + share)] = k
             edge += share
         shard = (rows // SHARD_ROWS).astype(np.int32)
+        if mix == "real":
+            reason_col = real_reasons(plan, [names[i] for i in outcome_idx])
     else:
         names.append("missing_from_archive")
         reasons.append("listed in the boxable CSV but not in the archive")
@@ -148,7 +247,11 @@ def ledger_for(rng: np.random.Generator, name: str, plan: pa.Table, t0_ms: int) 
     if name in ("train", "extended_targets"):
         location = _join(name, "/images/", pc.utf8_slice_codeunits(ids, 0, 2), "/", ids, ".jpg")
         url, source = plan["OriginalURL"].combine_chunks(), "original"
-        downloaded = pa.array(stored * 3, mask=outcome_idx > 2)
+        if mix == "real":
+            with_bytes = np.isin(outcome_idx, [names.index(o) for o in names if o in REAL_BODY])
+            downloaded = pa.array(stored * 3, mask=~with_bytes)
+        else:
+            downloaded = pa.array(stored * 3, mask=outcome_idx > 2)
     else:
         x = pc.utf8_slice_codeunits(ids, 0, 1)
         stem = _join("train_", x) if name == "targets" else pa.array(["validation"] * n)
@@ -163,7 +266,7 @@ def ledger_for(rng: np.random.Generator, name: str, plan: pa.Table, t0_ms: int) 
             "shard": pa.array(shard),
             "row": pa.array(rows),
             "outcome": _pick(names, outcome_idx),
-            "reason": pa.array(reasons, pa.string()).take(pa.array(outcome_idx)),
+            "reason": reason_col if reason_col is not None else pa.array(reasons, pa.string()).take(pa.array(outcome_idx)),
             "attempts": pa.array(np.ones(n, dtype=np.int16)),
             "source": _pick([source], np.zeros(n, dtype=np.int64)),
             "url": url,
@@ -178,7 +281,7 @@ def ledger_for(rng: np.random.Generator, name: str, plan: pa.Table, t0_ms: int) 
             "elapsed_s": pa.array(rng.random(n) * 2),
         }
     )
-    return table.cast(LEDGER_SCHEMA)
+    return table.cast(pa.schema([LEDGER_SCHEMA.field(c) for c in table.column_names]))  # checksum, phash: none
 
 
 def _write(path: Path, table: pa.Table, **kw: object) -> None:
@@ -213,8 +316,11 @@ def real_images(root: Path, ledger: pa.Table) -> pa.Table:
     return ledger.set_column(ledger.schema.get_field_index("stored_bytes"), "stored_bytes", stored)
 
 
-def generate(cache: Path) -> tuple[Path, Path]:
-    """(compacted root, root with 100 uncompacted shards); generated once per VERSION."""
+def generate(cache: Path, mix: str = "pooled") -> tuple[Path, Path]:
+    """(compacted root, root with 100 uncompacted shards) of failure mix `mix`; generated once per VERSION."""
+    from oiv4.io.ledger import _table_bytes
+
+    cache = cache / mix
     root, parts_root = cache / "root", cache / "root-parts"
     marker = cache / "generated.json"
     if marker.exists() and json.loads(marker.read_text()).get("version") == VERSION:
@@ -227,21 +333,23 @@ def generate(cache: Path) -> tuple[Path, Path]:
     rng = np.random.default_rng(2018)
     t0_ms = 1_700_000_000_000
     for name, n in SETS.items():
-        print(f"  generating {name}: {n:,} rows", flush=True)
+        print(f"  generating {mix} {name}: {n:,} rows", flush=True)
         chunks = [
             plan_chunk(rng, s, min(1_000_000, n - s), "validation" if name == "validation" else "train")
             for s in range(0, n, 1_000_000)
         ]
         plan = pa.concat_tables(chunks)
         _write(root / "plan" / f"{name}.parquet", plan, row_group_size=1_000_000)
-        ledger = ledger_for(rng, name, plan, t0_ms)
+        ledger = ledger_for(rng, name, plan, t0_ms, mix)
         del plan, chunks
         if name == "train":
             ledger = real_images(root, ledger)
         shard = ledger["shard"].to_numpy()
         for s in np.unique(shard):
             idx = np.flatnonzero(shard == s)
-            _write(root / "ledger" / name / f"shard-{s:05d}.parquet", ledger.take(pa.array(idx)))
+            path = root / "ledger" / name / f"shard-{s:05d}.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(_table_bytes(ledger.take(pa.array(idx))))  # as `ShardLedger.close` compacts
     summary = {"counts": SETS, "train_size": SETS["train"], "shard_rows": SHARD_ROWS, "inputs": {}}
     (root / "plan" / "summary.json").write_text(json.dumps(summary))
     generate_parts(root, parts_root)
@@ -329,45 +437,63 @@ print(f"first {t_first:.3f} s, then {t_next * 1000:.3f} ms per lookup; e.g. {fir
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "oiv4-scale")
-    ap.add_argument("--baseline", type=Path, help="src folder of the pre-restructure code (git worktree of a163b05)")
+    ap.add_argument("--baseline", type=Path, help="src folder of other code, run on the real-mix build too")
     ap.add_argument(
         "--only", action="append", help="run only these operations (status, status-parts, verify, report, lazy, lookup)"
     )
+    ap.add_argument("--mix", action="append", choices=("real", "pooled"), help="only these builds (default: both)")
     args = ap.parse_args()
+    args.cache = args.cache.resolve()  # the parts variant links to the compacted root's files
     src = Path(__file__).resolve().parent.parent / "src"
-    print(f"build in {args.cache} (generated once, reused)")
-    root, parts_root = generate(args.cache)
-    report_out = str(args.cache / "report.html")
-    ops = [
-        ("status", [*CLI, "status", "--root", str(root)], 5, 1, True),
-        ("status-parts", [*CLI, "status", "--root", str(parts_root)], 5, 1, True),
-        ("verify", [*CLI, "verify", "--root", str(root)], 60, 2, True),
-        ("report", [*CLI, "report", "--root", str(root), "--out", report_out], 30, 2, True),
-        ("lazy", [sys.executable, "-c", LAZY, str(root)], 1, 1, False),
-        ("lookup", [sys.executable, "-c", LOOKUP, str(root)], None, None, False),
-    ]
-    rows = []
-    for name, argv, t_target, gib_target, with_base in ops:
+    print(f"builds in {args.cache} (generated once, reused); load {os.getloadavg()[0]:.1f}")
+    mixes = args.mix or ["real", "pooled"]
+    roots = {mix: generate(args.cache, mix) for mix in mixes}
+
+    def ops(mix: str) -> list[tuple[str, list[str], float | None, float | None]]:
+        root, parts_root = roots[mix]
+        report_out = str(args.cache / mix / "report.html")
+        return [
+            ("status", [*CLI, "status", "--root", str(root)], 2, 1),
+            ("status-parts", [*CLI, "status", "--root", str(parts_root)], 5, 1),
+            ("verify", [*CLI, "verify", "--root", str(root)], 60, 2),
+            ("report", [*CLI, "report", "--root", str(root), "--out", report_out], 20, 2),
+            ("lazy", [sys.executable, "-c", LAZY, str(root)], 1, 1),
+            ("lookup", [sys.executable, "-c", LOOKUP, str(root)], None, None),
+        ]
+
+    names = [op[0] for op in ops(mixes[0])]
+    for name in names:
         if args.only and name not in args.only:
             continue
-        wall, gib, out = measure(argv, src, name)
-        line = f"{name:13s} {wall:7.2f} s {gib:6.2f} GiB ({out.splitlines()[-1]})"
-        out = "\n".join(out.splitlines()[:-1])
-        if name == "lazy":  # judged on the in-process open (interpreter start and imports are not the manifest's cost)
-            opened = float(re.search(r"opened in ([\d.]+) s", out).group(1))
-            line += f"   target < 1 s, < 1 GiB: {'met' if opened < 1 and gib < 1 else 'MISSED'}"
-        elif t_target is not None:
-            line += f"   target < {t_target} s, < {gib_target} GiB: {'met' if wall < t_target and gib < gib_target else 'MISSED'}"
-        if args.baseline and with_base:
-            bwall, bgib, bout = measure(argv, args.baseline, f"{name} baseline")
-            line += (
-                f"   baseline {bwall:7.2f} s {bgib:6.2f} GiB ({bout.splitlines()[-1]})"
-                f"  ratio {bwall / wall:5.1f}x time, {bgib / gib:5.1f}x memory"
-            )
-        if name in ("lazy", "lookup"):
-            line += f"   [{out.strip().splitlines()[-1] if out.strip() else ''}]"
-        print(line, flush=True)
-        rows.append(line)
+        walls = {}
+        for mix in mixes:
+            _, argv, t_target, gib_target = next(op for op in ops(mix) if op[0] == name)
+            wall, gib, out = measure(argv, src, f"{name} {mix}")
+            walls[mix] = wall
+            line = f"{name:13s} {mix:6s} {wall:7.2f} s {gib:6.2f} GiB ({out.splitlines()[-1]})"
+            out = "\n".join(out.splitlines()[:-1])
+            if name == "lazy":  # judged on the in-process open (interpreter start and imports are not the manifest's cost)
+                opened = float(re.search(r"opened in ([\d.]+) s", out).group(1))
+                line += f"   target < 1 s, < 1 GiB: {'met' if opened < 1 and gib < 1 else 'MISSED'}"
+            elif name == "lookup":  # first lookup <= 2 s and <= 1 GiB, later ones < 1 ms
+                first, later = (float(x) for x in re.search(r"first ([\d.]+) s, then ([\d.]+) ms", out).groups())
+                met = first <= 2 and gib <= 1 and later < 1
+                line += f"   target first <= 2 s, <= 1 GiB, later < 1 ms: {'met' if met else 'MISSED'}"
+            elif t_target is not None:
+                met = wall <= t_target and gib <= gib_target
+                line += f"   target <= {t_target} s, <= {gib_target} GiB: {'met' if met else 'MISSED'}"
+            if name in ("lazy", "lookup"):
+                line += f"   [{out.strip().splitlines()[-1] if out.strip() else ''}]"
+            print(line, flush=True)
+            if args.baseline and mix == "real" and name not in ("lazy", "lookup"):
+                bwall, bgib, bout = measure(argv, args.baseline, f"{name} baseline")
+                print(
+                    f"{name:13s} {'base':6s} {bwall:7.2f} s {bgib:6.2f} GiB ({bout.splitlines()[-1]})"
+                    f"  ratio baseline/ours {bwall / wall:5.1f}x time",
+                    flush=True,
+                )
+        if len(walls) == 2:
+            print(f"{name:13s} ratio real/pooled {walls['real'] / walls['pooled']:5.2f}x wall", flush=True)
 
 
 if __name__ == "__main__":

@@ -123,6 +123,9 @@ LEDGER_SCHEMA = pa.schema(
         # the fetch recorded the hashes itself, and in ledgers written before these columns (readers fill nulls).
         pa.field("hashed_at", pa.timestamp("ms", tz="UTC")),
         pa.field("hash_s", pa.float64()),
+        # The reason with its URLs and numbers taken out (io.reason_kind), computed once when the row is written;
+        # null in ledgers written before it, until their next compaction stores it:
+        pa.field("reason_kind", pa.string()),
     ]
 )
 

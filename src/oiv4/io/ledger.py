@@ -31,6 +31,7 @@ from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import LEDGER_SCHEMA, ImageSet
 from oiv4.io.damage import damaged_among, reading
 from oiv4.io.ledger_summary import summary_metadata
+from oiv4.io.reason_kind import with_reason_kind
 from oiv4.io.storage import Storage
 
 #: Threads reading ledger files: Parquet decoding and object-store round trips release the GIL.
@@ -53,11 +54,15 @@ def _to_table(rows: list[Mapping[str, Any]]) -> pa.Table:
 
 
 def _table_bytes(table: pa.Table, *, part: bool = False) -> bytes:
-    """Parquet bytes; a part also carries its summary in the footer (`oiv4.io.ledger_summary`), for status."""
-    if part:
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **summary_metadata(table)})
+    """Parquet bytes with every row's reason kind stored and a summary (`oiv4.io.ledger_summary`) in the footer's
+    key-values (not also in the serialized Arrow schema, which every reader parses): status counts a file from it,
+    and a compacted file's list of failed ImageIDs lets a lookup find its shard without loading the set."""
+    table = with_reason_kind(table)  # a table read from a ledger file carries its summary: never copied
+    table = table.replace_schema_metadata({k: v for k, v in (table.schema.metadata or {}).items() if b"oiv4." not in k})
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
+    with pq.ParquetWriter(sink, table.schema, compression="zstd") as writer:
+        writer.write_table(table)
+        writer.add_key_value_metadata(summary_metadata(table, failed_ids=not part))
     return sink.getvalue().to_pybytes()
 
 
@@ -116,6 +121,7 @@ def append_table(storage: Storage, image_set: ImageSet, shard: int, table: pa.Ta
         return
     storage.sync()
     rel = f"{LAYOUT.ledger_parts_dir(image_set, shard)}/part-{now_utc():%Y%m%dT%H%M%S%f}-{secrets.token_hex(3)}.parquet"
+    table = _conform(table, LEDGER_SCHEMA.names)  # a caller's table may predate a column (reason_kind)
     storage.write_bytes(rel, _table_bytes(table.cast(LEDGER_SCHEMA), part=True), fsync=True)
 
 
@@ -359,6 +365,17 @@ def read_ledger(
     if not _strictly_increasing(rows):  # archive sets: negative rows of refused members, shards out of order
         table = table.take(pa.array(np.argsort(rows, kind="stable")))
     return table.select(cols)
+
+
+def read_failed_rows(storage: Storage, image_set: ImageSet, shard: int, columns: Sequence[str]) -> pa.Table | None:
+    """`columns` of the not-ok rows of one shard's compacted file (None: no file). Callers check it has no parts."""
+    cols = list(columns)
+    try:
+        with storage.open(LAYOUT.ledger_shard(ImageSet(image_set), shard)) as fh:
+            table = pq.read_table(fh, columns=cols, filters=pc.field("outcome") != "ok")
+    except FileNotFoundError:
+        return None
+    return _conform(table, cols).cast(pa.schema([LEDGER_SCHEMA.field(c) for c in cols]))
 
 
 def read_shard(storage: Storage, image_set: ImageSet | str, shard: int) -> pa.Table:

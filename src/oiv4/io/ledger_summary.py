@@ -1,12 +1,18 @@
-"""Per-part ledger summaries in the Parquet footer, so `oiv4 status` can count a running shard without its rows.
+"""Ledger summaries in the Parquet footer, so `oiv4 status` can count a shard without reading its rows.
 
-Every part file carries, under the footer key `oiv4.part_summary`, a JSON summary of its rows: per outcome
+Every part file and every compacted shard file carries, under the footer key `oiv4.part_summary`, a JSON summary of its rows: per outcome
 and reason kind (`oiv4.io.reason_kind`) (count, sum `bytes_downloaded`, sum `stored_bytes`, rows with `row >= 0`, smallest `row`, its reason) and
 the exact set of `row`s it holds (a bitmap over [min, max]). The de-dup rule only matters when a row is in
 two files, so a shard with no compacted file whose parts' bitmaps are pairwise disjoint resolves to the
 plain union of its parts: its status is the sum of their summaries, exactly. Any doubt (a compacted file, an
 overlap such as a retried failure or a requeue, a part without a summary, a row in a part twice) sends the
 shard to the row-level reader instead. The writer needs no hint from its caller: the bitmaps prove it.
+A compacted shard file holds one row per (set, row) by construction, so a shard that is only its compacted
+file is counted from that file's summary: a finished build is counted from footers alone.
+
+A compacted file also lists its failed ImageIDs (key `oiv4.failed_ids`: their 16-hex IDs as sorted uint64,
+base64), so a lookup that has to explain a failure finds its shard from the footers and reads only that
+shard's failed rows, never the set's millions of ok rows.
 
 Reading a summary costs one small read at the end of the file and a string search (~0.01 ms of CPU),
 ~7x less than `pyarrow.parquet.read_metadata` (~0.07 ms, it decodes the whole Thrift footer) and ~40x less
@@ -27,11 +33,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from oiv4.io.reason_kind import reason_kind
+from oiv4.io.reason_kind import reason_kinds
 from oiv4.io.storage import Storage
 
 KEY = b"oiv4.part_summary"
-VERSION = 2  # 2: reason kinds also fold MD5 digests and image sizes (io.reason_kind)
+FAILED_KEY = b"oiv4.failed_ids"
+VERSION = 3  # 2: reason kinds also fold MD5 digests and image sizes; 3: host:port and durations (io.reason_kind)
 #: Widest [min, max] row span a part's bitmap covers (128 KiB); wider parts get no bitmap (row-level path).
 MAX_SPAN = 1 << 20
 #: Largest footer read for a summary; bigger footers are not parts this module wrote.
@@ -71,8 +78,9 @@ class PartSummary:
     groups: dict[tuple[str, str], OutcomeTotals]
 
 
-def summary_metadata(table: pa.Table) -> dict[bytes, bytes]:
-    """The footer key-value metadata for a part holding `table` (ledger columns)."""
+def summary_metadata(table: pa.Table, *, failed_ids: bool = False) -> dict[bytes, bytes]:
+    """The footer key-value metadata for a ledger file holding `table` (ledger columns; the stored
+    `reason_kind` when present, else the rule applied here). `failed_ids`: also list the failed rows' ImageIDs."""
     rows = np.asarray(table["row"].to_numpy(zero_copy_only=False), dtype=np.int64)
     bits: str | None = None
     lo = int(rows.min()) if len(rows) else 0
@@ -83,30 +91,51 @@ def summary_metadata(table: pa.Table) -> dict[bytes, bytes]:
             bits = base64.b64encode(np.packbits(mask).tobytes()).decode()
     groups: list[list[Any]] = []
     if len(rows):
-        reasons = table["reason"].to_pylist() if "reason" in table.column_names else [None] * len(rows)
-        keys = [(o, reason_kind(r)) for o, r in zip(table["outcome"].to_pylist(), reasons, strict=True)]
-        dl = _ints(table, "bytes_downloaded")
-        st = _ints(table, "stored_bytes")
-        by_key: dict[tuple[str, str], list[int]] = {}
-        for i, k in enumerate(keys):
-            by_key.setdefault(k, []).append(i)
-        for (o, kind), members in sorted(by_key.items()):
-            idx = np.asarray(members)
-            first = int(idx[np.argmin(rows[idx])])
-            groups.append(
-                [
-                    o,
-                    kind,
-                    len(idx),
-                    int(dl[idx].sum()),
-                    int(st[idx].sum()),
-                    int((rows[idx] >= 0).sum()),
-                    int(rows[first]),
-                    reasons[first] or "",
-                ]
-            )
+        n = len(rows)
+        reasons = table["reason"] if "reason" in table.column_names else pa.nulls(n, pa.string())
+        kinds = table["reason_kind"] if "reason_kind" in table.column_names else None
+        if kinds is None or kinds.null_count:
+            kinds = reason_kinds(reasons)
+        # Grouped in Arrow, in row order, so that "first" is the reason at the smallest row of each group.
+        order = np.argsort(rows, kind="stable")
+        t = pa.table(
+            {
+                "o": table["outcome"],
+                "k": kinds,
+                "dl": _ints(table, "bytes_downloaded"),
+                "st": _ints(table, "stored_bytes"),
+                "p": (rows >= 0).astype(np.int64),
+                "r": rows,
+                "i": np.arange(n, dtype=np.int64),
+            }
+        ).take(pa.array(order))
+        agg = t.group_by(["o", "k"], use_threads=False).aggregate(
+            [("i", "count"), ("dl", "sum"), ("st", "sum"), ("p", "sum"), ("r", "first"), ("i", "first")]
+        )
+        examples = reasons.take(agg["i_first"]).to_pylist()
+        cols = [agg[c].to_pylist() for c in ("o", "k", "i_count", "dl_sum", "st_sum", "p_sum", "r_first")]
+        for *g, ex in sorted(zip(*cols, examples, strict=True), key=lambda g: (g[0], g[1])):
+            groups.append([*g, ex or ""])
     doc = {"v": VERSION, "n": len(rows), "lo": lo, "bits": bits, "groups": groups}
-    return {KEY: json.dumps(doc, separators=(",", ":")).encode()}
+    meta = {KEY: json.dumps(doc, separators=(",", ":")).encode()}
+    if failed_ids:
+        keys = _failed_keys(table)
+        if keys is not None:
+            meta[FAILED_KEY] = base64.b64encode(np.sort(keys).astype("<u8").tobytes())
+    return meta
+
+
+def _failed_keys(table: pa.Table) -> np.ndarray | None:
+    """uint64 keys of the failed rows' ImageIDs (None when one is not 16 lowercase hex)."""
+    failed = table.filter(pc.not_equal(table["outcome"], "ok"))["image_id"].combine_chunks()
+    if len(failed) == 0:
+        return np.zeros(0, dtype=np.uint64)
+    ok = pc.all(pc.match_substring_regex(failed, "^[0-9a-f]{16}$")).as_py()
+    if not ok:
+        return None
+    offsets = np.frombuffer(failed.buffers()[1], dtype=np.int32)[failed.offset : failed.offset + len(failed) + 1]
+    data = np.frombuffer(failed.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+    return np.frombuffer(bytes.fromhex(data.tobytes().decode()), dtype=">u8").astype(np.uint64)
 
 
 def _ints(table: pa.Table, name: str) -> np.ndarray:
@@ -115,13 +144,13 @@ def _ints(table: pa.Table, name: str) -> np.ndarray:
     return np.asarray(pc.fill_null(table[name], 0).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
-def _value_in_footer(footer: bytes) -> bytes | None:
-    """The summary's JSON from raw Thrift-compact footer bytes: KeyValue{1: key, 2: value}; the key is
-    followed by the value's field header (0x18: field 2, binary) and a varint length."""
-    at = footer.rfind(KEY)
+def _value_in_footer(footer: bytes, key: bytes = KEY) -> bytes | None:
+    """The value under `key` (the summary's JSON) from raw Thrift-compact footer bytes: KeyValue{1: key, 2: value};
+    the key is followed by the value's field header (0x18: field 2, binary) and a varint length."""
+    at = footer.rfind(key)
     if at < 0:
         return None
-    i = at + len(KEY)
+    i = at + len(key)
     if i >= len(footer) or footer[i] != 0x18:
         return None
     i += 1
@@ -137,8 +166,8 @@ def _value_in_footer(footer: bytes) -> bytes | None:
     return value if len(value) == n else None
 
 
-def read_summary(storage: Storage, rel: str) -> PartSummary | None:
-    """The summary a part carries (None when it has none). Raises FileNotFoundError when the part vanished."""
+def _footer_value(storage: Storage, rel: str, key: bytes) -> bytes | None:
+    """The footer metadata value under `key` of a ledger file (None when it has none)."""
     with storage.open(rel) as fh:
         fh.seek(0, 2)
         size = fh.tell()
@@ -151,13 +180,19 @@ def read_summary(storage: Storage, rel: str) -> PartSummary | None:
             return None
         fh.seek(size - 8 - n)
         footer = fh.read(n)
-    raw = _value_in_footer(footer)
-    if raw is None:  # not the layout we expect: ask the Parquet reader (slower, same answer)
+    raw = _value_in_footer(footer, key)
+    if raw is None and key in footer:  # not the layout we expect: ask the Parquet reader (slower, same answer)
         with storage.open(rel) as fh:
-            meta = pq.read_metadata(fh).metadata or {}
-        raw = meta.get(KEY)
-        if raw is None:
-            return None
+            raw = (pq.read_metadata(fh).metadata or {}).get(key)
+    return raw
+
+
+def read_summary(storage: Storage, rel: str) -> PartSummary | None:
+    """The summary a part or a compacted shard file carries (None when it has none). Raises FileNotFoundError
+    when the file vanished."""
+    raw = _footer_value(storage, rel, KEY)
+    if raw is None:
+        return None
     doc = json.loads(raw)
     if doc.get("v") != VERSION:
         return None
@@ -195,3 +230,12 @@ def read_summaries(storage: Storage, rels: Sequence[str]) -> list[PartSummary | 
         return [read_summary(storage, r) for r in rels]
     with ThreadPoolExecutor(READ_THREADS) as pool:
         return list(pool.map(lambda r: read_summary(storage, r), rels))
+
+
+def read_failed_ids(storage: Storage, rel: str) -> np.ndarray | None:
+    """The sorted uint64 ImageID keys of a compacted shard file's failed rows (`oiv4.read.id_index.ids_to_keys`),
+    or None when its footer does not list them (a file written before they were listed, or a part)."""
+    raw = _footer_value(storage, rel, FAILED_KEY)
+    if raw is None:
+        return None
+    return np.frombuffer(base64.b64decode(raw), dtype="<u8").astype(np.uint64)

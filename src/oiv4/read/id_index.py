@@ -58,3 +58,25 @@ class IdIndex:
         if pos < len(self._keys) and self._keys[pos] == key:
             return int(self._order[pos])
         return None
+
+
+class ShardOfId:
+    """ImageID -> shard, over some shards' sorted uint64 ImageID keys (e.g. the failed IDs a compacted shard
+    file lists in its footer): one sorted array for all of them, 12 bytes per ID."""
+
+    def __init__(self, keys_by_shard: dict[int, np.ndarray]) -> None:
+        shards = [np.full(len(k), s, dtype=np.int32) for s, k in keys_by_shard.items()]
+        keys = np.concatenate(list(keys_by_shard.values())) if keys_by_shard else np.zeros(0, dtype=np.uint64)
+        order = np.argsort(keys, kind="stable")
+        self._keys = keys[order].astype(np.uint64)
+        self._shards = (np.concatenate(shards) if shards else np.zeros(0, dtype=np.int32))[order]
+
+    def find(self, image_id: str) -> int | None:
+        """The shard listing `image_id` (None when none does or it is not an ImageID)."""
+        if not is_valid_image_id(image_id):
+            return None
+        key = np.uint64(int(image_id, 16))
+        pos = int(np.searchsorted(self._keys, key))
+        if pos < len(self._keys) and self._keys[pos] == key:
+            return int(self._shards[pos])
+        return None

@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,7 @@ REPORT_COLUMNS = (
     "attempts",
     "outcome",
     "reason",
+    "reason_kind",
     "source",
     "url",
     "bytes_downloaded",
@@ -38,6 +41,8 @@ REPORT_COLUMNS = (
     "started_at",
     "elapsed_s",
 )
+#: Ledger columns for the layout and the thumbnails' locations (read by two queries, not held in memory).
+LOCATION_COLUMNS = ("row", "image_id", "shard", "outcome", "location")
 #: Thumbnails per set that also carry a larger copy (shown on click); bounds the page's size.
 LARGE_PER_SET = 8
 LARGE_SIDE = 480
@@ -116,6 +121,7 @@ def collect(
         # A view: each query below streams the shard files' few columns (a 6M-row set held in memory,
         # even in DuckDB's compressed columns, is ~1 GiB).
         ledger_relation(con, storage, image_set, REPORT_COLUMNS).create_view("l")
+        ledger_relation(con, storage, image_set, LOCATION_COLUMNS).create_view("ok_locations")
     elif len(reader):
         con.from_arrow(_pseudo_ledger(reader)).create("l")
     elif planned is None:
@@ -128,7 +134,13 @@ def collect(
         return stats
     stats.finished = finished
     stats.ok = con.execute("SELECT count(*) FROM l WHERE outcome = 'ok'").fetchone()[0]
-    stats.layout = reader.layout
+    samples_at = _spread(stats.ok, samples)
+    if reader.has_ledger:  # from the ledger files: loading a 6M-row set's index only for this costs ~1 GiB
+        stats.layout, picked = _ledger_layout_and_picks(con, samples_at)
+        stats.thumbs = _thumbs([(i, partial(reader.read_stored, i, loc, sh)) for i, sh, loc in picked])
+    else:
+        stats.layout = reader.layout
+        stats.thumbs = _thumbs([(reader.image_id_at(p), partial(reader.read_bytes_at, p)) for p in samples_at])
     stats.outcomes = con.execute("SELECT outcome, count(*) n FROM l GROUP BY 1 ORDER BY n DESC, 1").fetchall()
     stats.sources = con.execute(
         "SELECT coalesce(source, 'unknown'), count(*) n FROM l WHERE outcome = 'ok' GROUP BY 1 ORDER BY n DESC"
@@ -144,7 +156,6 @@ def collect(
     stats.failures = failure_kinds(con)
     stats.failed_images = failed_images(con)
     stats.failures_csv = failures_csv_link(con, storage, image_set.value, page_dir)
-    stats.thumbs = _thumbs(reader, samples)
     _thumb_ledger_rows(con, stats.thumbs)
     return stats
 
@@ -161,6 +172,7 @@ def _pseudo_ledger(reader: SetReader) -> pa.Table:
             "attempts": null.cast(pa.int16()),
             "outcome": ok["outcome"],
             "reason": null.cast(pa.string()),
+            "reason_kind": null.cast(pa.string()),
             "source": null.cast(pa.string()),
             "url": null.cast(pa.string()),
             "bytes_downloaded": null.cast(pa.int64()),
@@ -236,16 +248,38 @@ def _sample_dims(reader: SetReader, k: int) -> tuple[np.ndarray, np.ndarray, np.
     return np.array(ws, float), np.array(hs, float), np.array(ss, float)
 
 
-def _thumbs(reader: SetReader, k: int, side: int = 160) -> list[Thumb]:
-    """`k` thumbnails spread evenly over the set in plan order (deterministic: same report, same sheet)."""
-    n = len(reader)
+def _spread(n: int, k: int) -> list[int]:
+    """`k` positions spread evenly over `n` (deterministic: same report, same sheet)."""
+    return sorted({int(p) for p in np.linspace(0, n - 1, min(k, n))}) if n > 0 and k > 0 else []
+
+
+def _ledger_layout_and_picks(con: Any, positions: list[int]) -> tuple[str, list[tuple[str, int, str | None]]]:
+    """The set's layout (as `SetReader.layout`) and (image_id, shard, location) of its ok rows at `positions`
+    in plan order, by two DuckDB queries over the view `ok_locations` (LOCATION_COLUMNS of the ledger files)."""
+    zip_, tar, folder = con.execute(
+        """SELECT bool_or(contains(location, '.zip:')), bool_or(contains(location, '.tar:')),
+                  bool_or(NOT (contains(location, '.zip:') OR contains(location, '.tar:')))
+           FROM ok_locations WHERE outcome = 'ok'"""
+    ).fetchall()[0]  # fetched to the end: an unfinished result blocks the connection's next query
+    layout = "+".join(k for k, on in (("folder", folder), ("zip", zip_), ("tar", tar)) if on) or "empty"
+    if not positions:
+        return layout, []
+    ok_rows = np.sort(con.sql("""SELECT "row" FROM ok_locations WHERE outcome = 'ok'""").fetchnumpy()["row"])
+    wanted = [int(r) for r in ok_rows[positions]]  # the rows at those positions in plan order
+    picked = con.sql(
+        """SELECT image_id, shard, location FROM ok_locations
+           WHERE outcome = 'ok' AND "row" IN (SELECT unnest($r)) ORDER BY "row" """,
+        params={"r": wanted},
+    ).fetchall()
+    return layout, [(i, int(sh), loc) for i, sh, loc in picked]
+
+
+def _thumbs(samples: list[tuple[str, Callable[[], bytes]]], side: int = 160) -> list[Thumb]:
+    """Thumbnails of (image_id, its bytes) samples; one that cannot be read or decoded is left out."""
     out: list[Thumb] = []
-    if n == 0 or k <= 0:
-        return out
-    for pos in sorted({int(p) for p in np.linspace(0, n - 1, min(k, n))}):
-        image_id = reader.image_id_at(pos)
+    for image_id, read in samples:
         try:
-            img = decode(reader.read_bytes_at(pos), image_id)
+            img = decode(read(), image_id)
         except (CorruptImageError, ReaderError, OSError):
             continue  # verify reports broken images; the contact sheet shows what can be shown
         size = img.size

@@ -1,11 +1,12 @@
 """`oiv4 status`: how every set stands, by outcome and failure kind, read from the ledgers (also mid-run).
 
-Compacted shard files and shards with rows still in `.parts/` that may overlap are counted by one DuckDB
-aggregate over the resolved ledger (`oiv4.io.sql.ledger_relation`, latest row per image wins). A shard that
-is still only parts whose rows provably do not overlap (a fetch mid-run, see `oiv4.io.ledger_summary`) is
-counted from the summaries in its parts' footers, without reading a row: the same numbers, exactly.
-Failures are grouped by (outcome, reason kind) (`oiv4.io.reason_kind`): one line per kind, whatever URL
-or number each reason names.
+A shard that is only its compacted file (a finished shard) is counted from the summary in that file's
+footer, and a shard that is still only parts whose rows provably do not overlap (a fetch mid-run, see
+`oiv4.io.ledger_summary`) from the summaries in its parts' footers: without reading a row, the same numbers,
+exactly. The rest (a compacted file with parts written since, overlapping parts, files written before they
+carried a summary) is counted by one DuckDB aggregate over the resolved ledger (`oiv4.io.sql.ledger_relation`,
+latest row per image wins). Failures are grouped by (outcome, reason kind) (`oiv4.io.reason_kind`, stored in
+each row when it is written): one line per kind, whatever URL or number each reason names.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from oiv4.contracts.schema import ImageSet, Outcome
 from oiv4.io.ledger import LedgerFiles, list_ledger
 from oiv4.io.ledger_summary import OutcomeTotals, read_summaries, summed_shard
 from oiv4.io.manifest import read_plan_summary
-from oiv4.io.reason_kind import reason_kind_sql
+from oiv4.io.reason_kind import stored_or_computed_sql
 from oiv4.io.sql import attach_filesystem, ledger_relation, only_shards
 from oiv4.io.storage import Storage
 
@@ -50,7 +51,7 @@ class SetStatus:
     recorded_planned: int = 0
     #: Failure kinds (every outcome but ok), most common first.
     kinds: list[FailureKind] = field(default_factory=list)
-    #: Shards counted from part footers / by reading rows (how the numbers were obtained; both exact).
+    #: Shards counted from footers (compacted files or parts; how the numbers were obtained; both exact).
     shards_from_footers: int = 0
 
     @property
@@ -80,7 +81,7 @@ class SetStatus:
 
 
 #: The only ledger columns status reads.
-STATUS_COLUMNS = ("row", "outcome", "reason", "bytes_downloaded", "stored_bytes")
+STATUS_COLUMNS = ("row", "outcome", "reason", "reason_kind", "bytes_downloaded", "stored_bytes")
 
 
 def _row_level(
@@ -88,7 +89,7 @@ def _row_level(
 ) -> dict[tuple[str, str], OutcomeTotals]:
     led = ledger_relation(con, storage, files.image_set, STATUS_COLUMNS, files=files)
     rows = led.aggregate(
-        f"outcome, {reason_kind_sql()} AS kind, count(*), coalesce(sum(bytes_downloaded), 0), "
+        f"outcome, {stored_or_computed_sql()} AS kind, count(*), coalesce(sum(bytes_downloaded), 0), "
         'coalesce(sum(stored_bytes), 0), count(*) FILTER (WHERE "row" >= 0), min("row"), '
         "arg_min(coalesce(reason, ''), \"row\")",
         "outcome, kind",
@@ -122,19 +123,27 @@ def collect_status(storage: Storage, sets: list[ImageSet | str] | None = None) -
 def _from_footers(
     storage: Storage, s: ImageSet, st: SetStatus
 ) -> tuple[dict[tuple[str, str], OutcomeTotals], LedgerFiles | None]:
-    """Totals of the shards countable from part footers, and the listing of the other shards (None: none)."""
+    """Totals of the shards countable from footers (compacted file only, or parts only that provably do not
+    overlap), and the listing of the other shards (None: none)."""
     files = list_ledger(storage, s)
     if files.empty:
         return {}, None
+    finished = [sh for sh in files.shards if sh not in files.parts]
     candidates = [sh for sh in files.shards if sh not in files.compacted]
-    rels = [r for sh in candidates for r in files.parts[sh]]
+    rels = [files.compacted[sh] for sh in finished] + [r for sh in candidates for r in files.parts[sh]]
     try:
         summaries = read_summaries(storage, rels)
     except FileNotFoundError:  # a shard compacted since the listing: count everything row by row
         return {}, list_ledger(storage, s)
     totals: dict[tuple[str, str], OutcomeTotals] = {}
     done: set[int] = set()
-    at = 0
+    for sh, summary in zip(finished, summaries, strict=False):
+        if summary is None:  # written before compacted files carried a summary
+            continue
+        done.add(sh)
+        for k, t in summary.groups.items():
+            totals[k] = totals.get(k, OutcomeTotals()).plus(t)
+    at = len(finished)
     for sh in candidates:
         n = len(files.parts[sh])
         summed = summed_shard(summaries[at : at + n])
