@@ -12,7 +12,7 @@ real shard), in two failure mixes side by side in one run.
   ok rows carry fetch's "size and MD5 verified; JPEG RGB WxH -> wxh" (or the thumbnail fallback's) reason.
 
 Each build is generated once (vectorised ledgers, reasons in Python; a few minutes) into `--cache` and reused;
-ledger shard files are written the way compaction writes them (`oiv4.io.ledger._table_bytes`: stored reason
+ledger shard files are written the way compaction writes them (`oiv4.io.ledger_write._table_bytes`: stored reason
 kinds, footer summary, failed IDs). A second root beside each holds the same build with 100 extended_targets
 shards still as 200 parts each (not yet compacted). Each operation runs in its own subprocess under
 /usr/bin/time, which gives wall time, CPU time and peak RSS, on both builds back to back, and the ratio
@@ -318,7 +318,7 @@ def real_images(root: Path, ledger: pa.Table) -> pa.Table:
 
 def generate(cache: Path, mix: str = "pooled") -> tuple[Path, Path]:
     """(compacted root, root with 100 uncompacted shards) of failure mix `mix`; generated once per VERSION."""
-    from oiv4.io.ledger import _table_bytes
+    from oiv4.io.ledger_write import _table_bytes
 
     cache = cache / mix
     root, parts_root = cache / "root", cache / "root-parts"
@@ -360,7 +360,7 @@ def generate(cache: Path, mix: str = "pooled") -> tuple[Path, Path]:
 def generate_parts(root: Path, parts_root: Path) -> None:
     """The same build as `root`, but 100 extended_targets shards still as 200 parts of 50 rows each, written
     the way `ShardLedger.flush` writes them (with the footer summary status reads)."""
-    from oiv4.io.ledger import _table_bytes
+    from oiv4.io.ledger_write import _table_bytes
 
     print("  generating the parts variant: 100 shards x 200 parts", flush=True)
     # The parts variant: the same build, but 100 extended_targets shards still as 200 parts of 50 rows.

@@ -30,7 +30,7 @@ from PIL import Image, ImageDraw
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import COLUMNS, ImageSet
 from oiv4.io.checksum import checksum
-from oiv4.io.ledger import ShardLedger
+from oiv4.io.ledger_write import ShardLedger
 from oiv4.io.storage import Storage
 
 LAYOUTS = ("folder", "shard_zip", "shard_tar", "archive_zip")

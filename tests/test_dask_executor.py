@@ -23,7 +23,8 @@ from distributed import Client, LocalCluster
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import LEDGER_SCHEMA, ImageSet
 from oiv4.contracts.shards import ShardResult, ShardTask, shard_bounds
-from oiv4.io.ledger import ShardLedger, now_utc, read_set, read_shard
+from oiv4.io.ledger import read_set, read_shard
+from oiv4.io.ledger_write import ShardLedger, now_utc
 from oiv4.io.storage import Storage
 from oiv4.run.dask_executor import DaskSetupError
 from oiv4.run.executor import ExecutorSettings, run_shards

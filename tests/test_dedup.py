@@ -14,7 +14,7 @@ import pytest
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
 from oiv4.io.fingerprint import hamming, phash, rotations
-from oiv4.io.ledger import append_rows
+from oiv4.io.ledger_write import append_rows
 from oiv4.io.storage import TMP_MARK, Storage
 from oiv4.stages.dedup import DEFAULT_THRESHOLD, DedupSettings, exclusions, find_duplicates, read_pairs, run_dedup
 from oiv4.stages.dedup.index import near_pairs

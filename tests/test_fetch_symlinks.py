@@ -16,7 +16,7 @@ from fetch_env import SETTINGS, SPEC, copy_root, ledger_rows, planned_root
 from oiv4.contracts.errors import StorageError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
-from oiv4.io.ledger import append_rows, now_utc
+from oiv4.io.ledger_write import append_rows, now_utc
 from oiv4.io.manifest import read_manifest
 from oiv4.io.safe_paths import UnsafePath
 from oiv4.io.storage import Storage

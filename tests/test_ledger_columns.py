@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import LEDGER_SCHEMA, ImageSet
-from oiv4.io.ledger import append_rows, load_ledger, read_set
+from oiv4.io.ledger import load_ledger, read_set
+from oiv4.io.ledger_write import append_rows
 from oiv4.io.storage import Storage
 
 OLD_SCHEMA = pa.schema([f for f in LEDGER_SCHEMA if f.name not in ("checksum", "phash")])

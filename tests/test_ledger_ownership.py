@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 from layout_builder import build_root
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import LEDGER_SCHEMA, REWRITE_OWNERS, ImageSet
-from oiv4.io.ledger import MANY_PARTS, append_rows, read_set
+from oiv4.io.ledger import MANY_PARTS, read_set
+from oiv4.io.ledger_write import append_rows
 from oiv4.io.storage import Storage
 from oiv4.run.executor import ExecutorSettings
 from oiv4.run.hash import hash_set

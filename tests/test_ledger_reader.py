@@ -20,7 +20,8 @@ from oiv4.cli import app
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
 from oiv4.io.blob_errors import ImageNotFoundError
-from oiv4.io.ledger import ShardLedger, append_rows, iter_ledger, read_ledger, read_set, read_shard
+from oiv4.io.ledger import iter_ledger, read_ledger, read_set, read_shard
+from oiv4.io.ledger_write import ShardLedger, append_rows
 from oiv4.io.sql import connect
 from oiv4.io.storage import Storage
 from oiv4.read.set_reader import SetReader

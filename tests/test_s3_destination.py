@@ -15,7 +15,8 @@ import s3fs
 
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
-from oiv4.io.ledger import ShardLedger, now_utc, read_set, read_shard
+from oiv4.io.ledger import read_set, read_shard
+from oiv4.io.ledger_write import ShardLedger, now_utc
 from oiv4.io.storage import Storage
 
 

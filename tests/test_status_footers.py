@@ -12,8 +12,9 @@ import pytest
 
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
-from oiv4.io.ledger import ShardLedger, append_rows, now_utc, read_ledger
+from oiv4.io.ledger import read_ledger
 from oiv4.io.ledger_summary import read_summary
+from oiv4.io.ledger_write import ShardLedger, append_rows, now_utc
 from oiv4.io.reason_kind import reason_kind, reason_kind_sql
 from oiv4.io.storage import Storage
 from oiv4.stages.status import SetStatus, collect_status
@@ -109,7 +110,7 @@ def test_status_is_exact_when_rows_are_recorded_twice(tmp_path: Path, case: str)
         append_rows(storage, ImageSet.train, 0, [_row(r, rng, minutes=20) for r in range(0, 100, 3)])
     elif case == "mid_compaction":  # the shard file is written, the parts are not yet removed
         table = read_ledger(storage, "train", shards=[1])
-        from oiv4.io.ledger import _table_bytes
+        from oiv4.io.ledger_write import _table_bytes
 
         storage.write_bytes(LAYOUT.ledger_shard(ImageSet.train, 1), _table_bytes(table))
     else:  # a part written before parts carried summaries

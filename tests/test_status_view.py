@@ -12,7 +12,7 @@ from rich.console import Console
 from oiv4.cli.status_view import status_json, status_view
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
-from oiv4.io.ledger import ShardLedger, now_utc
+from oiv4.io.ledger_write import ShardLedger, now_utc
 from oiv4.io.storage import Storage
 from oiv4.stages.status import collect_status
 

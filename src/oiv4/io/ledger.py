@@ -1,4 +1,5 @@
-"""The ledger: one Parquet row per input image recording how it ended, per shard. One writer, one reader.
+"""The ledger: one Parquet row per input image recording how it ended, per shard. One reader (here) and one
+writer (`oiv4.io.ledger_write`).
 
 A shard appends small *part* files while it runs (each made durable after the images it describes),
 and compacts them into `shard-NNNNN.parquet` when it finishes. Compaction applies the one de-dup rule
@@ -15,11 +16,9 @@ shared lock, and a whole set's ledger (millions of rows) is queried in well unde
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -30,8 +29,6 @@ import pyarrow.parquet as pq
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import LEDGER_SCHEMA, ImageSet
 from oiv4.io.damage import damaged_among, reading
-from oiv4.io.ledger_summary import summary_metadata
-from oiv4.io.reason_kind import with_reason_kind
 from oiv4.io.storage import Storage
 
 #: Threads reading ledger files: Parquet decoding and object-store round trips release the GIL.
@@ -42,87 +39,6 @@ BATCH_SHARDS = 64
 MANY_PARTS = 64
 #: DuckDB threads for them: opening small files waits on the file system more than on the CPU.
 PART_THREADS = 8
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
-
-
-def _to_table(rows: list[Mapping[str, Any]]) -> pa.Table:
-    cols = {f.name: [r.get(f.name) for r in rows] for f in LEDGER_SCHEMA}
-    return pa.Table.from_pydict(cols, schema=LEDGER_SCHEMA)
-
-
-def _table_bytes(table: pa.Table, *, part: bool = False) -> bytes:
-    """Parquet bytes with every row's reason kind stored and a summary (`oiv4.io.ledger_summary`) in the footer's
-    key-values (not also in the serialized Arrow schema, which every reader parses): status counts a file from it,
-    and a compacted file's list of failed ImageIDs lets a lookup find its shard without loading the set."""
-    table = with_reason_kind(table)  # a table read from a ledger file carries its summary: never copied
-    table = table.replace_schema_metadata({k: v for k, v in (table.schema.metadata or {}).items() if b"oiv4." not in k})
-    sink = pa.BufferOutputStream()
-    with pq.ParquetWriter(sink, table.schema, compression="zstd") as writer:
-        writer.write_table(table)
-        writer.add_key_value_metadata(summary_metadata(table, failed_ids=not part))
-    return sink.getvalue().to_pybytes()
-
-
-# --------------------------------------------------------------------------------------------------
-# writing
-
-
-@dataclass
-class ShardLedger:
-    """Ledger writer for one shard of one set. Not shared between processes: one shard, one writer."""
-
-    storage: Storage
-    image_set: ImageSet
-    shard: int
-    flush_rows: int = 500
-    _pending: list[dict[str, Any]] = field(default_factory=list)
-
-    def record(self, **row: Any) -> None:
-        row.setdefault("set", self.image_set.value)
-        row.setdefault("shard", self.shard)
-        self._pending.append(row)
-        if len(self._pending) >= self.flush_rows:
-            self.flush()
-
-    def flush(self) -> None:
-        """Write pending rows as a new durable part. Images they describe must already be durable."""
-        if not self._pending:
-            return
-        self.storage.sync()
-        table = _to_table(self._pending)
-        rel = f"{LAYOUT.ledger_parts_dir(self.image_set, self.shard)}/part-{now_utc():%Y%m%dT%H%M%S%f}-{secrets.token_hex(3)}.parquet"
-        self.storage.write_bytes(rel, _table_bytes(table, part=True), fsync=True)
-        self._pending.clear()
-
-    def close(self) -> pa.Table:
-        """Flush, then compact all parts into the shard file (one row per (set, row)); returns it."""
-        self.flush()
-        table = read_shard(self.storage, self.image_set, self.shard)
-        # Written before the parts are removed: a reader that finds a part gone reads this file instead.
-        self.storage.write_bytes(LAYOUT.ledger_shard(self.image_set, self.shard), _table_bytes(table), fsync=True)
-        self.storage.remove(LAYOUT.ledger_parts_dir(self.image_set, self.shard))
-        return table
-
-
-def append_rows(storage: Storage, image_set: ImageSet, shard: int, rows: list[Mapping[str, Any]]) -> None:
-    """Record rows for a shard in one durable part (used by stages that finish whole batches at once)."""
-    led = ShardLedger(storage, image_set, shard, flush_rows=max(1, len(rows) + 1))
-    for r in rows:
-        led.record(**r)
-    led.flush()
-
-
-def append_table(storage: Storage, image_set: ImageSet, shard: int, table: pa.Table) -> None:
-    """Record a table of ledger rows (LEDGER_SCHEMA) for a shard as one durable part, without a Python row loop."""
-    if table.num_rows == 0:
-        return
-    storage.sync()
-    rel = f"{LAYOUT.ledger_parts_dir(image_set, shard)}/part-{now_utc():%Y%m%dT%H%M%S%f}-{secrets.token_hex(3)}.parquet"
-    table = _conform(table, LEDGER_SCHEMA.names)  # a caller's table may predate a column (reason_kind)
-    storage.write_bytes(rel, _table_bytes(table.cast(LEDGER_SCHEMA), part=True), fsync=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -228,7 +144,7 @@ def _read_file(storage: Storage, rel: str, columns: list[str]) -> pa.Table | Non
     """One ledger file (None when it vanished), cast to the ledger schema's types for `columns`."""
     try:
         with reading(storage, rel), storage.open(rel) as fh:
-            table = _conform(pq.ParquetFile(fh).read(columns=columns), columns)
+            table = conform(pq.ParquetFile(fh).read(columns=columns), columns)
     except FileNotFoundError:
         return None
     return table.cast(pa.schema([LEDGER_SCHEMA.field(c) for c in columns]))
@@ -375,7 +291,7 @@ def read_failed_rows(storage: Storage, image_set: ImageSet, shard: int, columns:
             table = pq.read_table(fh, columns=cols, filters=pc.field("outcome") != "ok")
     except FileNotFoundError:
         return None
-    return _conform(table, cols).cast(pa.schema([LEDGER_SCHEMA.field(c) for c in cols]))
+    return conform(table, cols).cast(pa.schema([LEDGER_SCHEMA.field(c) for c in cols]))
 
 
 def read_shard(storage: Storage, image_set: ImageSet | str, shard: int) -> pa.Table:
@@ -402,7 +318,7 @@ def load_ledger(
     return table
 
 
-def _conform(table: pa.Table, columns: list[str]) -> pa.Table:
+def conform(table: pa.Table, columns: list[str]) -> pa.Table:
     """`table` with every one of `columns` present: ledger files written before a column was added to
     LEDGER_SCHEMA (checksum, phash) lack it, and ParquetFile.read silently drops missing columns; they are
     null there, as `pq.read_table(schema=LEDGER_SCHEMA)` (used by `_read_one`) fills them."""

@@ -15,11 +15,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import LEDGER_SCHEMA, ImageSet
 from oiv4.io.damage import damaged, describe, is_read_error, parquet_problem
-from oiv4.io.ledger import LedgerFiles, iter_ledger, ledger_files_relation, list_ledger
+from oiv4.io.ledger import LedgerFiles, iter_ledger, latest_per_row, ledger_files_relation, list_ledger
 from oiv4.io.storage import Storage
 
 if TYPE_CHECKING:
@@ -75,13 +76,17 @@ def features_ledger_files(storage: Storage, image_set: ImageSet | str) -> dict[s
 
 def features_relation(con: duckdb.DuckDBPyConnection, storage: Storage, rels: Sequence[str]) -> duckdb.DuckDBPyRelation:
     """A features ledger (`oiv4 features`: one row per stored image, `ok` = has a vector) as a DuckDB relation,
-    resolved by the ledger's rule: the latest row per `row` (a part and its shard's compacted file may overlap
-    while a shard finishes)."""
-    paths = ", ".join("'" + storage.path(r).replace("'", "''") + "'" for r in rels)
-    return con.sql(
-        f'SELECT * EXCLUDE (_n) FROM (SELECT *, row_number() OVER (PARTITION BY "row" ORDER BY started_at DESC) AS _n '
-        f'FROM read_parquet([{paths}], union_by_name = true)) WHERE _n = 1 ORDER BY "row"'
-    )
+    resolved by the ledger's one rule (`latest_per_row`: a part and its shard's compacted file may overlap while
+    a shard finishes). Read in Arrow: one row per image per model, so a set's is at most a few hundred MB."""
+    tables = []
+    for rel in rels:
+        try:
+            tables.append(pq.read_table(pa.BufferReader(storage.read_bytes(rel))))
+        except Exception as exc:
+            if not is_read_error(exc):
+                raise
+            raise damaged(storage, rel, parquet_problem(storage, rel) or describe(exc)) from exc
+    return con.from_arrow(latest_per_row(pa.concat_tables(tables, promote_options="default")))
 
 
 def ledger_relation(

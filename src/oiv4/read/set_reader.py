@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -16,13 +15,13 @@ from oiv4.io.containers import BlobReader
 from oiv4.io.damage import find_damage_in_root, is_read_error
 from oiv4.io.image_decode import decode
 from oiv4.io.inventory import inventory_ledger
-from oiv4.io.ledger import iter_ledger, list_ledger, read_failed_rows, read_ledger
-from oiv4.io.ledger_summary import read_failed_ids
+from oiv4.io.ledger import iter_ledger, read_ledger
 from oiv4.io.locations import Location, parse_location, staged_path
 from oiv4.io.manifest import plan_rows, read_plan
 from oiv4.io.sql import attach_filesystem, ledger_relation, plan_relation
 from oiv4.io.storage import Storage
-from oiv4.read.id_index import IdIndex, ShardOfId
+from oiv4.read.failed_rows import FailedRows
+from oiv4.read.id_index import IdIndex
 from oiv4.read.show import showable
 
 if TYPE_CHECKING:
@@ -41,8 +40,6 @@ READER_COLUMNS = ("image_id", "shard", "row", "outcome", "location", "stored_byt
 #: Kept for failed rows only, to say why an ImageID is not stored; its reason is read from its one shard when asked
 #: (the set's reasons, one per row and mostly unique, would be the biggest column read).
 NOT_OK_COLUMNS = ("image_id", "shard", "row", "outcome")
-#: What explains a failure: the columns read from that shard's failed rows.
-EXPLAIN_COLUMNS = ("image_id", "row", "outcome", "reason")
 #: Sets with more plan rows than this get a lazy `.manifest` (a DuckDB relation) instead of a pa.Table.
 EAGER_MANIFEST_ROWS = 2_000_000
 
@@ -71,10 +68,7 @@ class SetReader:
         self._not_ok: pa.Table | None = None
         self._not_ok_index: IdIndex | None = None
         self._has_ledger: bool | None = None
-        # Explaining a failure without loading the set: which shard lists a failed ID, and that shard's failed rows.
-        self._failed_shard_of: ShardOfId | None = None
-        self._failed_rows: dict[int, tuple[pa.Table, IdIndex]] = {}
-        self._shard_reasons: dict[int, tuple[np.ndarray, pa.ChunkedArray]] = {}
+        self._failures = FailedRows(storage, self.image_set)
 
     def __repr__(self) -> str:
         return f"<oiv4 set {self.image_set.value!r}: {len(self)} images, layout {self.layout}>"
@@ -84,9 +78,7 @@ class SetReader:
         state = dict(self.__dict__)
         state["_index"] = None
         state["_not_ok_index"] = None
-        state["_failed_shard_of"] = None
-        state["_failed_rows"] = {}
-        state["_shard_reasons"] = {}
+        state["_failures"] = FailedRows(self.storage, self.image_set)
         return state
 
     # loading -------------------------------------------------------------------------------
@@ -132,57 +124,15 @@ class SetReader:
 
     def _position(self, image_id: str) -> int:
         if self._ok is None and self.has_ledger:
-            why = self._why_failed_from_footers(image_id)
-            if why is not None:  # a failed ID, explained without loading the set's ok rows
-                raise ImageNotFoundError(why)
+            found = self._failures.from_footers(image_id)
+            if found is not None:  # a failed ID, explained without loading the set's ok rows
+                raise ImageNotFoundError(self._failure_message(image_id, *found))
         if self._index is None:
             self._index = IdIndex(self._load()["image_id"])
         pos = self._index.find(image_id)
         if pos is None:
             raise ImageNotFoundError(self._why_missing(image_id))
         return pos
-
-    def _why_failed_from_footers(self, image_id: str) -> str | None:
-        """Why `image_id` is not stored, when a finished shard's footer lists it as failed: reads that one
-        shard's failed rows only (None when no footer lists it: ask the loaded set)."""
-        if not is_valid_image_id(image_id):
-            return None
-        if self._failed_shard_of is None:
-            files = list_ledger(self.storage, self.image_set)
-            keys: dict[int, Any] = {}
-            for shard, rel in files.compacted.items():
-                if shard in files.parts:  # rows written since compaction may supersede the file's: not proof
-                    continue
-                try:
-                    listed = read_failed_ids(self.storage, rel)
-                except FileNotFoundError:
-                    continue
-                if listed is not None:
-                    keys[shard] = listed
-            self._failed_shard_of = ShardOfId(keys)
-        shard = self._failed_shard_of.find(image_id)
-        if shard is None:
-            return None
-        if shard not in self._failed_rows:
-            rows = read_failed_rows(self.storage, self.image_set, shard, EXPLAIN_COLUMNS)
-            if rows is None:
-                return None
-            self._failed_rows[shard] = (rows, IdIndex(rows["image_id"]))
-        rows, index = self._failed_rows[shard]
-        pos = index.find(image_id)
-        if pos is None:
-            return None
-        return self._failure_message(image_id, rows["outcome"][pos].as_py(), rows["reason"][pos].as_py())
-
-    def _reason_at(self, shard: int, row: int) -> str | None:
-        """The reason of failed row `row`, from its shard's failed rows (read once per shard)."""
-        if shard not in self._shard_reasons:
-            t = read_ledger(self.storage, self.image_set, ["row", "outcome", "reason"], shards=[shard])
-            t = t.filter(pc.not_equal(t["outcome"], Outcome.ok.value))  # read_ledger sorts by row
-            self._shard_reasons[shard] = (np.asarray(t["row"].to_numpy(), dtype=np.int64), t["reason"])
-        rows, reasons = self._shard_reasons[shard]
-        i = int(np.searchsorted(rows, row))
-        return reasons[i].as_py() if i < len(rows) and rows[i] == row else None
 
     def _failure_message(self, image_id: str, outcome: str, reason: str | None) -> str:
         return f"{image_id} is not stored in {self.name}: outcome {outcome} ({reason or 'no reason recorded'})"
@@ -197,7 +147,7 @@ class SetReader:
             pos = self._not_ok_index.find(image_id)
             if pos is not None:
                 outcome = self._not_ok["outcome"][pos].as_py()
-                reason = self._reason_at(self._not_ok["shard"][pos].as_py(), self._not_ok["row"][pos].as_py())
+                reason = self._failures.reason_at(self._not_ok["shard"][pos].as_py(), self._not_ok["row"][pos].as_py())
                 return self._failure_message(image_id, outcome, reason)
         return f"{image_id} is not in set {self.name}"
 

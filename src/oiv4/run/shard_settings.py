@@ -20,7 +20,7 @@ from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
 from oiv4.contracts.shards import SettingValue, ShardResult, ShardTask
 from oiv4.io.damage import damaged, read_json_object
-from oiv4.io.ledger import now_utc
+from oiv4.io.ledger_write import now_utc
 from oiv4.io.storage import Storage
 
 

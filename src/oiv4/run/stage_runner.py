@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from oiv4.contracts.schema import ImageSet
 from oiv4.contracts.shards import ShardResult, ShardSettings, Stage
-from oiv4.io.ledger import now_utc
+from oiv4.io.ledger_write import now_utc
 from oiv4.io.storage import Storage
 from oiv4.run.executor import ExecutorSettings, run_shards
 from oiv4.run.shard_settings import RecordingShard, refuse_or_override

@@ -25,7 +25,7 @@ from typing import IO, Any
 
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
-from oiv4.io.ledger import ShardLedger
+from oiv4.io.ledger_write import ShardLedger
 from oiv4.io.storage import TMP_MARK, Storage
 from oiv4.io.temps import remove_dead_temps
 from oiv4.stages.archives.catalog import archive_name, load_known_archives, shard_of

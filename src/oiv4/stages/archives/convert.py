@@ -30,7 +30,7 @@ from typing import IO, Any
 from oiv4.contracts.errors import Interrupted
 from oiv4.contracts.schema import Outcome
 from oiv4.io.checksum import StreamingChecksum
-from oiv4.io.ledger import now_utc
+from oiv4.io.ledger_write import now_utc
 from oiv4.stages.archives.gunzip import decode
 from oiv4.stages.archives.members import MemberChecker, check_jpeg, jpeg_size, printable
 from oiv4.stages.archives.tarstream import PieceReader, TarMember, iter_members

@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
-from oiv4.io.ledger import latest_per_row, now_utc
+from oiv4.io.ledger import latest_per_row
+from oiv4.io.ledger_write import now_utc
 from oiv4.io.storage import Storage
 
 #: The outcome of an image that got its vector; every other outcome is a reason it did not.

@@ -33,7 +33,8 @@ from oiv4.contracts.layout import HostileIdError
 from oiv4.contracts.schema import ImageSet, Outcome
 from oiv4.contracts.shards import ShardResult, ShardTask
 from oiv4.io.checksum import checksum
-from oiv4.io.ledger import ShardLedger, append_rows, now_utc, read_shard
+from oiv4.io.ledger import read_shard
+from oiv4.io.ledger_write import ShardLedger, append_rows, now_utc
 from oiv4.io.memory_budget import MemoryBudget
 from oiv4.io.safe_paths import UnsafePath, safe_target
 from oiv4.io.storage import Storage

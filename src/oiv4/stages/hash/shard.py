@@ -25,7 +25,8 @@ from oiv4.contracts.shards import ShardResult, ShardTask
 from oiv4.io.checksum import checksum
 from oiv4.io.containers import BlobReader
 from oiv4.io.fingerprint import phash_stored
-from oiv4.io.ledger import ShardLedger, append_rows, now_utc, read_shard
+from oiv4.io.ledger import read_shard
+from oiv4.io.ledger_write import ShardLedger, append_rows, now_utc
 from oiv4.io.locations import parse_location
 from oiv4.io.storage import Storage
 

@@ -38,7 +38,8 @@ from oiv4.contracts.schema import ImageSet, Outcome
 from oiv4.contracts.setting import setting
 from oiv4.io.containers import BlobReader
 from oiv4.io.inventory import scan_set
-from oiv4.io.ledger import append_table, iter_ledger, list_ledger, now_utc, read_ledger
+from oiv4.io.ledger import iter_ledger, list_ledger, read_ledger
+from oiv4.io.ledger_write import append_table, now_utc
 from oiv4.io.manifest import plan_rows
 from oiv4.io.storage import Storage
 from oiv4.stages.verify.checks import check_rows, index_stored, orphans
