@@ -28,5 +28,3 @@ def decode(data: bytes, what: str = "image") -> Image.Image:
     except (OSError, SyntaxError, ValueError) as exc:
         raise CorruptImageError(f"{what}: stored bytes do not decode ({exc})") from exc
     return img
-
-
