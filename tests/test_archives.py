@@ -349,6 +349,7 @@ def test_cli_builds_a_set_and_exits_non_zero_when_an_archive_fails(tmp_path: Pat
     assert bad.exit_code == 1
     assert "1 archive(s) failed" in bad.output
 
+    (tmp_path / "empty" / "metadata").mkdir(parents=True)  # an oiv4 root without a plan
     no_plan = runner.invoke(app, ["archives", "targets", "--root", str(tmp_path / "empty"), "--source", str(folder)])
     assert no_plan.exit_code == 2 and "run `oiv4 plan` first" in no_plan.output
 

@@ -8,8 +8,7 @@ from rich.table import Table
 
 from oiv4.cli.app import app
 from oiv4.cli.options import settings_command
-from oiv4.io.root_check import built_root
-from oiv4.io.storage import Storage
+from oiv4.io.root_check import built_root, named_root
 from oiv4.stages.estimate import Estimate, EstimateSettings
 
 PANEL = "Inspect the result"
@@ -101,7 +100,7 @@ def estimate_cmd(
     """
     from oiv4.stages.estimate import estimate
 
-    storage = Storage(root)
+    storage = named_root(root)
     built_root(storage)
     est = estimate(storage, settings)
     if as_json:

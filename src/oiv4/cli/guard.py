@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 from oiv4.contracts.errors import UsageError
 from oiv4.contracts.schema import Outcome
-from oiv4.io.root_check import writable_root
+from oiv4.io.root_check import built_root, named_root, new_or_built_root, writable_root
 from oiv4.io.run_lock import RunLock
 from oiv4.io.storage import Storage
 
@@ -21,11 +21,24 @@ from oiv4.io.storage import Storage
 HTTP_OUTCOME = re.compile(r"http_[1-5][0-9][0-9]")
 
 
+#: The commands that start a root: only they accept a missing (then created) or empty folder.
+STARTS_ROOT = frozenset({"oiv4 metadata", "oiv4 build", "oiv4 demo"})
+
+
 @contextmanager
 def writing(root: str | Storage, command: str) -> Iterator[Storage]:
-    """`with writing(root, "oiv4 fetch train") as storage:` -- a checked, writable, locked root."""
-    storage = root if isinstance(root, Storage) else Storage(root)
-    writable_root(storage)
+    """`with writing(root, "oiv4 fetch train") as storage:` -- a checked, writable, locked root.
+
+    Every check runs before the lock is taken, so a refused root receives no file, not even the lock.
+    The commands in STARTS_ROOT accept a missing or empty folder; every other one needs an oiv4 root.
+    """
+    storage = root if isinstance(root, Storage) else named_root(root)
+    starts = " ".join(command.split()[:2]) in STARTS_ROOT
+    if starts:
+        new_or_built_root(storage)
+    else:
+        built_root(storage)
+    writable_root(storage, create=starts)
     with RunLock(storage, command):
         yield storage
 
@@ -34,12 +47,12 @@ def report_target(out: str) -> None:
     """`report --out`: the page's folder is created if missing; a folder, or a parent that is a file, is refused."""
     target = Storage(out)
     if not target.local:
-        writable_root(Storage(out.rsplit("/", 1)[0]), "the folder of --out")
+        writable_root(Storage(out.rsplit("/", 1)[0]), "the folder of --out", create=True)
         return
     path = target.local_path("")
     if path.is_dir():
         raise UsageError(f"--out {out} is a folder: name the HTML file, e.g. {path / 'index.html'}")
-    writable_root(Storage(str(path.parent)), "the folder of --out")
+    writable_root(Storage(str(path.parent)), "the folder of --out", create=True)
 
 
 def check_outcomes(names: list[str]) -> None:

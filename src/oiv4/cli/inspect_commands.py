@@ -16,7 +16,7 @@ from oiv4.cli.logs import LogSettings, emit_summary
 from oiv4.cli.options import settings_command
 from oiv4.contracts.errors import IntegrityError, UsageError
 from oiv4.contracts.schema import ImageSet
-from oiv4.io.root_check import built_root, writable_root
+from oiv4.io.root_check import built_root, named_root, writable_root
 from oiv4.io.run_lock import read_holder
 from oiv4.io.storage import Storage
 from oiv4.report import ReportSettings
@@ -27,7 +27,7 @@ BuiltRootOpt = typer.Option(..., "--root", "-r", help="The built root: a folder 
 
 
 def _existing(root: str) -> Storage:
-    storage = Storage(root)
+    storage = named_root(root)
     built_root(storage)
     return storage
 

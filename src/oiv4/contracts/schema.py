@@ -91,6 +91,7 @@ class Outcome(StrEnum):
     blocked_address = "blocked_address"  # URL or redirect to a loopback/private/reserved address (io.net_guard)
     unsafe_path = "unsafe_path"  # target path would leave the output root (symlink, `..`; io.safe_paths)
     checksum_mismatch = "checksum_mismatch"  # stored bytes no longer match the ledger's checksum (io.checksum)
+    too_many_scans = "too_many_scans"  # a JPEG with more scans than io.strict_decode.MAX_SCANS: not decoded
 
 
 #: One row per input image per set. `row` is the image's index in its plan manifest, which makes a

@@ -15,6 +15,11 @@ def decode(data: bytes, what: str = "image") -> Image.Image:
     """Decode stored bytes into a loaded PIL image; a damaged JPEG raises CorruptImageError."""
     from PIL import Image, UnidentifiedImageError
 
+    from oiv4.io.strict_decode import scan_problem
+
+    costly = scan_problem(data) if data[:2] == b"\xff\xd8" else None
+    if costly is not None:
+        raise CorruptImageError(f"{what}: {costly}")
     try:
         img = Image.open(io.BytesIO(data))
         img.load()

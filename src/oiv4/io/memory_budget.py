@@ -209,6 +209,13 @@ def decoded_bytes(width: int, height: int, bands: int = 4) -> int:
     return width * height * bands
 
 
+def jpeg_decoded_bytes(width: int, height: int, components: int, multi_scan: bool) -> int:
+    """Bytes a JPEG decode holds at its peak: 4 per declared pixel for the (scaled) output and Pillow's copy,
+    plus, for a progressive or other multi-scan JPEG, libjpeg's whole-image coefficient buffer (2 bytes per
+    coefficient, one coefficient per pixel and component, whatever the output scale)."""
+    return width * height * (4 + (2 * components if multi_scan else 0))
+
+
 class BodyTooLarge(SourceError):
     """The body went past `max_bytes`; ledger outcome `too_large`."""
 

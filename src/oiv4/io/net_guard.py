@@ -14,12 +14,14 @@ How (aiohttp 3.14, `GuardedConnector`, a `TCPConnector` subclass):
    changed its answer, a future aiohttp code path that bypasses `_resolve_host`).
 Through a proxy (HTTP(S)_PROXY, honoured by every oiv4 session): the proxy is a hop the user configured, so
 the connection *to the proxy* is trusted, whatever its address (a proxy on 127.0.0.1 is common); the peer
-check would only ever see the proxy. The guard checks the *target* instead, before asking the proxy: an IP
-literal by its class, a hostname by resolving it here -- refused if any of its addresses is blocked (we
-cannot choose which one the proxy will use). Residual risk, documented: the proxy resolves the name again
-itself, so a DNS answer that changes between our lookup and the proxy's (rebinding), or a name only the
-proxy can resolve (split-horizon DNS: then we let it through, or proxy-only networks could fetch nothing),
-can still reach what the proxy can reach. Restrict internal destinations on the proxy itself.
+check would only ever see the proxy. The guard judges the *target* instead, before asking the proxy, by the
+same rules as without one (`target_refusal`): an IP literal in any spelling the OS resolver accepts (decimal
+`2130706433`, short `127.1`, octal `0177.0.0.1`, hex, `0`; read with `inet_aton`, as the proxy would) by its
+class; `localhost` and `*.localhost` (trailing dot or not) as loopback; any other name by resolving it here --
+refused if any of its addresses is blocked (we cannot choose which one the proxy will use), and refused if it
+does not resolve here (the guard cannot prove where the proxy would send it). Residual risk, documented: the
+proxy resolves the name again itself, so a DNS answer that changes between our lookup and the proxy's
+(rebinding) can still reach what the proxy can reach. Restrict internal destinations on the proxy itself.
 
 Blocked: anything that is not globally routable by `ipaddress` (loopback, RFC 1918 private, link-local,
 unique-local, shared 100.64/10, documentation, reserved, unspecified), multicast, and IPv4-mapped / NAT64 /
@@ -29,10 +31,12 @@ unspecified address); `allowed_endpoints` admits exact (ip, port) pairs, e.g. a 
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import ipaddress
+import re
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,10 +59,20 @@ class BlockedAddress(aiohttp.ClientError, SourceError):
 
     def __init__(self, host: str, address: str, why: str) -> None:
         self.host, self.address, self.why = host, address, why
+        if address == UNRESOLVED:
+            super().__init__(
+                f"refused {host}: the name cannot be resolved here, so the guard cannot prove it public "
+                "(through a proxy only targets known to be public are fetched)"
+            )
+            return
         super().__init__(
             f"refused {host}: it resolves to {why} address {address} "
             "(only public addresses are fetched; --allow-private-networks admits a private mirror)"
         )
+
+
+#: The `address` of a BlockedAddress for a name that does not resolve (through a proxy only).
+UNRESOLVED = "(unresolved)"
 
 
 @dataclass(frozen=True)
@@ -109,6 +123,61 @@ def refusal(ip_text: str, port: int, settings: GuardSettings) -> str | None:
     return why
 
 
+_NUMERIC_V4 = re.compile(r"[0-9a-fA-FxX.]+")
+
+
+def literal_address(host: str) -> IPAddress | None:
+    """The address an IP literal stands for, read as the OS resolver reads it (`inet_aton`: `2130706433`,
+    `127.1`, `0177.0.0.1`, `0x7f.1`, `0` are all IPv4 literals), or None for a name."""
+    text = host.strip("[]").split("%", 1)[0]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        pass
+    if _NUMERIC_V4.fullmatch(text):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(text))
+        except OSError:
+            return None
+    return None
+
+
+Resolve = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def _os_resolve(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+async def target_refusal(
+    host: str, port: int, guard: GuardSettings, resolve: Resolve | None = None
+) -> tuple[str, str] | None:
+    """None when a target may be fetched through a proxy; else (the address, why it is refused).
+
+    Anything the guard cannot prove public is refused: a name that does not resolve here is
+    (UNRESOLVED, "an unresolvable"). `resolve` (default: the OS resolver) maps a name to its addresses.
+    """
+    name = host.strip().rstrip(".").lower()
+    ip = literal_address(name)
+    if ip is None and (name == "localhost" or name.endswith(".localhost")):
+        ip = ipaddress.IPv4Address("127.0.0.1")  # RFC 6761: always loopback, whatever a resolver says
+    if ip is not None:
+        addresses = [str(ip)]
+    else:
+        try:
+            addresses = await (resolve or _os_resolve)(host, port)
+        except (OSError, aiohttp.ClientError, UnicodeError):
+            addresses = []
+        if not addresses:
+            return UNRESOLVED, "an unresolvable"
+    for address in addresses:
+        why = refusal(address, port, guard)
+        if why is not None:
+            return str(literal_address(address) or address), why
+    return None
+
+
 class GuardedConnector(aiohttp.TCPConnector):
     """A TCPConnector that never connects to a blocked address (see the module docstring for how)."""
 
@@ -140,20 +209,14 @@ class GuardedConnector(aiohttp.TCPConnector):
             _TO_PROXY.reset(token)
 
     async def _check_target(self, host: str, port: int) -> None:
-        """Through a proxy: refuse a target whose address (literal, or any it resolves to here) is blocked."""
-        try:
-            ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
-            addresses = [host.strip("[]")]
-        except ValueError:
-            try:
-                resolved = await super()._resolve_host(host, port)
-            except (OSError, aiohttp.ClientError):
-                return  # only the proxy can resolve it: the documented residual risk
-            addresses = [entry["host"] for entry in resolved]
-        for address in addresses:
-            why = refusal(address, port, self.guard)
-            if why is not None:
-                raise BlockedAddress(host, address, why)
+        """Through a proxy: refuse a target the guard cannot prove public (`target_refusal`)."""
+
+        async def resolve(name: str, at: int) -> list[str]:
+            return [entry["host"] for entry in await super(GuardedConnector, self)._resolve_host(name, at)]
+
+        refused = await target_refusal(host, port, self.guard, resolve)
+        if refused is not None:
+            raise BlockedAddress(host, *refused)
 
     async def _create_connection(self, req: aiohttp.ClientRequest, traces: list[Any], timeout: Any) -> Any:
         proto = await super()._create_connection(req, traces, timeout)

@@ -1,11 +1,14 @@
 """Up-front checks of a root, so a bad one is a one-line usage error before any work starts.
 
-`writable_root` is for commands that write: a local root must be (or become) a folder this process can
+`writable_root` is for commands that write: a local root must be a folder this process can
 write in (probed with a real temp file: permission bits do not tell about read-only mounts; a root that
 cannot be written is a storage error, exit 5, like a full disk, not a usage error); an object
 store root must answer a cheap listing (missing credentials used to surface as a 90-line traceback from
 deep inside a worker). `built_root` is for commands that only read a built root (status, verify,
 report): a missing folder, or one that holds nothing oiv4 wrote, is an error rather than "not started".
+`new_or_built_root` is for the commands that start a root (metadata, build, demo): a missing or empty
+folder is accepted (and created), a folder holding anything else than oiv4's own files is refused.
+All checks only look; none of them creates a file or a folder (`writable_root`'s probe is removed again).
 """
 
 from __future__ import annotations
@@ -46,9 +49,16 @@ def _reachable(storage: Storage) -> bool:
         ) from None
 
 
-def writable_root(storage: Storage, what: str = "--root") -> None:
+def named_root(root: str, what: str = "--root") -> Storage:
+    """The Storage for a `--root` value; an empty value is a usage error (it would silently mean the current folder)."""
+    if not str(root).strip():
+        raise RootError(f"{what} is empty: name the folder (use . for the current one)")
+    return Storage(root)
+
+
+def writable_root(storage: Storage, what: str = "--root", *, create: bool = False) -> None:
     """Raise RootError (usage) for a root that is not a folder, UnwritableRootError (storage) for one that
-    cannot be written; a missing local folder is created.
+    cannot be written. A missing local folder is an error, unless `create` (then it is made).
 
     `what` names the folder in the message (the option it came from).
     """
@@ -58,8 +68,11 @@ def writable_root(storage: Storage, what: str = "--root") -> None:
     path = storage.local_path("")
     if path.exists() and not path.is_dir():
         raise RootError(f"{what} {storage.root} is a file, not a folder")
+    if not path.exists() and not create:
+        raise RootError(f"{what} {storage.root} does not exist")
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".oiv4-probe-", dir=path)
         try:
             os.write(fd, b"x")
@@ -77,6 +90,33 @@ def _markers() -> list[str]:
     """What oiv4 writes under a root: any one of them marks a folder as an oiv4 root."""
     folders = {p.split("/", 1)[0] for p in (LAYOUT.plan_summary(), LAYOUT.metadata(""), LAYOUT.ledger_dir("train"))}
     return [*sorted(folders), *(s.value for s in ImageSet)]
+
+
+#: Files oiv4 leaves at the top of a root it started (the run lock) or that a viewer leaves in any folder.
+_OWN_FILES = {".oiv4-run.lock", ".DS_Store"}
+
+
+def new_or_built_root(storage: Storage) -> None:
+    """Raise RootError unless `storage` is missing, empty, or already an oiv4 root: the commands that start a root
+    (metadata, build, demo) never write into a folder that holds someone else's files."""
+    if storage.local:
+        path = storage.local_path("")
+        if not path.exists():
+            return
+        if not path.is_dir():
+            raise RootError(f"--root {storage.root} is a file, not a folder")
+        names = {p.name for p in path.iterdir()}
+    else:
+        if not _reachable(storage):
+            return
+        names = {str(p).rstrip("/").rsplit("/", 1)[-1] for p in storage.fs.ls(storage.root, detail=False)}
+    if not names - _OWN_FILES or names & set(_markers()):
+        return
+    shown = ", ".join(sorted(names)[:3]) + (", ..." if len(names) > 3 else "")
+    raise RootError(
+        f"--root {storage.root} holds other files ({shown}) and is not an oiv4 root: "
+        "name a new or empty folder (it is created), or an existing oiv4 root"
+    )
 
 
 def built_root(storage: Storage) -> None:

@@ -47,6 +47,8 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 from oiv4.contracts.errors import InputError
 from oiv4.contracts.schema import Outcome
+from oiv4.io.jpeg_layout import JpegLayoutError, read_layout
+from oiv4.io.memory_budget import decoded_bytes, jpeg_decoded_bytes
 
 #: Decoders we let near untrusted bytes (as fetch/transform.py): EPS would run Ghostscript, so it is refused.
 ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
@@ -64,6 +66,13 @@ DAMAGE_WARNINGS: tuple[re.Pattern[str], ...] = (
     re.compile(r"Premature end of JPEG file"),
     re.compile(r"Inconsistent progression sequence"),
 )
+
+
+#: Most scans a JPEG may have to be decoded. libjpeg-turbo makes one pass over the whole coefficient buffer per
+#: scan, so the cost is scans x pixels: a crafted 2 MB file with 2,647 valid scans declaring 196 MP took 121 s.
+#: Encoders write 1 (baseline) to ~10-20 (progressive, mozjpeg's optimised scans); 100 leaves room and bounds
+#: the worst case at 100 passes (a few seconds at the pixel limit).
+MAX_SCANS = 100
 
 
 class CorruptImageData(InputError):
@@ -189,6 +198,37 @@ def _decode_jpeg(data: bytes, header: Image.Image, target_side: int | None, draf
     return Decoded(image, header.format or "JPEG", header.size, tuple(warnings))
 
 
+def scan_problem(data: bytes) -> str | None:
+    """Why a JPEG must not be decoded for its cost (more than MAX_SCANS scans, counted from the markers), or None."""
+    try:
+        layout = read_layout(data)
+    except JpegLayoutError:
+        return None  # the decoder reports a broken layout with its own words
+    if layout.scans > MAX_SCANS:
+        return (
+            f"JPEG {layout.width}x{layout.height} has {layout.scans:,} scans, more than {MAX_SCANS}: not decoded "
+            "(each scan is a pass over the whole image; a crafted progression would cost minutes of CPU)"
+        )
+    return None
+
+
+def decode_charge(data: bytes, header: Image.Image) -> int:
+    """What decoding `data` (whose parsed header is `header`) holds at its peak, for the memory budget.
+
+    JPEG: 4 B per declared pixel (decoded scaled), plus the coefficient buffer of a multi-scan file (2 B per
+    pixel and component); other formats: 16 B per pixel (an RGBA PNG keeps the decode, an RGBA copy, the RGB
+    copy, the canvas and the alpha band alive at once; benchmarks/decode_budget.py).
+    """
+    w, h = header.size
+    if header.format not in ("JPEG", "MPO"):
+        return decoded_bytes(w, h, 16)
+    try:
+        layout = read_layout(data)
+        return jpeg_decoded_bytes(w, h, layout.components, layout.scans > 1 or layout.progressive)
+    except JpegLayoutError:  # the decode will refuse it; charge as if it were a progressive 4-component file
+        return jpeg_decoded_bytes(w, h, 4, True)
+
+
 def decode_strict(data: bytes, *, max_pixels: int, target_side: int | None = None, draft_gap: float = 1.0) -> Decoded:
     """Fully decode `data`, refusing damaged pixel data; raises CorruptImageData (outcome + one-line reason).
 
@@ -200,6 +240,10 @@ def decode_strict(data: bytes, *, max_pixels: int, target_side: int | None = Non
         raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is on in this process; strict decoding refuses to run")
     header = open_header(data, max_pixels)
     fmt = header.format or "?"
+    if fmt in ("JPEG", "MPO"):
+        costly = scan_problem(data)
+        if costly is not None:
+            raise CorruptImageData(Outcome.too_many_scans, costly)
     if fmt in ("JPEG", "MPO") and header.mode in ("RGB", "L", "CMYK"):
         return _decode_jpeg(data, header, target_side, draft_gap)
     try:

@@ -30,6 +30,7 @@ from typing import IO, Any
 from oiv4.contracts.errors import Interrupted
 from oiv4.contracts.schema import Outcome
 from oiv4.io.checksum import StreamingChecksum
+from oiv4.io.jpeg_layout import structure_problem
 from oiv4.io.ledger_write import now_utc
 from oiv4.stages.archives.gunzip import decode
 from oiv4.stages.archives.members import MemberChecker, check_jpeg, jpeg_size, printable
@@ -240,6 +241,15 @@ def _convert_members(
             add(
                 v.image_id, m, Outcome.not_image, f"{printable(m.name)}: {bad}", False, bytes_downloaded=m.size,
                 **timed(),
+            )  # fmt: skip
+            continue
+        # Structure (headers, EOI after the scans, no zero-filled stretch): catches truncated and zero-filled
+        # members at C speed; a strict decode of every member would cost more than the conversion itself.
+        problem = structure_problem(b"".join(views))
+        if problem is not None:
+            add(
+                v.image_id, m, Outcome.corrupt_jpeg, f"{printable(m.name)}: {problem}", False,
+                bytes_downloaded=m.size, **timed(),
             )  # fmt: skip
             continue
         # Defence in depth: only a checked name ever reaches the zip.

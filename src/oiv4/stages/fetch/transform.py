@@ -21,8 +21,8 @@ from PIL import Image, ImageCms
 from oiv4.contracts.errors import InputError
 from oiv4.contracts.schema import Outcome
 from oiv4.io.fingerprint import phash
-from oiv4.io.memory_budget import MemoryBudget, decoded_bytes
-from oiv4.io.strict_decode import ALLOWED_FORMATS, CorruptImageData, decode_strict, open_header
+from oiv4.io.memory_budget import MemoryBudget
+from oiv4.io.strict_decode import ALLOWED_FORMATS, CorruptImageData, decode_charge, decode_strict, open_header
 from oiv4.stages.fetch.settings import TransformSettings
 
 __all__ = ["ALLOWED_FORMATS", "StoredImage", "TransformError", "check_stored", "open_image", "transform_image"]
@@ -169,11 +169,8 @@ def transform_image(
     w, h = header.size
     final = fit_size(w, h, settings.max_side)
     scaled = final != (w, h) and bool(settings.draft_gap)
-    # What the decode + RGB conversion hold at their peak, measured (benchmarks/decode_budget.py): an RGBA PNG
-    # keeps the decode, an RGBA copy, the RGB copy, the white canvas and the alpha band alive at once (~16 B per
-    # pixel); a JPEG is decoded at M/8 scale, far below its declared size, so 4 B per declared pixel bounds it.
-    bands = 4 if header.format in ("JPEG", "MPO") else 16
-    with budget.hold(decoded_bytes(w, h, bands)) if budget is not None else nullcontext():
+    # What the decode + RGB conversion hold at their peak (io.strict_decode.decode_charge).
+    with budget.hold(decode_charge(data, header)) if budget is not None else nullcontext():
         try:
             # JPEGs: libjpeg-turbo decodes at M/8 scale straight from the DCT while both sides stay >= draft_gap
             # x the final size (most of the speed-up), with every libjpeg warning checked.
@@ -228,8 +225,8 @@ def check_stored(data: bytes, max_pixels: int, budget: MemoryBudget | None = Non
     damaged data (a file cut short by the kill, a flipped block). `budget` as in `transform_image`.
     """
     try:
-        w, h = open_header(data, max_pixels).size
-        with budget.hold(decoded_bytes(w, h)) if budget is not None else nullcontext():
+        header = open_header(data, max_pixels)
+        with budget.hold(decode_charge(data, header)) if budget is not None else nullcontext():
             decoded = decode_strict(data, max_pixels=max_pixels)
             return StoredCheck(decoded.image.size, int(phash(decoded.image)))
     except CorruptImageData as exc:
