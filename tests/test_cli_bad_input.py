@@ -26,7 +26,7 @@ ZERO_OK = {
     "--draft-gap", "--min-free-mb", "--backoff", "--backoff-max", "--retry-after-max", "--max-redirects",
     "--train-size", "--seed", "--samples", "--max-pool-restarts", "--show", "--port", "--latency-ms",
     "--bandwidth-mbps", "--misbehaviour-fraction", "--report-samples", "--checkpoint", "--jitter", "--max-backoff", "--threshold", "--spool-mb",
-    "--duplicates",
+    "--duplicates", "--loader-workers",
 }  # fmt: skip
 #: Options where a huge value is valid and would make the command do real work (the mirror generates images).
 HUGE_RUNS = {"mirror"}
@@ -68,7 +68,7 @@ def _cases() -> list[tuple[str, str, str, str]]:
 def _args(name: str, flag: str, value: str, root: Path) -> list[str]:
     cmd = COMMAND.commands[name]
     nargs = next(p.nargs for p in cmd.params if p.opts and p.opts[0] == flag)
-    args = [name] + (["targets"] if name == "archives" else [])
+    args = [name] + (["targets"] if name in ("archives", "features") else [])
     if any(p.opts and p.opts[0] == "--root" for p in cmd.params):
         args += ["--root", str(root)]
     return [*args, flag, *([value] * max(1, nargs))]

@@ -275,6 +275,8 @@ def test_bad_input_is_one_line_with_exit_code_2(built, weights, tmp_path):
         return subprocess.run([sys.executable, "-m", "oiv4", "features", *args], capture_output=True, text=True)
 
     r = str(built)
+    unplanned = tmp_path / "unplanned"
+    (unplanned / "metadata").mkdir(parents=True)  # an oiv4 root that has not been planned yet
     for args, message in (
         (("targets", "--root", r, "--model", "vgg19"), "unknown model 'vgg19': choose one of vgg16-fc2, resnet50"),
         (("targets", "--root", r, "--model", "tiny-cnn"), "tiny-cnn has no published weights: pass --weights FILE"),
@@ -282,7 +284,7 @@ def test_bad_input_is_one_line_with_exit_code_2(built, weights, tmp_path):
             ("targets", "--root", r, "--model", "tiny-cnn", "--weights", "/no/such.pth"),
             "--weights /no/such.pth: no such",
         ),
-        (("train", "--root", str(tmp_path), "--model", "tiny-cnn", "--weights", str(weights)), "train is not planned"),
+        (("train", "--root", str(unplanned), "--model", "tiny-cnn", "--weights", str(weights)), "train is not planned"),
         (("trains", "--root", r), "unknown set 'trains'"),
         (("targets", "--root", r, "--model", "tiny-cnn", "--device", "cuda"), "--device cuda: torch sees no CUDA GPU"),
     ):

@@ -138,6 +138,7 @@ def test_clip_without_the_clip_extra_is_a_one_line_hint():
 
 
 def test_features_without_torch_is_a_one_line_hint_naming_the_features_extra(tmp_path):
+    (tmp_path / "metadata").mkdir()  # an oiv4 root: the root is checked before the extra
     code = (
         "import sys; sys.modules['torch'] = None\n"
         "from oiv4.cli import main; sys.argv = ['oiv4', 'features', 'targets', '--root', sys.argv[1], '--model', 'resnet50']\n"

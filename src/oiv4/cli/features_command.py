@@ -35,8 +35,8 @@ def features_cmd(
     sql: features_<model>_<set>). Resumable: a killed run goes on from its last batch, byte-identical. The model,
     the SHA-256 of the weights, the preprocessing and the dtype are recorded per shard; resuming with others is
     refused unless --force-settings. Weights: --weights FILE, else the torch hub cache, downloaded on first use.
-    One shard process by default (--workers 1): it keeps every core busy. Needs the features extra (pip install
-    'oiv4\\[features]', torch); clip-vit-b-32 needs 'oiv4\\[clip]'.
+    One shard process by default (--workers 1): it keeps every core busy. Needs the features extra (in the oiv4
+    clone: pip install '.[features]', which brings torch); clip-vit-b-32 also needs the clip extra.
 
     Example: oiv4 features targets --root /data/open_images --model vgg16-fc2 --device auto
     """

@@ -63,7 +63,9 @@ def _paragraphs(text: str, width: int, indent: int) -> Iterable[Text]:
     indented lines (examples) keeps its line breaks, each line wrapped with a deeper hanging indent."""
     for para in text.strip("\n").split("\n\n"):
         lines = para.split("\n")
-        verbatim = any(line[:1].isspace() for line in lines) or any("oiv4 " in line for line in lines[1:])
+        # Prose that names a command mid-sentence ("see oiv4 status") is still prose: only lines that are
+        # commands, or indented, mark an example.
+        verbatim = any(line[:1].isspace() for line in lines)
         verbatim = verbatim or (len(lines) > 1 and any(line.lstrip().startswith("oiv4 ") for line in lines))
         if verbatim:
             for line in lines:

@@ -28,6 +28,11 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
+#: `ParquetWriter.add_key_value_metadata` (pyarrow >= 16) writes key-values to the footer alone; older pyarrow,
+#: which the compatible ranges admit, can only store them with the schema, which readers find the same way.
+_FOOTER_ONLY_METADATA = hasattr(pq.ParquetWriter, "add_key_value_metadata")
+
+
 def _part_rel(image_set: ImageSet, shard: int) -> str:
     # Time-ordered and unique without coordination: two writers of one shard never pick the same name.
     return (
@@ -46,10 +51,14 @@ def _table_bytes(table: pa.Table, *, part: bool = False) -> bytes:
     and a compacted file's list of failed ImageIDs lets a lookup find its shard without loading the set."""
     table = with_reason_kind(table)  # a table read from a ledger file carries its summary: never copied
     table = table.replace_schema_metadata({k: v for k, v in (table.schema.metadata or {}).items() if b"oiv4." not in k})
+    summary = summary_metadata(table, failed_ids=not part)
     sink = pa.BufferOutputStream()
+    if not _FOOTER_ONLY_METADATA:  # pyarrow < 16: the summary rides in the schema's metadata (a larger footer)
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **summary})
     with pq.ParquetWriter(sink, table.schema, compression="zstd") as writer:
         writer.write_table(table)
-        writer.add_key_value_metadata(summary_metadata(table, failed_ids=not part))
+        if _FOOTER_ONLY_METADATA:
+            writer.add_key_value_metadata(summary)
     return sink.getvalue().to_pybytes()
 
 

@@ -132,5 +132,5 @@ def built_root(storage: Storage) -> None:
     if not any(storage.exists(m) for m in _markers()):
         raise RootError(
             f"--root {storage.root} is not an oiv4 root (no plan/, metadata/, ledger/ or set folder): "
-            "start with `oiv4 build` or `oiv4 metadata`"
+            "start with `oiv4 build`, or `oiv4 metadata` then `oiv4 plan`"
         )

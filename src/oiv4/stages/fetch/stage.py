@@ -92,7 +92,7 @@ def _plan(storage: Storage, image_set: ImageSet) -> tuple[int, int]:
     try:
         return int(summary["counts"][image_set.value]), int(summary["shard_rows"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise damaged(storage, rel, f"it has no usable counts.{image_set.value} or shard_rows") from exc
+        raise damaged(storage, rel, f"it has no usable count for {image_set.value} or no shard size") from exc
 
 
 @dataclass(frozen=True)
