@@ -1,0 +1,109 @@
+"""Exact k nearest neighbours over a database streamed in blocks, ties in database order.
+
+Each (query block, database block) pair is scored in float32 (one BLAS matrix product, as faiss's
+IndexFlat does); every candidate within a rounding bound of the block's k-th score is then re-scored
+exactly in float64 and merged into the running top-k. Float32 rounding therefore cannot change the answer.
+Distances: l2 = squared Euclidean, ip = -inner product, cosine = 1 - cosine similarity (smaller is nearer).
+Ties: equal distance -> lower database position (database sets in the order given, then plan order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+METRICS = ("l2", "ip", "cosine")
+_EPS32 = float(np.finfo(np.float32).eps)
+
+
+def exact_distances(q: np.ndarray, x: np.ndarray, metric: str) -> np.ndarray:
+    """float64 distances between rows of q (m, d) and rows of x (m, d), pair by pair."""
+    q64, x64 = q.astype(np.float64), x.astype(np.float64)
+    if metric == "l2":
+        return ((q64 - x64) ** 2).sum(axis=-1)
+    dot = (q64 * x64).sum(axis=-1)
+    if metric == "ip":
+        return -dot
+    nq = np.sqrt((q64 * q64).sum(axis=-1))
+    nx = np.sqrt((x64 * x64).sum(axis=-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = np.where((nq > 0) & (nx > 0), dot / (nq * nx), 0.0)
+    return 1.0 - cos
+
+
+def _approx(q32: np.ndarray, x32: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """float32 scores (nq, nb) and a per-entry bound on their rounding error."""
+    qn = (q32.astype(np.float64) ** 2).sum(1)
+    xn = (x32.astype(np.float64) ** 2).sum(1)
+    d = q32.shape[1]
+    dot = q32 @ x32.T
+    tol = (4 * d + 8) * _EPS32 * np.sqrt(qn)[:, None] * np.sqrt(xn)[None, :]
+    if metric == "l2":
+        return (qn[:, None] + xn[None, :] - 2.0 * dot).astype(np.float64), 2 * tol + 4 * _EPS32 * (
+            qn[:, None] + xn[None, :]
+        )
+    if metric == "ip":
+        return -dot.astype(np.float64), tol
+    norm = np.sqrt(qn)[:, None] * np.sqrt(xn)[None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        score = np.where(norm > 0, 1.0 - dot / norm, 1.0)
+        rel = np.where(norm > 0, tol / norm, 0.0)
+    return score, rel + 1e-6
+
+
+def knn_block(
+    queries: np.ndarray,
+    database_block: Callable[[int, int], np.ndarray],
+    database_size: int,
+    k: int,
+    metric: str,
+    db_block_rows: int,
+    excluded: tuple[np.ndarray, np.ndarray] = (np.zeros(0, np.int64), np.zeros(0, np.int64)),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k (positions (nq, k) int64, distances (nq, k) float64) of `queries` over the whole database.
+
+    `database_block(start, stop)` returns database rows [start, stop); `excluded` is (query index,
+    database position) pairs never to return. Rows with fewer than k candidates are padded with -1 / inf.
+    """
+    nq = len(queries)
+    q32 = np.ascontiguousarray(queries, dtype=np.float32)
+    best_pos = np.full((nq, 0), -1, dtype=np.int64)
+    best_dist = np.full((nq, 0), np.inf)
+    ex_q, ex_p = excluded
+    for start in range(0, database_size, db_block_rows):
+        stop = min(start + db_block_rows, database_size)
+        block = database_block(start, stop)
+        score, tol = _approx(q32, np.ascontiguousarray(block, dtype=np.float32), metric)
+        sel = (ex_p >= start) & (ex_p < stop)
+        score[ex_q[sel], ex_p[sel] - start] = np.inf
+        kk = min(k, stop - start)
+        kth = np.partition(score, kk - 1, axis=1)[:, kk - 1 : kk] if kk else np.full((nq, 1), np.inf)
+        # A candidate's true distance can be below the true k-th only if its float32 score is within the
+        # sum of both rounding bounds of the k-th score.
+        cand = np.isfinite(score) & (score <= kth + 2 * tol.max(axis=1, keepdims=True))
+        qi, bj = np.nonzero(cand)
+        exact = exact_distances(queries[qi], block[bj], metric)
+        new_pos = np.full((nq, 0), -1, dtype=np.int64)
+        counts = np.bincount(qi, minlength=nq)
+        width = int(counts.max()) if len(counts) else 0
+        new_pos = np.full((nq, width), -1, dtype=np.int64)
+        new_dist = np.full((nq, width), np.inf)
+        col = np.arange(len(qi)) - np.repeat(np.cumsum(counts) - counts, counts)
+        new_pos[qi, col] = bj + start
+        new_dist[qi, col] = exact
+        best_pos, best_dist = _merge(best_pos, best_dist, new_pos, new_dist, k)
+    if best_pos.shape[1] < k:
+        pad = k - best_pos.shape[1]
+        best_pos = np.pad(best_pos, ((0, 0), (0, pad)), constant_values=-1)
+        best_dist = np.pad(best_dist, ((0, 0), (0, pad)), constant_values=np.inf)
+    return best_pos, best_dist
+
+
+def _merge(p1: np.ndarray, d1: np.ndarray, p2: np.ndarray, d2: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the k smallest of both lists by (distance, position); -1 padding sorts last."""
+    pos = np.concatenate([p1, p2], axis=1)
+    dist = np.concatenate([d1, d2], axis=1)
+    key_pos = np.where(pos < 0, np.iinfo(np.int64).max, pos)
+    order = np.lexsort((key_pos, dist), axis=1)[:, :k]
+    return np.take_along_axis(pos, order, 1), np.take_along_axis(dist, order, 1)
