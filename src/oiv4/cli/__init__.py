@@ -4,6 +4,7 @@ from oiv4.cli import (  # noqa: F401 (they register the commands)
     dedup_commands,
     estimate_command,
     inspect_commands,
+    neighbors_command,
     run_commands,
     stage_commands,
 )

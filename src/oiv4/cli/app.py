@@ -37,6 +37,7 @@ COMMAND_ORDER = (
     "verify",
     "hash",
     "dedup",
+    "neighbors",
     "report",
     "sql",
     "mirror",
