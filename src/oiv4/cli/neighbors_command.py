@@ -41,5 +41,5 @@ def neighbors_cmd(
         raise UsageError(f"bad --queries/--database: {exc}") from None
     settings = NeighborsSettings(model, qname, sample, names, k, metric, memory_gb, exclude_duplicates, seed)
     with writing(root, "oiv4 neighbors") as storage:
-        out = run_neighbors(storage, settings)
-    err.print(f"  wrote {out}")
+        out, reused = run_neighbors(storage, settings)
+    err.print(f"  wrote {out}" + (f" ({reused} finished query blocks kept)" if reused else ""))

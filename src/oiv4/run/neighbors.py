@@ -88,8 +88,8 @@ def _exclusions(storage: Storage, s: NeighborsSettings, qids: np.ndarray, dbs: l
     return np.concatenate(pairs_q).astype(np.int64), np.concatenate(pairs_p).astype(np.int64)
 
 
-def run_neighbors(storage: Storage, s: NeighborsSettings) -> str:
-    """Compute (or finish) the ground truth; returns the output path relative to the root."""
+def run_neighbors(storage: Storage, s: NeighborsSettings) -> tuple[str, int]:
+    """Compute (or finish) the ground truth; returns (output path relative to the root, query blocks reused)."""
     qstore = open_features(storage, s.model, s.queries)
     dbs = [open_features(storage, s.model, name) for name in s.database]
     for db in dbs:
@@ -127,7 +127,7 @@ def run_neighbors(storage: Storage, s: NeighborsSettings) -> str:
     if storage.exists(out_rel):
         meta = pq.read_schema(storage.local_path(out_rel)).metadata or {}
         if meta.get(b"oiv4") == stamp.encode():
-            return out_rel
+            return out_rel, 0
     if (
         storage.exists(f"{parts_dir}/settings.json")
         and storage.read_bytes(f"{parts_dir}/settings.json") != stamp.encode()
@@ -137,11 +137,12 @@ def run_neighbors(storage: Storage, s: NeighborsSettings) -> str:
     storage.write_bytes(f"{parts_dir}/settings.json", stamp.encode())
     names = np.concatenate([np.full(len(db), i) for i, db in enumerate(dbs)])
     all_ids = pa.concat_arrays([db.ids for db in dbs])
-    part_rels = []
+    part_rels, reused = [], 0
     for b, start in enumerate(range(0, len(qpos), q_rows)):
         rel = f"{parts_dir}/part-{b:05d}.parquet"
         part_rels.append(rel)
         if storage.exists(rel):
+            reused += 1
             continue
         stop = min(start + q_rows, len(qpos))
         sel = (ex_q >= start) & (ex_q < stop)
@@ -171,4 +172,4 @@ def run_neighbors(storage: Storage, s: NeighborsSettings) -> str:
     storage.write_bytes(out_rel, buf.getvalue(), fsync=True)
     for rel in part_rels:
         storage.remove(rel)
-    return out_rel
+    return out_rel, reused
