@@ -11,10 +11,12 @@ import pyarrow.parquet as pq
 from oiv4.contracts.layout import LAYOUT
 
 
-def write_features(root: Path, model: str, image_set: str, vectors: np.ndarray, shard_rows: int = 50) -> list[str]:
+def write_features(
+    root: Path, model: str, image_set: str, vectors: np.ndarray, shard_rows: int = 50, ids: list[str] | None = None
+) -> list[str]:
     """Shards of `vectors` with ids `<set-letter><row:015x>`; returns the ids in plan order."""
     prefix = {"train": "a", "validation": "b", "targets": "c", "extended_targets": "d"}[image_set]
-    ids = [f"{prefix}{i:015x}" for i in range(len(vectors))]
+    ids = ids or [f"{prefix}{i:015x}" for i in range(len(vectors))]
     for shard, start in enumerate(range(0, len(vectors), shard_rows)):
         npy = root / LAYOUT.features_npy(model, image_set, shard)
         meta = root / LAYOUT.features_metadata(model, image_set, shard)
