@@ -117,10 +117,11 @@ def run_neighbors(storage: Storage, s: NeighborsSettings) -> tuple[str, int]:
                 parts.append(db.block(int(lo - offsets[i]), int(hi - offsets[i])).astype(np.float32))
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
-    # Memory: a database block in float32 (a quarter of the budget) and the float64 score matrices.
+    # Memory: a query block, a float32 database block (a quarter of the budget) and the float32 score
+    # matrix with its partition copy and candidate mask (half of it).
     budget = s.memory_gb * 2**30
-    db_rows = max(s.k, int(budget / 4 / (4 * qstore.dim)))
-    q_rows = max(1, min(4096, int(budget / 2 / (24 * db_rows))))
+    q_rows = max(1, min(1024, len(qpos), int(budget / 2 / (12 * 256))))
+    db_rows = max(1, int(min(budget / 4 / (4 * qstore.dim), budget / 2 / (12 * q_rows))))
     out_rel = f"{LAYOUT.neighbors_dir(s.model)}/{s.file_name}.parquet"
     parts_dir = f"{LAYOUT.neighbors_dir(s.model)}/{s.file_name}.parts"
     stamp = json.dumps({"k": s.k, "queries": len(qpos), "q_rows": q_rows}, sort_keys=True)

@@ -33,23 +33,30 @@ def exact_distances(q: np.ndarray, x: np.ndarray, metric: str) -> np.ndarray:
 
 
 def _approx(q32: np.ndarray, x32: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """float32 scores (nq, nb) and a per-entry bound on their rounding error."""
-    qn = (q32.astype(np.float64) ** 2).sum(1)
-    xn = (x32.astype(np.float64) ** 2).sum(1)
+    """float32 scores (nq, nb) and, per query, a bound on their rounding error (nq, 1)."""
+    qn = np.einsum("ij,ij->i", q32, q32, dtype=np.float64)
+    xn = np.einsum("ij,ij->i", x32, x32, dtype=np.float64)
     d = q32.shape[1]
-    dot = q32 @ x32.T
-    tol = (4 * d + 8) * _EPS32 * np.sqrt(qn)[:, None] * np.sqrt(xn)[None, :]
+    c = (2 * d + 16) * _EPS32
+    score = q32 @ x32.T
+    xmax = float(xn.max()) if len(xn) else 0.0
     if metric == "l2":
-        return (qn[:, None] + xn[None, :] - 2.0 * dot).astype(np.float64), 2 * tol + 4 * _EPS32 * (
-            qn[:, None] + xn[None, :]
-        )
+        score *= -2.0
+        score += qn.astype(np.float32)[:, None]
+        score += xn.astype(np.float32)[None, :]
+        return score, (c * (np.sqrt(qn) + np.sqrt(xmax)) ** 2)[:, None]
     if metric == "ip":
-        return -dot.astype(np.float64), tol
-    norm = np.sqrt(qn)[:, None] * np.sqrt(xn)[None, :]
+        np.negative(score, out=score)
+        return score, (c * np.sqrt(qn) * np.sqrt(xmax))[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
-        score = np.where(norm > 0, 1.0 - dot / norm, 1.0)
-        rel = np.where(norm > 0, tol / norm, 0.0)
-    return score, rel + 1e-6
+        inv_q = np.where(qn > 0, 1 / np.sqrt(qn), 0.0).astype(np.float32)
+        inv_x = np.where(xn > 0, 1 / np.sqrt(xn), 0.0).astype(np.float32)
+    score *= inv_q[:, None]
+    score *= inv_x[None, :]
+    np.subtract(1.0, score, out=score)
+    score[:, xn == 0] = 1.0
+    score[qn == 0, :] = 1.0
+    return score, np.full((len(qn), 1), 2 * c + 1e-6)
 
 
 def knn_block(
@@ -74,15 +81,10 @@ def knn_block(
     for start in range(0, database_size, db_block_rows):
         stop = min(start + db_block_rows, database_size)
         block = database_block(start, stop)
-        score, tol = _approx(q32, np.ascontiguousarray(block, dtype=np.float32), metric)
         sel = (ex_p >= start) & (ex_p < stop)
+        score, tol = _approx(q32, np.ascontiguousarray(block, dtype=np.float32), metric)
         score[ex_q[sel], ex_p[sel] - start] = np.inf
-        kk = min(k, stop - start)
-        kth = np.partition(score, kk - 1, axis=1)[:, kk - 1 : kk] if kk else np.full((nq, 1), np.inf)
-        # A candidate's true distance can be below the true k-th only if its float32 score is within the
-        # sum of both rounding bounds of the k-th score.
-        cand = np.isfinite(score) & (score <= kth + 2 * tol.max(axis=1, keepdims=True))
-        qi, bj = np.nonzero(cand)
+        qi, bj = _candidates(score, tol, min(k, stop - start))
         exact = exact_distances(queries[qi], block[bj], metric)
         new_pos = np.full((nq, 0), -1, dtype=np.int64)
         counts = np.bincount(qi, minlength=nq)
@@ -98,6 +100,17 @@ def knn_block(
         best_pos = np.pad(best_pos, ((0, 0), (0, pad)), constant_values=-1)
         best_dist = np.pad(best_dist, ((0, 0), (0, pad)), constant_values=np.inf)
     return best_pos, best_dist
+
+
+def _candidates(score: np.ndarray, tol: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
+    """(query, block column) pairs whose exact distance may be among the block's kk smallest."""
+    if kk == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    kth = np.partition(score, kk - 1, axis=1)[:, kk - 1 : kk]
+    # A true distance can be below the true k-th only if its float32 score is within the sum of both
+    # rounding bounds of the k-th score.
+    cand = np.isfinite(score) & (score <= kth + 2 * tol)
+    return np.nonzero(cand)
 
 
 def _merge(p1: np.ndarray, d1: np.ndarray, p2: np.ndarray, d2: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
