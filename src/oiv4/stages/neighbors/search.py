@@ -84,7 +84,9 @@ def knn_block(
         sel = (ex_p >= start) & (ex_p < stop)
         score, tol = _approx(q32, np.ascontiguousarray(block, dtype=np.float32), metric)
         score[ex_q[sel], ex_p[sel] - start] = np.inf
-        qi, bj = _candidates(score, tol, min(k, stop - start))
+        # Once k are known, a block candidate must also beat the running k-th exact distance.
+        bound = best_dist[:, k - 1 : k] if best_dist.shape[1] >= k else np.full((nq, 1), np.inf)
+        qi, bj = _candidates(score, tol, min(k, stop - start), bound)
         exact = exact_distances(queries[qi], block[bj], metric)
         new_pos = np.full((nq, 0), -1, dtype=np.int64)
         counts = np.bincount(qi, minlength=nq)
@@ -102,14 +104,15 @@ def knn_block(
     return best_pos, best_dist
 
 
-def _candidates(score: np.ndarray, tol: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
+def _candidates(score: np.ndarray, tol: np.ndarray, kk: int, bound: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(query, block column) pairs whose exact distance may be among the block's kk smallest."""
     if kk == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     kth = np.partition(score, kk - 1, axis=1)[:, kk - 1 : kk]
     # A true distance can be below the true k-th only if its float32 score is within the sum of both
     # rounding bounds of the k-th score.
-    cand = np.isfinite(score) & (score <= kth + 2 * tol)
+    limit = np.minimum(kth + 2 * tol, bound + tol)
+    cand = np.isfinite(score) & (score <= limit)
     return np.nonzero(cand)
 
 
