@@ -122,6 +122,7 @@ def run_neighbors(storage: Storage, s: NeighborsSettings) -> tuple[str, int]:
     budget = s.memory_gb * 2**30
     q_rows = max(1, min(1024, len(qpos), int(budget / 2 / (12 * 256))))
     db_rows = max(1, int(min(budget / 4 / (4 * qstore.dim), budget / 2 / (12 * q_rows))))
+    rerank = max(256, int(budget / 8 / (32 * qstore.dim)))  # float64 pairs and their temporaries
     out_rel = f"{LAYOUT.neighbors_dir(s.model)}/{s.file_name}.parquet"
     parts_dir = f"{LAYOUT.neighbors_dir(s.model)}/{s.file_name}.parts"
     stamp = json.dumps({"k": s.k, "queries": len(qpos), "q_rows": q_rows}, sort_keys=True)
@@ -148,7 +149,9 @@ def run_neighbors(storage: Storage, s: NeighborsSettings) -> tuple[str, int]:
         stop = min(start + q_rows, len(qpos))
         sel = (ex_q >= start) & (ex_q < stop)
         queries = qstore.take(qpos[start:stop])
-        pos, dist = knn_block(queries, database_block, total, s.k, s.metric, db_rows, (ex_q[sel] - start, ex_p[sel]))
+        pos, dist = knn_block(
+            queries, database_block, total, s.k, s.metric, db_rows, (ex_q[sel] - start, ex_p[sel]), rerank
+        )
         flat = pos.ravel()
         table = pa.table(
             {

@@ -67,11 +67,12 @@ def knn_block(
     metric: str,
     db_block_rows: int,
     excluded: tuple[np.ndarray, np.ndarray] = (np.zeros(0, np.int64), np.zeros(0, np.int64)),
+    rerank_pairs: int = 1 << 16,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (positions (nq, k) int64, distances (nq, k) float64) of `queries` over the whole database.
 
     `database_block(start, stop)` returns database rows [start, stop); `excluded` is (query index,
-    database position) pairs never to return. Rows with fewer than k candidates are padded with -1 / inf.
+    database position) pairs never to return; candidates are re-scored `rerank_pairs` at a time (memory). Rows with fewer than k candidates are padded with -1 / inf.
     """
     nq = len(queries)
     q32 = np.ascontiguousarray(queries, dtype=np.float32)
@@ -87,7 +88,10 @@ def knn_block(
         # Once k are known, a block candidate must also beat the running k-th exact distance.
         bound = best_dist[:, k - 1 : k] if best_dist.shape[1] >= k else np.full((nq, 1), np.inf)
         qi, bj = _candidates(score, tol, min(k, stop - start), bound)
-        exact = exact_distances(queries[qi], block[bj], metric)
+        exact = np.empty(len(qi))
+        for c in range(0, len(qi), rerank_pairs):
+            sl = slice(c, c + rerank_pairs)
+            exact[sl] = exact_distances(queries[qi[sl]], block[bj[sl]], metric)
         new_pos = np.full((nq, 0), -1, dtype=np.int64)
         counts = np.bincount(qi, minlength=nq)
         width = int(counts.max()) if len(counts) else 0

@@ -6,6 +6,7 @@ unfinished shard and is ignored. Metadata whose `.npy` is missing or disagrees w
 
 from __future__ import annotations
 
+import mmap
 import re
 from dataclasses import dataclass
 
@@ -65,7 +66,8 @@ class FeatureStore:
                 break
             a, b = max(start, lo) - lo, min(stop, hi) - lo
             if b > a:
-                parts.append(np.asarray(self.shards[i][a:b]))
+                parts.append(np.array(self.shards[i][a:b]))
+                _release(self.shards[i])
         if not parts:
             return np.zeros((0, self.dim), dtype=self.dtype)
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
@@ -79,6 +81,14 @@ class FeatureStore:
             sel = shard_of == i
             out[sel] = self.shards[int(i)][positions[sel] - self.offsets[int(i)]]
         return out
+
+
+def _release(arr: np.ndarray) -> None:
+    """Drop a memmap's pages from this process's resident set once copied (they stay in the page cache):
+    streaming a 50 GB database through mmap must not count 50 GB against --memory-gb."""
+    mm = getattr(arr, "_mmap", None)
+    if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        mm.madvise(mmap.MADV_DONTNEED)
 
 
 def open_features(storage: Storage, model: str, image_set: ImageSet | str) -> FeatureStore:
