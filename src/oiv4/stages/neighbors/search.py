@@ -112,6 +112,12 @@ def _candidates(score: np.ndarray, tol: np.ndarray, kk: int, bound: np.ndarray) 
     """(query, block column) pairs whose exact distance may be among the block's kk smallest."""
     if kk == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if np.isfinite(bound).all():
+        # k exact distances are known for every query: only what may beat the k-th can enter (no partition).
+        # Excluded entries are inf and fail the comparison against a finite limit.
+        # Rounded up, so converting the float64 limit to the scores' float32 never drops a candidate.
+        limit = np.nextafter((bound + tol).astype(score.dtype), np.inf)
+        return np.nonzero(score <= limit)
     kth = np.partition(score, kk - 1, axis=1)[:, kk - 1 : kk]
     # A true distance can be below the true k-th only if its float32 score is within the sum of both
     # rounding bounds of the k-th score.
