@@ -198,7 +198,7 @@ def test_every_dependency_has_a_lower_bound_and_the_lock_satisfies_every_range()
     declared = [Requirement(r) for r in project["dependencies"]]
     for extra, reqs in project["optional-dependencies"].items():
         declared += [Requirement(r) for r in reqs if not r.startswith("oiv4[")]
-        assert extra in ("s3", "dask", "torch", "all", "dev"), extra
+        assert extra in ("s3", "dask", "torch", "neighbors", "all", "dev"), extra
     for req in declared:
         assert any(s.operator == ">=" for s in req.specifier), f"{req} has no tested lower bound"
         assert not any(s.operator == "==" for s in req.specifier), f"{req} is pinned: pins belong in requirements.lock"
@@ -216,5 +216,5 @@ def test_the_core_install_declares_no_cluster_cloud_or_torch_package() -> None:
     assert {Requirement(r).name for r in extras["s3"]} == {"s3fs"}
     assert {Requirement(r).name for r in extras["torch"]} == {"torch"}
     assert "oiv4[s3,dask,torch]" in extras["all"]
-    assert "oiv4[s3,dask]" in extras["dev"]  # `make test` runs the s3 and dask tests
+    assert "oiv4[s3,dask,neighbors]" in extras["dev"]  # `make test` runs the s3, dask and kNN-baseline tests
     assert (REPO / "LICENSE").read_text().startswith("MIT License")

@@ -17,11 +17,11 @@ def neighbors_cmd(
     queries: str = typer.Option(..., "--queries", help="SET, or SET:N for a seeded sample of N images."),
     database: str = typer.Option(..., "--database", help="SET[,SET...] to search, in tie order."),
     model: str = typer.Option("vgg16-fc2", "--model", help="Feature model (as given to oiv4 features)."),
-    k: int = typer.Option(100, "--k", help="Neighbours per query."),
+    k: int = typer.Option(100, "--k", min=1, help="Neighbours per query."),
     metric: str = typer.Option("l2", "--metric", help="l2 (squared), ip or cosine."),
-    memory_gb: float = typer.Option(2.0, "--memory-gb", help="Memory bound for the search."),
+    memory_gb: float = typer.Option(2.0, "--memory-gb", min=1e-6, help="Memory bound for the search."),
     exclude_duplicates: bool = typer.Option(False, "--exclude-duplicates", help="Drop pairs oiv4 dedup found."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the query sample."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the query sample."),
 ) -> None:
     """Exact kNN ground truth; writes neighbors/<model>/<queries>-<database>.parquet (resumable).
 
