@@ -9,6 +9,7 @@ import sys
 import time
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -73,6 +74,7 @@ def test_cli_several_database_sets_never_return_the_query(tmp_path, metric: str)
     ref_pos, ref_dist = brute_force(v, x, 25, metric, {(i, 120 + i) for i in range(40)})
     assert got["neighbor_id"].to_pylist() == [ids[p] for p in ref_pos.ravel()]
     assert got["distance"].to_pylist() == ref_dist.ravel().tolist()
+    assert tid[5] not in got["neighbor_id"].to_pylist()[:10] and tid[7] not in got["neighbor_id"].to_pylist()[30:40]
     assert all(a != b for a, b in zip(got["query_id"].to_pylist(), got["neighbor_id"].to_pylist(), strict=True))
 
 
@@ -127,3 +129,45 @@ def test_resume_after_kill_is_byte_identical(tmp_path) -> None:
     out.unlink()
     subprocess.run([*args], check=True, stderr=subprocess.DEVNULL)
     assert out.read_bytes() == resumed
+
+
+def test_exclude_duplicates_drops_the_pairs_dedup_found(tmp_path) -> None:
+    rng = np.random.default_rng(4)
+    t = rng.integers(-2, 3, (60, 4)).astype(np.float16)
+    v = rng.integers(-2, 3, (10, 4)).astype(np.float16)
+    t[5], t[7] = v[0], v[3]  # exact copies: without the exclusion each would be its query's first neighbour
+    tid = write_features(tmp_path, MODEL, "targets", t, 25)
+    vid = write_features(tmp_path, MODEL, "validation", v, 25)
+    (tmp_path / "dedup").mkdir()
+    # One pair in each orientation: (validation 0, targets 5) and (targets 7, validation 3).
+    pq.write_table(
+        pa.table(
+            {
+                "id_a": [vid[0], tid[7]],
+                "set_a": ["validation", "targets"],
+                "id_b": [tid[5], vid[3]],
+                "set_b": ["targets", "validation"],
+                "distance": [0, 2],
+                "kind": ["exact", "near"],
+            }
+        ),
+        tmp_path / "dedup" / "pairs.parquet",
+    )
+    args = [
+        "neighbors",
+        "--root",
+        str(tmp_path),
+        "--queries",
+        "validation",
+        "--database",
+        "targets",
+        "--k",
+        "10",
+        "--exclude-duplicates",
+    ]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    got = pq.read_table(tmp_path / "neighbors" / MODEL / "validation-targets.nodup.parquet")
+    ref_pos, ref_dist = brute_force(v, t, 10, "l2", {(0, 5), (3, 7)})
+    assert got["neighbor_id"].to_pylist() == [tid[p] for p in ref_pos.ravel()]
+    assert got["distance"].to_pylist() == ref_dist.ravel().tolist()
+    assert tid[5] not in got["neighbor_id"].to_pylist()[:10] and tid[7] not in got["neighbor_id"].to_pylist()[30:40]
