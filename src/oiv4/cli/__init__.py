@@ -5,6 +5,7 @@ from oiv4.cli import (  # noqa: F401 (they register the commands)
     estimate_command,
     features_command,
     inspect_commands,
+    neighbors_command,
     run_commands,
     stage_commands,
 )

@@ -40,6 +40,7 @@ COMMAND_ORDER = (
     "hash",
     "dedup",
     "features",
+    "neighbors",
     "report",
     "sql",
     "mirror",

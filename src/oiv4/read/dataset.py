@@ -73,6 +73,12 @@ class Dataset:
     def __repr__(self) -> str:
         return f"<oiv4 dataset at {self.root}: {', '.join(self.sets) or 'no sets'}>"
 
+    def neighbors(self, model: str = "vgg16-fc2", name: str | None = None, *, duckdb: bool = False) -> Any:
+        """Ground truth from `oiv4 neighbors` as a pa.Table (or a DuckDB relation); see `oiv4.read.neighbors`."""
+        from oiv4.read.neighbors import neighbors_relation, read_neighbors
+
+        return (neighbors_relation if duckdb else read_neighbors)(self.storage, model, name)
+
     def close(self) -> None:
         self.blobs.close()
 

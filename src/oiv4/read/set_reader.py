@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     import duckdb
     from PIL import Image
 
+    from oiv4.read.features import Features
     from oiv4.read.torch_adapter import TorchImageDataset
 
 
@@ -334,11 +335,18 @@ class SetReader:
         *,
         with_ids: bool = False,
         to_tensor: bool = False,
+        features: str | None = None,
     ) -> TorchImageDataset:
         """A PyTorch map-style Dataset over this set; see `oiv4.read.torch_adapter` (torch stays optional)."""
         from oiv4.read.torch_adapter import TorchImageDataset
 
-        return TorchImageDataset(self, transform=transform, with_ids=with_ids, to_tensor=to_tensor)
+        return TorchImageDataset(self, transform=transform, with_ids=with_ids, to_tensor=to_tensor, features=features)
+
+    def features(self, model: str = "vgg16-fc2") -> Features:
+        """This set's `model` vectors (ids + memory-mapped array in plan order); see `oiv4.read.features`."""
+        from oiv4.read.features import Features
+
+        return Features(self.storage, model, self.name)
 
     def close(self) -> None:
         self.blobs.close()

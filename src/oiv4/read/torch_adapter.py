@@ -36,24 +36,33 @@ class TorchImageDataset:
         *,
         with_ids: bool = False,
         to_tensor: bool = False,
+        features: str | None = None,
     ) -> None:
         self.reader = reader
+        # With `features`, item i is (item, vector) for the i-th image that has a vector, in plan order.
+        self.features = reader.features(features) if features is not None else None
         self.transform = transform
         self.with_ids = with_ids
         self.to_tensor = to_tensor
         len(reader)  # load the ledger once here, so workers receive it instead of each re-reading it
 
     def __len__(self) -> int:
-        return len(self.reader)
+        return len(self.reader) if self.features is None else len(self.features)
 
     def __getitem__(self, index: int) -> Any:
         from oiv4.io.image_decode import decode
 
-        image_id = self.reader.image_id_at(index)
-        img = decode(self.reader.read_bytes_at(index), image_id).convert("RGB")
+        if self.features is not None:
+            image_id = self.features.ids[index].as_py()
+            img = decode(self.reader.read_bytes(image_id), image_id).convert("RGB")
+        else:
+            image_id = self.reader.image_id_at(index)
+            img = decode(self.reader.read_bytes_at(index), image_id).convert("RGB")
         item: Any = self.transform(img) if self.transform is not None else img
         if self.to_tensor and self.transform is None:
             item = _pil_to_tensor(img)
+        if self.features is not None:
+            item = (item, self.features.array[index])
         return (image_id, item) if self.with_ids else item
 
     def __repr__(self) -> str:

@@ -24,6 +24,7 @@ from oiv4.read.dataset import Dataset
 from oiv4.read.set_reader import SetReader
 from oiv4.report.data import SetStats, collect
 from oiv4.report.duplicates import collect_duplicates, duplicates_section
+from oiv4.report.neighbors import neighbors_section
 from oiv4.report.page import render
 
 
@@ -86,7 +87,7 @@ def render_report(
         del reader
         if s is not None:
             stats.append(s)
-    dups = duplicates_section(collect_duplicates(storage, ds))
+    dups = duplicates_section(collect_duplicates(storage, ds)) + neighbors_section(storage, ds)
     ds.close()
     return render(storage.root, stats, duplicates=dups)
 

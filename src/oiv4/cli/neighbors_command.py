@@ -1,0 +1,45 @@
+"""`oiv4 neighbors`: exact nearest-neighbour ground truth over the stored features."""
+
+from __future__ import annotations
+
+import typer
+
+from oiv4.cli.app import app
+from oiv4.cli.app import console as err
+from oiv4.cli.guard import writing
+from oiv4.contracts.errors import UsageError
+from oiv4.contracts.schema import ImageSet
+
+
+@app.command("neighbors", rich_help_panel="Similarity")
+def neighbors_cmd(
+    root: str = typer.Option(..., "--root", "-r", help="Where the sets and their features are."),
+    queries: str = typer.Option(..., "--queries", help="SET, or SET:N for a seeded sample of N images."),
+    database: str = typer.Option(..., "--database", help="SET[,SET...] to search, in tie order."),
+    model: str = typer.Option("vgg16-fc2", "--model", help="Feature model (as given to oiv4 features)."),
+    k: int = typer.Option(100, "--k", min=1, help="Neighbours per query."),
+    metric: str = typer.Option("l2", "--metric", help="l2 (squared), ip or cosine."),
+    memory_gb: float = typer.Option(2.0, "--memory-gb", min=1e-6, help="Memory bound for the search."),
+    exclude_duplicates: bool = typer.Option(False, "--exclude-duplicates", help="Drop pairs oiv4 dedup found."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the query sample."),
+) -> None:
+    """Exact kNN ground truth; writes neighbors/<model>/<queries>-<database>.parquet (resumable).
+
+    Example: oiv4 neighbors --root /data/open_images --queries validation:1000 --database targets --k 100
+    """
+    from oiv4.run.neighbors import NeighborsSettings, run_neighbors
+    from oiv4.stages.neighbors import METRICS
+
+    if metric not in METRICS:
+        raise UsageError(f"--metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    qset, _, n = queries.partition(":")
+    try:
+        sample = int(n) if n else None
+        names = tuple(ImageSet(x.strip()).value for x in database.split(","))
+        qname = ImageSet(qset).value
+    except ValueError as exc:
+        raise UsageError(f"bad --queries/--database: {exc}") from None
+    settings = NeighborsSettings(model, qname, sample, names, k, metric, memory_gb, exclude_duplicates, seed)
+    with writing(root, "oiv4 neighbors") as storage:
+        out, reused = run_neighbors(storage, settings)
+    err.print(f"  wrote {out}" + (f" ({reused} finished query blocks kept)" if reused else ""))

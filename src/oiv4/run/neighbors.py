@@ -1,0 +1,179 @@
+"""`oiv4 neighbors`: exact kNN ground truth, resumable per block of queries.
+
+Output `neighbors/<model>/<queries>-<database>.parquet` where <queries> is the set name, or
+`<set>.<N>s<seed>` for a seeded sample of N, and <database> joins several sets with `+`; a metric other
+than l2 adds `.<metric>`, `--exclude-duplicates` adds `.nodup`. Each block of queries is written atomically
+as `<name>.parts/part-NNNNN.parquet`; when all are there they are joined into the final file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from oiv4.contracts.errors import InputError
+from oiv4.contracts.layout import LAYOUT
+from oiv4.io.storage import Storage
+from oiv4.stages.neighbors import FeatureStore, knn_block, open_features
+
+SCHEMA = pa.schema(
+    [
+        ("query_id", pa.string()),
+        ("rank", pa.int32()),
+        ("neighbor_id", pa.string()),
+        ("neighbor_set", pa.string()),
+        ("distance", pa.float64()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class NeighborsSettings:
+    """What `oiv4 neighbors` computes."""
+
+    model: str
+    queries: str
+    sample: int | None
+    database: tuple[str, ...]
+    k: int = 100
+    metric: str = "l2"
+    memory_gb: float = 2.0
+    exclude_duplicates: bool = False
+    seed: int = 0
+
+    @property
+    def file_name(self) -> str:
+        q = self.queries if self.sample is None else f"{self.queries}.{self.sample}s{self.seed}"
+        name = f"{q}-{'+'.join(self.database)}"
+        if self.metric != "l2":
+            name += f".{self.metric}"
+        if self.exclude_duplicates:
+            name += ".nodup"
+        return name
+
+
+def _exclusions(storage: Storage, s: NeighborsSettings, qids: np.ndarray, dbs: list[FeatureStore]) -> tuple:
+    """(query index, database position) pairs never returned: the query itself, and dedup pairs if asked."""
+    pairs_q, pairs_p, offset = [], [], 0
+    for db in dbs:
+        ids = np.asarray(db.ids.to_numpy(zero_copy_only=False), dtype=object).astype(str)
+        _, qi, pi = np.intersect1d(qids, ids, return_indices=True)
+        pairs_q.append(qi)
+        pairs_p.append(pi + offset)
+        offset += len(db)
+    if s.exclude_duplicates:
+        rel = "dedup/pairs.parquet"
+        if not storage.exists(rel):
+            raise InputError(f"--exclude-duplicates needs {storage.path(rel)}: run `oiv4 dedup --root {storage.root}`")
+        with storage.open(rel) as fh:
+            t = pq.read_table(fh, columns=["id_a", "set_a", "id_b", "set_b"])
+        both = [(t["id_a"], t["set_a"], t["id_b"], t["set_b"]), (t["id_b"], t["set_b"], t["id_a"], t["set_a"])]
+        qpos = {v: i for i, v in enumerate(qids.tolist())}
+        offset = 0
+        for db in dbs:
+            dpos = {v: i for i, v in enumerate(db.ids.to_pylist())}
+            for qa, qs, da, ds in both:
+                m = pc.and_(pc.equal(qs, s.queries), pc.equal(ds, db.image_set))
+                for a, b in zip(pc.filter(qa, m).to_pylist(), pc.filter(da, m).to_pylist(), strict=True):
+                    if a in qpos and b in dpos:
+                        pairs_q.append(np.array([qpos[a]]))
+                        pairs_p.append(np.array([dpos[b] + offset]))
+            offset += len(db)
+    return np.concatenate(pairs_q).astype(np.int64), np.concatenate(pairs_p).astype(np.int64)
+
+
+def run_neighbors(storage: Storage, s: NeighborsSettings) -> tuple[str, int]:
+    """Compute (or finish) the ground truth; returns (output path relative to the root, query blocks reused)."""
+    qstore = open_features(storage, s.model, s.queries)
+    dbs = [open_features(storage, s.model, name) for name in s.database]
+    for db in dbs:
+        if db.dim != qstore.dim:
+            raise InputError(
+                f"{s.model} features of {db.image_set} are {db.dim}-d but those of {s.queries} are {qstore.dim}-d"
+            )
+    total = sum(len(db) for db in dbs)
+    if s.k > total - (1 if s.queries in s.database else 0) or s.k < 1:
+        raise InputError(f"--k {s.k} is larger than the database ({total:,} vectors)")
+    qpos = np.arange(len(qstore))
+    if s.sample is not None:
+        if s.sample > len(qstore):
+            raise InputError(f"{s.queries}:{s.sample} asks for more queries than {s.queries} has ({len(qstore):,})")
+        qpos = np.sort(np.random.default_rng(s.seed).choice(len(qstore), s.sample, replace=False))
+    qids = np.asarray(qstore.ids.take(pa.array(qpos)).to_pylist(), dtype=str)
+    ex_q, ex_p = _exclusions(storage, s, qids, dbs)
+    offsets = np.cumsum([0] + [len(db) for db in dbs])
+
+    def database_block(start: int, stop: int) -> np.ndarray:
+        parts = []
+        for i, db in enumerate(dbs):
+            lo, hi = max(start, offsets[i]), min(stop, offsets[i + 1])
+            if hi > lo:
+                parts.append(db.block(int(lo - offsets[i]), int(hi - offsets[i])).astype(np.float32))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    # Memory: a query block, a float32 database block (a quarter of the budget) and the float32 score
+    # matrix with its partition copy and candidate mask (half of it).
+    budget = s.memory_gb * 2**30
+    q_rows = max(1, min(1024, len(qpos), int(budget / 2 / (12 * 256))))
+    db_rows = max(1, int(min(budget / 4 / (4 * qstore.dim), budget / 2 / (12 * q_rows))))
+    rerank = max(256, int(budget / 8 / (32 * qstore.dim)))  # float64 pairs and their temporaries
+    out_rel = f"{LAYOUT.neighbors_dir(s.model)}/{s.file_name}.parquet"
+    parts_dir = f"{LAYOUT.neighbors_dir(s.model)}/{s.file_name}.parts"
+    stamp = json.dumps({"k": s.k, "queries": len(qpos), "q_rows": q_rows}, sort_keys=True)
+    if storage.exists(out_rel):
+        meta = pq.read_schema(storage.local_path(out_rel)).metadata or {}
+        if meta.get(b"oiv4") == stamp.encode():
+            return out_rel, 0
+    if (
+        storage.exists(f"{parts_dir}/settings.json")
+        and storage.read_bytes(f"{parts_dir}/settings.json") != stamp.encode()
+    ):
+        for p in storage.glob(f"{parts_dir}/part-*.parquet"):
+            storage.remove(p)
+    storage.write_bytes(f"{parts_dir}/settings.json", stamp.encode())
+    names = np.concatenate([np.full(len(db), i) for i, db in enumerate(dbs)])
+    all_ids = pa.concat_arrays([db.ids for db in dbs])
+    part_rels, reused = [], 0
+    for b, start in enumerate(range(0, len(qpos), q_rows)):
+        rel = f"{parts_dir}/part-{b:05d}.parquet"
+        part_rels.append(rel)
+        if storage.exists(rel):
+            reused += 1
+            continue
+        stop = min(start + q_rows, len(qpos))
+        sel = (ex_q >= start) & (ex_q < stop)
+        queries = qstore.take(qpos[start:stop])
+        pos, dist = knn_block(
+            queries, database_block, total, s.k, s.metric, db_rows, (ex_q[sel] - start, ex_p[sel]), rerank
+        )
+        flat = pos.ravel()
+        table = pa.table(
+            {
+                "query_id": pa.array(np.repeat(qids[start:stop], s.k).tolist(), pa.string()),
+                "rank": pa.array(np.tile(np.arange(1, s.k + 1, dtype=np.int32), stop - start)),
+                "neighbor_id": all_ids.take(pa.array(flat)),
+                "neighbor_set": pa.array([s.database[i] for i in names[flat]], pa.string()),
+                "distance": pa.array(dist.ravel()),
+            },
+            schema=SCHEMA,
+        )
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        storage.write_bytes(rel, buf.getvalue(), fsync=True)
+    tables = []
+    for rel in part_rels:
+        with storage.open(rel) as fh:
+            tables.append(pq.read_table(fh))
+    final = pa.concat_tables(tables).replace_schema_metadata({"oiv4": stamp})
+    buf = io.BytesIO()
+    pq.write_table(final, buf)
+    storage.write_bytes(out_rel, buf.getvalue(), fsync=True)
+    for rel in part_rels:
+        storage.remove(rel)
+    return out_rel, reused

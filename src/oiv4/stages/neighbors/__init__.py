@@ -1,0 +1,14 @@
+"""Exact nearest-neighbour ground truth over memory-mapped feature shards (`oiv4 neighbors`)."""
+
+from oiv4.stages.neighbors.search import METRICS, exact_distances, knn_block
+from oiv4.stages.neighbors.vectors import DamagedFeaturesError, FeatureStore, NoFeaturesError, open_features
+
+__all__ = [
+    "METRICS",
+    "DamagedFeaturesError",
+    "FeatureStore",
+    "NoFeaturesError",
+    "exact_distances",
+    "knn_block",
+    "open_features",
+]
