@@ -88,7 +88,14 @@ def writable_root(storage: Storage, what: str = "--root", *, create: bool = Fals
 
 def _markers() -> list[str]:
     """What oiv4 writes under a root: any one of them marks a folder as an oiv4 root."""
-    folders = {p.split("/", 1)[0] for p in (LAYOUT.plan_summary(), LAYOUT.metadata(""), LAYOUT.ledger_dir("train"))}
+    written = (
+        LAYOUT.plan_summary(),
+        LAYOUT.metadata(""),
+        LAYOUT.ledger_dir("train"),
+        LAYOUT.features_dir("vgg16-fc2", "train"),
+        LAYOUT.neighbors_dir("vgg16-fc2"),
+    )
+    folders = {p.split("/", 1)[0] for p in written}
     return [*sorted(folders), *(s.value for s in ImageSet)]
 
 
@@ -131,6 +138,6 @@ def built_root(storage: Storage) -> None:
         raise RootError(f"--root {storage.root} does not exist")
     if not any(storage.exists(m) for m in _markers()):
         raise RootError(
-            f"--root {storage.root} is not an oiv4 root (no plan/, metadata/, ledger/ or set folder): "
+            f"--root {storage.root} is not an oiv4 root (no plan/, metadata/, ledger/, features/ or set folder): "
             "start with `oiv4 build`, or `oiv4 metadata` then `oiv4 plan`"
         )
