@@ -118,8 +118,11 @@ def _format_help(cmd: Any, ctx: typer.Context, formatter: Any) -> None:
     # itself for `oiv4` without arguments (NoArgsIsHelpError), it relies on this side effect.
     from oiv4.cli.help_view import render_help
 
-    sys.stdout.write(render_help(cmd, ctx))
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(render_help(cmd, ctx))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `oiv4 --help | head`: the reader has what it wanted; help is still a success
+        crash.quiet_stdout()
 
 
 def _protected(ctx: typer.Context) -> list[str]:
