@@ -110,6 +110,11 @@ def finish(code: int | str | None) -> None:
     """End the process with `code`: a closed stdout is not an error, and an interrupt does not wait for threads."""
     if stdout_is_devnull() and not _STDOUT_WAS_DEVNULL:
         code = 0  # rich and click met a closed stdout (EPIPE), pointed it at /dev/null and said 1
+    elif code == 1 and type(sys.stdout).__name__.endswith("PacifyFlushWrapper"):  # click < 8.2: no underscore
+        # click's own EPIPE handling (e.g. the newline it echoes after `--help` once the reader has gone)
+        # wraps stdout in this and says 1, without pointing stdout anywhere.
+        quiet_stdout()
+        code = 0
     try:
         sys.stdout.flush()
     except BrokenPipeError:
