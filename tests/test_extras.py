@@ -26,7 +26,7 @@ from oiv4.io.storage import Storage
 REPO = Path(__file__).resolve().parent.parent
 SRC = REPO / "src"
 #: Importable only with an extra (boto3 only with [dev]: tests seed moto with it, oiv4 itself never imports it).
-OPTIONAL = ("dask", "distributed", "s3fs", "aiobotocore", "boto3", "botocore", "torch")
+OPTIONAL = ("dask", "distributed", "s3fs", "aiobotocore", "boto3", "botocore", "torch", "faiss")
 
 
 def _run(script: str, *, hide: tuple[str, ...] = (), cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from feature_shards import write_features
 from oiv4.cli import app
-from oiv4.stages.neighbors import exact_distances, knn_block
+from oiv4.stages.neighbors import SearchStats, exact_distances, knn_block
 
 MODEL = "vgg16-fc2"
 
@@ -35,10 +35,82 @@ def test_blocked_search_equals_brute_force_with_many_ties(metric: str) -> None:
     x = rng.integers(-2, 3, (400, 6)).astype(np.float16)
     q = rng.integers(-2, 3, (30, 6)).astype(np.float16)
     k = 70  # larger than a database block of 33
-    pos, dist = knn_block(q, lambda a, b: x[a:b], len(x), k, metric, 33)
+    stats = SearchStats()
+    pos, dist = knn_block(q, lambda a, b: x[a:b], len(x), k, metric, 33, stats=stats)
     ref_pos, ref_dist = brute_force(q, x, k, metric, set())
     assert np.array_equal(pos, ref_pos)
     assert np.array_equal(dist, ref_dist)
+    # Integer vectors tie at the cut in l2 and ip (cosine divides by norms that mostly differ): there the
+    # exact second pass decided those queries.
+    assert stats.widened > 0 or metric == "cosine"
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])
+def test_distinct_distances_are_decided_by_the_candidates_alone(metric: str) -> None:
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3000, 24)).astype(np.float16)
+    q = rng.standard_normal((50, 24)).astype(np.float16)
+    stats = SearchStats()
+    pos, dist = knn_block(q, lambda a, b: x[a:b], len(x), 10, metric, 700, stats=stats)
+    ref_pos, ref_dist = brute_force(q, x, 10, metric, set())
+    assert np.array_equal(pos, ref_pos)
+    assert np.array_equal(dist, ref_dist)
+    assert stats.widened == 0  # no near-tie at the cut: one faiss pass and one float64 re-rank
+
+
+def test_ties_straddling_the_cut_widen_and_keep_the_lowest_positions() -> None:
+    # 5 vectors at distance 1, 60 tied at distance 4 (scattered over every block), the rest at 9 or more:
+    # with k = 10 the cut falls inside the tie, faiss keeps an arbitrary subset of it, and only the widening
+    # pass can return the 5 tied vectors with the lowest database positions.
+    rng = np.random.default_rng(6)
+    d = 8
+    x = np.zeros((2000, d), np.float32)
+    x[:, 0] = 3.0 + rng.integers(0, 3, 2000)
+    perm = rng.permutation(2000)
+    near, tied = perm[:5], perm[5:65]
+    x[near, 0] = 1.0
+    x[tied, 0] = 2.0
+    q = np.zeros((3, d), np.float32)
+    stats = SearchStats()
+    pos, dist = knn_block(q, lambda a, b: x[a:b], len(x), 10, "l2", 250, stats=stats)
+    ref_pos, ref_dist = brute_force(q, x, 10, "l2", set())
+    assert np.array_equal(pos, ref_pos) and np.array_equal(dist, ref_dist)
+    assert sorted(pos[0, 5:]) == sorted(np.sort(tied)[:5].tolist())
+    assert stats.widened == 3
+
+
+def test_exclusions_beyond_the_first_k() -> None:
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1500, 16)).astype(np.float32)
+    q = rng.standard_normal((4, 16)).astype(np.float32)
+    k = 10
+    order, _ = brute_force(q, x, 40, "l2", set())
+    exclude = {(0, int(p)) for p in order[0, :13]}  # more exclusions than k: query 0's answer is its 14th..23rd
+    exclude |= {(1, int(p)) for p in order[1, 15:22]}  # past the cut: query 1's answer does not change
+    exclude |= {(2, int(p)) for p in order[2, [0, 4, 9, 10]]}  # inside and at the cut
+    ex = np.array(sorted(exclude), dtype=np.int64).T
+    stats = SearchStats()
+    pos, dist = knn_block(q, lambda a, b: x[a:b], len(x), k, "l2", 400, (ex[0], ex[1]), stats=stats)
+    ref_pos, ref_dist = brute_force(q, x, k, "l2", exclude)
+    assert np.array_equal(pos, ref_pos) and np.array_equal(dist, ref_dist)
+    assert np.array_equal(pos[0], order[0, 13:23]) and np.array_equal(pos[1], order[1, :10])
+    assert stats.widened == 0
+
+
+def test_without_faiss_the_command_names_the_neighbors_extra(tmp_path) -> None:
+    rng = np.random.default_rng(8)
+    write_features(tmp_path, MODEL, "targets", rng.standard_normal((50, 4)).astype(np.float16))
+    write_features(tmp_path, MODEL, "validation", rng.standard_normal((5, 4)).astype(np.float16))
+    args = ["oiv4", "neighbors", "--root", str(tmp_path), "--queries", "validation", "--database", "targets"]
+    script = f"import sys\nsys.modules['faiss'] = None\nsys.argv = {[*args, '--k', '3']!r}\n"
+    script += "from oiv4.cli import main\nmain()\n"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (
+        "oiv4 neighbors: the exact kNN search needs the [neighbors] extra: in the oiv4 clone, pip install "
+        "'.[neighbors]'\n"
+    )
+    assert not (tmp_path / "neighbors" / MODEL / "validation-targets.parquet").exists()
 
 
 @pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from oiv4.contracts.errors import InputError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.io.storage import Storage
-from oiv4.stages.neighbors import FeatureStore, knn_block, open_features
+from oiv4.stages.neighbors import FeatureStore, SearchStats, knn_block, open_features, plan_sizes
 
 SCHEMA = pa.schema(
     [
@@ -88,8 +88,11 @@ def _exclusions(storage: Storage, s: NeighborsSettings, qids: np.ndarray, dbs: l
     return np.concatenate(pairs_q).astype(np.int64), np.concatenate(pairs_p).astype(np.int64)
 
 
-def run_neighbors(storage: Storage, s: NeighborsSettings) -> tuple[str, int]:
-    """Compute (or finish) the ground truth; returns (output path relative to the root, query blocks reused)."""
+def run_neighbors(storage: Storage, s: NeighborsSettings, stats: SearchStats | None = None) -> tuple[str, int]:
+    """Compute (or finish) the ground truth; returns (output path relative to the root, query blocks reused).
+
+    `stats`, when given, counts what the searches did (queries widened, GPU or not).
+    """
     qstore = open_features(storage, s.model, s.queries)
     dbs = [open_features(storage, s.model, name) for name in s.database]
     for db in dbs:
@@ -114,15 +117,15 @@ def run_neighbors(storage: Storage, s: NeighborsSettings) -> tuple[str, int]:
         for i, db in enumerate(dbs):
             lo, hi = max(start, offsets[i]), min(stop, offsets[i + 1])
             if hi > lo:
-                parts.append(db.block(int(lo - offsets[i]), int(hi - offsets[i])).astype(np.float32))
+                parts.append(db.block(int(lo - offsets[i]), int(hi - offsets[i])))
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
-    # Memory: a query block, a float32 database block (a quarter of the budget) and the float32 score
-    # matrix with its partition copy and candidate mask (half of it).
-    budget = s.memory_gb * 2**30
-    q_rows = max(1, min(1024, len(qpos), int(budget / 2 / (12 * 256))))
-    db_rows = max(1, int(min(budget / 4 / (4 * qstore.dim), budget / 2 / (12 * q_rows))))
-    rerank = max(256, int(budget / 8 / (32 * qstore.dim)))  # float64 pairs and their temporaries
+    # Every buffer of the search is sized from --memory-gb (the search decides how; the largest stored
+    # itemsize, since sets of one model may differ in dtype).
+    extra = int(np.bincount(ex_q).max()) if len(ex_q) else 0
+    itemsize = max(x.dtype.itemsize for x in [qstore, *dbs])
+    sizes = plan_sizes(s.memory_gb, qstore.dim, itemsize, s.k, extra, total)
+    q_rows = max(1, min(sizes.query_rows, len(qpos)))
     out_rel = f"{LAYOUT.neighbors_dir(s.model)}/{s.file_name}.parquet"
     parts_dir = f"{LAYOUT.neighbors_dir(s.model)}/{s.file_name}.parts"
     stamp = json.dumps({"k": s.k, "queries": len(qpos), "q_rows": q_rows}, sort_keys=True)
@@ -137,7 +140,8 @@ def run_neighbors(storage: Storage, s: NeighborsSettings) -> tuple[str, int]:
         for p in storage.glob(f"{parts_dir}/part-*.parquet"):
             storage.remove(p)
     storage.write_bytes(f"{parts_dir}/settings.json", stamp.encode())
-    names = np.concatenate([np.full(len(db), i) for i, db in enumerate(dbs)])
+    names = np.concatenate([np.full(len(db), i, dtype=np.int8) for i, db in enumerate(dbs)])
+    set_names = pa.array(s.database, pa.string())
     all_ids = pa.concat_arrays([db.ids for db in dbs])
     part_rels, reused = [], 0
     for b, start in enumerate(range(0, len(qpos), q_rows)):
@@ -150,15 +154,24 @@ def run_neighbors(storage: Storage, s: NeighborsSettings) -> tuple[str, int]:
         sel = (ex_q >= start) & (ex_q < stop)
         queries = qstore.take(qpos[start:stop])
         pos, dist = knn_block(
-            queries, database_block, total, s.k, s.metric, db_rows, (ex_q[sel] - start, ex_p[sel]), rerank
+            queries,
+            database_block,
+            total,
+            s.k,
+            s.metric,
+            sizes.db_rows,
+            (ex_q[sel] - start, ex_p[sel]),
+            sizes.rerank_pairs,
+            stats=stats,
         )
         flat = pos.ravel()
+        # Columns built in Arrow, not as Python strings: k rows per query would cost ~70 bytes each.
         table = pa.table(
             {
-                "query_id": pa.array(np.repeat(qids[start:stop], s.k).tolist(), pa.string()),
+                "query_id": pa.array(qids[start:stop], pa.string()).take(np.repeat(np.arange(stop - start), s.k)),
                 "rank": pa.array(np.tile(np.arange(1, s.k + 1, dtype=np.int32), stop - start)),
                 "neighbor_id": all_ids.take(pa.array(flat)),
-                "neighbor_set": pa.array([s.database[i] for i in names[flat]], pa.string()),
+                "neighbor_set": set_names.take(names[flat]),
                 "distance": pa.array(dist.ravel()),
             },
             schema=SCHEMA,

@@ -1,6 +1,6 @@
 """Exact nearest-neighbour ground truth over memory-mapped feature shards (`oiv4 neighbors`)."""
 
-from oiv4.stages.neighbors.search import METRICS, exact_distances, knn_block
+from oiv4.stages.neighbors.search import METRICS, SearchSizes, SearchStats, exact_distances, knn_block, plan_sizes
 from oiv4.stages.neighbors.vectors import DamagedFeaturesError, FeatureStore, NoFeaturesError, open_features
 
 __all__ = [
@@ -8,7 +8,10 @@ __all__ = [
     "DamagedFeaturesError",
     "FeatureStore",
     "NoFeaturesError",
+    "SearchSizes",
+    "SearchStats",
     "exact_distances",
     "knn_block",
     "open_features",
+    "plan_sizes",
 ]
