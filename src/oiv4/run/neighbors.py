@@ -179,14 +179,11 @@ def run_neighbors(storage: Storage, s: NeighborsSettings, stats: SearchStats | N
         buf = io.BytesIO()
         pq.write_table(table, buf)
         storage.write_bytes(rel, buf.getvalue(), fsync=True)
-    tables = []
-    for rel in part_rels:
-        with storage.open(rel) as fh:
-            tables.append(pq.read_table(fh))
-    final = pa.concat_tables(tables).replace_schema_metadata({"oiv4": stamp})
-    buf = io.BytesIO()
-    pq.write_table(final, buf)
-    storage.write_bytes(out_rel, buf.getvalue(), fsync=True)
+    # Streamed a part at a time (one row group each), so the whole ground truth is never held in memory.
+    with storage.open_atomic(out_rel) as out, pq.ParquetWriter(out, SCHEMA.with_metadata({"oiv4": stamp})) as w:
+        for rel in part_rels:
+            with storage.open(rel) as fh:
+                w.write_table(pq.read_table(fh))
     for rel in part_rels:
         storage.remove(rel)
     return out_rel, reused
