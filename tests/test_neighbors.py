@@ -243,3 +243,33 @@ def test_exclude_duplicates_drops_the_pairs_dedup_found(tmp_path) -> None:
     assert got["neighbor_id"].to_pylist() == [tid[p] for p in ref_pos.ravel()]
     assert got["distance"].to_pylist() == ref_dist.ravel().tolist()
     assert tid[5] not in got["neighbor_id"].to_pylist()[:10] and tid[7] not in got["neighbor_id"].to_pylist()[30:40]
+
+
+def test_peak_memory_stays_under_the_budget_on_a_database_larger_than_the_rest_of_it(tmp_path) -> None:
+    # 0.3 GiB budget; the runtime alone is ~0.2 GiB, the database 0.15 GiB: holding it whole would exceed.
+    rng = np.random.default_rng(9)
+    for lo in range(0, 300_000, 100_000):
+        block = rng.standard_normal((100_000, 128), dtype=np.float32)
+        shard = lo // 100_000
+        ids = [f"c{i:015x}" for i in range(lo, lo + 100_000)]
+        write_features(tmp_path / f"s{shard}", MODEL, "targets", block, 100_000, ids)
+        for sub in ("img_emb", "metadata"):
+            src = tmp_path / f"s{shard}" / "features" / MODEL / "targets" / sub
+            dst = tmp_path / "features" / MODEL / "targets" / sub
+            dst.mkdir(parents=True, exist_ok=True)
+            for f in src.iterdir():
+                f.rename(dst / f.name.replace("00000", f"{shard:05d}"))
+    write_features(tmp_path, MODEL, "validation", rng.standard_normal((200, 128), dtype=np.float32))
+    script = (
+        "import sys\nfrom oiv4.cli import main\n"
+        f"sys.argv = ['oiv4', 'neighbors', '--root', {str(tmp_path)!r}, '--queries', 'validation', '--database',"
+        " 'targets', '--k', '50', '--memory-gb', '0.3']\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    peak_gib = int(done.stdout.split()[-1]) / 2**20
+    assert peak_gib < 0.3, peak_gib
+    got = pq.read_table(tmp_path / "neighbors" / MODEL / "validation-targets.parquet")
+    assert got.num_rows == 200 * 50

@@ -60,12 +60,15 @@ class NeighborsSettings:
 
 def _exclusions(storage: Storage, s: NeighborsSettings, qids: np.ndarray, dbs: list[FeatureStore]) -> tuple:
     """(query index, database position) pairs never returned: the query itself, and dedup pairs if asked."""
+    # Matched in Arrow (hash lookups over the id arrays), never as Python objects: a database of millions
+    # of ids as str objects or a dict would cost more than a --memory-gb of a few hundred MB allows.
+    query_ids = pa.array(qids, pa.string())
     pairs_q, pairs_p, offset = [], [], 0
     for db in dbs:
-        ids = np.asarray(db.ids.to_numpy(zero_copy_only=False), dtype=object).astype(str)
-        _, qi, pi = np.intersect1d(qids, ids, return_indices=True)
-        pairs_q.append(qi)
-        pairs_p.append(pi + offset)
+        pos = pc.index_in(query_ids, value_set=db.ids)
+        hit = pos.is_valid().to_numpy(zero_copy_only=False)
+        pairs_q.append(np.flatnonzero(hit))
+        pairs_p.append(pos.to_numpy(zero_copy_only=False)[hit].astype(np.int64) + offset)
         offset += len(db)
     if s.exclude_duplicates:
         rel = "dedup/pairs.parquet"
@@ -74,16 +77,15 @@ def _exclusions(storage: Storage, s: NeighborsSettings, qids: np.ndarray, dbs: l
         with storage.open(rel) as fh:
             t = pq.read_table(fh, columns=["id_a", "set_a", "id_b", "set_b"])
         both = [(t["id_a"], t["set_a"], t["id_b"], t["set_b"]), (t["id_b"], t["set_b"], t["id_a"], t["set_a"])]
-        qpos = {v: i for i, v in enumerate(qids.tolist())}
         offset = 0
         for db in dbs:
-            dpos = {v: i for i, v in enumerate(db.ids.to_pylist())}
             for qa, qs, da, ds in both:
                 m = pc.and_(pc.equal(qs, s.queries), pc.equal(ds, db.image_set))
-                for a, b in zip(pc.filter(qa, m).to_pylist(), pc.filter(da, m).to_pylist(), strict=True):
-                    if a in qpos and b in dpos:
-                        pairs_q.append(np.array([qpos[a]]))
-                        pairs_p.append(np.array([dpos[b] + offset]))
+                qi = pc.index_in(pc.filter(qa, m), value_set=query_ids)
+                pi = pc.index_in(pc.filter(da, m), value_set=db.ids)
+                hit = pc.and_(qi.is_valid(), pi.is_valid())
+                pairs_q.append(pc.filter(qi, hit).to_numpy().astype(np.int64))
+                pairs_p.append(pc.filter(pi, hit).to_numpy().astype(np.int64) + offset)
             offset += len(db)
     return np.concatenate(pairs_q).astype(np.int64), np.concatenate(pairs_p).astype(np.int64)
 
@@ -109,6 +111,8 @@ def run_neighbors(storage: Storage, s: NeighborsSettings, stats: SearchStats | N
             raise InputError(f"{s.queries}:{s.sample} asks for more queries than {s.queries} has ({len(qstore):,})")
         qpos = np.sort(np.random.default_rng(s.seed).choice(len(qstore), s.sample, replace=False))
     qids = np.asarray(qstore.ids.take(pa.array(qpos)).to_pylist(), dtype=str)
+    # The Parquet reads above leave freed buffers in Arrow's pool: give them back before the search sizes itself.
+    pa.default_memory_pool().release_unused()
     ex_q, ex_p = _exclusions(storage, s, qids, dbs)
     offsets = np.cumsum([0] + [len(db) for db in dbs])
 
