@@ -75,7 +75,7 @@ def _exclusions(storage: Storage, s: NeighborsSettings, qids: np.ndarray, dbs: l
         if not storage.exists(rel):
             raise InputError(f"--exclude-duplicates needs {storage.path(rel)}: run `oiv4 dedup --root {storage.root}`")
         with storage.open(rel) as fh:
-            t = pq.read_table(fh, columns=["id_a", "set_a", "id_b", "set_b"])
+            t = pq.ParquetFile(fh).read(columns=["id_a", "set_a", "id_b", "set_b"])
         both = [(t["id_a"], t["set_a"], t["id_b"], t["set_b"]), (t["id_b"], t["set_b"], t["id_a"], t["set_a"])]
         offset = 0
         for db in dbs:
@@ -184,10 +184,11 @@ def run_neighbors(storage: Storage, s: NeighborsSettings, stats: SearchStats | N
         pq.write_table(table, buf)
         storage.write_bytes(rel, buf.getvalue(), fsync=True)
     # Streamed a part at a time (one row group each), so the whole ground truth is never held in memory.
+    # ParquetFile rather than read_table: the latter imports pandas (~50 MB of the --memory-gb budget).
     with storage.open_atomic(out_rel) as out, pq.ParquetWriter(out, SCHEMA.with_metadata({"oiv4": stamp})) as w:
         for rel in part_rels:
             with storage.open(rel) as fh:
-                w.write_table(pq.read_table(fh))
+                w.write_table(pq.ParquetFile(fh).read())
     for rel in part_rels:
         storage.remove(rel)
     return out_rel, reused
