@@ -69,13 +69,14 @@ def margin_for(dim: int) -> int:
 def plan_sizes(memory_gb: float, dim: int, itemsize: int, k: int, extra: int, database_size: int) -> SearchSizes:
     """Split the budget left after the runtime and the per-database-row bookkeeping.
 
-    Half goes to the queries of a part (their vectors, the merged candidate lists, the exact re-scores, the
-    output rows): every part is one more pass over the database, so parts are made as large as the budget
-    allows. An eighth goes to a database block (as stored, its float32 copy, faiss's norms), an eighth to the
-    float64 re-rank (gathered rows as stored, their float64 copies and one temporary). The rest covers
+    3/8 goes to the queries of a part (their vectors, the merged candidate lists, the exact re-scores, the
+    output rows): every part is one more pass over the database. 3/8 goes to a database block (as stored, its
+    float32 copy, faiss's norms): faiss starts each block with empty heaps, so its selection work grows with
+    the number of blocks. An eighth goes to the float64 re-rank (gathered rows as stored, their float64
+    copies and one temporary). The rest covers
     faiss's fixed tiles (4096 x 1024 float32) and allocator slack. Deterministic in its inputs, so a resumed
     run cuts the queries into the same parts. A budget below the runtime itself cannot be met: the sizes are
-    then taken from an eighth of it, with floors (16 queries, 4 x `want` rows) that keep the search efficient.
+    then taken from an eighth of it, with floors (16 queries, 2,048 or 4 x `want` rows) that keep the search efficient.
     """
     budget = memory_gb * 2**30
     work = max(budget - RUNTIME_BYTES - database_size * DB_ROW_BYTES, budget / 8)
@@ -83,8 +84,8 @@ def plan_sizes(memory_gb: float, dim: int, itemsize: int, k: int, extra: int, da
     # candidates: faiss result + merge (float32 + int64, twice `want`), re-rank (position, order, exact, key);
     # output: ~80 bytes per neighbour row in Arrow.
     per_query = dim * (itemsize + 4) + want * (2 * 12 + 12 + 32) + k * 80
-    query_rows = max(16, min(16384, int(work / 2 / per_query)))
-    db_rows = max(4 * want, int(work / 8 / (dim * (itemsize + 8) + 16)))
+    query_rows = max(16, min(16384, int(work * 3 / 8 / per_query)))
+    db_rows = max(4 * want, 2048, int(work * 3 / 8 / (dim * (itemsize + 8) + 16)))
     rerank_pairs = max(64, int(work / 8 / (dim * (2 * itemsize + 24))))
     return SearchSizes(query_rows, db_rows, rerank_pairs)
 
