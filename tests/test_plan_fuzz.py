@@ -21,10 +21,11 @@ from typer.testing import CliRunner
 
 from metadata_factory import make_universe, write_csv
 from oiv4.cli import app
+from oiv4.contracts.errors import PlanError
 from oiv4.contracts.layout import BOXABLE_CSV, FULL_CSV
 from oiv4.contracts.schema import COLUMNS
 from oiv4.io.storage import Storage
-from oiv4.stages.plan import PlanError, PlanSettings, build_plan
+from oiv4.stages.plan import PlanSettings, build_plan
 
 SEEDS = range(40)
 HEADER = (",".join(COLUMNS) + "\n").encode()
