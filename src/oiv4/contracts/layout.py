@@ -69,9 +69,12 @@ class Layout:
         s = ImageSet(image_set).value
         return f"{s}/images/{s}_{shard:05d}.zip"
 
+    def webdataset_dir(self, image_set: ImageSet | str) -> str:
+        return f"{ImageSet(image_set).value}/webdataset"
+
     def shard_tar(self, image_set: ImageSet | str, shard: int) -> str:
         s = ImageSet(image_set).value
-        return f"{s}/webdataset/{s}-{shard:05d}.tar"
+        return f"{self.webdataset_dir(s)}/{s}-{shard:05d}.tar"
 
     def archive_zip(self, image_set: ImageSet | str, archive_stem: str) -> str:
         """targets/images/train_<x>.zip and validation/images/validation.zip, as the notebook made them."""

@@ -132,6 +132,29 @@ def list_ledger(storage: Storage, image_set: ImageSet | str, shards: Sequence[in
     return files
 
 
+def has_ledger(storage: Storage, image_set: ImageSet | str) -> bool:
+    """Whether the set has recorded a ledger row: a compacted shard file, or a part of a shard that has not
+    compacted yet (a set whose shards all run, or were all killed, has only parts)."""
+    d = LAYOUT.ledger_dir(ImageSet(image_set))
+    return bool(storage.glob(f"{d}/shard-*.parquet") or storage.glob(f"{d}/shard-*.parts/part-*.parquet"))
+
+
+def sets_with_ledger(storage: Storage, sets: Sequence[ImageSet | str] | None = None) -> list[ImageSet]:
+    """The sets among `sets` (default: all four) that have a ledger (`has_ledger`), in `ImageSet` order."""
+    wanted = [ImageSet(s) for s in sets] if sets is not None else list(ImageSet)
+    return [s for s in ImageSet if s in wanted and has_ledger(storage, s)]
+
+
+def ledger_started(storage: Storage, image_set: ImageSet | str) -> bool:
+    """Whether any shard of the set has started: a ledger file, a part or a shard's recorded settings."""
+    return bool(storage.glob(f"{LAYOUT.ledger_dir(ImageSet(image_set))}/shard-*"))
+
+
+def shard_has_parts(storage: Storage, image_set: ImageSet | str, shard: int) -> bool:
+    """Whether rows of the shard wait in parts (it runs, was killed, or was appended to since it compacted)."""
+    return bool(storage.glob(f"{LAYOUT.ledger_parts_dir(ImageSet(image_set), shard)}/part-*.parquet"))
+
+
 def _columns(columns: Sequence[str] | None, *, resolving: bool) -> list[str]:
     cols = list(columns or LEDGER_SCHEMA.names)
     for need in ("row", "started_at") if resolving else ("row",):
@@ -148,6 +171,14 @@ def _read_file(storage: Storage, rel: str, columns: list[str]) -> pa.Table | Non
     except FileNotFoundError:
         return None
     return table.cast(pa.schema([LEDGER_SCHEMA.field(c) for c in columns]))
+
+
+def read_ledger_file(storage: Storage, rel: str, columns: Sequence[str]) -> pa.Table | None:
+    """`columns` of one file `list_ledger` named, unresolved (None when it vanished: its shard compacted meanwhile).
+
+    For counting what one file holds (live progress caches counts per file); rows of a set are read with
+    `iter_ledger` / `read_ledger`, which apply the de-dup rule."""
+    return _read_file(storage, rel, list(columns))
 
 
 def _resolve(compacted: pa.Table | None, pending: pa.Table | None) -> pa.Table | None:

@@ -20,7 +20,14 @@ import pyarrow.parquet as pq
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import LEDGER_SCHEMA, ImageSet
 from oiv4.io.damage import damaged, describe, is_read_error, parquet_problem
-from oiv4.io.ledger import LedgerFiles, iter_ledger, latest_per_row, ledger_files_relation, list_ledger
+from oiv4.io.ledger import (
+    LedgerFiles,
+    iter_ledger,
+    latest_per_row,
+    ledger_files_relation,
+    ledger_started,
+    list_ledger,
+)
 from oiv4.io.storage import Storage
 
 if TYPE_CHECKING:
@@ -45,7 +52,7 @@ def connect(storage: Storage | str, sets: list[ImageSet | str] | None = None) ->
         s = ImageSet(s)
         if storage.exists(LAYOUT.plan(s)):
             plan_relation(con, storage, s).create_view(f"plan_{s.value}")
-        if storage.glob(f"{LAYOUT.ledger_dir(s)}/shard-*"):
+        if ledger_started(storage, s):
             ledger_relation(con, storage, s).create_view(f"ledger_{s.value}")
         for model, rels in features_ledger_files(storage, s).items():
             features_relation(con, storage, rels).create_view(f"features_{model.replace('-', '_')}_{s.value}")
