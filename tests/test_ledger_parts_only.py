@@ -63,3 +63,29 @@ def test_dedup_finds_a_set_whose_shards_are_all_parts(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["images"] == 2  # train's two images were compared, not skipped as "not built"
+
+
+def test_progress_counts_parts_and_compacted_shards_once_each(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from oiv4.io.ledger_write import ShardLedger
+    from oiv4.stages.fetch.progress import LedgerPoller
+
+    storage = Storage(str(tmp_path))
+    since = datetime.now(UTC) - timedelta(seconds=5)
+    old, now = since - timedelta(hours=1), datetime.now(UTC)
+    append_rows(
+        storage,
+        ImageSet.train,
+        0,
+        [{"image_id": _id(1), "row": 0, "outcome": "ok", "bytes_downloaded": 10, "started_at": now}],
+    )
+    append_rows(storage, ImageSet.train, 0, [{"image_id": _id(2), "row": 1, "outcome": "http_404", "started_at": now}])
+    append_rows(storage, ImageSet.train, 0, [{"image_id": _id(3), "row": 2, "outcome": "ok", "started_at": old}])
+    led = ShardLedger(storage, ImageSet.train, 1)
+    led.record(image_id=_id(4), row=10, outcome="ok", bytes_downloaded=5, started_at=now)
+    led.close()  # compacted: its rows count once, not again from parts
+    snap = LedgerPoller(storage, ImageSet.train, since, todo=4).poll()
+    assert snap.done == 3  # the row started before `since` belongs to an earlier run
+    assert snap.outcomes == {"ok": 2, "http_404": 1}
+    assert snap.bytes_downloaded == 15
