@@ -101,42 +101,68 @@ class LedgerFiles:
         return not self.compacted and not self.parts
 
 
-def _shard_of(rel: str) -> int:
-    # ledger/<set>/shard-00012.parquet or ledger/<set>/shard-00012.parts/part-....parquet
-    name = rel.split("/")[2]
-    return int(name.removeprefix("shard-").split(".", 1)[0])
-
-
 def list_ledger(storage: Storage, image_set: ImageSet | str, shards: Sequence[int] | None = None) -> LedgerFiles:
     """List a set's ledger files. Parts are listed *before* shard files: a shard compacting meanwhile writes
     its shard file before removing its parts, so every row is in something this listing names."""
     image_set = ImageSet(image_set)
     d = LAYOUT.ledger_dir(image_set)
     if shards is not None and len(shards) == 1:
-        parts = storage.glob(f"{LAYOUT.ledger_parts_dir(image_set, shards[0])}/part-*.parquet")
+        parts = storage.glob(LAYOUT.shard_parts_glob(LAYOUT.ledger_parts_dir(image_set, shards[0])))
         one = LAYOUT.ledger_shard(image_set, shards[0])
         compacted = [one] if storage.exists(one) else []
     else:
-        parts = storage.glob(f"{d}/shard-*.parts/part-*.parquet")
-        compacted = storage.glob(f"{d}/shard-*.parquet")
+        parts = storage.glob(LAYOUT.part_files_glob(d))
+        compacted = storage.glob(LAYOUT.shard_files_glob(d))
     files = LedgerFiles(image_set)
     wanted = None if shards is None else set(shards)
     for rel in compacted:
-        s = _shard_of(rel)
+        s = LAYOUT.shard_of(rel)
         if wanted is None or s in wanted:
             files.compacted[s] = rel
     for rel in parts:  # sorted: part names start with their UTC time, so this is time order
-        s = _shard_of(rel)
+        s = LAYOUT.shard_of(rel)
         if wanted is None or s in wanted:
             files.parts.setdefault(s, []).append(rel)
     return files
+
+
+# --------------------------------------------------------------------------------------------------
+# ledgers of their own schema in their own folder (the features ledger: one row per image per model)
+
+
+def folder_files(storage: Storage, ledger_dir: str, shard: int | None = None, *, parts_only: bool = False) -> list[str]:
+    """A ledger folder's files (of one shard, or all): parts listed first, then compacted files (a shard
+    compacting meanwhile writes its file before removing its parts, so every row is in something listed)."""
+    if shard is None:
+        parts, compacted = LAYOUT.part_files_glob(ledger_dir), LAYOUT.shard_files_glob(ledger_dir)
+    else:
+        parts = LAYOUT.shard_parts_glob(LAYOUT.folder_shard_parts_dir(ledger_dir, shard))
+        compacted = LAYOUT.folder_shard_file(ledger_dir, shard)
+    listed = storage.glob(parts)
+    return listed if parts_only else [*listed, *storage.glob(compacted)]
+
+
+def read_folder_files(storage: Storage, rels: Sequence[str], schema: pa.Schema | None = None) -> pa.Table | None:
+    """Files of a ledger folder resolved by the one de-dup rule (`latest_per_row`; None: no rows). Compacted files
+    and parts of a shard may overlap while it finishes; files gone meanwhile are skipped (their rows are in the
+    compacted file listed with them). A damaged file is a `DamagedFileError` naming it."""
+    tables = []
+    for rel in rels:
+        try:
+            with reading(storage, rel):
+                tables.append(pq.read_table(pa.BufferReader(storage.read_bytes(rel)), schema=schema))
+        except FileNotFoundError:
+            continue
+    if not tables:
+        return None
+    return latest_per_row(pa.concat_tables(tables, promote_options="default"))
 
 
 def has_ledger(storage: Storage, image_set: ImageSet | str) -> bool:
     """Whether the set has recorded a ledger row: a compacted shard file, or a part of a shard that has not
     compacted yet (a set whose shards all run, or were all killed, has only parts)."""
     d = LAYOUT.ledger_dir(ImageSet(image_set))
-    return bool(storage.glob(f"{d}/shard-*.parquet") or storage.glob(f"{d}/shard-*.parts/part-*.parquet"))
+    return bool(storage.glob(LAYOUT.shard_files_glob(d)) or storage.glob(LAYOUT.part_files_glob(d)))
 
 
 def sets_with_ledger(storage: Storage, sets: Sequence[ImageSet | str] | None = None) -> list[ImageSet]:
@@ -147,12 +173,12 @@ def sets_with_ledger(storage: Storage, sets: Sequence[ImageSet | str] | None = N
 
 def ledger_started(storage: Storage, image_set: ImageSet | str) -> bool:
     """Whether any shard of the set has started: a ledger file, a part or a shard's recorded settings."""
-    return bool(storage.glob(f"{LAYOUT.ledger_dir(ImageSet(image_set))}/shard-*"))
+    return bool(storage.glob(LAYOUT.anything_glob(LAYOUT.ledger_dir(ImageSet(image_set)))))
 
 
 def shard_has_parts(storage: Storage, image_set: ImageSet | str, shard: int) -> bool:
     """Whether rows of the shard wait in parts (it runs, was killed, or was appended to since it compacted)."""
-    return bool(storage.glob(f"{LAYOUT.ledger_parts_dir(ImageSet(image_set), shard)}/part-*.parquet"))
+    return bool(storage.glob(LAYOUT.shard_parts_glob(LAYOUT.ledger_parts_dir(ImageSet(image_set), shard))))
 
 
 def _columns(columns: Sequence[str] | None, *, resolving: bool) -> list[str]:

@@ -30,7 +30,7 @@ class SettingsChangedError(RuntimeError, UsageError):
 
 def settings_rel(image_set: ImageSet | str, shard: int) -> str:
     """Where a shard's settings record lives: beside its ledger file."""
-    return LAYOUT.ledger_shard(image_set, shard).removesuffix(".parquet") + ".settings.json"
+    return LAYOUT.ledger_settings(image_set, shard)
 
 
 def record_rel(task: ShardTask) -> str:

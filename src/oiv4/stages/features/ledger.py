@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
-from oiv4.io.ledger import latest_per_row
+from oiv4.io.ledger import folder_files, read_folder_files
 from oiv4.io.ledger_write import now_utc
 from oiv4.io.storage import Storage
 
@@ -45,6 +45,10 @@ def _bytes(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+def _ledger_dir(model: str, image_set: ImageSet) -> str:
+    return LAYOUT.features_ledger_dir(model, image_set)
+
+
 def write_part(storage: Storage, model: str, image_set: ImageSet, shard: int, chunk: int, rows: list[dict]) -> None:
     """One batch's rows as a durable part; the batch's vectors must already be written."""
     stamp = now_utc()
@@ -52,17 +56,17 @@ def write_part(storage: Storage, model: str, image_set: ImageSet, shard: int, ch
     cols["started_at"] = [stamp] * len(rows)
     table = pa.Table.from_pydict(cols, schema=FEATURES_LEDGER_SCHEMA)
     storage.sync()
-    rel = f"{LAYOUT.features_ledger_parts_dir(model, image_set, shard)}/part-{chunk:012d}.parquet"
-    storage.write_bytes(rel, _bytes(table), fsync=True)
+    storage.write_bytes(LAYOUT.features_ledger_part(model, image_set, shard, chunk), _bytes(table), fsync=True)
+
+
+def _read(storage: Storage, rels: list[str]) -> pa.Table:
+    table = read_folder_files(storage, rels, FEATURES_LEDGER_SCHEMA)
+    return FEATURES_LEDGER_SCHEMA.empty_table() if table is None else table
 
 
 def read_parts(storage: Storage, model: str, image_set: ImageSet, shard: int) -> pa.Table:
     """The rows a running (or killed) shard has recorded so far, one per `row`, sorted by `row`."""
-    rels = sorted(storage.glob(f"{LAYOUT.features_ledger_parts_dir(model, image_set, shard)}/part-*.parquet"))
-    if not rels:
-        return FEATURES_LEDGER_SCHEMA.empty_table()
-    tables = [pq.read_table(pa.BufferReader(storage.read_bytes(r)), schema=FEATURES_LEDGER_SCHEMA) for r in rels]
-    return latest_per_row(pa.concat_tables(tables))
+    return _read(storage, folder_files(storage, _ledger_dir(model, image_set), shard, parts_only=True))
 
 
 def compact(storage: Storage, model: str, image_set: ImageSet, shard: int) -> pa.Table:
@@ -74,8 +78,5 @@ def compact(storage: Storage, model: str, image_set: ImageSet, shard: int) -> pa
 
 
 def read_shard(storage: Storage, model: str, image_set: ImageSet, shard: int) -> pa.Table:
-    """A shard's ledger: the compacted file if the shard finished, else its parts."""
-    rel = LAYOUT.features_ledger_shard(model, image_set, shard)
-    if storage.exists(rel):
-        return pq.read_table(pa.BufferReader(storage.read_bytes(rel)), schema=FEATURES_LEDGER_SCHEMA)
-    return read_parts(storage, model, image_set, shard)
+    """A shard's ledger: its compacted file and any parts beside it, latest row per `row`."""
+    return _read(storage, folder_files(storage, _ledger_dir(model, image_set), shard))

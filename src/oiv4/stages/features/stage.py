@@ -54,7 +54,7 @@ class FeaturesSummary:
 
 def existing_dim(storage: Storage, model: str, image_set: ImageSet) -> tuple[str, int] | None:
     """(path, d) of the first finished npy of this model and set, from its header only."""
-    for rel in sorted(storage.glob(f"{LAYOUT.features_dir(model, image_set)}/img_emb/img_emb_*.npy")):
+    for rel in sorted(storage.glob(LAYOUT.features_npy_glob(model, image_set))):
         with storage.open(rel) as fh:
             version = np.lib.format.read_magic(fh)
             read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0

@@ -218,4 +218,4 @@ def _write_rejected(storage: Storage, problems: list[RowProblem]) -> None:
     table = pa.Table.from_pylist([asdict(p) for p in problems])
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
-    storage.write_bytes("plan/rejected.parquet", sink.getvalue().to_pybytes())
+    storage.write_bytes(LAYOUT.plan_rejected(), sink.getvalue().to_pybytes())
