@@ -110,7 +110,7 @@ def split_locations(locations: pa.Array) -> tuple[pa.Array, pa.Array]:
     split = pc.split_pattern(locations, _SEP, max_splits=1)
     in_container = pc.equal(pc.list_value_length(split), 2)
     container = pc.if_else(in_container, pc.list_element(split, 0), pa.scalar(None, pa.string()))
-    member = pc.if_else(in_container, pc.list_element(pc.list_slice(split, 1, 2), 0), locations)
+    member = pc.if_else(in_container, pc.replace_substring_regex(locations, f"^[^{_SEP}]*{_SEP}", ""), locations)
     return container, member
 
 
