@@ -27,6 +27,8 @@ LEDGER_SHARD_FILE = re.compile(r"^ledger/(?P<set>[a-z_]+)/shard-\d+\.parquet$")
 LEDGER_PART_FILE = re.compile(r"^ledger/(?P<set>[a-z_]+)/shard-\d+\.parts/[^/]+$")
 LEDGER_SETTINGS_FILE = re.compile(r"^ledger/(?P<set>[a-z_]+)/shard-\d+\.settings\.json$")
 
+#: A features metadata file's name, `metadata_NNNNN.parquet` (clip-retrieval's naming).
+_FEATURES_METADATA = re.compile(r"/metadata/metadata_(\d+)\.parquet$")
 #: A feature model's name as it appears in paths: lowercase letters, digits and dashes (e.g. `vgg16-fc2`).
 _MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 
@@ -180,6 +182,11 @@ class Layout:
 
     def features_metadata_glob(self, model: str, image_set: ImageSet | str) -> str:
         return f"{self.features_dir(model, image_set)}/metadata/metadata_*.parquet"
+
+    def features_metadata_shard(self, rel: str) -> int | None:
+        """The shard of a `features_metadata` path (None: not one)."""
+        m = _FEATURES_METADATA.search(rel)
+        return int(m.group(1)) if m else None
 
     def features_npy(self, model: str, image_set: ImageSet | str, shard: int) -> str:
         return f"{self.features_dir(model, image_set)}/img_emb/img_emb_{shard:05d}.npy"
