@@ -89,9 +89,10 @@ def test_the_path_check_sees_a_spelled_path(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------------------------------------
 # one ledger reader
 
-#: The ledger's readers. io.damage lists ledger files too: it finds which file a failed read hit (by its footer)
-#: for the reader, which imports it, and reads no rows.
-_LEDGER_READERS = ("io/ledger.py", "io/sql.py", "io/damage.py")
+#: The ledger's readers: the set ledger's, DuckDB's views of it, and folder ledgers of their own schema (features).
+#: io.damage lists ledger files too: it finds which file a failed read hit (by its footer) for the reader, which
+#: imports it, and reads no rows.
+_LEDGER_READERS = ("io/ledger.py", "io/sql.py", "io/ledger_folder.py", "io/damage.py")
 _READ_CALLS = {"glob", "read_table", "ParquetFile", "read_parquet", "dataset"}
 _LEDGER_PATHS = {
     "ledger_dir",
@@ -100,6 +101,13 @@ _LEDGER_PATHS = {
     "features_ledger_dir",
     "features_ledger_shard",
     "features_ledger_parts_dir",
+    "folder_shard_file",
+    "folder_shard_parts_dir",
+    "shard_files_glob",
+    "part_files_glob",
+    "shard_parts_glob",
+    "anything_glob",
+    "features_ledger_dirs_glob",
 }
 
 

@@ -121,7 +121,7 @@ class Layout:
 
     def ledger_part(self, image_set: ImageSet | str, shard: int, name: str) -> str:
         """One part of a running shard; `name` orders the parts (they are read in name order)."""
-        return f"{self.ledger_parts_dir(image_set, shard)}/part-{name}.parquet"
+        return self.folder_part(self.ledger_dir(image_set), shard, name)
 
     def ledger_settings(self, image_set: ImageSet | str, shard: int) -> str:
         """The output settings a shard was started with (`run/shard_settings.py`)."""
@@ -134,6 +134,9 @@ class Layout:
 
     def folder_shard_parts_dir(self, ledger_dir: str, shard: int) -> str:
         return f"{ledger_dir}/shard-{shard:05d}.parts"
+
+    def folder_part(self, ledger_dir: str, shard: int, name: str) -> str:
+        return f"{self.folder_shard_parts_dir(ledger_dir, shard)}/part-{name}.parquet"
 
     def shard_files_glob(self, ledger_dir: str) -> str:
         return f"{ledger_dir}/shard-*.parquet"
@@ -210,10 +213,6 @@ class Layout:
     def features_ledger_parts_dir(self, model: str, image_set: ImageSet | str, shard: int) -> str:
         return self.folder_shard_parts_dir(self.features_ledger_dir(model, image_set), shard)
 
-    def features_ledger_part(self, model: str, image_set: ImageSet | str, shard: int, chunk: int) -> str:
-        """One batch of a running shard, named by the batch's first row (`chunk`)."""
-        return f"{self.features_ledger_parts_dir(model, image_set, shard)}/part-{chunk:012d}.parquet"
-
     def features_checksums(self, model: str, image_set: ImageSet | str, shard: int) -> str:
         return f"{self.features_dir(model, image_set)}/checksums/shard-{shard:05d}.json"
 
@@ -245,6 +244,9 @@ class Layout:
     def neighbors_parts_dir(self, model: str, name: str) -> str:
         """Query blocks of a ground truth still being computed, and the settings they were computed with."""
         return f"{self.neighbors_dir(model)}/{name}.parts"
+
+    def neighbors_parts_glob(self, model: str, name: str) -> str:
+        return f"{self.neighbors_parts_dir(model, name)}/part-*.parquet"
 
     def neighbors_part(self, model: str, name: str, block: int) -> str:
         return f"{self.neighbors_parts_dir(model, name)}/part-{block:05d}.parquet"

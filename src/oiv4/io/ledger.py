@@ -126,38 +126,6 @@ def list_ledger(storage: Storage, image_set: ImageSet | str, shards: Sequence[in
     return files
 
 
-# --------------------------------------------------------------------------------------------------
-# ledgers of their own schema in their own folder (the features ledger: one row per image per model)
-
-
-def folder_files(storage: Storage, ledger_dir: str, shard: int | None = None, *, parts_only: bool = False) -> list[str]:
-    """A ledger folder's files (of one shard, or all): parts listed first, then compacted files (a shard
-    compacting meanwhile writes its file before removing its parts, so every row is in something listed)."""
-    if shard is None:
-        parts, compacted = LAYOUT.part_files_glob(ledger_dir), LAYOUT.shard_files_glob(ledger_dir)
-    else:
-        parts = LAYOUT.shard_parts_glob(LAYOUT.folder_shard_parts_dir(ledger_dir, shard))
-        compacted = LAYOUT.folder_shard_file(ledger_dir, shard)
-    listed = storage.glob(parts)
-    return listed if parts_only else [*listed, *storage.glob(compacted)]
-
-
-def read_folder_files(storage: Storage, rels: Sequence[str], schema: pa.Schema | None = None) -> pa.Table | None:
-    """Files of a ledger folder resolved by the one de-dup rule (`latest_per_row`; None: no rows). Compacted files
-    and parts of a shard may overlap while it finishes; files gone meanwhile are skipped (their rows are in the
-    compacted file listed with them). A damaged file is a `DamagedFileError` naming it."""
-    tables = []
-    for rel in rels:
-        try:
-            with reading(storage, rel):
-                tables.append(pq.read_table(pa.BufferReader(storage.read_bytes(rel)), schema=schema))
-        except FileNotFoundError:
-            continue
-    if not tables:
-        return None
-    return latest_per_row(pa.concat_tables(tables, promote_options="default"))
-
-
 def has_ledger(storage: Storage, image_set: ImageSet | str) -> bool:
     """Whether the set has recorded a ledger row: a compacted shard file, or a part of a shard that has not
     compacted yet (a set whose shards all run, or were all killed, has only parts)."""

@@ -21,13 +21,12 @@ from oiv4.contracts.schema import LEDGER_SCHEMA, ImageSet
 from oiv4.io.damage import damaged, describe, is_read_error, parquet_problem
 from oiv4.io.ledger import (
     LedgerFiles,
-    folder_files,
     iter_ledger,
     ledger_files_relation,
     ledger_started,
     list_ledger,
-    read_folder_files,
 )
+from oiv4.io.ledger_folder import folder_files, read_folder_files
 from oiv4.io.storage import Storage
 
 if TYPE_CHECKING:

@@ -131,7 +131,7 @@ def run_neighbors(storage: Storage, s: NeighborsSettings) -> tuple[str, int]:
         if meta.get(b"oiv4") == stamp.encode():
             return out_rel, 0
     if storage.exists(stamp_rel) and storage.read_bytes(stamp_rel) != stamp.encode():
-        for p in storage.glob(LAYOUT.shard_parts_glob(LAYOUT.neighbors_parts_dir(s.model, s.file_name))):
+        for p in storage.glob(LAYOUT.neighbors_parts_glob(s.model, s.file_name)):
             storage.remove(p)
     storage.write_bytes(stamp_rel, stamp.encode())
     names = np.concatenate([np.full(len(db), i) for i, db in enumerate(dbs)])
