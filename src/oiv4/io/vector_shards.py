@@ -89,6 +89,17 @@ def _release(arr: np.ndarray) -> None:
         mm.madvise(mmap.MADV_DONTNEED)
 
 
+def stored_dim(storage: Storage, model: str, image_set: ImageSet | str) -> tuple[str, int] | None:
+    """(path, d) of the first finished npy of this model and set, from its header only (None: there is none)."""
+    for rel in sorted(storage.glob(LAYOUT.features_npy_glob(model, image_set))):
+        with storage.open(rel) as fh:
+            version = np.lib.format.read_magic(fh)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, _ = read(fh)
+        return rel, int(shape[1])
+    return None
+
+
 def open_features(storage: Storage, model: str, image_set: ImageSet | str) -> FeatureStore:
     """The finished feature shards of `model` for `image_set`; NoFeaturesError when there are none."""
     name = ImageSet(image_set).value
