@@ -13,9 +13,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from oiv4.contracts.errors import BadLocationError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet, is_valid_image_id
-from oiv4.io.blob_errors import BadLocationError
 
 #: The separator between a container and its member in a location.
 _SEP = ":"

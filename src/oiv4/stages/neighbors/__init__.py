@@ -1,6 +1,7 @@
 """Exact nearest-neighbour ground truth over memory-mapped feature shards (`oiv4 neighbors`)."""
 
-from oiv4.io.vector_shards import DamagedFeaturesError, FeatureStore, NoFeaturesError, open_features
+from oiv4.contracts.errors import DamagedFeaturesError, NoFeaturesError
+from oiv4.io.vector_shards import FeatureStore, open_features
 from oiv4.stages.neighbors.search import METRICS, exact_distances, knn_block
 
 __all__ = [
