@@ -20,8 +20,6 @@ FULL_CSV = "image_ids_and_rotation.csv"
 BOXABLE_CSV = "train-images-boxable-with-rotation.csv"
 
 
-#: `shard-NNNNN` in a ledger file's path: its shard file, settings record or parts folder.
-_SHARD_IN_PATH = re.compile(r"/shard-(\d+)\.(?:parquet$|settings\.json$|parts/)")
 #: The kinds of ledger file under `ledger/<set>/`, each naming its set (a damaged file's advice depends on both).
 LEDGER_SHARD_FILE = re.compile(r"^ledger/(?P<set>[a-z_]+)/shard-\d+\.parquet$")
 LEDGER_PART_FILE = re.compile(r"^ledger/(?P<set>[a-z_]+)/shard-\d+\.parts/[^/]+$")
@@ -152,10 +150,7 @@ class Layout:
 
     def shard_of(self, rel: str) -> int:
         """The shard a ledger file or part belongs to: `.../shard-00012.parquet`, `.../shard-00012.parts/part-...`."""
-        m = _SHARD_IN_PATH.search(rel)
-        if m is None:
-            raise ValueError(f"{rel!r} is not a ledger file")
-        return int(m.group(1))
+        return int(rel.rsplit("/shard-", 1)[1].split(".", 1)[0])
 
     def dedup_dir(self) -> str:
         return "dedup"
