@@ -11,8 +11,8 @@ from oiv4.cli.app import console as err
 from oiv4.cli.guard import writing
 from oiv4.cli.options import settings_command
 from oiv4.contracts.errors import UsageError
-from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
+from oiv4.io.ledger import sets_with_ledger
 from oiv4.io.root_check import built_root
 from oiv4.run.executor import ExecutorSettings
 from oiv4.stages.dedup import DEFAULT_THRESHOLD
@@ -43,9 +43,7 @@ def hash_cmd(
     from oiv4.run.hash import hash_set
 
     with writing(root, "oiv4 hash") as storage:
-        names = [ImageSet(s).value for s in sets] or [
-            s.value for s in ImageSet if storage.glob(f"{LAYOUT.ledger_dir(s)}/shard-*.parquet")
-        ]
+        names = [ImageSet(s).value for s in sets] or [s.value for s in sets_with_ledger(storage)]
         for name in names:
             summary = hash_set(storage, name, settings, executor)
             line = f"  {name}: hashed {summary.hashed:,}, already hashed {summary.already:,}"
@@ -75,7 +73,7 @@ def dedup_cmd(
         raise UsageError(f"--threshold must be within 0..32 bits, got {threshold}")
     with writing(root, "oiv4 dedup") as storage:
         built_root(storage)
-        sets = tuple(s.value for s in ImageSet if storage.glob(f"{LAYOUT.ledger_dir(s)}/shard-*.parquet"))
+        sets = tuple(s.value for s in sets_with_ledger(storage))
         summary = run_dedup(storage, DedupSettings(threshold=threshold, sets=sets))  # DedupError says what to run
     if as_json:
         typer.echo(summary.to_json())

@@ -11,6 +11,7 @@ import pyarrow as pa
 from oiv4.contracts.errors import BadArchiveError
 from oiv4.contracts.schema import ImageSet, Outcome, is_valid_image_id
 from oiv4.io.containers import BlobReader
+from oiv4.io.locations import member_location
 from oiv4.io.storage import TMP_MARK, Storage
 
 
@@ -77,7 +78,7 @@ def inventory_ledger(storage: Storage, blobs: BlobReader, image_set: ImageSet, p
         for member in members:
             name = member.rsplit("/", 1)[-1]
             if name.endswith(".jpg") and is_valid_image_id(name[:-4]):
-                locs.setdefault(name[:-4], f"{container}:{member}")
+                locs.setdefault(name[:-4], member_location(container, member))
     if plan is not None:
         ids = plan["ImageID"].to_pylist()
         pairs = [(r, i) for r, i in enumerate(ids) if i in locs]

@@ -35,9 +35,7 @@ _FOOTER_ONLY_METADATA = hasattr(pq.ParquetWriter, "add_key_value_metadata")
 
 def _part_rel(image_set: ImageSet, shard: int) -> str:
     # Time-ordered and unique without coordination: two writers of one shard never pick the same name.
-    return (
-        f"{LAYOUT.ledger_parts_dir(image_set, shard)}/part-{now_utc():%Y%m%dT%H%M%S%f}-{secrets.token_hex(3)}.parquet"
-    )
+    return LAYOUT.ledger_part(image_set, shard, f"{now_utc():%Y%m%dT%H%M%S%f}-{secrets.token_hex(3)}")
 
 
 def _to_table(rows: list[Mapping[str, Any]]) -> pa.Table:

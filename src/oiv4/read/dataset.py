@@ -25,6 +25,7 @@ from typing import Any
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
 from oiv4.io.containers import BlobReader
+from oiv4.io.ledger import ledger_started
 from oiv4.io.storage import Storage
 from oiv4.read.set_reader import SetReader
 
@@ -49,9 +50,9 @@ class Dataset:
             for s in ImageSet:
                 if (
                     self.storage.exists(LAYOUT.plan(s))
-                    or self.storage.glob(f"{LAYOUT.ledger_dir(s)}/shard-*")
+                    or ledger_started(self.storage, s)
                     or self.storage.exists(LAYOUT.images_dir(s))
-                    or self.storage.exists(f"{s.value}/webdataset")
+                    or self.storage.exists(LAYOUT.webdataset_dir(s))
                 ):
                     found[s.value] = SetReader(self.storage, s, self.blobs)
             self._sets = found

@@ -15,7 +15,7 @@ from oiv4.io.containers import BlobReader
 from oiv4.io.damage import find_damage_in_root, is_read_error
 from oiv4.io.image_decode import decode
 from oiv4.io.inventory import inventory_ledger
-from oiv4.io.ledger import iter_ledger, read_ledger
+from oiv4.io.ledger import has_ledger, iter_ledger, read_ledger
 from oiv4.io.locations import Location, parse_location, staged_path
 from oiv4.io.manifest import plan_rows, read_plan
 from oiv4.io.sql import attach_filesystem, ledger_relation, plan_relation
@@ -91,10 +91,7 @@ class SetReader:
     def has_ledger(self) -> bool:
         """False for sets built without a ledger (their images are found from the files present)."""
         if self._has_ledger is None:
-            d = LAYOUT.ledger_dir(self.image_set)
-            self._has_ledger = bool(
-                self.storage.glob(f"{d}/shard-*.parquet") or self.storage.glob(f"{d}/shard-*.parts/part-*.parquet")
-            )
+            self._has_ledger = has_ledger(self.storage, self.image_set)
         return self._has_ledger
 
     def _load(self) -> pa.Table:

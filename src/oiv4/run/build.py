@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from oiv4.contracts.errors import DedupError
 from oiv4.contracts.schema import ImageSet
 from oiv4.contracts.setting import setting
+from oiv4.io.ledger import sets_with_ledger
 from oiv4.io.storage import Storage
 from oiv4.run.archives import build_archive_set
 from oiv4.run.executor import ExecutorSettings
@@ -192,7 +193,7 @@ def run_build(
 
 def _hash_and_dedup(storage: Storage, settings: BuildSettings, obs: BuildObserver, result: BuildResult) -> None:
     """Hash what is stored without phash/checksum (archive sets; sets stored before), then find duplicates."""
-    built = [s for s in settings.sets if storage.glob(f"ledger/{s.value}/shard-*.parquet")]
+    built = sets_with_ledger(storage, settings.sets)
     if settings.hash:
         for image_set in built:
             obs.stage("hash", image_set.value)

@@ -26,7 +26,7 @@ from oiv4.io.storage import Storage
 
 def settings_rel(image_set: ImageSet | str, shard: int) -> str:
     """Where a shard's settings record lives: beside its ledger file."""
-    return LAYOUT.ledger_shard(image_set, shard).removesuffix(".parquet") + ".settings.json"
+    return LAYOUT.ledger_settings(image_set, shard)
 
 
 def record_rel(task: ShardTask) -> str:

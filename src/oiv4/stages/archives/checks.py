@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 from oiv4.contracts.errors import ArchiveError, VerificationError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet, Outcome
-from oiv4.io.ledger import read_shard
+from oiv4.io.ledger import read_shard, shard_has_parts
 from oiv4.io.storage import Storage
 from oiv4.stages.archives.catalog import KnownArchive, shard_of
 from oiv4.stages.archives.convert import ConvertOutcome
@@ -84,7 +84,7 @@ def archive_done(storage: Storage, image_set: ImageSet | str, stem: str) -> bool
     zip_rel = LAYOUT.archive_zip(image_set, stem)
     if not storage.exists(zip_rel) or not storage.exists(LAYOUT.ledger_shard(image_set, shard)):
         return False
-    if storage.glob(f"{LAYOUT.ledger_parts_dir(image_set, shard)}/part-*.parquet"):
+    if shard_has_parts(storage, image_set, shard):
         return False
     table = read_shard(storage, image_set, shard)
     if table.num_rows == 0:

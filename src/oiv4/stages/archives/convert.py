@@ -32,6 +32,7 @@ from oiv4.contracts.schema import Outcome
 from oiv4.io.checksum import StreamingChecksum
 from oiv4.io.jpeg_layout import structure_problem
 from oiv4.io.ledger_write import now_utc
+from oiv4.io.locations import member_location
 from oiv4.stages.archives.gunzip import decode
 from oiv4.stages.archives.members import MemberChecker, check_jpeg, jpeg_size, printable
 from oiv4.stages.archives.tarstream import PieceReader, TarMember, iter_members
@@ -270,7 +271,7 @@ def _convert_members(
             stored_bytes=m.size,
             stored_width=dims[0] if dims else None,
             stored_height=dims[1] if dims else None,
-            location=f"{zip_rel}:{v.name}",
+            location=member_location(zip_rel, v.name),
             checksum=digest.value,
             **timed(),
         )

@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from oiv4.contracts.errors import DedupError
+from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
 from oiv4.io.damage import reading
 from oiv4.io.ledger import read_set
@@ -22,8 +23,8 @@ from oiv4.io.manifest import read_manifest
 from oiv4.io.storage import Storage
 from oiv4.stages.dedup.pairs import DEFAULT_THRESHOLD, find_duplicates
 
-PAIRS_REL = "dedup/pairs.parquet"
-SUMMARY_REL = "dedup/summary.json"
+PAIRS_REL = LAYOUT.dedup_pairs()
+SUMMARY_REL = LAYOUT.dedup_summary()
 #: The sets training must not see.
 HELD_OUT: tuple[str, ...] = (ImageSet.targets.value, ImageSet.validation.value)
 

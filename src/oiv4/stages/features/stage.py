@@ -26,6 +26,7 @@ from oiv4.contracts.shards import DEFAULT_SHARD_ROWS, SetPlan, ShardResult, Shar
 from oiv4.io.ledger import read_ledger
 from oiv4.io.manifest import plan_rows
 from oiv4.io.storage import Storage
+from oiv4.io.vector_shards import stored_dim
 from oiv4.stages.features.ledger import read_shard
 from oiv4.stages.features.models import model_spec, require_extras, resolve_weights, sha256_file
 from oiv4.stages.features.settings import FeaturesSettings
@@ -51,17 +52,6 @@ class FeaturesSummary:
     @property
     def images_per_s(self) -> float:
         return self.vectors / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-
-def existing_dim(storage: Storage, model: str, image_set: ImageSet) -> tuple[str, int] | None:
-    """(path, d) of the first finished npy of this model and set, from its header only."""
-    for rel in sorted(storage.glob(f"{LAYOUT.features_dir(model, image_set)}/img_emb/img_emb_*.npy")):
-        with storage.open(rel) as fh:
-            version = np.lib.format.read_magic(fh)
-            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, _, _ = read(fh)
-        return rel, int(shape[1])
-    return None
 
 
 def plan_shard_rows(storage: Storage) -> int:
@@ -115,7 +105,7 @@ class FeaturesStage:
             raise FeaturesError(
                 f"{image_set.value} has no stored images under {root} yet: run oiv4 build (or fetch/archives) first"
             )
-        if (found := existing_dim(storage, settings.model, image_set)) and found[1] != spec.dim:
+        if (found := stored_dim(storage, settings.model, image_set)) and found[1] != spec.dim:
             raise FeaturesError(
                 f"{found[0]} holds {found[1]}-d vectors but {spec.name} gives {spec.dim}-d: write to a new root or "
                 f"remove {LAYOUT.features_dir(settings.model, image_set)}"

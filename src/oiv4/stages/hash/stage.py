@@ -132,7 +132,7 @@ class HashStage:
 
 def _recorded(storage: Storage, image_set: ImageSet, shard: int) -> tuple[tuple[str, SettingValue], ...]:
     """The output settings recorded when the shard was stored (`run.shard_settings` writes this file)."""
-    rel = LAYOUT.ledger_shard(image_set, shard).removesuffix(".parquet") + ".settings.json"
+    rel = LAYOUT.ledger_settings(image_set, shard)
     if not storage.exists(rel):
         return ()
     settings = read_json_object(storage, rel).get("settings", {})
