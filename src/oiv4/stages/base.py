@@ -212,6 +212,7 @@ def stored_ledger(
     ledger = read_ledger(storage, image_set, columns)
     if ledger.num_rows == 0:
         raise error(
-            f"{image_set.value} has no stored images under {storage.root} yet: run oiv4 build (or fetch/archives) first"
+            f"{image_set.value} has no ledger under {storage.root} (nothing is stored yet): "
+            "run oiv4 build (or fetch/archives) first"
         )
     return ledger
