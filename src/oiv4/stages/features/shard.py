@@ -72,7 +72,9 @@ def _chunk_rel(task: ShardTask[FeaturesSettings], model: str, chunk: int) -> str
     return f"{LAYOUT.features_work_dir(model, task.image_set, task.shard)}/chunk-{chunk:012d}.npy"
 
 
-def _extract(task: ShardTask[FeaturesSettings], s: FeaturesSettings, spec: ModelSpec, rows: list[tuple[int, str, str]]) -> Counter[str]:
+def _extract(
+    task: ShardTask[FeaturesSettings], s: FeaturesSettings, spec: ModelSpec, rows: list[tuple[int, str, str]]
+) -> Counter[str]:
     """Run the model over `rows` batch by batch, leaving chunks and ledger parts; returns outcome counts."""
     import torch
 
