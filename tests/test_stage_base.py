@@ -163,4 +163,4 @@ def test_a_plan_carries_the_stages_typed_detail_and_the_finished_shards(tmp_path
     assert plan.detail == TallyPlan(10)
     assert [t.shard for t in plan.tasks] == [0, 2] and [s.shard for s in plan.finished] == [1]
     assert (plan.shards, plan.todo, plan.skipped) == (3, 6, 4)
-    assert all(t.storage == storage and isinstance(t.settings, TallySettings) for t in plan.tasks)
+    assert all(t.storage is storage and isinstance(t.settings, TallySettings) for t in plan.tasks)
