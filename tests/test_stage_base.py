@@ -27,7 +27,7 @@ THREADS = ExecutorSettings(kind="thread", workers=2)
 # ---- the newcomer's stage: its settings, its plan detail, its summary, and the stage -------------------------
 @dataclass(frozen=True)
 class TallySettings:
-    """How `oiv4 tally` works: one line per row, `rows` rows in shards of `shard_rows`."""
+    """How the tally stage works: one line per row, `rows` rows in shards of `shard_rows`."""
 
     rows: int = setting(10, help="Rows of the set.")
     shard_rows: int = setting(4, help="Rows per shard.")
@@ -36,6 +36,9 @@ class TallySettings:
 
     def output_settings(self) -> dict[str, SettingValue]:
         return {"word": self.word}
+
+    def settings_record(self, image_set: ImageSet | str, shard: int) -> str:
+        return f"tally/{ImageSet(image_set).value}/shard-{shard:05d}.settings.json"
 
 
 @dataclass(frozen=True)
@@ -114,12 +117,14 @@ def test_a_new_stage_runs_resumes_and_summarises_through_run_set(tmp_path: Path)
 def test_a_new_stage_gets_its_output_settings_recorded_and_guarded(tmp_path: Path) -> None:
     storage = Storage(str(tmp_path))
     run_set(TALLY, storage, "validation", TallySettings(), THREADS, shards=[0])
-    assert read_record(storage, "validation", 0)["settings"] == {"word": "row"}  # type: ignore[index]
+    rel = TallySettings().settings_record("validation", 0)
+    assert read_record(storage, "validation", 0, rel)["settings"] == {"word": "row"}  # type: ignore[index]
+    assert read_record(storage, "validation", 0) is None  # the set's own record (fetch's, archives') is not touched
     (tmp_path / "tally/validation/shard-00000.txt").unlink()
     with pytest.raises(SettingsChangedError, match="word: was 'row', now 'line'"):
         run_set(TALLY, storage, "validation", TallySettings(word="line"), THREADS, shards=[0])
     run_set(TALLY, storage, "validation", TallySettings(word="line", force_settings=True), THREADS, shards=[0])
-    record = json.loads((tmp_path / "ledger/validation/shard-00000.settings.json").read_text())
+    record = json.loads((tmp_path / rel).read_text())
     assert record["settings"] == {"word": "line"} and record["overrides"][0]["previous"] == {"word": "row"}
 
 
@@ -153,7 +158,7 @@ def test_settings_that_shape_no_stored_bytes_record_nothing(tmp_path: Path) -> N
 
     summary = run_set(PlainStage(), storage, "validation", Plain(), THREADS)  # type: ignore[arg-type]
     assert summary.written == {"ok": 3}
-    assert read_record(storage, "validation", 0) is None
+    assert read_record(storage, "validation", 0) is None and not list(tmp_path.rglob("*.settings.json"))
 
 
 def test_a_plan_carries_the_stages_typed_detail_and_the_finished_shards(tmp_path: Path) -> None:
