@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from oiv4.contracts.errors import SettingsTypeError
 from oiv4.contracts.schema import ImageSet
 from oiv4.contracts.setting import setting
 from oiv4.contracts.shards import SettingValue, shard_bounds
@@ -18,7 +19,7 @@ from oiv4.io.storage import Storage
 from oiv4.run.executor import ExecutorSettings
 from oiv4.run.shard_settings import SettingsChangedError, read_record
 from oiv4.run.stage_runner import run_set
-from oiv4.stages.base import SetPlan, SettingsTypeError, Shard, ShardResult, Shards, ShardStage, ShardTask
+from oiv4.stages.base import SetPlan, Shard, ShardResult, Shards, ShardStage, ShardTask
 from oiv4.stages.hash import HASH, HashSettings
 
 THREADS = ExecutorSettings(kind="thread", workers=2)

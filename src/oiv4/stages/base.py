@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import pyarrow as pa
 
+from oiv4.contracts.errors import SettingsTypeError
 from oiv4.contracts.schema import ImageSet
 from oiv4.io.ledger import read_ledger
 from oiv4.io.storage import Storage
@@ -30,10 +31,6 @@ S = TypeVar("S")  # a stage's settings dataclass
 P = TypeVar("P")  # a stage's plan detail: what `shards` found out and `summary` reports
 D = TypeVar("D")  # a stage's per-shard detail in `ShardResult`
 Summary = TypeVar("Summary")
-
-
-class SettingsTypeError(TypeError):
-    """A stage was handed another stage's settings: a bug in the caller, never silently replaced by defaults."""
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from oiv4.contracts.errors import UsageError
+from oiv4.contracts.errors import FetchAborted, FetchError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet, Outcome
 from oiv4.contracts.shards import shard_bounds
@@ -19,11 +19,7 @@ from oiv4.io.storage import Storage
 from oiv4.io.store import remove_stale_temps
 from oiv4.stages.base import SetPlan, Shard, ShardResult, Shards, ShardStage, ShardTask, merged_outcomes
 from oiv4.stages.fetch.settings import STILL_BLOCKED_REASON, FetchSettings
-from oiv4.stages.fetch.shard import FetchAborted, run_fetch_shard
-
-
-class FetchError(RuntimeError, UsageError):
-    """The fetch cannot start (no plan, wrong set, layout conflict); the message says what to do."""
+from oiv4.stages.fetch.shard import run_fetch_shard
 
 
 @dataclass

@@ -13,16 +13,12 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from oiv4.contracts.errors import UsageError
+from oiv4.contracts.errors import HashError
 from oiv4.contracts.schema import ImageSet, Outcome
 from oiv4.io.storage import Storage
 from oiv4.stages.base import SetPlan, Shard, ShardResult, Shards, ShardStage, ShardTask, stored_ledger
 from oiv4.stages.hash.settings import HashSettings
 from oiv4.stages.hash.shard import HashCounts, run_hash_shard, unhashed
-
-
-class HashError(RuntimeError, UsageError):
-    """The hash cannot run (no ledger for the set); the message says what to do."""
 
 
 @dataclass
