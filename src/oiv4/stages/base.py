@@ -79,7 +79,7 @@ class Shard(Generic[S]):
     name: str = ""
     todo: int = 0  # rows a run of it would (re)do
     done: int = 0  # rows an earlier run finished, left alone
-    finished: bool = False  # nothing to run at all (not even a compaction)
+    finished: bool = False  # nothing to run now: done (not even a compaction left), or waiting on another stage
     settings: S | None = None  # this shard's own settings (e.g. the rows to embed); None: the run's
 
 
@@ -102,7 +102,7 @@ class SetPlan(Generic[S, P]):
     todo: int  # rows the tasks will (re)do
     skipped: int  # rows already finished, left alone
     detail: P
-    finished: list[Shard[S]] = field(default_factory=list)  # shards asked for but already finished
+    finished: list[Shard[S]] = field(default_factory=list)  # shards asked for with nothing to run now
 
 
 def merged_outcomes(results: Iterable[ShardResult[Any]]) -> Counter[str]:
