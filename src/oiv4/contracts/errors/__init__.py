@@ -6,8 +6,9 @@ one place the tree lives; import every class from here (`from oiv4.contracts.err
 Concrete classes keep the builtin bases callers already catch (ValueError, KeyError, OSError, RuntimeError).
 
     Oiv4Error                      exit 1: failed in a way no category describes
-    ├── UsageError                 2   SettingError > SettingRangeError; SettingsChangedError, MissingExtraError,
-    │                                  RootError, FetchError, HashError, FeaturesError, ArchiveSetError
+    ├── UsageError                 2   SettingError > SettingRangeError; SettingsChangedError, SettingsTypeError,
+    │                                  MissingExtraError, RootError, FetchError, HashError, FeaturesError,
+    │                                  ArchiveSetError
     ├── InputError                 3   HostileIdError, JpegLayoutError, MetadataError, PlanError, UnreliableRead,
     │                                  DedupError, NoFeaturesError; ImageNotFoundError, BadLocationError (readers);
     │                                  CorruptTarError (archives)
@@ -24,7 +25,6 @@ Concrete classes keep the builtin bases callers already catch (ValueError, KeyEr
     └── Interrupted              130   Cancelled (transfers)
     Bases without a category, caught for "this one thing failed": TransferError (`transfer`), ReaderError
     (`data`), ArchiveError (`stages`); each concrete subclass adds its category.
-    Outside the tree, a bug (exit 70): SettingsTypeError (`environment`), a stage handed another stage's settings.
 
 The classes are defined by area: `environment` (settings, extras, root, lock, executor), `data` (IDs,
 checksums, stored bytes), `transfer` (the network), `stages` (a stage that cannot start, archives); the

@@ -43,8 +43,9 @@ class SettingsChangedError(RuntimeError, UsageError):
     """A shard started with other output settings would be resumed with these; the message names them."""
 
 
-class SettingsTypeError(TypeError):
-    """A stage was handed another stage's settings: a bug in the caller (exit 70), never replaced by defaults."""
+class SettingsTypeError(TypeError, UsageError):
+    """A stage was handed another stage's settings (a caller of `run_set` mixed them up); refused rather than
+    run with the stage's defaults."""
 
 
 class MissingExtraError(RuntimeError, UsageError):
