@@ -392,9 +392,9 @@ def test_a_disk_too_small_fails_before_any_byte_is_downloaded(tmp_path: Path, st
 
 def test_archives_run_as_shards_on_the_local_executor(tmp_path: Path) -> None:
     from oiv4.contracts.schema import ImageSet
-    from oiv4.contracts.shards import ShardTask
     from oiv4.run.executor import ExecutorSettings, run_shards
     from oiv4.stages.archives import run_archive_shard
+    from oiv4.stages.base import ShardTask
 
     ids3, ids7 = image_ids(3, "3", seed=30), image_ids(2, "7", seed=31)
     folder = tmp_path / "src"
@@ -405,7 +405,7 @@ def test_archives_run_as_shards_on_the_local_executor(tmp_path: Path) -> None:
     write_plan(Storage(str(root)), "targets", ids3 + ids7)
     settings = ArchiveSettings(source=str(folder))
     tasks = [
-        ShardTask("archives", ImageSet.targets, shard, 0, 0, str(root), settings=settings, name=stem)
+        ShardTask("archives", ImageSet.targets, shard, 0, 0, Storage(str(root)), settings, name=stem)
         for stem, shard in (("train_3", 3), ("train_7", 7))
     ]
     results = run_shards(tasks, run_archive_shard, ExecutorSettings(workers=2))

@@ -20,7 +20,7 @@ from oiv4.contracts.errors import SettingError
 from oiv4.contracts.extras import require
 from oiv4.contracts.limits import at_least
 from oiv4.contracts.setting import setting
-from oiv4.contracts.shards import ShardResult, ShardTask
+from oiv4.stages.base import ShardResult, ShardTask
 
 ShardFn = Callable[[ShardTask], ShardResult]
 KINDS = ("local", "dask", "thread")

@@ -6,8 +6,9 @@ one place the tree lives; import every class from here (`from oiv4.contracts.err
 Concrete classes keep the builtin bases callers already catch (ValueError, KeyError, OSError, RuntimeError).
 
     Oiv4Error                      exit 1: failed in a way no category describes
-    ├── UsageError                 2   SettingError > SettingRangeError; SettingsChangedError, MissingExtraError,
-    │                                  RootError, FetchError, HashError, FeaturesError, ArchiveSetError
+    ├── UsageError                 2   SettingError > SettingRangeError; SettingsChangedError, SettingsTypeError,
+    │                                  MissingExtraError, RootError, FetchError, HashError, FeaturesError,
+    │                                  ArchiveSetError
     ├── InputError                 3   HostileIdError, JpegLayoutError, MetadataError, PlanError, UnreliableRead,
     │                                  DedupError, NoFeaturesError; ImageNotFoundError, BadLocationError (readers);
     │                                  CorruptTarError (archives)
@@ -217,6 +218,7 @@ from oiv4.contracts.errors.environment import (  # noqa: E402
     SettingError,
     SettingRangeError,
     SettingsChangedError,
+    SettingsTypeError,
     UnwritableRootError,
 )
 from oiv4.contracts.errors.stages import (  # noqa: E402
@@ -263,7 +265,7 @@ __all__ = [
     "FetchAborted", "FetchError", "HashError", "HostileIdError", "ImageNotFoundError", "Incomplete",
     "InputError", "IntegrityError", "Interrupted", "JpegLayoutError", "LedgerChangingError", "MetadataError",
     "MissingExtraError", "NoFeaturesError", "NotFoundError", "Oiv4Error", "PlanError", "ReaderError",
-    "RootError", "RootLockedError", "SettingError", "SettingRangeError", "SettingsChangedError",
+    "RootError", "RootLockedError", "SettingError", "SettingRangeError", "SettingsChangedError", "SettingsTypeError",
     "SourceChangedError", "SourceError", "StorageError", "TlsError", "TransferError", "TransientError",
     "UnreachableError", "UnreliableRead", "UnsafePath", "UnwritableRootError", "UsageError",
     "VerificationError", "exit_code", "exit_code_summary", "exit_code_table",

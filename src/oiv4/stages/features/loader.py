@@ -48,10 +48,10 @@ class Batch:
 class StoredImages:
     """A map-style dataset over stored images; item i is a uint8 crop or a `Failed`."""
 
-    def __init__(self, root: str, storage_options: dict[str, Any], rows: list[StoredRow], preprocess: Preprocess):
+    def __init__(self, storage: Storage, rows: list[StoredRow], preprocess: Preprocess):
         self.rows = rows
         self.preprocess = preprocess
-        self.reader = BlobReader(Storage(root, storage_options))  # pickles without its handles
+        self.reader = BlobReader(storage)  # pickles without its handles
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -30,7 +30,6 @@ from typing import Any
 
 from oiv4.contracts.errors import FetchAborted, HostileIdError, Interrupted, StorageError, UnsafePath
 from oiv4.contracts.schema import ImageSet, Outcome
-from oiv4.contracts.shards import ShardResult, ShardTask
 from oiv4.io.checksum import checksum
 from oiv4.io.ledger import read_shard
 from oiv4.io.ledger_write import ShardLedger, append_rows, now_utc
@@ -38,6 +37,7 @@ from oiv4.io.memory_budget import MemoryBudget
 from oiv4.io.safe_paths import safe_target
 from oiv4.io.storage import Storage
 from oiv4.io.store import ShardWriter, shard_writer
+from oiv4.stages.base import ShardResult, ShardTask
 from oiv4.stages.fetch.http import Fetched, HttpClient
 from oiv4.stages.fetch.rows import check_original, merge_fallback, read_manifest_slice, stored_fields
 from oiv4.stages.fetch.settings import GONE_OUTCOMES, FetchSettings
@@ -56,14 +56,13 @@ class _WriteFailed(StorageError):
         self.exc = exc
 
 
-def run_fetch_shard(task: ShardTask) -> ShardResult:
+def run_fetch_shard(task: ShardTask[FetchSettings]) -> ShardResult[None]:
     """Fetch, verify, shrink and store every unfinished row of `task`; returns counts (details in the ledger).
 
     Raises `FetchAborted` when the root cannot take more files (full disk, write errors): the rows already
     finished are recorded, and a re-run after fixing the cause continues where this one stopped.
     """
-    settings = task.settings if isinstance(task.settings, FetchSettings) else FetchSettings()
-    storage = Storage(task.root, dict(task.storage_options))
+    settings, storage = task.settings, task.storage
     # Everything imported so far (pyarrow, aiohttp, Pillow: ~10^5 objects) lives as long as the process.
     # Freezing it keeps the cyclic GC from re-scanning it on every full collection, which the event loop's
     # steady churn of futures and callbacks otherwise triggers often (measured: ~40% of the loop thread).
@@ -74,13 +73,13 @@ def run_fetch_shard(task: ShardTask) -> ShardResult:
 
 
 class _ShardRun:
-    def __init__(self, task: ShardTask, settings: FetchSettings, storage: Storage) -> None:
+    def __init__(self, task: ShardTask[FetchSettings], settings: FetchSettings, storage: Storage) -> None:
         self.task = task
         self.settings = settings
         self.storage = storage
         self.image_set = ImageSet(task.image_set)
         self.writer: ShardWriter = shard_writer(settings.layout, storage, self.image_set, task.shard)
-        self.result = ShardResult(self.image_set, task.shard)
+        self.result: ShardResult[None] = ShardResult(self.image_set, task.shard)
         self._buffer: list[dict[str, Any]] = []
         self._flush_lock = asyncio.Lock()
         self._abort: FetchAborted | None = None
@@ -162,7 +161,7 @@ class _ShardRun:
             )
 
     # ---- the shard -------------------------------------------------------------------------------
-    async def run(self) -> ShardResult:
+    async def run(self) -> ShardResult[None]:
         t_start = time.monotonic()
         task, settings = self.task, self.settings
         loop = asyncio.get_running_loop()

@@ -15,20 +15,30 @@ from __future__ import annotations
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from oiv4.contracts.schema import REWRITE_OWNERS, ImageSet, Outcome
-from oiv4.contracts.shards import ShardResult, ShardTask
 from oiv4.io.checksum import checksum
 from oiv4.io.containers import BlobReader
 from oiv4.io.fingerprint import phash_stored
 from oiv4.io.ledger import read_shard
 from oiv4.io.ledger_write import ShardLedger, append_rows, now_utc
 from oiv4.io.locations import parse_location
-from oiv4.io.storage import Storage
+from oiv4.stages.base import ShardResult, ShardTask
+from oiv4.stages.hash.settings import HashSettings
+
+
+@dataclass
+class HashCounts:
+    """What one hash shard did, beside the ledger outcomes (which hashing leaves as they are)."""
+
+    hashed: int = 0
+    unreadable: int = 0  # ok rows whose stored file could not be read or decoded (left for verify)
+    reasons: Counter[str] = field(default_factory=Counter)  # unreadable rows by why ("cannot read", ...)
 
 
 def unhashed(ledger: pa.Table) -> pa.Table:
@@ -59,19 +69,16 @@ def _hash_one(reader: BlobReader, row: dict[str, Any]) -> dict[str, Any] | str:
     return {**row, **update}
 
 
-def run_hash_shard(task: ShardTask) -> ShardResult:
+def run_hash_shard(task: ShardTask[HashSettings]) -> ShardResult[HashCounts]:
     """Hash every unhashed `ok` row of ledger shard `task.shard`; safe to re-run (hashed rows are skipped)."""
-    from oiv4.stages.hash.stage import HashSettings  # the settings type lives with the stage
-
-    settings = task.settings if isinstance(task.settings, HashSettings) else HashSettings()
-    storage = Storage(task.root, dict(task.storage_options))
+    settings, storage = task.settings, task.storage
     image_set = ImageSet(task.image_set)
-    result = ShardResult(image_set, task.shard)
+    counts = HashCounts()
+    result = ShardResult(image_set, task.shard, detail=counts)
     ledger = read_shard(storage, image_set, task.shard)
     todo = unhashed(ledger).to_pylist()
     result.skipped = ledger.num_rows - len(todo)
     reader = BlobReader(storage)
-    unreadable: Counter[str] = Counter()
     try:
         with ThreadPoolExecutor(max(1, settings.threads), thread_name_prefix="oiv4-hash") as pool:
             for start in range(0, len(todo), settings.batch_rows):
@@ -79,14 +86,13 @@ def run_hash_shard(task: ShardTask) -> ShardResult:
                 rows = [r for r in batch if isinstance(r, dict)]
                 for r in batch:
                     if isinstance(r, str):
-                        unreadable[r.split(":", 1)[0]] += 1
+                        counts.reasons[r.split(":", 1)[0]] += 1
                 if rows:
                     append_rows(storage, image_set, task.shard, rows)
-                result.outcomes["hashed"] += len(rows)
-                result.outcomes["unreadable"] += len(batch) - len(rows)
+                counts.hashed += len(rows)
+                counts.unreadable += len(batch) - len(rows)
     finally:
         reader.close()
     if todo:
         ShardLedger(storage, image_set, task.shard).close()  # compact the parts into the shard file
-    result.detail = {"unreadable": dict(unreadable)}
     return result
