@@ -134,11 +134,7 @@ def _probe_worker(root: str, storage_options: dict[str, Any]) -> str | None:
     try:
         from oiv4.io.storage import Storage
 
-        storage = Storage(root, storage_options)
-        if storage.local:
-            return None if os.path.isdir(storage.root) else f"{storage.root} is not a folder on this machine"
-        storage.fs.ls(storage.fs._strip_protocol(storage.root))
-        return None
+        return Storage(root, storage_options).unreachable()
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
 

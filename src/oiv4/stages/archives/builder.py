@@ -16,7 +16,6 @@ The steps, per archive (one ledger shard each):
 from __future__ import annotations
 
 import contextlib
-import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -98,7 +97,7 @@ class ArchiveBuilder:
             return Fetched(obj, check, in_place, None, False)
         if self.settings.stream:
             return Fetched(obj, check, None, None, False)
-        if not self.storage.local:
+        if self.storage.local_path("") is None:  # resumable parts need a local file
             raise ArchiveError(
                 name, f"cannot download to {self.storage.root}: use stream=True (--stream) for a remote root"
             )
@@ -128,14 +127,11 @@ class ArchiveBuilder:
         tee_tar = s.keep_tar and (fetched.local is None or not _same_file(fetched.local, st, tar_rel))
         _remove_stale_temps(st, zip_rel)
         _remove_stale_temps(st, tar_rel)
-        if st.local:
-            # The zip of JPEGs is the size of the .tar.gz (+ the copy with keep_tar): fail now, not hours in.
-            need = int(fetched.obj.size * (2.01 if tee_tar else 1.01))
-            free = _free_bytes(st.local_path(zip_rel))
-            if need > free:
-                raise ArchiveError(
-                    name, f"needs about {need:,} bytes of free disk for the zip, {free:,} free at {st.root}"
-                )
+        # The zip of JPEGs is the size of the .tar.gz (+ the copy with keep_tar): fail now, not hours in.
+        need = int(fetched.obj.size * (2.01 if tee_tar else 1.01))
+        free = st.free_bytes(zip_rel)
+        if free is not None and need > free:
+            raise ArchiveError(name, f"needs about {need:,} bytes of free disk for the zip, {free:,} free at {st.root}")
         failures: list[CorruptStreamError] = []
         out: ConvertOutcome | None = None
         for decoder in s.decoders:
@@ -224,15 +220,9 @@ def _remove_stale_temps(storage: Storage, rel: str) -> None:
     remove_dead_temps(storage, [f"{rel}{TMP_MARK}*"])
 
 
-def _free_bytes(path: Path) -> int:
-    """Free bytes on the filesystem that will hold `path` (its nearest existing ancestor)."""
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return shutil.disk_usage(path).free
-
-
 def _same_file(path: Path, storage: Storage, rel: str) -> bool:
-    return storage.local and path.resolve() == storage.local_path(rel).resolve()
+    target = storage.local_path(rel)
+    return target is not None and path.resolve() == target.resolve()
 
 
 @contextlib.contextmanager
