@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from oiv4.contracts.errors import ExecutionError
 from oiv4.contracts.extras import require
 from oiv4.contracts.shards import ShardResult, ShardTask
-from oiv4.run.executor import ExecutorSettings, ShardFn, default_workers, die_with_parent
+from oiv4.run.worker_process import PoolSettings, ShardFn, default_workers, die_with_parent
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -51,7 +51,7 @@ class DaskSetupError(RuntimeError, ExecutionError):
 def run_dask(
     tasks: list[ShardTask],
     fn: ShardFn,
-    settings: ExecutorSettings,
+    settings: PoolSettings,
     on_result: Callable[[ShardResult], None] | None = None,
 ) -> list[ShardResult]:
     """Run `fn(task)` for every task on a Dask cluster; results come back in completion order.
@@ -77,7 +77,7 @@ def _require_dask() -> None:
 
 
 @contextmanager
-def _client(settings: ExecutorSettings, n_tasks: int) -> Iterator[Client]:
+def _client(settings: PoolSettings, n_tasks: int) -> Iterator[Client]:
     import dask
     from distributed import Client, LocalCluster
 
@@ -175,7 +175,7 @@ def _run(
     client: Client,
     tasks: list[ShardTask],
     fn: ShardFn,
-    settings: ExecutorSettings,
+    settings: PoolSettings,
     on_result: Callable[[ShardResult], None] | None,
 ) -> list[ShardResult]:
     from distributed import as_completed
