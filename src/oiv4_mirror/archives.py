@@ -53,13 +53,6 @@ class CvdfArchives:
         """
         return Outcome.missing_from_archive if image_id in self._missing_from_archive else Outcome.ok
 
-    def archive_of(self, image_id: str) -> str | None:
-        """The archive file name an image belongs in (`train_3.tar.gz`), None for URL-set and test rows."""
-        info = self._by_id[image_id]
-        if info.role == "targets":
-            return f"train_{image_id[0]}.tar.gz"
-        return "validation.tar.gz" if info.role == "validation" else None
-
     def _hostile_members(self, stem: str) -> list[tarfile.TarInfo]:
         if not self.spec.hostile_archive_members or stem != next(iter(self._archive_groups())):
             return []

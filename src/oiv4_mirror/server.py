@@ -19,8 +19,6 @@ from aiohttp import web
 from oiv4_mirror.routes import make_app
 from oiv4_mirror.universe import (
     ARCHIVE_PREFIX,
-    BOXABLE_CSV_PATH,
-    FULL_CSV_PATH,
     METADATA_PREFIX,
     ProgressFn,
     Universe,
@@ -43,14 +41,6 @@ class MirrorHandle:
     def archives_base_url(self) -> str:
         """The `tar/` folder, like `https://open-images-dataset.s3.amazonaws.com/tar/`."""
         return f"{self.base_url}{ARCHIVE_PREFIX}/"
-
-    @property
-    def full_csv_url(self) -> str:
-        return self.base_url + FULL_CSV_PATH
-
-    @property
-    def boxable_csv_url(self) -> str:
-        return self.base_url + BOXABLE_CSV_PATH
 
     def stop(self) -> None:  # pragma: no cover - overridden
         raise NotImplementedError

@@ -139,9 +139,3 @@ def open_atomic_under(root: str | os.PathLike[str], rel: str, *, fsync: bool = F
             with suppress(FileNotFoundError):
                 os.unlink(tmp, dir_fd=dfd)
             raise
-
-
-def write_bytes_under(root: str | os.PathLike[str], rel: str, data: bytes, *, fsync: bool = False) -> None:
-    """Write `data` at `root/rel` atomically, creating folders, never through a symlink; raises UnsafePath."""
-    with open_atomic_under(root, rel, fsync=fsync) as fh:
-        fh.write(data)

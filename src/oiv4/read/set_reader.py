@@ -333,17 +333,6 @@ class SetReader:
         joined = con.sql(f'SELECT p.*, {sel} FROM p LEFT JOIN l USING ("row") ORDER BY p."row"')
         return self._with_reasons(con, joined).to_arrow_table()
 
-    def ledger_row(self, row: int) -> dict[str, Any]:
-        """The latest ledger row for manifest row `row` as a dict (empty when it has none)."""
-        # Find its shard from two small columns, then read only that shard in full.
-        where = read_ledger(self.storage, self.image_set, ["row", "shard"])
-        where = where.filter(pc.equal(where["row"], row))
-        if not where.num_rows:
-            return {}
-        hit = read_ledger(self.storage, self.image_set, shards=[where["shard"][0].as_py()])
-        hit = hit.filter(pc.equal(hit["row"], row))
-        return hit.to_pylist()[-1] if hit.num_rows else {}
-
     def without_duplicates_of(self, *sets: str) -> SetReader:
         """This view without the images `oiv4 dedup` found duplicating an image of `sets` (see `oiv4.read.held_out`)."""
         return self.filtered(DuplicatesOf(self.storage, self.name, sets))
