@@ -141,7 +141,7 @@ def _gzip(payload: bytes, corrupt_at: int | None = None) -> tuple[bytes, int]:
 
     With `corrupt_at`, the deflate stream is flushed to a byte boundary after that many input bytes and a
     block header of the reserved type 3 is inserted: every inflater stops there with "invalid block type"
-    (what `pigz -d` reports as invalid deflate data), and the CRC no longer matches.
+    (what `pigz -d` reports as invalid deflate data), and the CRC does not match.
     """
     header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
     comp = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)

@@ -3,7 +3,7 @@
 `writable_root` is for commands that write: a local root must be a folder this process can
 write in (probed with a real temp file: permission bits do not tell about read-only mounts; a root that
 cannot be written is a storage error, exit 5, like a full disk, not a usage error); an object
-store root must answer a cheap listing (missing credentials used to surface as a 90-line traceback from
+store root must answer a cheap listing (else missing credentials would surface as a 90-line traceback from
 deep inside a worker). `built_root` is for commands that only read a built root (status, verify,
 report): a missing folder, or one that holds nothing oiv4 wrote, is an error rather than "not started".
 `new_or_built_root` is for the commands that start a root (metadata, build, demo): a missing or empty

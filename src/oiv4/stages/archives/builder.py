@@ -206,7 +206,7 @@ class ArchiveBuilder:
 
     def _record(self, stem: str, rows: list[dict[str, Any]]) -> None:
         shard = shard_of(stem)
-        # Rows of an earlier, unfinished conversion of this archive describe a zip that no longer exists.
+        # Rows of an earlier, unfinished conversion of this archive describe a zip that is gone.
         self.storage.remove(LAYOUT.ledger_shard(self.image_set, shard))
         self.storage.remove(LAYOUT.ledger_parts_dir(self.image_set, shard))
         ledger = ShardLedger(self.storage, self.image_set, shard, flush_rows=len(rows) + 1)
