@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from oiv4.io.safe_paths import TMP_MARK, UnsafePath
+from oiv4.contracts.errors import UnsafePath
+from oiv4.io.safe_paths import TMP_MARK
 from oiv4.io.storage import FsspecStorage, LocalStorage, Storage
 
 SRC = Path(__file__).resolve().parent.parent / "src"

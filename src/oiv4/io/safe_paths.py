@@ -29,17 +29,13 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO
 
-from oiv4.contracts.errors import StorageError
+from oiv4.contracts.errors import UnsafePath
 
 #: The mark in every temp name (`<final>.oiv4tmp-<pid>-<random>`): what `io.temps` looks for to sweep a killed
 #: writer's leftovers, and the pid it checks before removing one.
 TMP_MARK = ".oiv4tmp-"
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-
-
-class UnsafePath(ValueError, StorageError):
-    """A relative path that would leave the root or pass through a symlink; ledger outcome `unsafe_path`."""
 
 
 def split_relative(rel: str) -> list[str]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from oiv4.contracts.errors import SettingError
 from oiv4.contracts.schema import ImageSet
 from oiv4.io.storage import Storage
 from oiv4.stages.dedup import exclusions, read_pairs
@@ -37,9 +38,9 @@ class DuplicatesOf:
                 names.append(ImageSet(other).value)
             except ValueError:
                 known = ", ".join(s.value for s in ImageSet)
-                raise ValueError(f"no set {other!r} to leave out duplicates of (sets: {known})") from None
+                raise SettingError(f"no set {other!r} to leave out duplicates of (sets: {known})") from None
         if not names or name in names:
-            raise ValueError(f"name the held-out sets {name} must not duplicate, other than {name} itself")
+            raise SettingError(f"name the held-out sets {name} must not duplicate, other than {name} itself")
         self.against = tuple(dict.fromkeys(names))
         try:
             pairs = read_pairs(storage)
