@@ -59,7 +59,7 @@ INVARIANT_CHECKS: dict[tuple[str, str], str] = {
 #: file -> why it may end the process itself.
 EXITS: dict[str, str] = {
     "oiv4/cli/crash.py": "the central handler: `finish` is the one place the oiv4 command exits",
-    "oiv4/run/executor.py": "a worker initializer whose parent has already died: there is no handler above it",
+    "oiv4/run/worker_process.py": "a worker initializer whose parent has already died: there is no handler above it",
     "oiv4_mirror/__main__.py": "the mirror's own process (`python -m oiv4_mirror`), not the oiv4 command",
 }
 

@@ -17,13 +17,9 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-
-from rich.console import Console
 
 from oiv4.contracts.errors import SettingError
 from oiv4.contracts.limits import above
@@ -145,22 +141,6 @@ class LineLog:
             )
             self.stream.write(line + "\n")
             self.stream.flush()
-
-
-@contextmanager
-def fetch_progress(console: Console, image_set: str, settings: LogSettings) -> Iterator[Callable[..., None]]:
-    """The progress callback for one fetched set: a live panel on a terminal, lines otherwise."""
-    if settings.live:
-        from oiv4.cli.fetch_view import LiveFetchView
-
-        with LiveFetchView(console, image_set) as view:
-            yield view.update
-        return
-    log = LineLog("fetch", settings)
-    try:
-        yield log.update
-    finally:
-        log.close()
 
 
 def plain(value: Any) -> Any:

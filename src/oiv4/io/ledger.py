@@ -208,8 +208,7 @@ def _read_parts(storage: Storage, rels: list[str], columns: list[str]) -> pa.Tab
 
     con = duckdb.connect(config={"threads": PART_THREADS})
     con.execute("SET enable_progress_bar = false")
-    if not storage.local:
-        con.register_filesystem(storage.fs)
+    storage.attach_to(con)
     try:
         table = ledger_files_relation(con, storage, rels, columns).to_arrow_table()
     except duckdb.Error as exc:

@@ -35,8 +35,7 @@ if TYPE_CHECKING:
 
 def attach_filesystem(con: duckdb.DuckDBPyConnection, storage: Storage) -> None:
     """Let DuckDB read `storage`'s object-store paths through its fsspec filesystem (local roots need nothing)."""
-    if not storage.local:
-        con.register_filesystem(storage.fs)
+    storage.attach_to(con)
 
 
 def connect(storage: Storage | str, sets: list[ImageSet | str] | None = None) -> duckdb.DuckDBPyConnection:

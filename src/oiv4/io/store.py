@@ -18,7 +18,6 @@ ImageIDs become names only through `LAYOUT.image()`, which refuses anything but 
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import math
@@ -134,10 +133,8 @@ class _ArchiveWriter(ShardWriter):
                 if old is not None:
                     old.close()
         self.storage.remove(self.staging_dir())
-        if self.storage.local:
-            # The shared `<set>/staging` folder goes with the last shard's staging (others may still use it).
-            with contextlib.suppress(OSError):
-                self.storage.local_path(LAYOUT.staging_root(self.image_set)).rmdir()
+        # The shared `<set>/staging` folder goes with the last shard's staging (others may still use it).
+        self.storage.remove_empty_folder(LAYOUT.staging_root(self.image_set))
 
     def _open_old(self) -> Any:
         raise NotImplementedError

@@ -97,6 +97,7 @@ def open_dataset(root: str | os.PathLike[str], **storage_options: Any) -> Datase
     loads its ledger on first use.
     """
     storage = Storage(str(root), storage_options)
-    if storage.local and not os.path.isdir(storage.root):
+    path = storage.local_path("")
+    if path is not None and not path.is_dir():
         raise FileNotFoundError(f"no oiv4 data at {storage.root}: folder does not exist")
     return Dataset(storage)

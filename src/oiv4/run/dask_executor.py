@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 from oiv4.contracts.errors import DaskSetupError
 from oiv4.contracts.extras import require
 from oiv4.io.storage import Storage
-from oiv4.run.executor import ExecutorSettings, ShardFn, default_workers, die_with_parent
+from oiv4.run.worker_process import PoolSettings, ShardFn, default_workers, die_with_parent
 from oiv4.stages.base import ShardResult, ShardTask
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ MAIN_PID_KEY = "oiv4.local-cluster-main-pid"
 def run_dask(
     tasks: list[ShardTask],
     fn: ShardFn,
-    settings: ExecutorSettings,
+    settings: PoolSettings,
     on_result: Callable[[ShardResult], None] | None = None,
 ) -> list[ShardResult]:
     """Run `fn(task)` for every task on a Dask cluster; results come back in completion order.
@@ -74,7 +74,7 @@ def _require_dask() -> None:
 
 
 @contextmanager
-def _client(settings: ExecutorSettings, n_tasks: int) -> Iterator[Client]:
+def _client(settings: PoolSettings, n_tasks: int) -> Iterator[Client]:
     import dask
     from distributed import Client, LocalCluster
 
@@ -129,10 +129,7 @@ def dask_setup(worker: object) -> None:
 def _probe_worker(storage: Storage) -> str | None:
     """On a worker: None if oiv4 imports and the root is reachable, else why not (shown to the user)."""
     try:
-        if storage.local:
-            return None if os.path.isdir(storage.root) else f"{storage.root} is not a folder on this machine"
-        storage.fs.ls(storage.fs._strip_protocol(storage.root))
-        return None
+        return storage.unreachable()
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
 
@@ -173,7 +170,7 @@ def _run(
     client: Client,
     tasks: list[ShardTask],
     fn: ShardFn,
-    settings: ExecutorSettings,
+    settings: PoolSettings,
     on_result: Callable[[ShardResult], None] | None,
 ) -> list[ShardResult]:
     from distributed import as_completed

@@ -127,7 +127,8 @@ def run_neighbors(storage: Storage, s: NeighborsSettings) -> tuple[str, int]:
     stamp_rel = LAYOUT.neighbors_parts_settings(s.model, s.file_name)
     stamp = json.dumps({"k": s.k, "queries": len(qpos), "q_rows": q_rows}, sort_keys=True)
     if storage.exists(out_rel):
-        meta = pq.read_schema(storage.local_path(out_rel)).metadata or {}
+        with storage.open(out_rel) as fh:
+            meta = pq.read_schema(fh).metadata or {}
         if meta.get(b"oiv4") == stamp.encode():
             return out_rel, 0
     if storage.exists(stamp_rel) and storage.read_bytes(stamp_rel) != stamp.encode():

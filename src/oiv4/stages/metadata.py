@@ -51,15 +51,18 @@ def fetch_metadata(
     settings = settings or MetadataSettings()
     base = settings.base_url if settings.base_url.endswith("/") else settings.base_url + "/"
     sizes: dict[str, int] = {}
-    staging = None if storage.local else Path(tempfile.mkdtemp(prefix="oiv4-metadata-"))
+    staging: Path | None = None
     for name, remote_rel in METADATA_FILES.items():
         rel = LAYOUT.metadata(name)
+        local = storage.local_path(rel)  # None on an object store: download to a staging folder, then upload
         if storage.exists(rel) and not settings.force:
-            if storage.local:
-                check_header(storage.local_path(rel))
+            if local is not None:
+                check_header(local)
             sizes[name] = storage.size(rel)
             continue
-        dest = storage.local_path(rel) if staging is None else staging / name
+        if local is None and staging is None:
+            staging = Path(tempfile.mkdtemp(prefix="oiv4-metadata-"))
+        dest = local if local is not None else staging / name
         if settings.force:
             dest.unlink(missing_ok=True)
 
@@ -75,7 +78,7 @@ def fetch_metadata(
             bad = dest.with_name(dest.name + ".rejected")
             dest.replace(bad)
             raise
-        if staging is not None:
-            storage.fs.put_file(str(dest), storage.path(rel))
+        if local is None:
+            storage.upload(dest, rel)
         sizes[name] = size
     return sizes

@@ -16,7 +16,6 @@ The steps, per archive (one ledger shard each):
 from __future__ import annotations
 
 import contextlib
-import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -93,7 +92,7 @@ class ArchiveBuilder:
             return Fetched(obj, check, in_place, None, False)
         if self.settings.stream:
             return Fetched(obj, check, None, None, False)
-        if not self.storage.local:
+        if self.storage.local_path("") is None:  # resumable parts need a local file
             raise ArchiveError(
                 name, f"cannot download to {self.storage.root}: use stream=True (--stream) for a remote root"
             )
@@ -123,14 +122,11 @@ class ArchiveBuilder:
         tee_tar = s.keep_tar and (fetched.local is None or not _same_file(fetched.local, st, tar_rel))
         _remove_stale_temps(st, zip_rel)
         _remove_stale_temps(st, tar_rel)
-        if st.local:
-            # The zip of JPEGs is the size of the .tar.gz (+ the copy with keep_tar): fail now, not hours in.
-            need = int(fetched.obj.size * (2.01 if tee_tar else 1.01))
-            free = _free_bytes(st.local_path(zip_rel))
-            if need > free:
-                raise ArchiveError(
-                    name, f"needs about {need:,} bytes of free disk for the zip, {free:,} free at {st.root}"
-                )
+        # The zip of JPEGs is the size of the .tar.gz (+ the copy with keep_tar): fail now, not hours in.
+        need = int(fetched.obj.size * (2.01 if tee_tar else 1.01))
+        free = st.free_bytes(zip_rel)
+        if free is not None and need > free:
+            raise ArchiveError(name, f"needs about {need:,} bytes of free disk for the zip, {free:,} free at {st.root}")
         failures: list[CorruptStreamError] = []
         out: ConvertOutcome | None = None
         for decoder in s.decoders:
@@ -205,7 +201,7 @@ class ArchiveBuilder:
 
     def _record(self, stem: str, rows: list[dict[str, Any]]) -> None:
         shard = shard_of(stem)
-        # Rows of an earlier, unfinished conversion of this archive describe a zip that no longer exists.
+        # Rows of an earlier, unfinished conversion of this archive describe a zip that is gone.
         self.storage.remove(LAYOUT.ledger_shard(self.image_set, shard))
         self.storage.remove(LAYOUT.ledger_parts_dir(self.image_set, shard))
         ledger = ShardLedger(self.storage, self.image_set, shard, flush_rows=len(rows) + 1)
@@ -219,15 +215,9 @@ def _remove_stale_temps(storage: Storage, rel: str) -> None:
     remove_dead_temps(storage, [f"{rel}{TMP_MARK}*"])
 
 
-def _free_bytes(path: Path) -> int:
-    """Free bytes on the filesystem that will hold `path` (its nearest existing ancestor)."""
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return shutil.disk_usage(path).free
-
-
 def _same_file(path: Path, storage: Storage, rel: str) -> bool:
-    return storage.local and path.resolve() == storage.local_path(rel).resolve()
+    target = storage.local_path(rel)
+    return target is not None and path.resolve() == target.resolve()
 
 
 @contextlib.contextmanager

@@ -6,7 +6,6 @@ import zipfile
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow.compute as pc
 
@@ -119,7 +118,5 @@ def check_zip(storage: Storage, archive: str, zip_rel: str, out: ConvertOutcome)
 def inside_root(storage: Storage, rel: str) -> str:
     """Every path we write is a fixed LAYOUT path of a checked stem; assert it stays under the root."""
     assert ".." not in rel.split("/") and not rel.startswith("/"), rel
-    if storage.local:
-        root = Path(storage.root).resolve()
-        assert storage.local_path(rel).resolve().is_relative_to(root), rel
+    assert storage.within_root(rel), rel
     return rel

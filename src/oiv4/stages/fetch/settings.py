@@ -103,7 +103,7 @@ class HttpSettings:
         flag="--placeholder-marker",
     )
     #: Bodies are spooled: up to this many bytes in RAM, the rest in an unlinked temp file. 64 downloads in
-    #: flight then hold at most 64 x 8 MiB in RAM, whatever the servers send (before: up to 128 MiB each).
+    #: flight then hold at most 64 x 8 MiB in RAM, whatever the servers send (held whole, each could take up to 128 MiB).
     spool_above: int = setting(
         8 << 20,
         help="Keep at most this much of a body in RAM, in MiB; the rest spills to a temp file.",

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import errno
 import gc
-import shutil
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +33,6 @@ from oiv4.io.checksum import checksum
 from oiv4.io.ledger import read_shard
 from oiv4.io.ledger_write import ShardLedger, append_rows, now_utc
 from oiv4.io.memory_budget import MemoryBudget
-from oiv4.io.safe_paths import safe_target
 from oiv4.io.storage import Storage
 from oiv4.io.store import ShardWriter, shard_writer
 from oiv4.stages.base import ShardResult, ShardTask
@@ -148,13 +146,13 @@ class _ShardRun:
 
     def _check_free_space(self) -> None:
         need = self.settings.min_free_bytes
-        if not need or not self.storage.local or self._abort is not None:
+        if not need or self._abort is not None:
             return
         try:
-            free = shutil.disk_usage(self.storage.root).free
+            free = self.storage.free_bytes()
         except OSError:
             return
-        if free < need:
+        if free is not None and free < need:
             self._abort = FetchAborted(
                 f"only {free / 2**20:,.0f} MiB free under {self.storage.root} (the run stops below "
                 f"{need / 2**20:,.0f} MiB, see --min-free-mb): free some space and re-run; finished rows are kept"
@@ -281,7 +279,7 @@ class _ShardRun:
 
     async def _exists(self, image_id: str) -> bool:
         try:
-            if self.storage.local:
+            if not self.storage.round_trips:
                 return self.writer.has_staged(image_id)
             return await asyncio.get_running_loop().run_in_executor(self._probe, self.writer.has_staged, image_id)
         except OSError as exc:
@@ -291,9 +289,8 @@ class _ShardRun:
         """A complete file already at the final path: its ledger fields (never rewritten); a str = why it is
         unusable (it will be replaced); None = nothing there."""
         try:
-            if self.storage.local:
-                # A symlink at (or above) the final path would make us "recover" a file outside the root.
-                safe_target(self.storage.root, self.writer.staged_path(image_id))
+            # A symlink at (or above) the final path would make us "recover" a file outside the root.
+            self.storage.refuse_symlinks(self.writer.staged_path(image_id))
             if not self.writer.has_staged(image_id):
                 return None
             data = self.writer.read_staged(image_id)

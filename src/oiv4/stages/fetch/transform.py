@@ -6,7 +6,7 @@ release the GIL while decoding, resampling and encoding, so a small thread pool 
 Decoding is strict (`oiv4.io.strict_decode`): a JPEG whose entropy-coded data is damaged -- which Pillow alone
 decodes "fine", partly grey -- becomes `corrupt_jpeg`, never `ok`; a harmless libjpeg warning stays `ok` with the
 warning in the reason. The 64-bit perceptual hash (`oiv4.io.fingerprint.phash`) is taken from the shrunk picture
-after rotation, i.e. as stored, so every upright copy of a photo compares at rotation 0 (issue #11).
+after rotation, i.e. as stored, so every upright copy of a photo compares at rotation 0.
 """
 
 from __future__ import annotations
