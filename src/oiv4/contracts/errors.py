@@ -39,6 +39,18 @@ class InputError(Oiv4Error):
     category = "input"
 
 
+class OutcomeError(InputError):
+    """This image ends in ledger outcome `outcome` (an `Outcome` value), for `reason` (one line, the ledger's reason).
+
+    Raised where a check or decode refuses one image's bytes; the stage records the row and goes on.
+    """
+
+    def __init__(self, outcome: str, reason: str) -> None:
+        super().__init__(reason)
+        self.outcome = outcome
+        self.reason = reason
+
+
 class SourceError(Oiv4Error):
     """A remote source (HTTP server, S3 bucket, mirror) is unreachable or misbehaves."""
 
