@@ -48,7 +48,7 @@ class LedgerRow:
 
     def __post_init__(self) -> None:
         # The ledger and every count keyed by outcome hold plain strings, never `Outcome` members.
-        if type(self.outcome) is not str:
+        if isinstance(self.outcome, str) and type(self.outcome) is not str:
             object.__setattr__(self, "outcome", str(self.outcome))
 
     @classmethod

@@ -116,6 +116,9 @@ class LedgerBuffer:
         if self.add(row):
             self.flush()
 
+    def __len__(self) -> int:
+        return len(self._rows)
+
     def due(self) -> bool:
         """True when `flush_seconds` have passed since the last flush."""
         return time.monotonic() - self._last_flush >= self.flush_seconds
