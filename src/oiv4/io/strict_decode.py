@@ -171,9 +171,7 @@ def _decode_jpeg(data: bytes, header: Image.Image, target_side: int | None, draf
             stripped = _without_app0(scan) if outcome is None and not warnings else None
             if stripped is None:
                 w, h = header.size
-                raise OutcomeError(
-                    outcome or Outcome.decode_error, f"JPEG {w}x{h}: libjpeg-turbo: {message}"
-                ) from None
+                raise OutcomeError(outcome or Outcome.decode_error, f"JPEG {w}x{h}: libjpeg-turbo: {message}") from None
             warnings.append(message)
             scan = stripped
     if colorspace == "GRAY":
@@ -243,7 +241,5 @@ def decode_strict(data: bytes, *, max_pixels: int, target_side: int | None = Non
         raise OutcomeError(Outcome.not_image, f"{fmt}: {exc}") from None
     except Exception as exc:  # truncated/garbled pixel data in untrusted bytes is a recorded outcome
         w, h = header.size
-        raise OutcomeError(
-            Outcome.decode_error, f"cannot decode {fmt} {w}x{h}: {type(exc).__name__}: {exc}"
-        ) from None
+        raise OutcomeError(Outcome.decode_error, f"cannot decode {fmt} {w}x{h}: {type(exc).__name__}: {exc}") from None
     return Decoded(header, fmt, header.size)

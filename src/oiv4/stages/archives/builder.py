@@ -120,6 +120,9 @@ class ArchiveBuilder:
         return Fetched(obj, check, self.storage.local_path(tar_rel), result, True)
 
     # -- converting ----------------------------------------------------------------------------------
+    # Kept long: each decoder attempt owns the atomic zip (and tar copy) it writes; every exit of an attempt (a
+    # corrupt stream, a failed verification, success) must discard or publish them together, which one loop over
+    # the decoders with one with-block per attempt shows.
     def convert(self, stem: str, fetched: Fetched, plan_rows: dict[str, int], report: ArchiveReport) -> None:
         s, st = self.settings, self.storage
         name = archive_name(stem)

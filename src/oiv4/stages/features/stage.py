@@ -94,6 +94,8 @@ class FeaturesStage:
 
     name = "features"
 
+    # Kept long: every check a user must fix before any work (model, extras, device, plan, ledger, dimension,
+    # weights) runs in the order they are fixed, then one pass over the shards; both read the same ledger slice.
     def plan_set(
         self,
         root: str,
