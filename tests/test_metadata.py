@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from oiv4.contracts.errors import DownloadError, MetadataError
 from oiv4.contracts.layout import BOXABLE_CSV, FULL_CSV
 from oiv4.contracts.schema import COLUMNS
-from oiv4.io.download import DownloadError, DownloadSettings
+from oiv4.io.download import DownloadSettings
 from oiv4.io.ranged import read_state
 from oiv4.io.retry import RetryPolicy
 from oiv4.io.storage import Storage
-from oiv4.stages.metadata import MetadataError, MetadataSettings, fetch_metadata
+from oiv4.stages.metadata import MetadataSettings, fetch_metadata
 from oiv4_mirror import UniverseSpec, start_mirror
 
 FAST = DownloadSettings(allow_private_networks=True, retry=RetryPolicy(attempts=2, base_s=0.01), read_timeout_s=5)

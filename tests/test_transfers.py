@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from oiv4.io.download import DownloadError, DownloadSettings, download_file
+from oiv4.contracts.errors import DownloadError, TransferError
+from oiv4.io.download import DownloadSettings, download_file
 from oiv4.io.http import HttpRanges, NetworkSettings, make_session
 from oiv4.io.ranged import read_state
-from oiv4.io.retry import RetryPolicy, TransferError, retry_async
+from oiv4.io.retry import RetryPolicy, retry_async
 from oiv4.io.storage import TMP_MARK, Storage
 from oiv4.io.temps import remove_dead_temps
 from oiv4.run.archives import build_archive_set

@@ -69,7 +69,6 @@ def dedup_cmd(
 
     Example: oiv4 dedup --root /data/open_images --threshold 8
     """
-    from oiv4.contracts.errors import InputError
     from oiv4.stages.dedup import DedupSettings, run_dedup
 
     if not 0 <= threshold <= 32:
@@ -77,10 +76,7 @@ def dedup_cmd(
     with writing(root, "oiv4 dedup") as storage:
         built_root(storage)
         sets = tuple(s.value for s in ImageSet if storage.glob(f"{LAYOUT.ledger_dir(s)}/shard-*.parquet"))
-        try:
-            summary = run_dedup(storage, DedupSettings(threshold=threshold, sets=sets))
-        except ValueError as exc:  # unhashed images, no plan: one line saying what to run
-            raise InputError(str(exc)) from None
+        summary = run_dedup(storage, DedupSettings(threshold=threshold, sets=sets))  # DedupError says what to run
     if as_json:
         typer.echo(summary.to_json())
         return

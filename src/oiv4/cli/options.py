@@ -22,8 +22,7 @@ from typing import Any
 
 import typer
 
-from oiv4.contracts.errors import UsageError
-from oiv4.contracts.limits import SettingRangeError
+from oiv4.contracts.errors import SettingRangeError, UsageError
 
 _NONE = type(None)
 

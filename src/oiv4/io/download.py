@@ -12,18 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from oiv4.contracts.errors import SourceError
+from oiv4.contracts.errors import DownloadError, TransferError
 from oiv4.contracts.limits import above, at_least
 from oiv4.contracts.setting import setting
 from oiv4.io.http import HttpRanges, HttpTimeouts, NetworkSettings, make_session
 from oiv4.io.ranged import RangedSettings, download_ranged
-from oiv4.io.retry import RetryPolicy, TransferError, retry_async
+from oiv4.io.retry import RetryPolicy, retry_async
 
 ProgressFn = Callable[[int, int | None], None]  # (bytes so far, total or None)
-
-
-class DownloadError(TransferError, SourceError):
-    """A download that cannot complete; the message says which URL and why."""
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from oiv4.contracts.errors import Interrupted, StorageError
-from oiv4.io.retry import RetryPolicy, TransferError, retry_async
+from oiv4.contracts.errors import Cancelled, DiskError, TransferError
+from oiv4.io.retry import RetryPolicy, retry_async
 from oiv4.io.storage import Storage
 
 ProgressFn = Callable[[int], None]  # bytes advanced (negative when a failed part's bytes will come again)
@@ -53,10 +53,6 @@ class RangeReader(Protocol):
     def iter_range(self, obj: RemoteObject, start: int, stop: int) -> AsyncIterator[bytes]:
         """Bytes `[start, stop)`; raises `TransientError` for failures worth retrying."""
         ...
-
-
-class Cancelled(TransferError, Interrupted):
-    """The caller's cancel event was set (Ctrl-C of the whole run)."""
 
 
 @dataclass(frozen=True)
@@ -112,10 +108,6 @@ def read_state(dest: Path) -> dict | None:
 
 def _identity(obj: RemoteObject, part_size: int) -> dict:
     return {"size": obj.size, "etag": obj.etag, "last_modified": obj.last_modified, "part_size": part_size}
-
-
-class DiskError(TransferError, StorageError):
-    """The download cannot be written (disk full, permissions)."""
 
 
 def _disk_error(path: Path, exc: OSError) -> DiskError:

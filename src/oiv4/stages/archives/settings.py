@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from oiv4.contracts.errors import SettingError
 from oiv4.contracts.limits import above, at_least
 from oiv4.contracts.setting import setting
 from oiv4.io.http import NetworkSettings
@@ -91,7 +92,7 @@ class ArchiveSettings:
         at_least(self, 0, "backoff_s", "checkpoint_s")  # checkpoint 0: after every chunk
         unknown = [d for d in self.decoders if d not in DECODERS]
         if unknown:
-            raise ValueError(f"unknown --decoder {unknown[0]!r}: use {', '.join(DECODERS)}")
+            raise SettingError(f"unknown --decoder {unknown[0]!r}: use {', '.join(DECODERS)}")
 
     @property
     def network(self) -> NetworkSettings:

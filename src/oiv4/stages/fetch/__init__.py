@@ -16,10 +16,11 @@ final path), `recording` (rows counted and flushed as ledger parts), `disk` (sto
 
 from __future__ import annotations
 
+from oiv4.contracts.errors import FetchAborted, FetchError
 from oiv4.stages.fetch.progress import FetchProgress
 from oiv4.stages.fetch.settings import FetchSettings, HttpSettings, TransformSettings
-from oiv4.stages.fetch.shard import FetchAborted, run_fetch_shard
-from oiv4.stages.fetch.stage import FETCH, FetchError, FetchStage, FetchSummary
+from oiv4.stages.fetch.shard import run_fetch_shard
+from oiv4.stages.fetch.stage import FETCH, FetchStage, FetchSummary
 
 __all__ = [
     "FETCH",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import shutil
 
-from oiv4.contracts.errors import StorageError
+from oiv4.contracts.errors import FetchAborted, WriteFailed
 from oiv4.contracts.schema import Outcome
 from oiv4.io.storage import Storage
 
@@ -18,21 +18,9 @@ from oiv4.io.storage import Storage
 SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-class FetchAborted(RuntimeError, StorageError):
-    """The run cannot go on (disk full, unwritable root): retrying rows would only burn through them."""
-
-
-class WriteFailed(StorageError):
-    """An OSError from the root itself (not from an image's bytes), carried out of a worker thread."""
-
-    def __init__(self, exc: OSError) -> None:
-        super().__init__(str(exc))
-        self.exc = exc
-
-    @property
-    def outcome(self) -> Outcome:
-        """The ledger outcome of the row whose write failed."""
-        return Outcome.disk_full if self.exc.errno in SPACE_ERRNOS else Outcome.write_error
+def write_outcome(failed: WriteFailed) -> Outcome:
+    """The ledger outcome of a row whose image could not be written."""
+    return Outcome.disk_full if failed.exc.errno in SPACE_ERRNOS else Outcome.write_error
 
 
 class DiskGuard:

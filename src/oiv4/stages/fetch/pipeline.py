@@ -15,15 +15,13 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from oiv4.contracts.errors import Interrupted, OutcomeError
-from oiv4.contracts.layout import HostileIdError
+from oiv4.contracts.errors import HostileIdError, Interrupted, OutcomeError, UnsafePath, WriteFailed
 from oiv4.contracts.ledger_row import LedgerRow
 from oiv4.contracts.schema import ImageSet, Outcome
 from oiv4.io.ledger_write import now_utc
 from oiv4.io.memory_budget import MemoryBudget
-from oiv4.io.safe_paths import UnsafePath
 from oiv4.io.store import ShardWriter
-from oiv4.stages.fetch.disk import DiskGuard, WriteFailed
+from oiv4.stages.fetch.disk import DiskGuard, write_outcome
 from oiv4.stages.fetch.http import Fetched, HttpClient
 from oiv4.stages.fetch.recording import ShardRecorder
 from oiv4.stages.fetch.recovery import Recovery
@@ -128,7 +126,7 @@ class RowPipeline:
             self.guard.fail(exc.exc, f"writing {row['ImageID']}")
             # Recorded if the ledger can still be written; either way the next run retries it.
             reason = f"{exc.exc}; retried automatically by the next run"
-            rec = self._ledger_row(row, **base, outcome=exc.outcome, reason=reason, started_at=now_utc())
+            rec = self._ledger_row(row, **base, outcome=write_outcome(exc), reason=reason, started_at=now_utc())
             self.recorder.record_failed_write(rec)
             return None
         return self._ledger_row(row, **base, **fields)

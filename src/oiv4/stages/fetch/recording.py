@@ -11,10 +11,10 @@ import asyncio
 import contextlib
 from concurrent.futures import Executor
 
+from oiv4.contracts.errors import UnsafePath
 from oiv4.contracts.ledger_row import LedgerRow
 from oiv4.contracts.shards import ShardResult
 from oiv4.io.ledger_write import LedgerBuffer
-from oiv4.io.safe_paths import UnsafePath
 from oiv4.stages.fetch.disk import DiskGuard
 
 

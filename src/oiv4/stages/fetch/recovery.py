@@ -9,14 +9,13 @@ import asyncio
 from concurrent.futures import Executor
 from typing import Any
 
-from oiv4.contracts.errors import OutcomeError
+from oiv4.contracts.errors import OutcomeError, UnsafePath, WriteFailed
 from oiv4.contracts.schema import Outcome
 from oiv4.io.checksum import checksum
 from oiv4.io.memory_budget import MemoryBudget
-from oiv4.io.safe_paths import UnsafePath, safe_target
+from oiv4.io.safe_paths import safe_target
 from oiv4.io.storage import Storage
 from oiv4.io.store import ShardWriter
-from oiv4.stages.fetch.disk import WriteFailed
 from oiv4.stages.fetch.transform import check_stored
 
 RECOVERED_REASON = "complete file found at its final path after an interrupted run; decodes, kept as is"

@@ -35,7 +35,7 @@ from oiv4.io.ledger_write import LedgerBuffer
 from oiv4.io.memory_budget import MemoryBudget
 from oiv4.io.storage import Storage
 from oiv4.io.store import ShardWriter, shard_writer
-from oiv4.stages.fetch.disk import DiskGuard, FetchAborted
+from oiv4.stages.fetch.disk import DiskGuard
 from oiv4.stages.fetch.http import HttpClient
 from oiv4.stages.fetch.pipeline import RowPipeline
 from oiv4.stages.fetch.recording import ShardRecorder
@@ -43,7 +43,7 @@ from oiv4.stages.fetch.recovery import Recovery
 from oiv4.stages.fetch.rows import read_manifest_slice
 from oiv4.stages.fetch.settings import FetchSettings
 
-__all__ = ["FetchAborted", "run_fetch_shard"]
+__all__ = ["run_fetch_shard"]
 
 
 def run_fetch_shard(task: ShardTask) -> ShardResult:
