@@ -29,16 +29,11 @@ PRIVATE_EXCEPTIONS: dict[tuple[str, str], str] = {
     "connector passes it on; callers catch BlockedAddress (contracts does not import aiohttp)",
     ("oiv4/stages/archives/convert.py", "_Stopped"): "unwinds the member loop on a stop request; caught in "
     "the same function",
-    ("oiv4/stages/fetch/shard.py", "_AbortedBeforeWrite"): "a row left for the next run when its shard stops; "
-    "caught by the shard's row loop",
-    ("oiv4/stages/fetch/shard.py", "_WriteFailed"): "carries the OSError of a failed image write to the "
-    "shard's disk policy, which turns it into FetchAborted",
+    ("oiv4/stages/fetch/pipeline.py", "_AbortedBeforeWrite"): "a row left for the next run when its shard "
+    "stops; caught by the row pipeline itself",
 }
 #: Classes still defined beside the code that raises them: each entry must still be true (the list only shrinks).
-KNOWN_OUTSIDE: set[tuple[str, str]] = {
-    ("oiv4/io/strict_decode.py", "CorruptImageData"),
-    ("oiv4/stages/fetch/transform.py", "TransformError"),
-}
+KNOWN_OUTSIDE: set[tuple[str, str]] = set()
 
 #: (file, start of the message) -> why this ValueError/RuntimeError is an invariant of oiv4, not a user error.
 INVARIANT_CHECKS: dict[tuple[str, str], str] = {

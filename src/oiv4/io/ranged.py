@@ -178,6 +178,9 @@ def first_error(group: BaseExceptionGroup) -> BaseException:
     return (real or flat)[0]
 
 
+# Kept long: the part file's descriptor, the fetched/recorded part sets and the checkpoint lock are shared by
+# the sink, the workers and the checkpoint closures; the order that makes a resume safe (bytes fdatasync'ed before
+# the sidecar records them) can be read top to bottom only while they live in one scope.
 async def download_ranged(
     reader: RangeReader,
     obj: RemoteObject,

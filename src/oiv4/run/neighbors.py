@@ -88,6 +88,8 @@ def _exclusions(storage: Storage, s: NeighborsSettings, qids: np.ndarray, dbs: l
     return np.concatenate(pairs_q).astype(np.int64), np.concatenate(pairs_p).astype(np.int64)
 
 
+# Kept long: the checks, block sizes, resume stamp and per-block parts share one set of sizes and names; the
+# resume rule (a part is reused only under the same stamp) is visible only while they sit together.
 def run_neighbors(storage: Storage, s: NeighborsSettings) -> tuple[str, int]:
     """Compute (or finish) the ground truth; returns (output path relative to the root, query blocks reused)."""
     qstore = open_features(storage, s.model, s.queries)

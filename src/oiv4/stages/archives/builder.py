@@ -20,12 +20,13 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from oiv4.contracts.errors import ArchiveError, ArchiveSetError, CorruptStreamError, SettingError, VerificationError
 from oiv4.contracts.layout import LAYOUT
+from oiv4.contracts.ledger_row import LedgerRow
 from oiv4.contracts.schema import ImageSet
-from oiv4.io.ledger_write import ShardLedger
+from oiv4.io.ledger_write import LedgerBuffer
 from oiv4.io.storage import TMP_MARK, Storage
 from oiv4.io.temps import remove_dead_temps
 from oiv4.stages.archives.catalog import archive_name, load_known_archives, shard_of
@@ -113,6 +114,9 @@ class ArchiveBuilder:
         return Fetched(obj, check, self.storage.local_path(tar_rel), result, True)
 
     # -- converting ----------------------------------------------------------------------------------
+    # Kept long: each decoder attempt owns the atomic zip (and tar copy) it writes; every exit of an attempt (a
+    # corrupt stream, a failed verification, success) must discard or publish them together, which one loop over
+    # the decoders with one with-block per attempt shows.
     def convert(self, stem: str, fetched: Fetched, plan_rows: dict[str, int], report: ArchiveReport) -> None:
         s, st = self.settings, self.storage
         name = archive_name(stem)
@@ -144,6 +148,7 @@ class ArchiveBuilder:
                     out = convert_stream(
                         archive=name,
                         stem=stem,
+                        image_set=self.image_set.value,
                         shard=shard_of(stem),
                         zip_rel=zip_rel,
                         chunks=chunks,
@@ -199,14 +204,14 @@ class ArchiveBuilder:
         if fetched.we_own_file and not s.keep_tar and fetched.local is not None:
             st.remove(tar_rel)
 
-    def _record(self, stem: str, rows: list[dict[str, Any]]) -> None:
+    def _record(self, stem: str, rows: list[LedgerRow]) -> None:
         shard = shard_of(stem)
         # Rows of an earlier, unfinished conversion of this archive describe a zip that is gone.
         self.storage.remove(LAYOUT.ledger_shard(self.image_set, shard))
         self.storage.remove(LAYOUT.ledger_parts_dir(self.image_set, shard))
-        ledger = ShardLedger(self.storage, self.image_set, shard, flush_rows=len(rows) + 1)
+        ledger = LedgerBuffer(self.storage, self.image_set, shard, flush_rows=len(rows) + 1)
         for r in rows:
-            ledger.record(**r)
+            ledger.add(r)
         ledger.close()
 
 

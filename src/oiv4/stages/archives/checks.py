@@ -106,7 +106,7 @@ def check_zip(storage: Storage, archive: str, zip_rel: str, out: ConvertOutcome)
             names = [i.filename for i in zf.infolist()]
     except (OSError, zipfile.BadZipFile) as exc:
         raise ArchiveError(archive, f"the zip just written cannot be read back ({exc})") from exc
-    ok_rows = sum(1 for r in out.rows if r["outcome"] == Outcome.ok)
+    ok_rows = sum(1 for r in out.rows if r.outcome == Outcome.ok)
     if Counter(names) != Counter(out.stored_names) or len(names) != ok_rows:
         raise ArchiveError(
             archive,

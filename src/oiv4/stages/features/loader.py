@@ -14,11 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from oiv4.contracts.errors import CorruptImageError, ReaderError
+from oiv4.contracts.errors import CorruptImageError, OutcomeError, ReaderError
 from oiv4.io.containers import BlobReader
 from oiv4.io.locations import parse_location
 from oiv4.io.storage import Storage
-from oiv4.io.strict_decode import CorruptImageData
 from oiv4.stages.features.ledger import MISSING_FILE, READ_ERROR
 from oiv4.stages.features.preprocess import Preprocess
 
@@ -67,7 +66,7 @@ class StoredImages:
             return self.rows[i], Failed(row, image_id, READ_ERROR, f"{type(exc).__name__}: {exc}")
         try:
             return self.rows[i], self.preprocess.from_bytes(data)
-        except CorruptImageData as exc:
+        except OutcomeError as exc:
             return self.rows[i], Failed(row, image_id, str(exc.outcome), f"{location}: {exc.reason}")
 
 

@@ -8,7 +8,9 @@ rotate, shrink to fit 1024x1024 and store as JPEG, one ledger row per image, res
 
 Modules: `settings` (what can be tuned), `http` (the Flickr-aware downloader), `transform` (bytes ->
 stored JPEG), `rows` (manifest slices, checks of one original), `shard` (`run_fetch_shard`, the
-picklable unit any executor runs), `stage` (`FETCH`, the stage the run layer's `fetch_set` runs),
+picklable unit any executor runs), `pipeline` (one row -> its ledger row), `recovery` (files found at their
+final path), `recording` (rows counted and flushed as ledger parts), `disk` (stopping when the root is full),
+`stage` (`FETCH`, the stage the run layer's `fetch_set` runs),
 `progress` (live counts read from the ledger).
 """
 

@@ -168,6 +168,8 @@ class HttpClient:
         body = a.body.view() if a.body is not None else None
         return Fetched(a.outcome, reason, url, a.final_url, attempts, total, body, a.content_type, a.status, a.body)
 
+    # Kept long: one attempt through its redirect hops inside one deadline; each early return and each except
+    # clause is one Flickr failure mode with its outcome, so the whole outcome table of a download reads here.
     async def _attempt(self, url: str, expected_size: int | None) -> _Attempt:
         assert self._session is not None, "use `async with HttpClient(...)`"
         s = self.settings

@@ -87,6 +87,8 @@ def build_plan(storage: Storage, settings: PlanSettings | None = None) -> PlanSu
         return _plan(storage, settings, inputs, exact=True)
 
 
+# Kept long: one ExitStack holds both CSV handles and the four manifest writers, so leaving it renames every
+# manifest into place or, on an error, none; both passes (boxable file, then full file) must run inside it.
 def _plan(storage: Storage, settings: PlanSettings, inputs: dict[str, int], exact: bool) -> PlanSummary:
     problems: list[RowProblem] = []
     with ExitStack() as stack:

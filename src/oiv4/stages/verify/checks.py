@@ -62,6 +62,8 @@ def _lookup(stored: _Stored, keys: pa.Array) -> np.ndarray:
     return pc.index_in(keys, value_set=stored.keys).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
+# Kept long: vectorised over a batch of rows; each step narrows the same arrays (positions, sizes, containers)
+# that the next one reads, so pieces would hand half a dozen parallel arrays back and forth.
 def check_rows(storage: Storage, image_set: ImageSet, check: SetCheck, ok: pa.Table, stored: _Stored) -> pa.Table:
     """Check a batch of ok rows against what is stored; returns the rows that passed (for deep checks)."""
     loc = ok["location"].combine_chunks() if ok.num_rows else pa.array([], pa.string())
