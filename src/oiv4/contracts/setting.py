@@ -11,10 +11,15 @@ generator, all optional except `help`:
 - `choices`: the accepted values of a string field.
 - `default_text`: what `--help` shows as the default when the value itself says nothing (e.g. None).
 - `cli`: False keeps the field off the command line; `why` must then say why (the test checks both).
+- `shared`: one option per command sets this field wherever the command's settings hold it (e.g.
+  `--allow-private-networks` of `oiv4 build` for the metadata, archive and fetch transfers alike).
+
+A field holding another settings dataclass is declared with `group()`: its fields become options too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import MISSING, field
 from typing import Any
 
@@ -27,3 +32,12 @@ def setting(default: Any = MISSING, *, help: str, default_factory: Any = MISSING
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def group(default: Any, *, unused: Mapping[str, str] | None = None) -> Any:
+    """A dataclass field holding the settings dataclass instance `default` (frozen, so safely shared).
+
+    `unused` maps fields of it that this owner never reads to why (e.g. ranged parts for whole images):
+    they stay off the command line of every command using the owner.
+    """
+    return field(default_factory=lambda: default, metadata={"unused": dict(unused or {})})

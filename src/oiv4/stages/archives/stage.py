@@ -65,8 +65,6 @@ def _check_settings(image_set: ImageSet, settings: ArchiveSettings) -> None:
         raise ArchiveSetError(f"unknown decoder(s) {unknown}; choose from {', '.join(DECODERS)}")
     if settings.stream and settings.keep_tar:
         raise ArchiveSetError("--stream and --keep-tar exclude each other: streaming writes no .tar.gz at all")
-    if settings.part_size < 1 or settings.connections < 1 or settings.max_member_bytes < 1:
-        raise ArchiveSetError("--part-size-mb, --connections and --max-member-mb must be positive")
 
 
 class ArchiveStage:
@@ -121,9 +119,7 @@ class ArchiveStage:
             if (not settings.only or s in settings.only) and (wanted is None or shard_of(s) in wanted)
         ]
         try:
-            source = make_source(
-                settings.source, settings.s3_endpoint, settings.connections, settings.timeout_s, settings.network
-            )
+            source = make_source(settings.source, settings.s3_endpoint, settings.transfer)
         except ValueError as exc:
             raise ArchiveSetError(str(exc)) from exc
         notes: list[Mapping[str, object]] = [{"set": image_set.value, "source": source.description}]

@@ -217,7 +217,7 @@ class _ShardRun:
     async def _run_rows(self, pending: list[dict[str, Any]], prior: dict[int, str]) -> None:
         sem = asyncio.Semaphore(self.settings.http.concurrency)
         tasks: set[asyncio.Task[None]] = set()
-        async with HttpClient(self.settings.http) as client:
+        async with HttpClient(self.settings.transfer, self.settings.http) as client:
             stop_flusher = asyncio.Event()
             flusher = asyncio.create_task(self._flush_periodically(stop_flusher))
             try:

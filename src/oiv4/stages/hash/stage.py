@@ -35,15 +35,25 @@ class HashError(RuntimeError, UsageError):
 class HashSettings:
     """How `oiv4 hash` works through a set."""
 
-    threads: int = setting(2, help="Decode threads per worker (Pillow releases the GIL).")
-    batch_rows: int = setting(2000, help="Hashed rows per ledger part: a kill loses at most this many.")
+    threads: int = setting(2, help="Decode threads per worker (Pillow releases the GIL).", flag="--threads")
+    batch_rows: int = setting(
+        2000, help="Hashed rows per ledger part: a kill loses at most this many.", flag="--batch-rows"
+    )
     force_settings: bool = setting(
-        False, cli=False, help="Unused: hash stores no image bytes.", why="hash has no output settings to protect"
+        False,
+        cli=False,
+        help="Unused: hash stores no image bytes.",
+        flag="--force-settings/--no-force-settings",
+        why="hash has no output settings to protect",
     )
     #: The shard's already recorded output settings (of the fetch or archive run that stored it), echoed back:
     #: hash changes no stored byte, and settings records are kept per (set, shard), not per stage.
     recorded: tuple[tuple[str, SettingValue], ...] = setting(
-        (), help="Recorded output settings echoed back.", cli=False, why="set per shard by the stage, not the user"
+        (),
+        help="Recorded output settings echoed back.",
+        flag="--recorded",
+        cli=False,
+        why="set per shard by the stage, not the user",
     )
 
     def __post_init__(self) -> None:
