@@ -28,7 +28,8 @@ CHILD = textwrap.dedent(
     from oiv4.io.ledger import read_set
     from oiv4.run.executor import ExecutorSettings
     from oiv4.run.fetch import fetch_set
-    from oiv4.stages.fetch import FetchSettings, HttpSettings
+    from dataclasses import replace
+    from oiv4.stages.fetch import FETCH_TRANSFER, FetchSettings, HttpSettings
 
     SIDE, GIANTS, ENDLESS = 5000, 4, 8
     BUDGET, SPOOL, CONCURRENCY = 256 << 20, 8 << 20, 16
@@ -83,8 +84,8 @@ CHILD = textwrap.dedent(
     storage = Storage(root)
     write_manifest(storage, "train", rows, shard_rows=len(rows))
     settings = FetchSettings(
-        http=HttpSettings(allow_private_networks=True, attempts=1, deadline=120.0, max_bytes=96 << 20,
-                          concurrency=CONCURRENCY, spool_above=SPOOL),
+        http=HttpSettings(max_bytes=96 << 20, concurrency=CONCURRENCY, spool_above=SPOOL),
+        transfer=replace(FETCH_TRANSFER, allow_private_networks=True, attempts=1, deadline_s=120.0),
         cpu_threads=GIANTS, decode_budget_bytes=BUDGET,
     )
     before = vm("VmRSS")
