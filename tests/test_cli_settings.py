@@ -187,9 +187,14 @@ def test_two_fields_that_want_one_flag_are_an_error_when_the_command_is_defined(
 
 
 def test_a_field_without_its_flag_is_refused() -> None:
+    with pytest.raises(TypeError, match="spells its command-line flag where it is declared"):
+        setting(3, help="Size.")
+    with pytest.raises(TypeError, match="has no `flag`"):
+        setting(3, help="Size.", flag="--size", cli=False, why="planted")
+
     @dataclasses.dataclass(frozen=True)
-    class Unspelled:
-        size: int = setting(3, help="Size.")
+    class Unspelled:  # a hand-made field, past `setting()`
+        size: int = dataclasses.field(default=3, metadata={"help": "Size."})
 
     with pytest.raises(TypeError, match="size declares no flag"):
         settings_command({"settings": Unspelled})(lambda settings: None)

@@ -76,7 +76,6 @@ class TransferSettings:
     allowed_endpoints: frozenset[tuple[str, int]] = setting(
         frozenset(),
         help="Exact (ip, port) pairs admitted as if public.",
-        flag="--allowed-endpoints",
         cli=False,
         why="for tests only: a hostile server on 127.0.0.1 must be reachable while the guard stays on",
     )

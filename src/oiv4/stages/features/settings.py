@@ -53,15 +53,11 @@ class FeaturesSettings:
         help="Resume shards recorded with another model, weights, preprocessing or dtype (recorded).",
         flag="--force-settings/--no-force-settings",
     )
-    weights_path: str = setting(
-        "", cli=False, help="Resolved weights file.", flag="--weights-path", why="resolved when the run starts"
-    )
-    weights_sha256: str = setting(
-        "", cli=False, help="SHA-256 of the weights.", flag="--weights-sha256", why="computed when the run starts"
-    )
+    weights_path: str = setting("", cli=False, help="Resolved weights file.", why="resolved when the run starts")
+    weights_sha256: str = setting("", cli=False, help="SHA-256 of the weights.", why="computed when the run starts")
     #: The shard's stored images, (row, image_id, location) by row: the stage fills it per task.
     todo: tuple[tuple[int, str, str], ...] = setting(
-        (), cli=False, help="The shard's stored images.", flag="--todo", why="set per shard by the stage, not the user"
+        (), cli=False, help="The shard's stored images.", why="set per shard by the stage, not the user"
     )
 
     def __post_init__(self) -> None:

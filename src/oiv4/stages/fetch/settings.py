@@ -161,7 +161,6 @@ class FetchSettings:
     retry_failed: tuple[str, ...] | None = setting(
         None,
         help='Outcomes to fetch again ("all": every recorded failure).',
-        flag="--retry-failed",
         cli=False,
         why="spelled `oiv4 fetch --retry-failed [OUTCOME]...`: the outcomes are arguments",
     )

@@ -43,7 +43,6 @@ class HashSettings:
         False,
         cli=False,
         help="Unused: hash stores no image bytes.",
-        flag="--force-settings/--no-force-settings",
         why="hash has no output settings to protect",
     )
     #: The shard's already recorded output settings (of the fetch or archive run that stored it), echoed back:
@@ -51,7 +50,6 @@ class HashSettings:
     recorded: tuple[tuple[str, SettingValue], ...] = setting(
         (),
         help="Recorded output settings echoed back.",
-        flag="--recorded",
         cli=False,
         why="set per shard by the stage, not the user",
     )
