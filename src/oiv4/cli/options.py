@@ -250,8 +250,8 @@ def collect(
             continue
         if same is not None:
             raise TypeError(f"option {flag} is claimed by both {same.dotted} and {leaf.dotted}: rename one of them")
-        specs[flag] = OptionSpec((leaf.path,), leaf.field, leaf.hint, flag, leaf.field.metadata.get("short"),
-                                 leaf.default)  # fmt: skip
+        short = leaf.field.metadata.get("short")
+        specs[flag] = OptionSpec((leaf.path,), leaf.field, leaf.hint, flag, short, leaf.default)
     seen: dict[str, str] = {}
     for spec in specs.values():
         for name in [*spec.flag.split("/"), *([spec.short] if spec.short else [])]:
@@ -296,7 +296,7 @@ def _range_message(exc: SettingRangeError, spec: OptionSpec) -> str:
     scale = spec.meta.get("scale")
     shown = exc.value / scale if scale and isinstance(exc.value, int | float) else exc.value
     flag = spec.flag.split("/")[0]
-    return f"{flag} must be {exc.rule}, got {shown:g}" if isinstance(shown, float) else f"{flag} must be {exc.rule}, got {shown}"  # fmt: skip
+    return f"{flag} must be {exc.rule}, got " + (f"{shown:g}" if isinstance(shown, float) else f"{shown}")
 
 
 def _own_names(params: list[inspect.Parameter]) -> set[str]:

@@ -35,9 +35,11 @@ class DedupSettings:
 
     #: See pairs.DEFAULT_THRESHOLD for the measurement behind the default.
     threshold: int = setting(
-        DEFAULT_THRESHOLD, help="Hamming bits of 64 within which two images are duplicates.", flag="--threshold",
+        DEFAULT_THRESHOLD,
+        help="Hamming bits of 64 within which two images are duplicates.",
+        flag="--threshold",
         short="-k",
-    )  # fmt: skip
+    )
     sets: tuple[str, ...] = setting(
         tuple(s.value for s in ImageSet),
         help="The sets compared.",
