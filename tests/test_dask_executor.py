@@ -20,13 +20,13 @@ import pyarrow.parquet as pq
 import pytest
 from distributed import Client, LocalCluster
 
+from oiv4.contracts.errors import DaskSetupError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import LEDGER_SCHEMA, ImageSet
 from oiv4.contracts.shards import ShardResult, ShardTask, shard_bounds
 from oiv4.io.ledger import read_set, read_shard
 from oiv4.io.ledger_write import ShardLedger, now_utc
 from oiv4.io.storage import Storage
-from oiv4.run.dask_executor import DaskSetupError
 from oiv4.run.executor import ExecutorSettings, run_shards
 
 PID_RE = re.compile(r"pid (\d+)")

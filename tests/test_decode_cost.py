@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from oiv4.contracts.errors import CorruptImageError
 from oiv4.contracts.schema import Outcome
-from oiv4.io.blob_errors import CorruptImageError
 from oiv4.io.image_decode import decode
 from oiv4.io.jpeg_layout import read_layout
 from oiv4.io.strict_decode import MAX_SCANS, CorruptImageData, decode_charge, decode_strict, open_header

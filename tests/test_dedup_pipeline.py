@@ -16,8 +16,8 @@ from PIL import Image
 
 import oiv4
 from oiv4.cli.demo import DemoSettings, demo_build_settings
+from oiv4.contracts.errors import ImageNotFoundError
 from oiv4.contracts.schema import ImageSet
-from oiv4.io.blob_errors import ImageNotFoundError
 from oiv4.io.ledger import read_set
 from oiv4.io.storage import Storage
 from oiv4.report import ReportSettings, build_report

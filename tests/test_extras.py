@@ -20,7 +20,8 @@ from packaging.version import Version
 
 from fetch_env import write_manifest
 from layout_builder import build_set
-from oiv4.contracts.extras import MissingExtraError, require
+from oiv4.contracts.errors import MissingExtraError
+from oiv4.contracts.extras import require
 from oiv4.io.storage import Storage
 
 REPO = Path(__file__).resolve().parent.parent

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from oiv4.contracts.errors import DownloadError, MetadataError
 from oiv4.contracts.layout import BOXABLE_CSV, FULL_CSV
 from oiv4.contracts.schema import COLUMNS
 from oiv4.contracts.transfer import TransferSettings
-from oiv4.io.download import DownloadError
 from oiv4.io.ranged import read_state
 from oiv4.io.storage import Storage
-from oiv4.stages.metadata import MetadataError, MetadataSettings, fetch_metadata
+from oiv4.stages.metadata import MetadataSettings, fetch_metadata
 from oiv4_mirror import UniverseSpec, start_mirror
 
 FAST = TransferSettings(allow_private_networks=True, attempts=2, backoff_s=0.01, read_timeout_s=5)

@@ -11,8 +11,9 @@ import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from oiv4.contracts.errors import BlockedAddress
 from oiv4.contracts.transfer import TransferSettings
-from oiv4.io.net_guard import BlockedAddress, address_class, check_peer, guarded_connector
+from oiv4.io.net_guard import address_class, check_peer, guarded_connector
 
 
 class FakePublicDns(AbstractResolver):

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from oiv4.io.safe_paths import UnsafePath, open_atomic_under, safe_target, split_relative, write_bytes_under
+from oiv4.contracts.errors import UnsafePath
+from oiv4.io.safe_paths import open_atomic_under, safe_target, split_relative, write_bytes_under
 
 IMAGE = "train/images/ab/ab12cd34ef567890.jpg"
 LEDGER = "train/ledger/shard-00000.parquet"

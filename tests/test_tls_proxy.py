@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from oiv4.contracts.errors import DownloadError
 from oiv4.contracts.transfer import TransferSettings
-from oiv4.io.download import DownloadError
 from oiv4.io.storage import Storage
 from oiv4.run.archives import build_archive_set
 from oiv4.stages.archives import ArchiveSettings

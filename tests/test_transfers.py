@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from oiv4.contracts.errors import DownloadError, TransferError
 from oiv4.contracts.transfer import TransferSettings
-from oiv4.io.download import DownloadError, download_file
+from oiv4.io.download import download_file
 from oiv4.io.http import HttpRanges, make_session
 from oiv4.io.ranged import read_state
-from oiv4.io.retry import TransferError, retry_async
+from oiv4.io.retry import retry_async
 from oiv4.io.storage import TMP_MARK, Storage
 from oiv4.io.temps import remove_dead_temps
 from oiv4.run.archives import build_archive_set

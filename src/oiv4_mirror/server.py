@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from oiv4.contracts.errors import ExecutionError
 from oiv4_mirror.routes import make_app
 from oiv4_mirror.universe import (
     ARCHIVE_PREFIX,
@@ -169,7 +170,7 @@ class MirrorProcess(MirrorHandle):
         line = self._proc.stdout.readline()
         if not line:
             code = self._proc.wait()
-            raise RuntimeError(f"mirror process exited with code {code} before serving (see its stderr)")
+            raise ExecutionError(f"mirror process exited with code {code} before serving (see its stderr)")
         self.base_url = json.loads(line)["base_url"]
         self.pid = self._proc.pid
         # Constructed after the child finished generating, so it picks up the child's index.json.

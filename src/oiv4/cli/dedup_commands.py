@@ -69,16 +69,13 @@ def dedup_cmd(
 
     Example: oiv4 dedup --root /data/open_images --threshold 8
     """
-    from oiv4.contracts.errors import InputError
     from oiv4.stages.dedup import run_dedup
 
     with writing(root, "oiv4 dedup") as storage:
         built_root(storage)
         sets = tuple(s.value for s in ImageSet if storage.glob(f"{LAYOUT.ledger_dir(s)}/shard-*.parquet"))
-        try:
-            summary = run_dedup(storage, dataclasses.replace(settings, sets=sets))
-        except ValueError as exc:  # unhashed images, no plan: one line saying what to run
-            raise InputError(str(exc)) from None
+        # DedupError says what to run (unhashed images, no plan).
+        summary = run_dedup(storage, dataclasses.replace(settings, sets=sets))
     if as_json:
         typer.echo(summary.to_json())
         return

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from oiv4.contracts.errors import SettingError
 from oiv4.contracts.limits import at_least, within
 from oiv4.contracts.setting import setting
 from oiv4.contracts.transfer import TransferSettings
@@ -53,7 +54,7 @@ class DemoSettings:
         at_least(self, 0, "seed", "train_size")
         low, high = self.megapixels
         if not 0 < low <= high:
-            raise ValueError(f"--megapixels must be MIN MAX with 0 < MIN <= MAX, got {low:g} {high:g}")
+            raise SettingError(f"--megapixels must be MIN MAX with 0 < MIN <= MAX, got {low:g} {high:g}")
 
 
 def demo_build_settings(settings: DemoSettings, base_url: str) -> BuildSettings:

@@ -25,6 +25,7 @@ from typing import Any
 
 from rich.console import Console
 
+from oiv4.contracts.errors import SettingError
 from oiv4.contracts.limits import above
 from oiv4.contracts.setting import setting
 from oiv4.stages.fetch.progress import FetchProgress
@@ -55,7 +56,7 @@ class LogSettings:
     def __post_init__(self) -> None:
         above(self, 0, "log_every")
         if self.log_format not in LOG_FORMATS:
-            raise ValueError(f"unknown --log-format {self.log_format!r}: use one of {', '.join(LOG_FORMATS)}")
+            raise SettingError(f"unknown --log-format {self.log_format!r}: use one of {', '.join(LOG_FORMATS)}")
 
     @property
     def live(self) -> bool:

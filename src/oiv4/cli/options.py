@@ -24,8 +24,7 @@ from typing import Any
 
 import typer
 
-from oiv4.contracts.errors import UsageError
-from oiv4.contracts.limits import SettingRangeError
+from oiv4.contracts.errors import SettingRangeError, UsageError
 
 _NONE = type(None)
 Path = tuple[str, ...]  # ("settings", "fetch", "transfer", "attempts"): group parameter, nested fields, field

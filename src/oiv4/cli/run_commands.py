@@ -13,7 +13,7 @@ from oiv4.cli.guard import report_target, writing
 from oiv4.cli.logs import LogSettings, emit_summary
 from oiv4.cli.options import settings_command
 from oiv4.cli.stage_commands import fetch_exit_code
-from oiv4.contracts.errors import COMPLETE_WITH_FAILURES, UsageError
+from oiv4.contracts.errors import COMPLETE_WITH_FAILURES, SettingError, UsageError
 from oiv4.io.storage import Storage
 from oiv4.report import ReportSettings
 from oiv4.run.build import BuildResult, BuildSettings
@@ -189,7 +189,7 @@ def mirror_cmd(
             latency_seconds=latency_ms / 1000,
             bytes_per_second=bandwidth_mbps * 1e6,
         )
-    except ValueError as exc:
+    except SettingError as exc:
         raise UsageError(f"bad universe: {exc}") from None
     universe = Universe(spec, cache_dir)
     err.print(f"generating {images:,} images ({megapixels[0]}-{megapixels[1]} MP) in {universe.cache_dir} ...")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from oiv4.contracts.errors import InputError
+from oiv4.contracts.errors import HostileIdError, InputError
 from oiv4.contracts.schema import ImageSet, is_valid_image_id
 
 METADATA_FILES: dict[str, str] = {
@@ -22,10 +22,6 @@ BOXABLE_CSV = "train-images-boxable-with-rotation.csv"
 
 #: A feature model's name as it appears in paths: lowercase letters, digits and dashes (e.g. `vgg16-fc2`).
 _MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
-
-
-class HostileIdError(ValueError, InputError):
-    """An ImageID that is not 16 lowercase hex characters was about to become a path."""
 
 
 def check_image_id(image_id: str) -> str:

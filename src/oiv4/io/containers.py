@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from oiv4.io.blob_errors import BadArchiveError, CorruptImageError
+from oiv4.contracts.errors import BadArchiveError, CorruptImageError
 from oiv4.io.locations import Location
 from oiv4.io.storage import Storage
 

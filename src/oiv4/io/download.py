@@ -11,17 +11,13 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
-from oiv4.contracts.errors import SourceError
+from oiv4.contracts.errors import DownloadError, TransferError
 from oiv4.contracts.transfer import TransferSettings
 from oiv4.io.http import HttpRanges, make_session
 from oiv4.io.ranged import download_ranged
-from oiv4.io.retry import TransferError, retry_async
+from oiv4.io.retry import retry_async
 
 ProgressFn = Callable[[int, int | None], None]  # (bytes so far, total or None)
-
-
-class DownloadError(TransferError, SourceError):
-    """A download that cannot complete; the message says which URL and why."""
 
 
 async def _download(url: str, dest: Path, settings: TransferSettings, progress: ProgressFn | None) -> int:

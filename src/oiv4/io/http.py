@@ -17,29 +17,23 @@ from typing import Any
 
 import aiohttp
 
-from oiv4.contracts.errors import SourceError, UsageError
+from oiv4.contracts.errors import (
+    BlockedAddress,
+    BlockedError,
+    ChangedError,
+    NotFoundError,
+    TlsError,
+    TransferError,
+    TransientError,
+    UnreachableError,
+    UsageError,
+)
 from oiv4.contracts.transfer import TransferSettings
-from oiv4.io.net_guard import BlockedAddress, guarded_connector
+from oiv4.io.net_guard import guarded_connector
 from oiv4.io.ranged import RemoteObject
-from oiv4.io.retry import TRANSIENT_STATUS, TransferError, TransientError, UnreachableError, parse_retry_after
+from oiv4.io.retry import TRANSIENT_STATUS, parse_retry_after
 
 READ_CHUNK = 1 << 20
-
-
-class ChangedError(TransferError, SourceError):
-    """The remote object is not the one a download started from (ETag / Last-Modified / size differ)."""
-
-
-class NotFoundError(TransferError, SourceError):
-    """HTTP 404 / no such object."""
-
-
-class BlockedError(TransferError, SourceError):
-    """The URL (or a redirect) leads to an address the network guard refuses; never retried."""
-
-
-class TlsError(TransferError, SourceError):
-    """The server's certificate cannot be verified (or the TLS handshake failed); never retried."""
 
 
 def tls_reason(exc: BaseException) -> str:

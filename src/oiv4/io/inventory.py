@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from oiv4.contracts.errors import BadArchiveError
 from oiv4.contracts.schema import ImageSet, Outcome, is_valid_image_id
-from oiv4.io.blob_errors import BadArchiveError
 from oiv4.io.containers import BlobReader
 from oiv4.io.storage import TMP_MARK, Storage
 

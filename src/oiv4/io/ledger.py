@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from oiv4.contracts.errors import LedgerChangingError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import LEDGER_SCHEMA, ImageSet
 from oiv4.io.damage import damaged_among, reading
@@ -250,7 +251,7 @@ def iter_ledger(
                 continue
             break
         else:
-            raise RuntimeError(f"ledger of {ImageSet(image_set).value} keeps changing under the reader; try again")
+            raise LedgerChangingError(f"ledger of {ImageSet(image_set).value} keeps changing under the reader; try again")
         table = _resolve(compacted, pending)
         if table is not None and table.num_rows:
             yield table.select(list(columns or LEDGER_SCHEMA.names))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+from oiv4.contracts.errors import BadLocationError
 from oiv4.contracts.schema import ImageSet, is_valid_image_id
-from oiv4.io.blob_errors import BadLocationError
 
 # locations
 

@@ -36,7 +36,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from oiv4.contracts.errors import SourceError
+from oiv4.contracts.errors import BodyTooLarge
 
 
 class _Waiter:
@@ -214,10 +214,6 @@ def jpeg_decoded_bytes(width: int, height: int, components: int, multi_scan: boo
     plus, for a progressive or other multi-scan JPEG, libjpeg's whole-image coefficient buffer (2 bytes per
     coefficient, one coefficient per pixel and component, whatever the output scale)."""
     return width * height * (4 + (2 * components if multi_scan else 0))
-
-
-class BodyTooLarge(SourceError):
-    """The body went past `max_bytes`; ledger outcome `too_large`."""
 
 
 @dataclass

@@ -42,7 +42,7 @@ from typing import Any
 import aiohttp
 from aiohttp.abc import ResolveResult
 
-from oiv4.contracts.errors import SourceError
+from oiv4.contracts.errors import UNRESOLVED, BlockedAddress
 from oiv4.contracts.transfer import TransferSettings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -51,28 +51,11 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _TO_PROXY: contextvars.ContextVar[bool] = contextvars.ContextVar("oiv4_net_guard_to_proxy", default=False)
 
 
-class BlockedAddress(aiohttp.ClientError, SourceError):
-    """A URL (or a redirect) leads to an address the guard refuses; ledger outcome `blocked_address`.
+class _Refused(BlockedAddress, aiohttp.ClientError):
+    """The `BlockedAddress` the guard raises: also an `aiohttp.ClientError`, so aiohttp's connector passes it on.
 
-    The reason names the host and the address class only: it is the same whether anything listens there or not.
+    Private because callers catch `BlockedAddress` (contracts does not import aiohttp).
     """
-
-    def __init__(self, host: str, address: str, why: str) -> None:
-        self.host, self.address, self.why = host, address, why
-        if address == UNRESOLVED:
-            super().__init__(
-                f"refused {host}: the name cannot be resolved here, so the guard cannot prove it public "
-                "(through a proxy only targets known to be public are fetched)"
-            )
-            return
-        super().__init__(
-            f"refused {host}: it resolves to {why} address {address} "
-            "(only public addresses are fetched; --allow-private-networks admits a private mirror)"
-        )
-
-
-#: The `address` of a BlockedAddress for a name that does not resolve (through a proxy only).
-UNRESOLVED = "(unresolved)"
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -186,9 +169,9 @@ class GuardedConnector(aiohttp.TCPConnector):
             if why is None:
                 allowed.append(entry)
             elif first_refusal is None:
-                first_refusal = BlockedAddress(host, entry["host"], why)
+                first_refusal = _Refused(host, entry["host"], why)
         if not allowed:
-            raise first_refusal or BlockedAddress(host, "(none)", "no")
+            raise first_refusal or _Refused(host, "(none)", "no")
         return allowed
 
     async def _create_proxy_connection(self, req: aiohttp.ClientRequest, traces: list[Any], timeout: Any) -> Any:
@@ -207,7 +190,7 @@ class GuardedConnector(aiohttp.TCPConnector):
 
         refused = await target_refusal(host, port, self.guard, resolve)
         if refused is not None:
-            raise BlockedAddress(host, *refused)
+            raise _Refused(host, *refused)
 
     async def _create_connection(self, req: aiohttp.ClientRequest, traces: list[Any], timeout: Any) -> Any:
         proto = await super()._create_connection(req, traces, timeout)
@@ -225,10 +208,10 @@ class GuardedConnector(aiohttp.TCPConnector):
 def check_peer(host: str, peername: Any, guard: TransferSettings) -> None:
     """Raise BlockedAddress unless `peername` (a socket's `getpeername()`) is an address the guard allows."""
     if not peername:
-        raise BlockedAddress(host, "(unknown)", "an unverifiable")
+        raise _Refused(host, "(unknown)", "an unverifiable")
     why = refusal(peername[0], peername[1], guard)
     if why is not None:
-        raise BlockedAddress(host, peername[0], why)
+        raise _Refused(host, peername[0], why)
 
 
 def guarded_connector(guard: TransferSettings | None = None, **kwargs: Any) -> GuardedConnector:

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from oiv4.contracts.errors import Interrupted, StorageError
+from oiv4.contracts.errors import Cancelled, DiskError, TransferError, TransientError
 from oiv4.contracts.transfer import TransferSettings
-from oiv4.io.retry import TransferError, TransientError, retry_async
+from oiv4.io.retry import retry_async
 from oiv4.io.storage import Storage
 
 ProgressFn = Callable[[int], None]  # bytes advanced (negative when a failed part's bytes will come again)
@@ -54,10 +54,6 @@ class RangeReader(Protocol):
     def iter_range(self, obj: RemoteObject, start: int, stop: int) -> AsyncIterator[bytes]:
         """Bytes `[start, stop)`; raises `TransientError` for failures worth retrying."""
         ...
-
-
-class Cancelled(TransferError, Interrupted):
-    """The caller's cancel event was set (Ctrl-C of the whole run)."""
 
 
 @dataclass
@@ -105,10 +101,6 @@ def read_state(dest: Path) -> dict | None:
 
 def _identity(obj: RemoteObject, part_size: int) -> dict:
     return {"size": obj.size, "etag": obj.etag, "last_modified": obj.last_modified, "part_size": part_size}
-
-
-class DiskError(TransferError, StorageError):
-    """The download cannot be written (disk full, permissions)."""
 
 
 def _disk_error(path: Path, exc: OSError) -> DiskError:

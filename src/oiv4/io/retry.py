@@ -17,33 +17,14 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from oiv4.contracts.errors import Oiv4Error, SourceError
+from oiv4.contracts.errors import TransferError, TransientError
+from oiv4.contracts.errors import UnreachableError as UnreachableError
 from oiv4.contracts.transfer import TransferSettings
 
 T = TypeVar("T")
 
 #: HTTP statuses worth another attempt: the same request may well succeed later.
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-
-
-class TransferError(RuntimeError, Oiv4Error):
-    """A transfer that cannot complete; the message names the URL and the cause. `attempts` made so far."""
-
-    def __init__(self, message: str, attempts: int = 1) -> None:
-        super().__init__(message)
-        self.attempts = attempts
-
-
-class TransientError(TransferError, SourceError):
-    """A failure worth retrying; `retry_after` is the server's Retry-After in seconds, if it sent one."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class UnreachableError(TransferError, SourceError):
-    """Connection refused or host unknown: the address is wrong or nothing serves there; never retried."""
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

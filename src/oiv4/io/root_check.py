@@ -16,19 +16,10 @@ from __future__ import annotations
 import os
 import tempfile
 
-from oiv4.contracts.errors import StorageError, UsageError
-from oiv4.contracts.extras import MissingExtraError
+from oiv4.contracts.errors import MissingExtraError, RootError, UnwritableRootError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
 from oiv4.io.storage import Storage
-
-
-class RootError(RuntimeError, UsageError):
-    """The root cannot be used: missing, a file, read-only, not an oiv4 root, or unreachable."""
-
-
-class UnwritableRootError(RuntimeError, StorageError):
-    """The root is a folder but cannot be written: a read-only mount, no permission, or no space for a probe."""
 
 
 def _first_line(exc: BaseException) -> str:

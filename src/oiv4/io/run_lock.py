@@ -30,16 +30,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from oiv4.contracts.errors import Busy
+from oiv4.contracts.errors import RootLockedError
 from oiv4.io.storage import Storage
 
 LOCK_NAME = ".oiv4-run.lock"
 #: How long a lease on an object store lives without renewal; renewed every third of it.
 DEFAULT_LEASE_S = 90.0
-
-
-class RootLockedError(RuntimeError, Busy):
-    """Another live run holds the root (exit code 9, `Busy`)."""
 
 
 @dataclass(frozen=True)

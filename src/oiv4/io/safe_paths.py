@@ -29,14 +29,10 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO
 
-from oiv4.contracts.errors import StorageError
+from oiv4.contracts.errors import UnsafePath
 from oiv4.io.storage import TMP_MARK  # the same temp marker, so storage's cleanup of leftovers finds ours
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-
-
-class UnsafePath(ValueError, StorageError):
-    """A relative path that would leave the root or pass through a symlink; ledger outcome `unsafe_path`."""
 
 
 def split_relative(rel: str) -> list[str]:

@@ -45,9 +45,9 @@ import numpy as np
 import simplejpeg
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from oiv4.contracts.errors import InputError
+from oiv4.contracts.errors import InputError, JpegLayoutError, UsageError
 from oiv4.contracts.schema import Outcome
-from oiv4.io.jpeg_layout import JpegLayoutError, read_layout
+from oiv4.io.jpeg_layout import read_layout
 from oiv4.io.memory_budget import decoded_bytes, jpeg_decoded_bytes
 
 #: Decoders we let near untrusted bytes (as fetch/transform.py): EPS would run Ghostscript, so it is refused.
@@ -237,7 +237,7 @@ def decode_strict(data: bytes, *, max_pixels: int, target_side: int | None = Non
     """
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         # A process-wide Pillow switch someone else turned on: every truncated PNG/GIF would then "decode".
-        raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is on in this process; strict decoding refuses to run")
+        raise UsageError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is on in this process; strict decoding refuses to run")
     header = open_header(data, max_pixels)
     fmt = header.format or "?"
     if fmt in ("JPEG", "MPO"):

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from oiv4.contracts.errors import SettingError
 from oiv4.contracts.schema import ImageSet
 from oiv4.read.set_reader import SetReader
 from oiv4.stages.dedup import exclusions, read_pairs
@@ -42,9 +43,9 @@ class WithoutDuplicates(SetReader):
                 names.append(ImageSet(name).value)
             except ValueError:
                 known = ", ".join(s.value for s in ImageSet)
-                raise ValueError(f"no set {name!r} to leave out duplicates of (sets: {known})") from None
+                raise SettingError(f"no set {name!r} to leave out duplicates of (sets: {known})") from None
         if not names or self.name in names:
-            raise ValueError(f"name the held-out sets {self.name} must not duplicate, other than {self.name} itself")
+            raise SettingError(f"name the held-out sets {self.name} must not duplicate, other than {self.name} itself")
         self.against = tuple(dict.fromkeys(names))
         try:
             pairs = read_pairs(self.storage)

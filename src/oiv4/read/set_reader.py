@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from oiv4.contracts.errors import BadArchiveError, CorruptImageError, ImageNotFoundError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import LEDGER_SCHEMA, ImageSet, Outcome, is_valid_image_id
-from oiv4.io.blob_errors import BadArchiveError, CorruptImageError, ImageNotFoundError
 from oiv4.io.containers import BlobReader
 from oiv4.io.damage import find_damage_in_root, is_read_error
 from oiv4.io.image_decode import decode

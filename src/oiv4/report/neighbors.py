@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from oiv4.io.blob_errors import CorruptImageError, ImageNotFoundError
+from oiv4.contracts.errors import CorruptImageError, ImageNotFoundError
 from oiv4.io.image_decode import decode
 from oiv4.io.storage import Storage
 from oiv4.read.dataset import Dataset

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 
+from oiv4.contracts.errors import DedupError
 from oiv4.contracts.schema import ImageSet
 from oiv4.contracts.setting import group, setting
 from oiv4.io.storage import Storage
@@ -193,6 +194,6 @@ def _hash_and_dedup(storage: Storage, settings: BuildSettings, obs: BuildObserve
         obs.stage("dedup")
         try:
             result.dedup = run_dedup(storage, DedupSettings(sets=tuple(s.value for s in built)))
-        except ValueError as exc:  # a set with unhashed images: say so, the build itself is done
+        except DedupError as exc:  # a set with unhashed images: say so, the build itself is done
             result.dedup_error = str(exc)
         obs.done("dedup", result.dedup or result.dedup_error)

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from oiv4.contracts.errors import ExecutionError
+from oiv4.contracts.errors import DaskSetupError
 from oiv4.contracts.extras import require
 from oiv4.contracts.shards import ShardResult, ShardTask
 from oiv4.run.executor import ExecutorSettings, ShardFn, default_workers, die_with_parent
@@ -42,10 +42,6 @@ log = logging.getLogger(__name__)
 
 #: dask.config key holding the PID of the process that started a LocalCluster (read by `dask_setup`).
 MAIN_PID_KEY = "oiv4.local-cluster-main-pid"
-
-
-class DaskSetupError(RuntimeError, ExecutionError):
-    """The cluster cannot run this job: scheduler unreachable, or workers cannot see the root/import oiv4."""
 
 
 def run_dask(

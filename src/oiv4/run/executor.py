@@ -16,6 +16,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, Thr
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
+from oiv4.contracts.errors import SettingError
 from oiv4.contracts.extras import require
 from oiv4.contracts.limits import at_least
 from oiv4.contracts.setting import setting
@@ -61,7 +62,7 @@ class ExecutorSettings:
         if self.scheduler:
             object.__setattr__(self, "kind", "dask")
         if self.kind not in KINDS:
-            raise ValueError(f"unknown executor {self.kind!r}: use one of {', '.join(KINDS)}")
+            raise SettingError(f"unknown executor {self.kind!r}: use one of {', '.join(KINDS)}")
         at_least(self, 1, "workers")
         at_least(self, 0, "max_pool_restarts")
         if self.kind == "dask":
@@ -128,7 +129,7 @@ def run_shards(
         return run_dask(tasks, fn, settings, on_result)
     if settings.kind == "thread":
         return _run_threads(tasks, fn, settings, on_result, interrupt)
-    raise ValueError(f"unknown executor {settings.kind!r}: use one of {', '.join(KINDS)}")
+    raise SettingError(f"unknown executor {settings.kind!r}: use one of {', '.join(KINDS)}")
 
 
 def _run_local(

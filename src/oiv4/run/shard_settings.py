@@ -15,17 +15,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from oiv4.contracts.errors import UsageError
+from oiv4.contracts.errors import SettingsChangedError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
 from oiv4.contracts.shards import SettingValue, ShardResult, ShardTask
 from oiv4.io.damage import damaged, read_json_object
 from oiv4.io.ledger_write import now_utc
 from oiv4.io.storage import Storage
-
-
-class SettingsChangedError(RuntimeError, UsageError):
-    """A shard started with other output settings would be resumed with these; the message names them."""
 
 
 def settings_rel(image_set: ImageSet | str, shard: int) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from oiv4.contracts.errors import InputError
+from oiv4.contracts.errors import MetadataError
 from oiv4.contracts.layout import LAYOUT, METADATA_FILES
 from oiv4.contracts.schema import COLUMNS
 from oiv4.contracts.setting import group, setting
@@ -16,10 +16,6 @@ from oiv4.io.download import download_file
 from oiv4.io.storage import Storage
 
 DEFAULT_METADATA_BASE = "https://storage.googleapis.com/openimages/2018_04/"
-
-
-class MetadataError(RuntimeError, InputError):
-    """A metadata file is missing, truncated or not in the 2018_04 schema."""
 
 
 #: Two files every later stage needs: a download that gives up stops the whole build (a failed image is

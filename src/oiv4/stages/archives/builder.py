@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from oiv4.contracts.errors import ArchiveError, ArchiveSetError, CorruptStreamError, SettingError, VerificationError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
 from oiv4.io.ledger_write import ShardLedger
@@ -32,12 +33,6 @@ from oiv4.stages.archives.catalog import archive_name, load_known_archives, shar
 from oiv4.stages.archives.checks import Check, check_zip, inside_root, plan_check, verify_copy
 from oiv4.stages.archives.convert import ConvertOutcome, convert_stream
 from oiv4.stages.archives.download import DownloadResult, download_to_storage, stat_object, stream_parts
-from oiv4.stages.archives.errors import (
-    ArchiveError,
-    ArchiveSetError,
-    CorruptStreamError,
-    VerificationError,
-)
 from oiv4.stages.archives.gunzip import decoder_available
 from oiv4.stages.archives.settings import ArchiveProgress, ArchiveReport, ArchiveSettings
 from oiv4.stages.archives.sources import RemoteObject, make_source
@@ -80,7 +75,7 @@ class ArchiveBuilder:
         self.cancel = cancel if cancel is not None else threading.Event()
         try:
             self.source = make_source(settings.source, settings.s3_endpoint, settings.transfer)
-        except ValueError as exc:
+        except SettingError as exc:
             raise ArchiveSetError(str(exc)) from exc
 
     # -- fetching ------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from oiv4.contracts.errors import SettingError
 from oiv4.contracts.schema import ImageSet
 
 HEX_DIGITS = "0123456789abcdef"
@@ -66,7 +67,7 @@ def all_stems(image_set: ImageSet | str) -> list[str]:
         return ["validation"]
     if image_set == ImageSet.targets:
         return [f"train_{x}" for x in HEX_DIGITS]
-    raise ValueError(f"{image_set.value} is not an archive set (use targets or validation)")
+    raise SettingError(f"{image_set.value} is not an archive set (use targets or validation)")
 
 
 def rows_by_stem(image_set: ImageSet | str, ids: pa.Array | pa.ChunkedArray, rows: np.ndarray) -> dict[str, np.ndarray]:

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 
+from oiv4.contracts.errors import ArchiveError, VerificationError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet, Outcome
 from oiv4.io.ledger import read_shard
 from oiv4.io.storage import Storage
 from oiv4.stages.archives.catalog import KnownArchive, shard_of
 from oiv4.stages.archives.convert import ConvertOutcome
-from oiv4.stages.archives.errors import ArchiveError, VerificationError
 from oiv4.stages.archives.settings import ArchiveSettings
 from oiv4.stages.archives.sources import RemoteObject, Source
 

@@ -17,20 +17,21 @@ from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from oiv4.contracts.transfer import TransferSettings
-from oiv4.io.http import ChangedError, NotFoundError
-from oiv4.io.ranged import (
+from oiv4.contracts.errors import (
+    ArchiveError,
     Cancelled,
+    ChangedError,
     DiskError,
-    Parts,
-    RangedResult,
-    RemoteObject,
-    download_ranged,
-    fetch_range,
+    NotFoundError,
+    SourceChangedError,
+    TransferError,
+    UnreachableError,
 )
-from oiv4.io.retry import TransferError, UnreachableError, retry_async
+from oiv4.contracts.errors import ArchiveSourceError as SourceError
+from oiv4.contracts.transfer import TransferSettings
+from oiv4.io.ranged import Parts, RangedResult, RemoteObject, download_ranged, fetch_range
+from oiv4.io.retry import retry_async
 from oiv4.io.storage import Storage
-from oiv4.stages.archives.errors import ArchiveError, SourceChangedError, SourceError
 from oiv4.stages.archives.sources import Source
 
 ProgressFn = Callable[[int], None]  # bytes advanced (negative when a failed part is retried)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from oiv4.contracts.errors import SettingError
 from oiv4.contracts.limits import above
 from oiv4.contracts.setting import group, setting
 from oiv4.contracts.transfer import TransferSettings
@@ -84,7 +85,7 @@ class ArchiveSettings:
         above(self, 0, "max_member_bytes")
         unknown = [d for d in self.decoders if d not in DECODERS]
         if unknown:
-            raise ValueError(f"unknown --decoder {unknown[0]!r}: use {', '.join(DECODERS)}")
+            raise SettingError(f"unknown --decoder {unknown[0]!r}: use {', '.join(DECODERS)}")
 
     def output_settings(self) -> dict[str, str | int | float | bool | None]:
         """What decides the stored bytes, recorded with each archive's shard. Members are copied byte for

@@ -18,11 +18,11 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
+from oiv4.contracts.errors import ChangedError, NotFoundError, SettingError, TransferError, TransientError
 from oiv4.contracts.extras import require
 from oiv4.contracts.transfer import TransferSettings
-from oiv4.io.http import ChangedError, HttpRanges, NotFoundError, classify, make_session
+from oiv4.io.http import HttpRanges, classify, make_session
 from oiv4.io.ranged import RangeReader, RemoteObject
-from oiv4.io.retry import TransferError, TransientError
 
 CVDF_S3 = "s3://open-images-dataset/tar/"
 CVDF_HTTPS_HOST = "open-images-dataset.s3.amazonaws.com"
@@ -60,7 +60,7 @@ class S3Source:
         rest = url[len("s3://") :]
         self.bucket, _, prefix = rest.partition("/")
         if not self.bucket:
-            raise ValueError(f"{url!r}: no bucket name")
+            raise SettingError(f"{url!r}: no bucket name")
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.endpoint_url = endpoint_url
         self.transfer = transfer or TransferSettings()
@@ -185,7 +185,10 @@ class HttpSource:
         self.base_url = base_url.rstrip("/") + "/"
         self.transfer = transfer or TransferSettings()
         self.description = self.base_url
-        self.official = urllib.parse.urlsplit(self.base_url).hostname == CVDF_HTTPS_HOST
+        try:
+            self.official = urllib.parse.urlsplit(self.base_url).hostname == CVDF_HTTPS_HOST
+        except ValueError as exc:  # urllib's word for a malformed URL ("Invalid IPv6 URL")
+            raise SettingError(f"source {base_url!r}: {exc}") from None
 
     def local_path(self, name: str) -> Path | None:
         return None
@@ -217,7 +220,7 @@ class LocalSource:
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         self.folder = Path(folder).expanduser().absolute()
         if not self.folder.is_dir():
-            raise ValueError(f"source {str(folder)!r} is neither s3://, http(s):// nor an existing folder")
+            raise SettingError(f"source {str(folder)!r} is neither s3://, http(s):// nor an existing folder")
         self.description = str(self.folder)
         self.official = False
 
@@ -254,7 +257,7 @@ def make_source(source: str, s3_endpoint: str | None = None, transfer: TransferS
     if source.startswith("s3://"):
         return S3Source(source, endpoint_url=s3_endpoint, transfer=transfer)
     if s3_endpoint:
-        raise ValueError("--s3-endpoint only applies to an s3:// source")
+        raise SettingError("--s3-endpoint only applies to an s3:// source")
     if source.startswith(("http://", "https://")):
         return HttpSource(source, transfer)
     return LocalSource(source)

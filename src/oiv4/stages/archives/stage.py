@@ -18,6 +18,7 @@ from typing import Any
 
 import pyarrow.compute as pc
 
+from oiv4.contracts.errors import ArchiveError, ArchiveSetError, SettingError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
 from oiv4.contracts.shards import SetPlan, ShardResult, ShardTask
@@ -26,7 +27,6 @@ from oiv4.io.storage import Storage
 from oiv4.stages.archives.builder import ArchiveBuilder, Fetched
 from oiv4.stages.archives.catalog import all_stems, archive_name, rows_by_stem, shard_of
 from oiv4.stages.archives.checks import archive_done
-from oiv4.stages.archives.errors import ArchiveError, ArchiveSetError
 from oiv4.stages.archives.gunzip import DECODERS
 from oiv4.stages.archives.settings import ArchiveProgress, ArchiveReport, ArchiveSetSummary, ArchiveSettings
 from oiv4.stages.archives.sources import make_source
@@ -120,7 +120,7 @@ class ArchiveStage:
         ]
         try:
             source = make_source(settings.source, settings.s3_endpoint, settings.transfer)
-        except ValueError as exc:
+        except SettingError as exc:
             raise ArchiveSetError(str(exc)) from exc
         notes: list[Mapping[str, object]] = [{"set": image_set.value, "source": source.description}]
         tasks, todo = [], 0

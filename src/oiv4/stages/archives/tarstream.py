@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from oiv4.stages.archives.errors import CorruptTarError
+from oiv4.contracts.errors import CorruptTarError
 
 BLOCK = 512
 MAX_META = 1 << 20  # GNU long names and pax headers larger than this are refused

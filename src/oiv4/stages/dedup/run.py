@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from oiv4.contracts.errors import DedupError
 from oiv4.contracts.limits import at_least, within
 from oiv4.contracts.schema import ImageSet
 from oiv4.contracts.setting import setting
@@ -87,13 +88,13 @@ class DedupSummary:
 
 
 def hashed_rows(ledger: pa.Table, name: str) -> pa.Table:
-    """(row, image_id, phash, checksum) of a set's `ok` ledger rows; ValueError when any is not hashed yet."""
+    """(row, image_id, phash, checksum) of a set's `ok` ledger rows; DedupError when any is not hashed yet."""
     if "phash" not in ledger.column_names or "checksum" not in ledger.column_names:
-        raise ValueError(f"the ledger of {name} has no phash/checksum columns: run `oiv4 hash --root R` first")
+        raise DedupError(f"the ledger of {name} has no phash/checksum columns: run `oiv4 hash --root R` first")
     ok = ledger.filter(pc.equal(ledger["outcome"], "ok")).select(["row", "image_id", "phash", "checksum"])
     unhashed = ok["phash"].null_count
     if unhashed:  # stored before hashing existed: comparing without them would silently miss duplicates
-        raise ValueError(f"{unhashed} stored images of {name} have no phash yet: run `oiv4 hash --root R` first")
+        raise DedupError(f"{unhashed} stored images of {name} have no phash yet: run `oiv4 hash --root R` first")
     return ok
 
 
@@ -101,7 +102,7 @@ def load_hash_table(storage: Storage, sets: tuple[str, ...]) -> pa.Table:
     """(set, image_id, phash, checksum, OriginalMD5, OriginalURL) for every `ok` image of `sets`.
 
     phash and checksum come from the ledger (written by the fetch transform, or by `oiv4 hash` for archive
-    sets); OriginalMD5 and OriginalURL from the plan manifest, joined on `row`. Raises ValueError, one line,
+    sets); OriginalMD5 and OriginalURL from the plan manifest, joined on `row`. Raises DedupError, one line,
     when a set has no plan or its ledger has no phash column yet.
     """
     parts = []
@@ -110,7 +111,7 @@ def load_hash_table(storage: Storage, sets: tuple[str, ...]) -> pa.Table:
         try:
             plan = read_manifest(storage, name, ["row", "OriginalMD5", "OriginalURL"])
         except FileNotFoundError:
-            raise ValueError(f"{name} has no plan manifest under {storage.root}: run `oiv4 plan` first") from None
+            raise DedupError(f"{name} has no plan manifest under {storage.root}: run `oiv4 plan` first") from None
         joined = ok.join(plan, "row", join_type="left outer").drop_columns(["row"])
         parts.append(joined.append_column("set", pa.array([name] * joined.num_rows, pa.string())))
     cols = ["set", "image_id", "phash", "checksum", "OriginalMD5", "OriginalURL"]

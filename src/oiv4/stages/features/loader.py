@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from oiv4.io.blob_errors import CorruptImageError, ReaderError
+from oiv4.contracts.errors import CorruptImageError, ReaderError
 from oiv4.io.containers import BlobReader
 from oiv4.io.locations import parse_location
 from oiv4.io.storage import Storage

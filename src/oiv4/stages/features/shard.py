@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from oiv4.contracts.errors import FeaturesError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
 from oiv4.contracts.shards import ShardResult, ShardTask
@@ -28,7 +29,7 @@ from oiv4.io.checksum import checksum
 from oiv4.io.storage import Storage
 from oiv4.stages.features import ledger
 from oiv4.stages.features.loader import StoredImages, make_loader
-from oiv4.stages.features.models import FeaturesError, ModelSpec, load_model, model_spec
+from oiv4.stages.features.models import ModelSpec, load_model, model_spec
 from oiv4.stages.features.settings import FeaturesSettings
 
 METADATA_SCHEMA = pa.schema(

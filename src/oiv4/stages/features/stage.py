@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 
+from oiv4.contracts.errors import FeaturesError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet, Outcome
 from oiv4.contracts.shards import DEFAULT_SHARD_ROWS, SetPlan, ShardResult, ShardTask, shard_bounds
@@ -26,7 +27,7 @@ from oiv4.io.ledger import read_ledger
 from oiv4.io.manifest import plan_rows
 from oiv4.io.storage import Storage
 from oiv4.stages.features.ledger import read_shard
-from oiv4.stages.features.models import FeaturesError, model_spec, require_extras, resolve_weights, sha256_file
+from oiv4.stages.features.models import model_spec, require_extras, resolve_weights, sha256_file
 from oiv4.stages.features.settings import FeaturesSettings
 from oiv4.stages.features.shard import pick_device, run_features_shard
 

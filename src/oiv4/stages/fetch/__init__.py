@@ -14,10 +14,11 @@ picklable unit any executor runs), `stage` (`FETCH`, the stage the run layer's `
 
 from __future__ import annotations
 
+from oiv4.contracts.errors import FetchAborted, FetchError
 from oiv4.stages.fetch.progress import FetchProgress
 from oiv4.stages.fetch.settings import FETCH_TRANSFER, FetchSettings, HttpSettings, TransformSettings
-from oiv4.stages.fetch.shard import FetchAborted, run_fetch_shard
-from oiv4.stages.fetch.stage import FETCH, FetchError, FetchStage, FetchSummary
+from oiv4.stages.fetch.shard import run_fetch_shard
+from oiv4.stages.fetch.stage import FETCH, FetchStage, FetchSummary
 
 __all__ = [
     "FETCH",

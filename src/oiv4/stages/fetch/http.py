@@ -28,11 +28,11 @@ import aiohttp
 import aiohttp.abc
 from yarl import URL
 
+from oiv4.contracts.errors import BlockedAddress, BodyTooLarge
 from oiv4.contracts.schema import Outcome
 from oiv4.contracts.transfer import TransferSettings
 from oiv4.io.http import make_session, tls_reason
-from oiv4.io.memory_budget import BodyTooLarge, SpooledBody, spool_body
-from oiv4.io.net_guard import BlockedAddress
+from oiv4.io.memory_budget import SpooledBody, spool_body
 from oiv4.io.retry import TRANSIENT_STATUS, parse_retry_after, retry_async
 from oiv4.stages.fetch.settings import HttpSettings
 

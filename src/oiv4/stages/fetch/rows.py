@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet, Outcome
 from oiv4.io.checksum import checksum
+from oiv4.io.damage import damaged
 from oiv4.io.storage import Storage
 from oiv4.stages.fetch.transform import StoredImage
 
@@ -37,7 +38,7 @@ def read_manifest_slice(storage: Storage, image_set: ImageSet | str, start: int,
         table = pf.read_row_groups(groups).slice(start - (first or 0), stop - start)
     rows = table.to_pylist()
     if rows and (rows[0]["row"] != start or rows[-1]["row"] != start + len(rows) - 1):
-        raise ValueError(f"{LAYOUT.plan(image_set)}: column `row` does not match file order at rows {start}..{stop}")
+        raise damaged(storage, LAYOUT.plan(image_set), f"column `row` does not match file order at rows {start}..{stop}")
     return rows
 
 

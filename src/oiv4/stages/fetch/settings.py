@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from oiv4.contracts.errors import SettingError
 from oiv4.contracts.limits import above, at_least, within
 from oiv4.contracts.schema import Outcome
 from oiv4.contracts.setting import group, setting
@@ -82,7 +83,7 @@ class TransformSettings:
         above(self, 0, "max_pixels")
         at_least(self, 0, "draft_gap")
         if self.resample not in RESAMPLE_FILTERS:
-            raise ValueError(f"unknown resample filter {self.resample!r}: use one of {', '.join(RESAMPLE_FILTERS)}")
+            raise SettingError(f"unknown resample filter {self.resample!r}: use one of {', '.join(RESAMPLE_FILTERS)}")
 
 
 #: Millions of small images from a few Flickr farms, where a failure is one ledger row that
@@ -199,7 +200,7 @@ class FetchSettings:
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
-            raise ValueError(f"unknown layout {self.layout!r}: use one of {', '.join(LAYOUTS)}")
+            raise SettingError(f"unknown layout {self.layout!r}: use one of {', '.join(LAYOUTS)}")
         at_least(self, 1, "cpu_threads", "flush_rows")
         above(self, 0, "flush_seconds")
         at_least(self, 0, "min_free_bytes")

@@ -28,15 +28,14 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from oiv4.contracts.errors import Interrupted, StorageError
-from oiv4.contracts.layout import HostileIdError
+from oiv4.contracts.errors import FetchAborted, HostileIdError, Interrupted, StorageError, UnsafePath
 from oiv4.contracts.schema import ImageSet, Outcome
 from oiv4.contracts.shards import ShardResult, ShardTask
 from oiv4.io.checksum import checksum
 from oiv4.io.ledger import read_shard
 from oiv4.io.ledger_write import ShardLedger, append_rows, now_utc
 from oiv4.io.memory_budget import MemoryBudget
-from oiv4.io.safe_paths import UnsafePath, safe_target
+from oiv4.io.safe_paths import safe_target
 from oiv4.io.storage import Storage
 from oiv4.io.store import ShardWriter, shard_writer
 from oiv4.stages.fetch.http import Fetched, HttpClient
@@ -45,10 +44,6 @@ from oiv4.stages.fetch.settings import GONE_OUTCOMES, FetchSettings
 from oiv4.stages.fetch.transform import TransformError, check_stored, transform_image
 
 _SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
-
-
-class FetchAborted(RuntimeError, StorageError):
-    """The run cannot go on (disk full, unwritable root): retrying rows would only burn through them."""
 
 
 class _AbortedBeforeWrite(Interrupted):

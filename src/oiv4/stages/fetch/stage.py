@@ -11,7 +11,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from oiv4.contracts.errors import UsageError
+from oiv4.contracts.errors import FetchAborted, FetchError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet, Outcome
 from oiv4.contracts.shards import SetPlan, ShardResult, ShardTask, shard_bounds
@@ -20,11 +20,7 @@ from oiv4.io.ledger import read_set
 from oiv4.io.storage import Storage
 from oiv4.io.store import remove_stale_temps
 from oiv4.stages.fetch.settings import STILL_BLOCKED_REASON, FetchSettings
-from oiv4.stages.fetch.shard import FetchAborted, run_fetch_shard
-
-
-class FetchError(RuntimeError, UsageError):
-    """The fetch cannot start (no plan, wrong set, layout conflict); the message says what to do."""
+from oiv4.stages.fetch.shard import run_fetch_shard
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow.compute as pc
 
-from oiv4.contracts.errors import UsageError
+from oiv4.contracts.errors import HashError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.limits import at_least
 from oiv4.contracts.schema import ImageSet
@@ -25,10 +25,6 @@ from oiv4.io.damage import damaged, read_json_object
 from oiv4.io.ledger import read_set
 from oiv4.io.storage import Storage
 from oiv4.stages.hash.shard import run_hash_shard, unhashed
-
-
-class HashError(RuntimeError, UsageError):
-    """The hash cannot run (no ledger for the set); the message says what to do."""
 
 
 @dataclass(frozen=True)

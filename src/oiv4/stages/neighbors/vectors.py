@@ -14,23 +14,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from oiv4.contracts.errors import InputError, IntegrityError
+from oiv4.contracts.errors import DamagedFeaturesError, NoFeaturesError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
 from oiv4.io.storage import Storage
 
 _SHARD = re.compile(r"metadata_(\d+)\.parquet$")
-
-
-class NoFeaturesError(KeyError, InputError):
-    """A model/set pair without any finished feature shard."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-class DamagedFeaturesError(RuntimeError, IntegrityError):
-    """A finished shard whose `.npy` is missing or disagrees with its metadata."""
 
 
 @dataclass

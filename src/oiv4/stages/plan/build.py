@@ -13,21 +13,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from oiv4.contracts.errors import PlanError, UnreliableRead
 from oiv4.contracts.layout import BOXABLE_CSV, FULL_CSV, LAYOUT
 from oiv4.contracts.schema import MANIFEST_SCHEMA, ImageSet
 from oiv4.io.damage import damaged, read_json_object
 from oiv4.io.storage import Storage
 from oiv4.stages.plan.checks import IdSet, any_too_long, blank_to_null, id_keys, invalid_mask, typed
 from oiv4.stages.plan.locate import duplicate_problems, locate_raw_lines, resolve_lines
-from oiv4.stages.plan.problems import PlanError, PlanSettings, PlanSummary, RowProblem, malformed, problem_message
-from oiv4.stages.plan.sources import (
-    Malformed,
-    UnreliableRead,
-    check_header,
-    duckdb_batches,
-    exact_batches,
-    pyarrow_batches,
-)
+from oiv4.stages.plan.problems import PlanSettings, PlanSummary, RowProblem, malformed, problem_message
+from oiv4.stages.plan.sources import Malformed, check_header, duckdb_batches, exact_batches, pyarrow_batches
 
 #: lz4 rather than zstd: on the full file zstd cost ~5 s more for ~30% smaller manifests (measured);
 #: manifests are read often and written once, and lz4 is also the faster to read.

@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from oiv4.contracts.errors import BadArchiveError, BadLocationError
 from oiv4.contracts.schema import ImageSet
-from oiv4.io.blob_errors import BadArchiveError, BadLocationError
 from oiv4.io.containers import BlobReader, Member
 from oiv4.io.inventory import Inventory
 from oiv4.io.locations import parse_location

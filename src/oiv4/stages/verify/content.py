@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from oiv4.contracts.errors import BadArchiveError, BadLocationError, ChecksumError, CorruptImageError
 from oiv4.contracts.schema import Outcome
-from oiv4.io.blob_errors import BadArchiveError, BadLocationError, CorruptImageError
-from oiv4.io.checksum import ChecksumError, verify_checksum
+from oiv4.io.checksum import verify_checksum
 from oiv4.io.containers import BlobReader
 from oiv4.io.locations import parse_location
 from oiv4.io.strict_decode import CorruptImageData, decode_strict
