@@ -34,15 +34,20 @@ class LogSettings:
     """How a command reports while it runs and when it ends."""
 
     log_every: float = setting(
-        30.0, help="Seconds between two progress lines when not on a terminal (nohup, cron, a pipe)."
+        30.0,
+        help="Seconds between two progress lines when not on a terminal (nohup, cron, a pipe).",
+        flag="--log-every",
     )
     log_format: str = setting(
         "text",
         help="text: plain progress lines off a terminal, live panels on one; json: one JSON object per line "
         "(progress events and the final summary), terminal or not.",
+        flag="--log-format",
         choices=LOG_FORMATS,
     )
-    json: bool = setting(False, help="Print the final summary as JSON on stdout (tables go to stderr).")
+    json: bool = setting(
+        False, help="Print the final summary as JSON on stdout (tables go to stderr).", flag="--json/--no-json"
+    )
 
     def __post_init__(self) -> None:
         above(self, 0, "log_every")

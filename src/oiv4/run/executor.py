@@ -45,14 +45,18 @@ class ExecutorSettings:
         None,
         help="Worker processes: the local pool's, or the LocalCluster's with --executor dask and no --scheduler "
         "(a running cluster brings its own workers).",
+        flag="--workers",
         default_text="one per core",
     )
     scheduler: str | None = setting(
         None,
         help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (implies --executor dask).",
+        flag="--scheduler",
         default_text="a LocalCluster sized to this machine",
     )
-    max_pool_restarts: int = setting(3, help="Times a shard is retried after its worker died.")
+    max_pool_restarts: int = setting(
+        3, help="Times a shard is retried after its worker died.", flag="--max-pool-restarts"
+    )
 
     def __post_init__(self) -> None:
         if self.scheduler:

@@ -59,12 +59,22 @@ class EstimateSettings:
     """What the machine that will do the work looks like."""
 
     link_mbps: float | None = setting(
-        None, help="Your download link in Mbit/s; wall time then includes the transfer.", default_text="not given"
+        None,
+        help="Your download link in Mbit/s; wall time then includes the transfer.",
+        flag="--link-mbps",
+        default_text="not given",
     )
     workers: int | None = setting(
-        None, help="Worker processes (one core each) that will do the work.", default_text="one per core"
+        None,
+        help="Worker processes (one core each) that will do the work.",
+        flag="--workers",
+        default_text="one per core",
     )
-    keep_tar: bool = setting(False, help="The archives will be kept beside their zips (archives --keep-tar).")
+    keep_tar: bool = setting(
+        False,
+        help="The archives will be kept beside their zips (archives --keep-tar).",
+        flag="--keep-tar/--no-keep-tar",
+    )
 
     def __post_init__(self) -> None:
         above(self, 0, "link_mbps")

@@ -74,9 +74,7 @@ class ArchiveBuilder:
         # Set on Ctrl-C / an error elsewhere: in-flight transfers stop within a chunk.
         self.cancel = cancel if cancel is not None else threading.Event()
         try:
-            self.source = make_source(
-                settings.source, settings.s3_endpoint, settings.connections, settings.timeout_s, settings.network
-            )
+            self.source = make_source(settings.source, settings.s3_endpoint, settings.transfer)
         except SettingError as exc:
             raise ArchiveSetError(str(exc)) from exc
 

@@ -64,8 +64,6 @@ def _check_settings(image_set: ImageSet, settings: ArchiveSettings) -> None:
         raise ArchiveSetError(f"unknown decoder(s) {unknown}; choose from {', '.join(DECODERS)}")
     if settings.stream and settings.keep_tar:
         raise ArchiveSetError("--stream and --keep-tar exclude each other: streaming writes no .tar.gz at all")
-    if settings.part_size < 1 or settings.connections < 1 or settings.max_member_bytes < 1:
-        raise ArchiveSetError("--part-size-mb, --connections and --max-member-mb must be positive")
 
 
 @dataclass(frozen=True)
@@ -125,9 +123,7 @@ class ArchiveStage(ShardStage[ArchiveSettings, ArchivePlan, ArchiveReport, Archi
                     f"{archive_name(stem)}: no image of the {image_set.value} plan is in it, nothing to do"
                 )
         try:
-            source = make_source(
-                settings.source, settings.s3_endpoint, settings.connections, settings.timeout_s, settings.network
-            )
+            source = make_source(settings.source, settings.s3_endpoint, settings.transfer)
         except SettingError as exc:
             raise ArchiveSetError(str(exc)) from exc
         shards = []

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from oiv4.contracts.errors import FetchAborted, FetchError
 from oiv4.stages.fetch.progress import FetchProgress
-from oiv4.stages.fetch.settings import FetchSettings, HttpSettings, TransformSettings
+from oiv4.stages.fetch.settings import FETCH_TRANSFER, FetchSettings, HttpSettings, TransformSettings
 from oiv4.stages.fetch.shard import run_fetch_shard
 from oiv4.stages.fetch.stage import FETCH, FetchStage, FetchSummary
 
 __all__ = [
     "FETCH",
+    "FETCH_TRANSFER",
     "FetchAborted",
     "FetchError",
     "FetchProgress",

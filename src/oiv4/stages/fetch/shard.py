@@ -146,7 +146,7 @@ class _ShardRun:
         )  # fmt: skip
         sem = asyncio.Semaphore(settings.http.concurrency)
         tasks: set[asyncio.Task[None]] = set()
-        async with HttpClient(settings.http) as client:
+        async with HttpClient(settings.transfer, settings.http) as client:
             stop_flusher = asyncio.Event()
             flusher = asyncio.create_task(self.recorder.flush_periodically(stop_flusher))
             try:

@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 
 from oiv4.contracts.errors import UsageError
 from oiv4.contracts.ledger_row import LedgerRow
+from oiv4.contracts.limits import at_least
 from oiv4.contracts.schema import ImageSet, Outcome
 from oiv4.contracts.setting import setting
 from oiv4.io.containers import BlobReader
@@ -86,16 +87,19 @@ class VerifySettings:
         False,
         help="Also decode every image strictly at full size (libjpeg-turbo; a 'Corrupt JPEG data' warning is "
         "corrupt_jpeg). CPU-bound: ~10-30 ms per image a core.",
+        flag="--deep/--no-deep",
     )
     fast: bool = setting(
         False,
         help="Only check that every file/member exists with the ledger's size: no data read, so no checksum "
         "or CRC check (a flipped bit or a zeroed block goes unseen).",
+        flag="--fast/--no-fast",
     )
     requeue: bool = setting(
         False,
         help="Append a `verify_failed` ledger row for each broken image, so `oiv4 fetch --retry-failed verify_failed` "
         "redoes it. Stored files are never modified or deleted.",
+        flag="--requeue/--no-requeue",
     )
     sets: tuple[str, ...] | None = setting(
         None,
@@ -106,9 +110,10 @@ class VerifySettings:
         choices=tuple(s.value for s in ImageSet),
     )
     #: File reads, zlib, xxh3 and libjpeg-turbo release the GIL, so threads do scale here.
-    workers: int = setting(4, help="Threads reading, hashing and (--deep) decoding images.")
+    workers: int = setting(4, help="Threads reading, hashing and (--deep) decoding images.", flag="--workers")
 
     def __post_init__(self) -> None:
+        at_least(self, 1, "workers")
         if self.deep and self.fast:
             raise UsageError("--deep and --fast contradict each other: --deep reads and decodes everything")
 
