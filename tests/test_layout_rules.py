@@ -63,7 +63,8 @@ def path_literals(src: Path) -> list[str]:
         if rel.parts[0] in _LAYOUT_HOME:
             continue
         for line, text in sorted(_literal_pieces(ast.parse(path.read_text(), str(path)))):
-            if not re.search(r"\s", text) and _LAYOUT_LITERAL.search(text):
+            # A command-line flag (`--shard-rows`) names an option, not a path.
+            if not text.startswith("-") and not re.search(r"\s", text) and _LAYOUT_LITERAL.search(text):
                 found.append(f"{rel}:{line}: {text!r}")
     return found
 

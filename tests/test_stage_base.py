@@ -30,10 +30,12 @@ THREADS = ExecutorSettings(kind="thread", workers=2)
 class TallySettings:
     """How the tally stage works: one line per row, `rows` rows in shards of `shard_rows`."""
 
-    rows: int = setting(10, help="Rows of the set.")
-    shard_rows: int = setting(4, help="Rows per shard.")
-    word: str = setting("row", help="What each line says (shapes the stored bytes).")
-    force_settings: bool = setting(False, help="Resume shards written with another --word (recorded).")
+    rows: int = setting(10, help="Rows of the set.", flag="--rows")
+    shard_rows: int = setting(4, help="Rows per shard.", flag="--shard-rows")
+    word: str = setting("row", help="What each line says (shapes the stored bytes).", flag="--word")
+    force_settings: bool = setting(
+        False, help="Resume shards written with another --word (recorded).", flag="--force-settings"
+    )
 
     def output_settings(self) -> dict[str, SettingValue]:
         return {"word": self.word}
