@@ -139,6 +139,27 @@ def test_train_without_duplicates_of_held_out_sets_never_yields_a_held_out_image
     assert seen == set(view.ids()) and not seen & dropped
 
 
+def test_without_duplicates_of_a_filtered_view_keeps_what_the_view_already_left_out(
+    built: tuple[Storage, Universe, BuildResult],
+) -> None:
+    storage, _, _ = built
+    train = oiv4.open(storage.root)["train"]
+    of_targets, of_validation = train.without_duplicates_of("targets"), train.without_duplicates_of("validation")
+    chained = of_targets.without_duplicates_of("validation")
+    both = train.without_duplicates_of("targets", "validation")
+    only_targets = set(of_targets.excluded["image_id"].to_pylist()) - set(
+        of_validation.excluded["image_id"].to_pylist()
+    )
+    assert only_targets  # an image the second filter alone would let back in
+    assert chained.ids() == both.ids() and not only_targets & set(chained.ids())
+    assert set(chained.excluded["image_id"].to_pylist()) == set(both.excluded["image_id"].to_pylist())
+    gone = sorted(only_targets)[0]
+    with pytest.raises(ImageNotFoundError, match=r" in targets \(distance"):
+        chained[gone]
+    marked = {r["ImageID"] for r in chained.manifest.to_pylist() if r["dropped"]}
+    assert marked == set(both.excluded["image_id"].to_pylist())
+
+
 def test_without_duplicates_before_dedup_says_to_run_dedup(built: tuple[Storage, Universe, BuildResult]) -> None:
     storage, _, _ = built
     empty = Storage(str(Path(storage.root).parent / "no-dedup"))

@@ -48,7 +48,8 @@ CHILD = textwrap.dedent(
     from oiv4.io.ledger import read_set
     from oiv4.run.executor import ExecutorSettings
     from oiv4.run.fetch import fetch_set
-    from oiv4.stages.fetch import FetchSettings, HttpSettings
+    from dataclasses import replace
+    from oiv4.stages.fetch import FETCH_TRANSFER, FetchSettings, HttpSettings
 
     root, originals_dir, case = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
     originals = {p.name: p.read_bytes() for p in sorted(originals_dir.iterdir())}
@@ -97,8 +98,8 @@ CHILD = textwrap.dedent(
     storage = Storage(root)
     write_manifest(storage, "train", rows, shard_rows=len(rows))
     settings = FetchSettings(
-        http=HttpSettings(allow_private_networks=True, attempts=1, deadline=300.0, max_bytes=96 << 20,
-                          concurrency=case["concurrency"], spool_above=case["spool"]),
+        http=HttpSettings(max_bytes=96 << 20, concurrency=case["concurrency"], spool_above=case["spool"]),
+        transfer=replace(FETCH_TRANSFER, allow_private_networks=True, attempts=1, deadline_s=300.0),
         cpu_threads=case["threads"], decode_budget_bytes=case["budget"],
     )
     max_pixels = settings.transform.max_pixels

@@ -20,8 +20,6 @@ from oiv4.contracts.errors import ExecutionError
 from oiv4_mirror.routes import make_app
 from oiv4_mirror.universe import (
     ARCHIVE_PREFIX,
-    BOXABLE_CSV_PATH,
-    FULL_CSV_PATH,
     METADATA_PREFIX,
     ProgressFn,
     Universe,
@@ -44,14 +42,6 @@ class MirrorHandle:
     def archives_base_url(self) -> str:
         """The `tar/` folder, like `https://open-images-dataset.s3.amazonaws.com/tar/`."""
         return f"{self.base_url}{ARCHIVE_PREFIX}/"
-
-    @property
-    def full_csv_url(self) -> str:
-        return self.base_url + FULL_CSV_PATH
-
-    @property
-    def boxable_csv_url(self) -> str:
-        return self.base_url + BOXABLE_CSV_PATH
 
     def stop(self) -> None:  # pragma: no cover - overridden
         raise NotImplementedError

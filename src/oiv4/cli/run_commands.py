@@ -20,25 +20,26 @@ from oiv4.run.build import BuildResult, BuildSettings
 
 RUN_PANEL = "Run everything"
 
-#: `oiv4 build` carries every stage's options; these keep the names they had before it was generated.
+#: `oiv4 build` carries every stage's options. Each downloading stage has its own transfer settings (with
+#: their own defaults), so their flags carry the stage: `--metadata-attempts`, `--archives-attempts`,
+#: `--fetch-attempts` (one `--allow-private-networks` / `--ca-bundle` is shared by all).
+BUILD_PREFIXES = {
+    "settings.metadata.transfer": "--metadata-",
+    "settings.archives.transfer": "--archives-",
+    "settings.fetch.transfer": "--fetch-",
+}
+#: The other flags two stages would both claim, spelled for `oiv4 build`.
 BUILD_RENAMES = {
     "settings.metadata.base_url": "--metadata-url",
+    "settings.metadata.force": "--metadata-force/--no-metadata-force",
+    "settings.plan.force": "--plan-force/--no-plan-force",
     "settings.archives.source": "--archives-source",
-    "settings.executor.workers": "--workers",
+    "settings.archives.force_settings": "--archives-force-settings/--no-archives-force-settings",
+    "settings.fetch.force_settings": "--fetch-force-settings/--no-fetch-force-settings",
     "settings.verification.workers": "--verify-workers",
     "settings.verification.fast": "--verify-fast",
     "reporting.out": "--report-out",
     "reporting.samples": "--report-samples",
-}
-_NETWORK = "one --allow-private-networks / --ca-bundle of the build sets it for every stage"
-BUILD_EXCLUDES = {
-    "settings.verification.sets": "verify checks the sets chosen with --set",
-    "settings.metadata.download.allow_private_networks": _NETWORK,
-    "settings.archives.allow_private_networks": _NETWORK,
-    "settings.fetch.http.allow_private_networks": _NETWORK,
-    "settings.metadata.download.ca_bundle": _NETWORK,
-    "settings.archives.ca_bundle": _NETWORK,
-    "settings.fetch.http.ca_bundle": _NETWORK,
 }
 
 
@@ -64,7 +65,7 @@ def _finish(result: BuildResult, log: LogSettings, failures_code: bool = True) -
 @settings_command(
     {"settings": BuildSettings, "reporting": ReportSettings, "log": LogSettings},
     rename=BUILD_RENAMES,
-    exclude=BUILD_EXCLUDES,
+    prefix=BUILD_PREFIXES,
 )
 def build_cmd(
     settings: BuildSettings,
@@ -85,8 +86,6 @@ def build_cmd(
     from oiv4.report import build_report
     from oiv4.run.build import run_build
 
-    if settings.verification.workers < 1:
-        raise UsageError(f"--verify-workers must be >= 1, got {settings.verification.workers}")
     if reporting.out is not None:
         report_target(reporting.out)
     with writing(root, "oiv4 build") as storage:

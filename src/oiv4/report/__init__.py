@@ -33,10 +33,11 @@ from oiv4.report.page import render
 class ReportSettings:
     """`samples` thumbnails per set on the contact sheet; `out` overrides where the page is written."""
 
-    samples: int = setting(24, help="Thumbnails per set on the contact sheet.")
+    samples: int = setting(24, help="Thumbnails per set on the contact sheet.", flag="--samples")
     out: str | None = setting(
         None,
         help="Where to write the page: a local path or fsspec URL.",
+        flag="--out",
         short="-o",
         default_text="<root>/report/index.html",
     )

@@ -71,7 +71,7 @@ def _exclusions(storage: Storage, s: NeighborsSettings, qids: np.ndarray, dbs: l
         pairs_p.append(pos.to_numpy(zero_copy_only=False)[hit].astype(np.int64) + offset)
         offset += len(db)
     if s.exclude_duplicates:
-        rel = "dedup/pairs.parquet"
+        rel = LAYOUT.dedup_pairs()
         if not storage.exists(rel):
             raise InputError(f"--exclude-duplicates needs {storage.path(rel)}: run `oiv4 dedup --root {storage.root}`")
         with storage.open(rel) as fh:
@@ -90,6 +90,8 @@ def _exclusions(storage: Storage, s: NeighborsSettings, qids: np.ndarray, dbs: l
     return np.concatenate(pairs_q).astype(np.int64), np.concatenate(pairs_p).astype(np.int64)
 
 
+# Kept long: the checks, block sizes, resume stamp and per-block parts share one set of sizes and names; the
+# resume rule (a part is reused only under the same stamp) is visible only while they sit together.
 def run_neighbors(storage: Storage, s: NeighborsSettings, stats: SearchStats | None = None) -> tuple[str, int]:
     """Compute (or finish) the ground truth; returns (output path relative to the root, query blocks reused).
 
@@ -130,26 +132,24 @@ def run_neighbors(storage: Storage, s: NeighborsSettings, stats: SearchStats | N
     itemsize = max(x.dtype.itemsize for x in [qstore, *dbs])
     sizes = plan_sizes(s.memory_gb, qstore.dim, itemsize, s.k, extra, total)
     q_rows = max(1, min(sizes.query_rows, len(qpos)))
-    out_rel = f"{LAYOUT.neighbors_dir(s.model)}/{s.file_name}.parquet"
-    parts_dir = f"{LAYOUT.neighbors_dir(s.model)}/{s.file_name}.parts"
+    out_rel = LAYOUT.neighbors_file(s.model, s.file_name)
+    stamp_rel = LAYOUT.neighbors_parts_settings(s.model, s.file_name)
     stamp = json.dumps({"k": s.k, "queries": len(qpos), "q_rows": q_rows}, sort_keys=True)
     if storage.exists(out_rel):
-        meta = pq.read_schema(storage.local_path(out_rel)).metadata or {}
+        with storage.open(out_rel) as fh:
+            meta = pq.read_schema(fh).metadata or {}
         if meta.get(b"oiv4") == stamp.encode():
             return out_rel, 0
-    if (
-        storage.exists(f"{parts_dir}/settings.json")
-        and storage.read_bytes(f"{parts_dir}/settings.json") != stamp.encode()
-    ):
-        for p in storage.glob(f"{parts_dir}/part-*.parquet"):
+    if storage.exists(stamp_rel) and storage.read_bytes(stamp_rel) != stamp.encode():
+        for p in storage.glob(LAYOUT.neighbors_parts_glob(s.model, s.file_name)):
             storage.remove(p)
-    storage.write_bytes(f"{parts_dir}/settings.json", stamp.encode())
+    storage.write_bytes(stamp_rel, stamp.encode())
     names = np.concatenate([np.full(len(db), i, dtype=np.int8) for i, db in enumerate(dbs)])
     set_names = pa.array(s.database, pa.string())
     all_ids = pa.concat_arrays([db.ids for db in dbs])
     part_rels, reused = [], 0
     for b, start in enumerate(range(0, len(qpos), q_rows)):
-        rel = f"{parts_dir}/part-{b:05d}.parquet"
+        rel = LAYOUT.neighbors_part(s.model, s.file_name, b)
         part_rels.append(rel)
         if storage.exists(rel):
             reused += 1

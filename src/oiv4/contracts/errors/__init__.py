@@ -6,15 +6,18 @@ one place the tree lives; import every class from here (`from oiv4.contracts.err
 Concrete classes keep the builtin bases callers already catch (ValueError, KeyError, OSError, RuntimeError).
 
     Oiv4Error                      exit 1: failed in a way no category describes
-    ├── UsageError                 2   SettingError > SettingRangeError; SettingsChangedError, MissingExtraError,
-    │                                  RootError, FetchError, HashError, FeaturesError, ArchiveSetError
-    ├── InputError                 3   HostileIdError, JpegLayoutError, MetadataError, PlanError, UnreliableRead,
-    │                                  DedupError, NoFeaturesError; ImageNotFoundError, BadLocationError (readers);
-    │                                  CorruptTarError (archives)
+    ├── UsageError                 2   SettingError > SettingRangeError; SettingsChangedError, SettingsTypeError,
+    │                                  MissingExtraError, RootError, FetchError, HashError, FeaturesError,
+    │                                  ArchiveSetError
+    ├── InputError                 3   OutcomeError (this image ends in outcome X: a refused download, a damaged
+    │                                  JPEG); HostileIdError, JpegLayoutError, MetadataError, PlanError,
+    │                                  UnreliableRead, DedupError, NoFeaturesError; ImageNotFoundError,
+    │                                  BadLocationError (readers); CorruptTarError (archives)
     ├── SourceError                4   TransientError, UnreachableError, ChangedError, NotFoundError, BlockedError,
     │                                  TlsError, DownloadError (transfers); BodyTooLarge, BlockedAddress;
     │                                  ArchiveSourceError > SourceChangedError (archives)
-    ├── StorageError               5   UnwritableRootError, UnsafePath, FetchAborted, DiskError (transfers)
+    ├── StorageError               5   UnwritableRootError, UnsafePath, FetchAborted, WriteFailed,
+    │                                  DiskError (transfers)
     ├── IntegrityError             6   DamagedFileError, ChecksumError, DamagedFeaturesError;
     │                                  BadArchiveError, CorruptImageError (readers);
     │                                  VerificationError, CorruptStreamError (archives)
@@ -61,6 +64,18 @@ class InputError(Oiv4Error):
 
     exit_code = 3
     category = "input"
+
+
+class OutcomeError(InputError):
+    """This image ends in ledger outcome `outcome` (an `Outcome` value), for `reason` (one line, the ledger's reason).
+
+    Raised where a check or decode refuses one image's bytes; the stage records the row and goes on.
+    """
+
+    def __init__(self, outcome: str, reason: str) -> None:
+        super().__init__(reason)
+        self.outcome = outcome
+        self.reason = reason
 
 
 class SourceError(Oiv4Error):
@@ -217,6 +232,7 @@ from oiv4.contracts.errors.environment import (  # noqa: E402
     SettingError,
     SettingRangeError,
     SettingsChangedError,
+    SettingsTypeError,
     UnwritableRootError,
 )
 from oiv4.contracts.errors.stages import (  # noqa: E402
@@ -237,6 +253,7 @@ from oiv4.contracts.errors.stages import (  # noqa: E402
     SourceChangedError,
     UnreliableRead,
     VerificationError,
+    WriteFailed,
 )
 from oiv4.contracts.errors.transfer import (  # noqa: E402
     UNRESOLVED,
@@ -262,9 +279,9 @@ __all__ = [
     "DaskSetupError", "DedupError", "DiskError", "DownloadError", "ExecutionError", "FeaturesError",
     "FetchAborted", "FetchError", "HashError", "HostileIdError", "ImageNotFoundError", "Incomplete",
     "InputError", "IntegrityError", "Interrupted", "JpegLayoutError", "LedgerChangingError", "MetadataError",
-    "MissingExtraError", "NoFeaturesError", "NotFoundError", "Oiv4Error", "PlanError", "ReaderError",
-    "RootError", "RootLockedError", "SettingError", "SettingRangeError", "SettingsChangedError",
+    "MissingExtraError", "NoFeaturesError", "NotFoundError", "Oiv4Error", "OutcomeError", "PlanError", "ReaderError",
+    "RootError", "RootLockedError", "SettingError", "SettingRangeError", "SettingsChangedError", "SettingsTypeError",
     "SourceChangedError", "SourceError", "StorageError", "TlsError", "TransferError", "TransientError",
     "UnreachableError", "UnreliableRead", "UnsafePath", "UnwritableRootError", "UsageError",
-    "VerificationError", "exit_code", "exit_code_summary", "exit_code_table",
+    "VerificationError", "WriteFailed", "exit_code", "exit_code_summary", "exit_code_table",
 ]  # fmt: skip

@@ -43,6 +43,11 @@ class SettingsChangedError(RuntimeError, UsageError):
     """A shard started with other output settings would be resumed with these; the message names them."""
 
 
+class SettingsTypeError(TypeError, UsageError):
+    """A stage was handed another stage's settings (a caller of `run_set` mixed them up); refused rather than
+    run with the stage's defaults."""
+
+
 class MissingExtraError(RuntimeError, UsageError):
     """An optional dependency is not importable; the message names the extra that brings it.
 

@@ -36,6 +36,15 @@ class FetchAborted(RuntimeError, StorageError):
     """The run cannot go on (disk full, unwritable root): retrying rows would only burn through them."""
 
 
+class WriteFailed(StorageError):
+    """An OSError `exc` from the root itself (not from an image's bytes), carried from a fetch worker thread to
+    the shard's disk policy, which stops the shard with `FetchAborted` instead of blaming the row."""
+
+    def __init__(self, exc: OSError) -> None:
+        super().__init__(str(exc))
+        self.exc = exc
+
+
 class HashError(RuntimeError, UsageError):
     """The hash cannot run (no ledger for the set); the message says what to do."""
 

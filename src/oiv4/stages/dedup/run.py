@@ -15,15 +15,18 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from oiv4.contracts.errors import DedupError
+from oiv4.contracts.layout import LAYOUT
+from oiv4.contracts.limits import at_least, within
 from oiv4.contracts.schema import ImageSet
+from oiv4.contracts.setting import setting
 from oiv4.io.damage import reading
 from oiv4.io.ledger import read_set
 from oiv4.io.manifest import read_manifest
 from oiv4.io.storage import Storage
 from oiv4.stages.dedup.pairs import DEFAULT_THRESHOLD, find_duplicates
 
-PAIRS_REL = "dedup/pairs.parquet"
-SUMMARY_REL = "dedup/summary.json"
+PAIRS_REL = LAYOUT.dedup_pairs()
+SUMMARY_REL = LAYOUT.dedup_summary()
 #: The sets training must not see.
 HELD_OUT: tuple[str, ...] = (ImageSet.targets.value, ImageSet.validation.value)
 
@@ -32,9 +35,26 @@ HELD_OUT: tuple[str, ...] = (ImageSet.targets.value, ImageSet.validation.value)
 class DedupSettings:
     """What `run_dedup` compares and how close counts as a duplicate."""
 
-    threshold: int = DEFAULT_THRESHOLD  # Hamming bits of 64; see pairs.DEFAULT_THRESHOLD for the measurement
-    sets: tuple[str, ...] = tuple(s.value for s in ImageSet)
-    threads: int = 2  # 2: the unrotated and rotated searches side by side; 1: one after the other
+    #: See pairs.DEFAULT_THRESHOLD for the measurement behind the default.
+    threshold: int = setting(
+        DEFAULT_THRESHOLD,
+        help="Hamming bits of 64 within which two images are duplicates.",
+        flag="--threshold",
+        short="-k",
+    )
+    sets: tuple[str, ...] = setting(
+        tuple(s.value for s in ImageSet),
+        help="The sets compared.",
+        cli=False,
+        why="`oiv4 dedup` compares every set with a ledger: it finds them itself",
+    )
+    threads: int = setting(
+        2, help="2: the unrotated and the rotated search run side by side; 1: one after the other.", flag="--threads"
+    )
+
+    def __post_init__(self) -> None:
+        within(self, 0, 32, "threshold")
+        at_least(self, 1, "threads")
 
 
 @dataclass(frozen=True, order=True)

@@ -38,15 +38,20 @@ class PlanSettings:
     train_size: int = setting(
         DEFAULT_TRAIN_SIZE,
         help="How many candidates (in file order) form the train set; the rest are extended_targets.",
+        flag="--train-size",
     )
     shard_rows: int = setting(
-        DEFAULT_SHARD_ROWS, help="Rows per shard of the URL sets (the unit of work and of resume)."
+        DEFAULT_SHARD_ROWS, help="Rows per shard of the URL sets (the unit of work and of resume).", flag="--shard-rows"
     )
     skip_invalid: bool = setting(
-        False, help="Plan without invalid rows (listed in plan/rejected.parquet) instead of failing."
+        False,
+        help="Plan without invalid rows (listed in plan/rejected.parquet) instead of failing.",
+        flag="--skip-invalid/--no-skip-invalid",
     )
     force: bool = setting(
-        False, help="Re-plan even if an up-to-date plan exists (changes what recorded work refers to)."
+        False,
+        help="Re-plan even if an up-to-date plan exists (changes what recorded work refers to).",
+        flag="--force/--no-force",
     )
 
     def __post_init__(self) -> None:
