@@ -418,7 +418,7 @@ LOOKUP = """
 import sys, time
 import pyarrow.parquet as pq, pyarrow.compute as pc
 import oiv4
-from oiv4.io.blob_errors import ImageNotFoundError
+from oiv4.contracts.errors import ImageNotFoundError
 led = pq.read_table(sys.argv[1] + "/ledger/extended_targets/shard-00300.parquet", columns=["image_id", "outcome"])
 failed = led.filter(pc.not_equal(led["outcome"], "ok"))["image_id"].to_pylist()[:200]
 s = oiv4.open(sys.argv[1])["extended_targets"]

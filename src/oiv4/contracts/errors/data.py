@@ -7,7 +7,7 @@ OSError for damaged bytes, ValueError for a malformed value).
 
 from __future__ import annotations
 
-from oiv4.contracts.errors import Busy, InputError, IntegrityError, Oiv4Error, StorageError
+from oiv4.contracts.errors.categories import Busy, InputError, IntegrityError, Oiv4Error, StorageError
 
 
 class HostileIdError(ValueError, InputError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from oiv4.contracts.errors import Busy, ExecutionError, StorageError, UsageError
+from oiv4.contracts.errors.categories import Busy, ExecutionError, StorageError, UsageError
 
 
 class SettingError(ValueError, UsageError):

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from oiv4.contracts.errors import InputError, IntegrityError, Oiv4Error, SourceError, StorageError, UsageError
+from oiv4.contracts.errors.categories import (
+    InputError,
+    IntegrityError,
+    Oiv4Error,
+    SourceError,
+    StorageError,
+    UsageError,
+)
 
 
 class MetadataError(RuntimeError, InputError):

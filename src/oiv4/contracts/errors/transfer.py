@@ -6,7 +6,7 @@ cause); each concrete class also carries the category that says why, and with it
 
 from __future__ import annotations
 
-from oiv4.contracts.errors import Interrupted, Oiv4Error, SourceError, StorageError
+from oiv4.contracts.errors.categories import Interrupted, Oiv4Error, SourceError, StorageError
 
 #: The `address` of a BlockedAddress for a name that does not resolve (through a proxy only).
 UNRESOLVED = "(unresolved)"
