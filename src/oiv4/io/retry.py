@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from oiv4.contracts.errors import TransferError, TransientError
-from oiv4.contracts.errors import UnreachableError as UnreachableError
 from oiv4.contracts.transfer import TransferSettings
 
 T = TypeVar("T")

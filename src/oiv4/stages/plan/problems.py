@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from oiv4.contracts.errors import PlanError as PlanError
 from oiv4.contracts.limits import at_least
 from oiv4.contracts.setting import setting
 from oiv4.contracts.shards import DEFAULT_SHARD_ROWS
