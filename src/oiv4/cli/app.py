@@ -16,7 +16,6 @@ import sys
 import threading
 import types
 from collections.abc import Iterator
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import typer
@@ -25,6 +24,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from oiv4.cli import crash
+from oiv4.cli.version import installed_version
 from oiv4.contracts.errors import Oiv4Error, exit_code, exit_code_summary
 
 #: `--help` lists commands in pipeline order, whatever order the modules register them in.
@@ -148,16 +148,9 @@ def stop_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _version() -> str:
-    try:
-        return version("oiv4")
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        return "unknown"
-
-
 def _show_version(value: bool) -> None:
     if value:
-        typer.echo(f"oiv4 {_version()}")
+        typer.echo(f"oiv4 {installed_version()}")
         raise typer.Exit()
 
 

@@ -21,6 +21,7 @@ import threading
 import traceback
 from datetime import UTC, datetime
 
+from oiv4.cli.version import installed_version
 from oiv4.contracts.errors import INTERNAL_ERROR, Interrupted
 
 
@@ -66,11 +67,9 @@ def _damage_behind(exc: BaseException, argv: list[str]) -> Exception | None:
 
 def save_traceback(exc: BaseException, argv: list[str]) -> str | None:
     """Write `exc`'s traceback (with the command line and versions) to a new temp file; its path, or None."""
-    from oiv4.cli.app import _version
-
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     text = (
-        f"oiv4 {_version()} on Python {platform.python_version()} ({platform.platform()})\n"
+        f"oiv4 {installed_version()} on Python {platform.python_version()} ({platform.platform()})\n"
         f"command: oiv4 {' '.join(sys.argv[1:]) or ' '.join(argv)}\n\n"
         + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     )
