@@ -28,7 +28,7 @@ MODEL = "bench"
 
 def _write(root: Path, args: argparse.Namespace) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from feature_shards import write_features
+    from support.feature_shards import write_features
 
     rng = np.random.default_rng(0)
     db = rng.standard_normal((args.database, args.dim), dtype=np.float32).astype(np.float16)

@@ -7,17 +7,15 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
+
+from support.moto import moto_s3
 
 
 @pytest.fixture(scope="module")
 def moto_endpoint() -> Iterator[str]:
     """moto's standalone S3 server, a real HTTP server on 127.0.0.1 (one per test module)."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    with moto_s3() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

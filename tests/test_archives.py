@@ -20,7 +20,7 @@ from oiv4.io.ledger import read_set, read_shard
 from oiv4.io.storage import Storage
 from oiv4.run.archives import build_archive_set
 from oiv4.stages.archives import ArchiveSettings, KnownArchive, archive_done, negative_row
-from test_archives_support import (
+from support.archives import (
     Entry,
     RangeServer,
     files_under,
@@ -28,10 +28,10 @@ from test_archives_support import (
     images_archive,
     jpeg,
     make_archive,
-    moto_s3,
     upload,
     write_plan,
 )
+from support.moto import moto_s3
 
 BUCKET = "open-images-dataset"
 

@@ -12,7 +12,7 @@ from oiv4.io.storage import Storage
 from oiv4.run.archives import build_archive_set
 from oiv4.run.executor import ExecutorSettings
 from oiv4.stages.archives import ArchiveSettings
-from test_archives_support import image_ids, images_archive, write_plan
+from support.archives import image_ids, images_archive, write_plan
 
 #: Columns that depend on when and how fast a row was recorded, not on what was recorded.
 TIMING = ("started_at", "elapsed_s")

@@ -15,7 +15,7 @@ from oiv4.io.storage import Storage
 from oiv4.run.archives import build_archive_set
 from oiv4.stages.archives import ArchiveSettings
 from oiv4.stages.verify import VerifySettings, verify
-from test_archives_support import Entry, image_ids, make_archive, noisy_jpeg, write_plan
+from support.archives import Entry, image_ids, make_archive, noisy_jpeg, write_plan
 
 
 def _damaged() -> dict[str, bytes]:

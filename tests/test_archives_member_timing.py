@@ -9,7 +9,7 @@ from oiv4.io.ledger import read_set
 from oiv4.io.storage import Storage
 from oiv4.run.archives import build_archive_set
 from oiv4.stages.archives import ArchiveSettings
-from test_archives_support import RangeServer, image_ids, images_archive, write_plan
+from support.archives import RangeServer, image_ids, images_archive, write_plan
 
 
 def test_each_member_row_has_its_own_start_time_and_elapsed_seconds(tmp_path: Path) -> None:

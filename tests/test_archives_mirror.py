@@ -16,7 +16,8 @@ from oiv4.stages.archives import ArchiveSettings
 from oiv4.stages.metadata import MetadataSettings, fetch_metadata
 from oiv4.stages.plan import PlanSettings, build_plan
 from oiv4_mirror import UniverseSpec, start_mirror
-from test_archives_support import moto_s3, upload
+from support.archives import upload
+from support.moto import moto_s3
 
 SPEC = UniverseSpec(
     seed=41,
@@ -96,7 +97,7 @@ def test_targets_stream_from_s3_holding_the_mirror_archives(tmp_path: Path) -> N
     with start_mirror(SPEC) as mirror, moto_s3() as endpoint:
         planned(storage, mirror.metadata_base_url)
         universe = mirror.universe
-        from test_archives_support import Archive
+        from support.archives import Archive
 
         upload(
             endpoint,

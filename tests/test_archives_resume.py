@@ -19,7 +19,7 @@ from oiv4.io.ledger import read_set
 from oiv4.io.storage import Storage
 from oiv4.run.archives import build_archive_set
 from oiv4.stages.archives import ArchiveSettings, archive_done
-from test_archives_support import Entry, RangeServer, image_ids, images_archive, make_archive, noisy_jpeg, write_plan
+from support.archives import Entry, RangeServer, image_ids, images_archive, make_archive, noisy_jpeg, write_plan
 
 CHILD = r"""
 import json, os, signal, sys

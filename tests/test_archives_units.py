@@ -15,7 +15,7 @@ from oiv4.stages.archives.gunzip import decode
 from oiv4.stages.archives.members import MemberChecker, jpeg_size
 from oiv4.stages.archives.tarstream import PieceReader, iter_members
 from oiv4.stages.archives.zipwriter import StoredZipWriter
-from test_archives_support import jpeg
+from support.archives import jpeg
 
 
 def chunks(data: bytes, n: int) -> list[bytes]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from layout_builder import build_set
+from support.layout_builder import build_set
 
 OIV4 = str(Path(sys.executable).with_name("oiv4"))
 

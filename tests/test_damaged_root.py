@@ -24,9 +24,9 @@ import pytest
 from typer.testing import CliRunner
 
 import oiv4
-from demo_root import build_tiny_root
 from oiv4.cli import app
 from oiv4.contracts.errors import DamagedFileError, IntegrityError
+from support.demo_root import build_tiny_root
 
 SHARD = "ledger/train/shard-00000.parquet"
 PART = "ledger/train/shard-00000.parts/part-20240501T120000000000-abcdef.parquet"

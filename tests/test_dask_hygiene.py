@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from fetch_env import copy_root, planned_root
 from oiv4_mirror import UniverseSpec
-from process_marks import marked_processes, wait_for
+from support.fetch_env import copy_root, planned_root
+from support.process_marks import marked_processes, wait_for
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 #: Slow answers (latency) so the fetch is still running when the test signals it.

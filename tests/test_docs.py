@@ -29,8 +29,8 @@ from pathlib import Path
 import pytest
 from typer.main import get_command
 
-from demo_root import build_tiny_root
 from oiv4.cli import app
+from support.demo_root import build_tiny_root
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]

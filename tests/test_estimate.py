@@ -11,7 +11,6 @@ import pyarrow.compute as pc
 import pytest
 from typer.testing import CliRunner
 
-from demo_root import build_tiny_root
 from oiv4.cli import app
 from oiv4.contracts.errors import UsageError
 from oiv4.contracts.layout import LAYOUT
@@ -24,6 +23,7 @@ from oiv4.stages.estimate import (
     estimate,
     published_archive_bytes,
 )
+from support.demo_root import build_tiny_root
 
 
 @pytest.fixture(scope="module")

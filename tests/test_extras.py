@@ -18,10 +18,10 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from fetch_env import write_manifest
-from layout_builder import build_set
 from oiv4.contracts.extras import MissingExtraError, require
 from oiv4.io.storage import Storage
+from support.fetch_env import write_manifest
+from support.layout_builder import build_set
 
 REPO = Path(__file__).resolve().parent.parent
 SRC = REPO / "src"

@@ -20,7 +20,6 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from demo_root import build_tiny_root
 from oiv4.contracts.layout import LAYOUT
 from oiv4.io.checksum import checksum
 from oiv4.io.containers import BlobReader
@@ -35,6 +34,7 @@ from oiv4.stages.features.models import load_model, model_spec
 from oiv4.stages.features.nets import TinyNet
 from oiv4.stages.features.preprocess import TINY
 from oiv4.stages.features.stage import shard_ledger
+from support.demo_root import build_tiny_root
 
 THREAD = ExecutorSettings(kind="thread", workers=1)
 

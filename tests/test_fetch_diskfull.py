@@ -14,7 +14,7 @@ import textwrap
 
 import pytest
 
-from fetch_env import planned_root
+from support.fetch_env import planned_root
 
 DUMP = textwrap.dedent(
     """

@@ -17,16 +17,6 @@ import pytest
 from PIL import Image
 
 import oiv4
-from fetch_env import (
-    EXECUTOR,
-    SETTINGS,
-    copy_root,
-    files_under,
-    ledger_rows,
-    planned_root,
-    temp_files,
-    write_manifest,
-)
 from oiv4.contracts.errors import COMPLETE_WITH_FAILURES
 from oiv4.contracts.layout import LAYOUT, HostileIdError
 from oiv4.io.checksum import checksum
@@ -37,6 +27,16 @@ from oiv4.run.fetch import fetch_set
 from oiv4.stages.fetch import FetchError
 from oiv4.stages.fetch.transform import fit_size
 from oiv4_mirror import ImageKind, Misbehaviour
+from support.fetch_env import (
+    EXECUTOR,
+    SETTINGS,
+    copy_root,
+    files_under,
+    ledger_rows,
+    planned_root,
+    temp_files,
+    write_manifest,
+)
 
 URL_SETS = ("train", "extended_targets")
 

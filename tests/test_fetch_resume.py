@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from fetch_env import SPEC, copy_root, files_under, ledger_rows, planned_root, temp_files
 from oiv4.contracts.errors import COMPLETE_WITH_FAILURES
 from oiv4_mirror import Misbehaviour
+from support.fetch_env import SPEC, copy_root, files_under, ledger_rows, planned_root, temp_files
 
 #: More rows, mostly healthy (kill windows should land in the middle of real work), no slow trickles.
 KILL_SPEC = dataclasses.replace(

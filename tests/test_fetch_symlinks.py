@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from fetch_env import SETTINGS, SPEC, copy_root, ledger_rows, planned_root
 from oiv4.contracts.errors import StorageError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
@@ -22,6 +21,7 @@ from oiv4.io.safe_paths import UnsafePath
 from oiv4.io.storage import Storage
 from oiv4.run.executor import ExecutorSettings
 from oiv4.run.fetch import fetch_set
+from support.fetch_env import SETTINGS, SPEC, copy_root, ledger_rows, planned_root
 
 CLEAN_SPEC = dataclasses.replace(SPEC, seed=31, n_images=40, misbehaviour_fraction=0.0, special_kind_fraction=0.0)
 IN_PROCESS = ExecutorSettings(kind="thread", workers=1)

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from fetch_env import ledger_rows, planned_root
 from oiv4.io.storage import Storage
 from oiv4_mirror import MirrorHandle
+from support.fetch_env import ledger_rows, planned_root
 
 REPO = Path(__file__).resolve().parent.parent
 OIV4 = str(Path(sys.executable).with_name("oiv4"))  # the script `pip install` puts beside the interpreter
@@ -209,10 +209,10 @@ def test_a_run_allowing_private_networks_retries_only_the_rows_it_would_not_refu
     tried again (here: a closed port, so it ends connection_error instead of blocked_address)."""
     import socket
 
-    from fetch_env import write_manifest
     from oiv4.run.executor import ExecutorSettings
     from oiv4.run.fetch import fetch_set
     from oiv4.stages.fetch import FetchSettings, HttpSettings
+    from support.fetch_env import write_manifest
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -9,7 +9,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from fetch_env import EXECUTOR, SETTINGS, SPEC, copy_root, ledger_rows, planned_root
 from oiv4.contracts.errors import UsageError
 from oiv4.contracts.schema import REWRITE_OWNERS
 from oiv4.io.ledger import read_set
@@ -18,6 +17,7 @@ from oiv4.run.executor import ExecutorSettings
 from oiv4.run.fetch import fetch_set
 from oiv4.run.hash import hash_set
 from oiv4.stages.hash import HashSettings
+from support.fetch_env import EXECUTOR, SETTINGS, SPEC, copy_root, ledger_rows, planned_root
 
 HASH_SPEC = dataclasses.replace(SPEC, seed=44, n_images=60, misbehaviour_fraction=0.2, misbehaviours=("not_found",))
 

@@ -11,7 +11,6 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from layout_builder import build_root
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import LEDGER_SCHEMA, REWRITE_OWNERS, ImageSet
 from oiv4.io.ledger import MANY_PARTS, read_set
@@ -21,6 +20,7 @@ from oiv4.run.executor import ExecutorSettings
 from oiv4.run.hash import hash_set
 from oiv4.stages.hash import HashSettings
 from oiv4.stages.verify import VerifySettings, verify
+from support.layout_builder import build_root
 
 SETS = ("targets", "validation", "train", "extended_targets")
 

@@ -15,7 +15,6 @@ import pytest
 from typer.testing import CliRunner
 
 import oiv4
-from layout_builder import T0, build_set
 from oiv4.cli import app
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
@@ -28,6 +27,7 @@ from oiv4.read.set_reader import SetReader
 from oiv4.report import render_report
 from oiv4.stages.status import collect_status
 from oiv4.stages.verify import EXAMPLES_PER_KIND, VerifySettings, verify
+from support.layout_builder import T0, build_set
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 

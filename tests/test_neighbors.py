@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from feature_shards import write_features
 from oiv4.cli import app
 from oiv4.stages.neighbors import exact_distances, knn_block
+from support.feature_shards import write_features
 
 MODEL = "vgg16-fc2"
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 from typer.testing import CliRunner
 
-from feature_shards import write_features
-from layout_builder import build_set
 from oiv4.cli import app
 from oiv4.report import build_report
+from support.feature_shards import write_features
+from support.layout_builder import build_set
 
 MODEL = "vgg16-fc2"
 

@@ -15,13 +15,13 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from fetch_env import write_manifest
 from oiv4.io.ledger import read_set
 from oiv4.io.storage import Storage
 from oiv4.run.executor import ExecutorSettings
 from oiv4.run.fetch import fetch_set
 from oiv4.stages.fetch import FetchSettings, HttpSettings
 from oiv4.stages.fetch.http import HttpClient
+from support.fetch_env import write_manifest
 
 FAST = HttpSettings(attempts=3, backoff_base=0.01, deadline=5.0)
 

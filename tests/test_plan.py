@@ -7,11 +7,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from metadata_factory import expected_sets, make_universe, write_csv
 from oiv4.contracts.layout import BOXABLE_CSV, FULL_CSV
 from oiv4.io.manifest import read_manifest
 from oiv4.io.storage import Storage
 from oiv4.stages.plan import PlanError, PlanSettings, build_plan
+from support.metadata_factory import expected_sets, make_universe, write_csv
 
 
 def _root(tmp_path: Path, full: list[dict], boxable: list[dict]) -> Storage:

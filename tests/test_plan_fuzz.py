@@ -19,12 +19,12 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from metadata_factory import make_universe, write_csv
 from oiv4.cli import app
 from oiv4.contracts.layout import BOXABLE_CSV, FULL_CSV
 from oiv4.contracts.schema import COLUMNS
 from oiv4.io.storage import Storage
 from oiv4.stages.plan import PlanError, PlanSettings, build_plan
+from support.metadata_factory import make_universe, write_csv
 
 SEEDS = range(40)
 HEADER = (",".join(COLUMNS) + "\n").encode()

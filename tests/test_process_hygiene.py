@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from fetch_env import copy_root, planned_root
 from oiv4.cli import app
 from oiv4.io.run_lock import RunLock
 from oiv4.io.storage import Storage
 from oiv4_mirror import UniverseSpec
-from process_marks import marked_processes, wait_for
+from support.fetch_env import copy_root, planned_root
+from support.process_marks import marked_processes, wait_for
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 #: Slow answers (latency) so a fetch is still running when the test signals it.

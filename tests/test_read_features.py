@@ -7,11 +7,11 @@ import pytest
 from typer.testing import CliRunner
 
 import oiv4
-from feature_shards import write_features
-from layout_builder import build_set
 from oiv4.cli import app
 from oiv4.contracts.errors import InputError, IntegrityError
 from oiv4.contracts.layout import LAYOUT
+from support.feature_shards import write_features
+from support.layout_builder import build_set
 
 MODEL = "vgg16-fc2"
 

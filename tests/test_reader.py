@@ -13,7 +13,6 @@ import pytest
 from PIL import Image
 
 import oiv4
-from layout_builder import LAYOUTS, T0, build_set, make_jpeg
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
 from oiv4.io.blob_errors import BadArchiveError, BadLocationError, CorruptImageError, ImageNotFoundError
@@ -21,6 +20,8 @@ from oiv4.io.containers import BlobReader, index_zip
 from oiv4.io.ledger_write import append_rows
 from oiv4.io.locations import parse_location
 from oiv4.io.storage import Storage
+from support.layout_builder import LAYOUTS, T0, build_set, make_jpeg
+from support.moto import moto_s3
 
 
 def _set_name(layout: str) -> str:
@@ -251,25 +252,20 @@ def test_torch_adapter_pickles_to_spawned_workers_and_yields_ids_with_rgb_images
 
 
 def test_s3_root_reads_through_fsspec(tmp_path):
-    from moto.server import ThreadedMotoServer
-
     built = build_set(tmp_path, "train", 9, "shard_zip", fail_every=4, shard_rows=4)
     build_set(tmp_path, "validation", 5, "archive_zip")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
+    with moto_s3() as endpoint:
         opts = {
             "key": "test",
             "secret": "test",
-            "client_kwargs": {"endpoint_url": f"http://{host}:{port}", "region_name": "us-east-1"},
+            "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
         }
         import boto3
         import s3fs
 
         boto3.client(
             "s3",
-            endpoint_url=f"http://{host}:{port}",
+            endpoint_url=endpoint,
             region_name="us-east-1",
             aws_access_key_id="test",
             aws_secret_access_key="test",
@@ -294,8 +290,6 @@ def test_s3_root_reads_through_fsspec(tmp_path):
         assert [c.intact for c in report.sets] == [5, len(built.ok_ids)]
         assert build_report(Storage("s3://bucket/root", opts)) == "s3://bucket/root/report/index.html"
         assert b"<svg" in fs.cat_file("bucket/root/report/index.html")
-    finally:
-        server.stop()
 
 
 def test_dataset_is_a_context_manager_and_reprs_its_sets(tmp_path):

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from fetch_env import planned_root
 from oiv4_mirror import UniverseSpec
+from support.fetch_env import planned_root
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 TINY = UniverseSpec(seed=5, n_images=40, megapixels=(0.01, 0.02), misbehaviour_fraction=0.0)

@@ -11,9 +11,9 @@ import numpy as np
 from PIL import Image
 from typer.testing import CliRunner
 
-from layout_builder import build_root, build_set
 from oiv4.cli import app
 from oiv4.report import ReportSettings, build_report
+from support.layout_builder import build_root, build_set
 
 CHROMIUM = "/usr/bin/chromium"
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from fetch_env import EXECUTOR, SETTINGS, copy_root, planned_root
 from oiv4.io.ledger import read_set
 from oiv4.io.storage import Storage
 from oiv4.run.archives import build_archive_set
@@ -17,7 +16,8 @@ from oiv4.run.fetch import fetch_set
 from oiv4.run.shard_settings import SettingsChangedError, read_record, settings_rel
 from oiv4.stages.archives import ArchiveSettings
 from oiv4.stages.fetch import TransformSettings
-from test_archives_support import Entry, image_ids, jpeg, make_archive, write_plan
+from support.archives import Entry, image_ids, jpeg, make_archive, write_plan
+from support.fetch_env import EXECUTOR, SETTINGS, copy_root, planned_root
 
 
 @pytest.fixture(scope="module")

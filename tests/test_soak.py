@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from fetch_env import copy_root, files_under, ledger_rows, planned_root
 from oiv4.io.storage import Storage
 from oiv4_mirror import ALL_MISBEHAVIOURS, UniverseSpec
-from process_marks import marked_processes
+from support.fetch_env import copy_root, files_under, ledger_rows, planned_root
+from support.process_marks import marked_processes
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 ROWS = 5000

@@ -23,7 +23,7 @@ from oiv4.stages.archives import ArchiveSettings
 from oiv4.stages.archives.download import TransferSettings, download_to_storage, stat_object
 from oiv4.stages.archives.sources import make_source
 from oiv4.stages.metadata import MetadataSettings, fetch_metadata
-from test_archives_support import RangeServer, free_port, image_ids, images_archive, write_plan
+from support.archives import RangeServer, free_port, image_ids, images_archive, write_plan
 from test_metadata import tiny_server
 
 SRC = Path(__file__).resolve().parent.parent / "src"

@@ -9,12 +9,12 @@ import pytest
 from typer.testing import CliRunner
 
 import oiv4
-from layout_builder import LAYOUTS, build_root, build_set
 from oiv4.cli import app
 from oiv4.contracts.layout import LAYOUT
 from oiv4.io.ledger import read_set
 from oiv4.io.storage import Storage
 from oiv4.stages.verify import VerifySettings, verify
+from support.layout_builder import LAYOUTS, build_root, build_set
 
 
 def _tree_digest(root: Path) -> dict[str, str]:

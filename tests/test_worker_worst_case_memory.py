@@ -22,7 +22,7 @@ CHILD = textwrap.dedent(
     import asyncio, base64, hashlib, io, json, os, sys, threading
     from aiohttp import web
     from PIL import Image
-    from fetch_env import write_manifest
+    from support.fetch_env import write_manifest
     from oiv4.io.memory_budget import decoded_bytes
     from oiv4.io.storage import Storage
     from oiv4.io.ledger import read_set

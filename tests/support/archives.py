@@ -1,7 +1,4 @@
-"""Helpers for the archive tests: real JPEGs, real tar.gz archives (hostile ones too), plans, servers.
-
-No tests here; the module is named like the tests so it travels with them.
-"""
+"""Helpers for the archive tests: real JPEGs, real tar.gz archives (hostile ones too), plans, servers."""
 
 from __future__ import annotations
 
@@ -13,8 +10,6 @@ import random
 import socket
 import tarfile
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -148,20 +143,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@contextmanager
-def moto_s3() -> Iterator[str]:
-    """A moto standalone S3 server on 127.0.0.1; yields its endpoint URL."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 def upload(endpoint: str, bucket: str, prefix: str, archives: list[Archive]) -> None:
