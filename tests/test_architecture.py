@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parent.parent / "src"
+from support.paths import SRC
+
 LAYERS = ("contracts", "io", "stages", "run", "read", "report", "cli")
 #: Modules allowed to import the mirror (it starts one); everything else in oiv4 must not.
 MIRROR_USERS = ("oiv4.cli",)

@@ -17,8 +17,8 @@ import typer.main
 from typer.testing import CliRunner
 
 from oiv4.cli import app
+from support.paths import REPO as ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 COMMAND = typer.main.get_command(app)
 NUMERIC = ("integer", "float")
 #: Options for which 0 is meaningful (no wait, no limit, an empty train set, pick a free port, ...).

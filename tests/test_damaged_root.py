@@ -26,7 +26,6 @@ from typer.testing import CliRunner
 import oiv4
 from oiv4.cli import app
 from oiv4.contracts.errors import DamagedFileError, IntegrityError
-from support.demo_root import build_tiny_root
 
 SHARD = "ledger/train/shard-00000.parquet"
 PART = "ledger/train/shard-00000.parts/part-20240501T120000000000-abcdef.parquet"
@@ -89,8 +88,8 @@ def _digests(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
-    root = build_tiny_root(tmp_path_factory.mktemp("damaged") / "root")
+def built(tmp_path_factory: pytest.TempPathFactory, tiny_demo_root: Path) -> tuple[Path, dict[str, str]]:
+    root = shutil.copytree(tiny_demo_root, tmp_path_factory.mktemp("damaged") / "root")
     return root, _digests(root)
 
 

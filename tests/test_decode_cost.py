@@ -23,8 +23,7 @@ from oiv4.io.jpeg_layout import read_layout
 from oiv4.io.strict_decode import MAX_SCANS, CorruptImageData, decode_charge, decode_strict, open_header
 from oiv4.stages.fetch import TransformSettings
 from oiv4.stages.fetch.transform import TransformError, transform_image
-
-SRC = Path(__file__).resolve().parent.parent / "src"
+from support.paths import SRC
 
 
 def _jpeg(size: tuple[int, int], progressive: bool, seed: int = 0, subsampling: int = 2) -> bytes:

@@ -30,9 +30,8 @@ import pytest
 from typer.main import get_command
 
 from oiv4.cli import app
-from support.demo_root import build_tiny_root
+from support.paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 LANGS = {"python", "bash", "console", "text"}
 SKIP_RE = re.compile(r"<!--\s*docs-test:\s*skip(?::\s*(?P<reason>.*?))?\s*-->")
@@ -135,8 +134,8 @@ def check_parses(args: list[str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_root(tmp_path_factory.mktemp("docs") / "built")
+def tiny(tiny_demo_root: Path) -> Path:
+    return tiny_demo_root
 
 
 @pytest.fixture

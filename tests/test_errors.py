@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 from oiv4.cli.app import Oiv4Group
 from oiv4.contracts import errors
 from oiv4.contracts.errors import CATEGORIES, InputError, Oiv4Error, SourceError, UsageError, exit_code
+from support import paths
 
-SRC = Path(__file__).resolve().parent.parent / "src" / "oiv4"
+SRC = paths.SRC / "oiv4"
 #: Bases whose subclasses carry the category; raised alone they mean "this one thing failed" (exit 1).
 UNCATEGORISED_BASES = {
     "oiv4.stages.archives.errors.ArchiveError",

@@ -23,12 +23,11 @@ from oiv4.stages.estimate import (
     estimate,
     published_archive_bytes,
 )
-from support.demo_root import build_tiny_root
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    yield build_tiny_root(tmp_path_factory.mktemp("estimate") / "root")
+def built(tmp_path_factory: pytest.TempPathFactory, tiny_demo_root: Path) -> Iterator[Path]:
+    yield shutil.copytree(tiny_demo_root, tmp_path_factory.mktemp("estimate") / "root")
 
 
 def _copy(built: Path, dest: Path) -> Storage:

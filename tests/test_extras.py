@@ -22,8 +22,8 @@ from oiv4.contracts.extras import MissingExtraError, require
 from oiv4.io.storage import Storage
 from support.fetch_env import write_manifest
 from support.layout_builder import build_set
+from support.paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 SRC = REPO / "src"
 #: Importable only with an extra (boto3 only with [dev]: tests seed moto with it, oiv4 itself never imports it).
 OPTIONAL = ("dask", "distributed", "s3fs", "aiobotocore", "boto3", "botocore", "torch")

@@ -34,14 +34,13 @@ from oiv4.stages.features.models import load_model, model_spec
 from oiv4.stages.features.nets import TinyNet
 from oiv4.stages.features.preprocess import TINY
 from oiv4.stages.features.stage import shard_ledger
-from support.demo_root import build_tiny_root
 
 THREAD = ExecutorSettings(kind="thread", workers=1)
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    return build_tiny_root(tmp_path_factory.mktemp("demo"))
+def built(tmp_path_factory, tiny_demo_root):
+    return shutil.copytree(tiny_demo_root, tmp_path_factory.mktemp("demo") / "root")
 
 
 @pytest.fixture(scope="module")

@@ -25,8 +25,8 @@ import pytest
 from oiv4.io.storage import Storage
 from oiv4_mirror import MirrorHandle
 from support.fetch_env import ledger_rows, planned_root
+from support.paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 OIV4 = str(Path(sys.executable).with_name("oiv4"))  # the script `pip install` puts beside the interpreter
 #: The test mirror's slow rows end in seconds, not minutes.
 FAST = ["--deadline", "1", "--read-timeout", "1", "--connect-timeout", "2", "--attempts", "3", "--backoff", "0.05"]

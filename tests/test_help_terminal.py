@@ -22,8 +22,8 @@ from rich.cells import cell_len
 from typer.main import get_command
 
 from oiv4.cli import app
+from support.paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 COMMANDS = [None, *get_command(app).commands]
 #: The script a user runs (installed beside this interpreter by `pip install`).

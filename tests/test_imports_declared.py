@@ -22,7 +22,8 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-REPO = Path(__file__).resolve().parent.parent
+from support.paths import REPO
+
 SRC = REPO / "src"
 FIRST_PARTY = {"oiv4", "oiv4_mirror"}
 #: Modules imported only behind an extra: by `require` first, or never by the installed code at all.

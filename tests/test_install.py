@@ -10,8 +10,8 @@ cannot drift from what is tested: numpy 1.26.4, Pillow 10.4.0, pyarrow 15.0.2, .
 extras runs the demo pipeline (metadata, plan, archives, fetch, hash, dedup, verify, report) against the
 bundled mirror on 127.0.0.1, reads the result back and runs `oiv4 status`/`verify`/`sql`/`estimate`. A
 second venv adds the lowest [s3] and [dask] extras and fetches on a Dask LocalCluster into an s3:// root
-(moto on 127.0.0.1). Each lowest venv is kept under `.venv-lowest/<hash of the constraints and
-pyproject.toml>`, so later runs install nothing.
+(moto on 127.0.0.1). Each lowest venv is kept under `.venv-lowest/<hash of the constraints and of what
+pyproject.toml tells an install>`, so later runs install nothing.
 
 All of them need the package registry. Measured on 2 shared cores (load average about 8), `pytest -n 2
 tests/test_install.py`: 4 min 41 s with nothing installed yet, 2 min 50 s with the lowest venvs kept (the
@@ -38,7 +38,8 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-REPO = Path(__file__).resolve().parent.parent
+from support.paths import REPO
+
 VENVS = REPO / ".venv-lowest"
 #: Must not be importable after a core install (they are the [dask], [s3] and [torch] extras, or [dev]).
 NOT_IN_CORE = ("dask", "distributed", "s3fs", "aiobotocore", "boto3", "botocore", "torch")
@@ -107,9 +108,11 @@ def lowest_venv(extras: tuple[str, ...] = ()) -> Path:
 
 
 def lowest_venv_key(extras: tuple[str, ...] = ()) -> str:
-    return hashlib.sha256((lowest_constraints(extras) + (REPO / "pyproject.toml").read_text()).encode()).hexdigest()[
-        :16
-    ]
+    # Only what an install reads: a change to the tools' settings (pytest, ruff) keeps the cached venvs.
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    installed = [pyproject["build-system"], pyproject["project"], pyproject["tool"]["setuptools"]]
+    text = lowest_constraints(extras) + json.dumps(installed, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _prune_others(keep: set[str]) -> None:

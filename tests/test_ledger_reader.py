@@ -28,8 +28,7 @@ from oiv4.report import render_report
 from oiv4.stages.status import collect_status
 from oiv4.stages.verify import EXAMPLES_PER_KIND, VerifySettings, verify
 from support.layout_builder import T0, build_set
-
-SRC = Path(__file__).resolve().parent.parent / "src"
+from support.paths import SRC
 
 
 def _row(storage: Storage, rel: str) -> list[int]:

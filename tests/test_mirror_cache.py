@@ -9,8 +9,7 @@ from pathlib import Path
 
 from oiv4_mirror.cache import CACHE_ENV, default_cache_dir
 from oiv4_mirror.universe import Universe, UniverseSpec
-
-REPO = Path(__file__).resolve().parents[1]
+from support.paths import REPO
 
 
 def test_the_cache_goes_under_oiv4_mirror_cache_when_set_else_the_temp_directory(tmp_path, monkeypatch):

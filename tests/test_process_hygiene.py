@@ -20,9 +20,9 @@ from oiv4.io.run_lock import RunLock
 from oiv4.io.storage import Storage
 from oiv4_mirror import UniverseSpec
 from support.fetch_env import copy_root, planned_root
+from support.paths import SRC
 from support.process_marks import marked_processes, wait_for
 
-SRC = Path(__file__).resolve().parent.parent / "src"
 #: Slow answers (latency) so a fetch is still running when the test signals it.
 SLOW = UniverseSpec(seed=3, n_images=160, megapixels=(0.02, 0.05), misbehaviour_fraction=0.0, latency_seconds=0.4)
 

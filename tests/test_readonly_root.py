@@ -11,14 +11,13 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
 from oiv4_mirror import UniverseSpec
 from support.fetch_env import planned_root
+from support.paths import SRC
 
-SRC = Path(__file__).resolve().parent.parent / "src"
 TINY = UniverseSpec(seed=5, n_images=40, megapixels=(0.01, 0.02), misbehaviour_fraction=0.0)
 
 #: Each command runs on the read-only root; its exit code and stderr are written outside it.

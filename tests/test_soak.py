@@ -24,9 +24,9 @@ import pytest
 from oiv4.io.storage import Storage
 from oiv4_mirror import ALL_MISBEHAVIOURS, UniverseSpec
 from support.fetch_env import copy_root, files_under, ledger_rows, planned_root
+from support.paths import SRC
 from support.process_marks import marked_processes
 
-SRC = Path(__file__).resolve().parent.parent / "src"
 ROWS = 5000
 #: Tiny pictures (~35x35) so 5,000 rows take seconds; 10% of rows misbehave, every misbehaviour ~38 times.
 SPEC = UniverseSpec(
