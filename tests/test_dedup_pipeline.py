@@ -24,7 +24,7 @@ from oiv4.report import ReportSettings, build_report
 from oiv4.run.build import BuildResult, run_build
 from oiv4.stages.dedup import DEFAULT_THRESHOLD, read_pairs
 from oiv4_mirror import Universe, UniverseSpec, start_mirror
-from test_report import _chromium
+from support.browser import chromium as _chromium
 
 #: Mid-sized originals (the fetch shrinks them, the archives hold 1024-px copies), no misbehaving URLs: every
 #: planted image is stored, so recall is measured over all of them.

@@ -1,11 +1,8 @@
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,6 +16,7 @@ from oiv4.io.retry import RetryPolicy
 from oiv4.io.storage import Storage
 from oiv4.stages.metadata import MetadataError, MetadataSettings, fetch_metadata
 from oiv4_mirror import UniverseSpec, start_mirror
+from support.servers import tiny_server
 
 FAST = DownloadSettings(allow_private_networks=True, retry=RetryPolicy(attempts=2, base_s=0.01), read_timeout_s=5)
 
@@ -89,38 +87,6 @@ def test_complete_files_are_not_downloaded_again(tmp_path: Path, mirror) -> None
     mtime = path.stat().st_mtime_ns
     fetch_metadata(storage, MetadataSettings(base_url="http://127.0.0.1:9/nothing-listens-here/", download=FAST))
     assert path.stat().st_mtime_ns == mtime
-
-
-@contextmanager
-def tiny_server(routes: dict[str, web.StreamResponse | bytes]) -> Iterator[str]:
-    """A throwaway aiohttp server on 127.0.0.1 for misbehaviours the mirror does not do on CSVs."""
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    box: dict = {}
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        return await routes[request.path](request)
-
-    async def start() -> None:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", handler)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        box["runner"] = runner
-        box["port"] = runner.addresses[0][1]
-        ready.set()
-
-    thread = threading.Thread(target=lambda: (loop.run_until_complete(start()), loop.run_forever()), daemon=True)
-    thread.start()
-    ready.wait(10)
-    try:
-        yield f"http://127.0.0.1:{box['port']}/"
-    finally:
-        asyncio.run_coroutine_threadsafe(box["runner"].cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
 
 
 def _csv(header: str) -> bytes:

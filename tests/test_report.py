@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +12,8 @@ from typer.testing import CliRunner
 
 from oiv4.cli import app
 from oiv4.report import ReportSettings, build_report
+from support.browser import chromium as _chromium
 from support.layout_builder import build_root, build_set
-
-CHROMIUM = "/usr/bin/chromium"
 
 # Injected into a copy of the page by the test only: measures what the browser laid out and decoded.
 PROBE = """<script>
@@ -40,16 +38,6 @@ window.addEventListener('load', function () {
   document.body.appendChild(out);
 });
 </script>"""
-
-
-def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    profile = tmp_path / f"profile-{len(list(tmp_path.glob('profile-*')))}"
-    cmd = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
-        "--force-device-scale-factor=1", f"--user-data-dir={profile}", *args,
-    ]  # fmt: skip
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True)
 
 
 def _render_and_probe(tmp_path: Path, page: Path) -> tuple[dict, Image.Image]:

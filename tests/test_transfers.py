@@ -25,7 +25,7 @@ from oiv4.stages.archives.sources import make_source
 from oiv4.stages.metadata import MetadataSettings, fetch_metadata
 from support.archives import RangeServer, free_port, image_ids, images_archive, write_plan
 from support.paths import SRC
-from test_metadata import tiny_server
+from support.servers import tiny_server
 
 #: A backoff no test could sit out: a test that finishes proves no such sleep happened.
 NEVER = 3600.0
