@@ -4,7 +4,7 @@ A disk error or a bad copy leaves a ledger shard, a ledger part, a plan manifest
 shard's settings record truncated, full of garbage or empty. Every command that reads such a file must
 say which file is damaged, what is wrong and what to do, and exit with the integrity code; commands that
 never read it may succeed. No command may print a traceback or change a file of the root when it fails.
-One tiny build is made per worker (tests/demo_root.py) and hard-linked per case: the damaged file is
+The tiny build of a run (conftest's `tiny_demo_root`) is copied once and hard-linked per case: the damaged file is
 written as a new file, and every write oiv4 makes is a rename, so the shared build stays pristine (checked).
 """
 

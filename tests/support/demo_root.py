@@ -1,4 +1,4 @@
-"""A tiny but complete build (all four sets, every stage, a report) made once per test module by `oiv4 demo`'s code."""
+"""A tiny but complete build (all four sets, every stage, a report) made once per run by `oiv4 demo`'s code."""
 
 from __future__ import annotations
 
