@@ -82,8 +82,9 @@ def main() -> None:
 
     import boto3
 
+    from oiv4.contracts.transfer import TransferSettings
     from oiv4.io.storage import Storage
-    from oiv4.stages.archives.download import TransferSettings, download_to_storage, stat_object
+    from oiv4.stages.archives.download import download_to_storage, stat_object
     from oiv4.stages.archives.sources import S3Source
 
     aws = ensure_awscli()
@@ -125,7 +126,7 @@ def main() -> None:
             settings = TransferSettings(part_size=part_mib << 20, connections=args.connections)
             # The source's set-up (S3 client, service model) is timed too: aws pays for its own start-up.
             t = time.perf_counter()
-            source = S3Source(f"s3://{BUCKET}/tar/", endpoint_url=endpoint, connections=args.connections)
+            source = S3Source(f"s3://{BUCKET}/tar/", endpoint_url=endpoint, transfer=settings)
             for name in names:
                 download_to_storage(
                     source, stat_object(source, name, settings), storage, f"targets/images/{name}", settings

@@ -70,11 +70,12 @@ def _stored_rows(root: Path) -> list[tuple[int, str, str]]:
 
 
 def _ours_loader(root: Path, rows: list[tuple[int, str, str]], batch: int, workers: int):
+    from oiv4.io.storage import Storage
     from oiv4.stages.features.loader import StoredImages, make_loader
     from oiv4.stages.features.preprocess import IMAGENET
 
     batches = [list(range(i, min(i + batch, len(rows)))) for i in range(0, len(rows), batch)]
-    return make_loader(StoredImages(str(root), {}, rows, IMAGENET), batches, workers)
+    return make_loader(StoredImages(Storage(str(root)), rows, IMAGENET), batches, workers)
 
 
 def _baseline_loader(folder: Path, batch: int, workers: int):

@@ -42,7 +42,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,12 +52,12 @@ import pyarrow.parquet as pq
 
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import MANIFEST_SCHEMA
-from oiv4.io.download import DownloadSettings
+from oiv4.contracts.transfer import TransferSettings
 from oiv4.io.manifest import read_manifest
 from oiv4.io.storage import Storage
 from oiv4.run.executor import ExecutorSettings
 from oiv4.run.fetch import fetch_set
-from oiv4.stages.fetch import FetchSettings, HttpSettings, TransformSettings
+from oiv4.stages.fetch import FETCH_TRANSFER, FetchSettings, HttpSettings, TransformSettings
 from oiv4.stages.fetch.transform import transform_image
 from oiv4.stages.metadata import MetadataSettings, fetch_metadata
 from oiv4.stages.plan import PlanSettings, build_plan
@@ -201,7 +201,8 @@ def count_jpegs(folder: Path) -> int:
 
 def run_oiv4(storage: Storage, workers: int, concurrency: int) -> Result:
     settings = FetchSettings(
-        http=HttpSettings(allow_private_networks=True, concurrency=concurrency, per_host=concurrency)
+        http=HttpSettings(concurrency=concurrency, per_host=concurrency),
+        transfer=replace(FETCH_TRANSFER, allow_private_networks=True),
     )
     t0 = time.perf_counter()
     summary = fetch_set(storage, "train", settings, ExecutorSettings(workers=workers))
@@ -329,7 +330,8 @@ def run_rss(storage: Storage, workers: int, concurrency: int, exclude: set[int],
         done["n"] = p.done
 
     settings = FetchSettings(
-        http=HttpSettings(allow_private_networks=True, concurrency=concurrency, per_host=concurrency)
+        http=HttpSettings(concurrency=concurrency, per_host=concurrency),
+        transfer=replace(FETCH_TRANSFER, allow_private_networks=True),
     )
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -393,7 +395,7 @@ def main() -> None:
         storage = Storage(str(work / "oiv4"))
         fetch_metadata(
             storage,
-            MetadataSettings(base_url=mirror.metadata_base_url, download=DownloadSettings(allow_private_networks=True)),
+            MetadataSettings(base_url=mirror.metadata_base_url, transfer=TransferSettings(allow_private_networks=True)),
         )
         build_plan(storage, PlanSettings(train_size=args.images, shard_rows=math.ceil(args.images / args.workers)))
         rows = read_manifest(storage, "train").to_pylist()

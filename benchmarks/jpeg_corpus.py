@@ -24,7 +24,8 @@ import numpy as np
 import simplejpeg
 from PIL import Image, ImageCms
 
-from oiv4.io.strict_decode import CorruptImageData, decode_strict
+from oiv4.contracts.errors import OutcomeError
+from oiv4.io.strict_decode import decode_strict
 from oiv4_mirror.images import noise_tile, render_picture
 
 
@@ -93,7 +94,7 @@ def we_say(data: bytes) -> str:
     try:
         d = decode_strict(data, max_pixels=200_000_000, target_side=1024)
         return "ok" + (f" ({'; '.join(d.warnings)})" if d.warnings else "")
-    except CorruptImageData as exc:
+    except OutcomeError as exc:
         return f"{exc.outcome}: {exc.reason}"
 
 

@@ -32,20 +32,20 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import psutil
 import pyarrow.compute as pc
 
 from fetch_throughput import bench_spec
-from oiv4.io.download import DownloadSettings
+from oiv4.contracts.transfer import TransferSettings
 from oiv4.io.ledger import read_set
 from oiv4.io.manifest import read_manifest
 from oiv4.io.storage import Storage
 from oiv4.run.executor import ExecutorSettings
 from oiv4.run.fetch import fetch_set
-from oiv4.stages.fetch import FetchSettings, HttpSettings
+from oiv4.stages.fetch import FETCH_TRANSFER, FetchSettings, HttpSettings
 from oiv4.stages.metadata import MetadataSettings, fetch_metadata
 from oiv4.stages.plan import PlanSettings, build_plan
 from oiv4_mirror import MirrorProcess
@@ -144,7 +144,8 @@ def main() -> int:
     # The same spec as fetch_throughput.py, so both benchmarks share one rendered universe.
     spec = bench_spec(args.images, tuple(args.megapixels), args.seed, args.latency, args.bandwidth)
     settings = FetchSettings(
-        http=HttpSettings(allow_private_networks=True, concurrency=args.concurrency, per_host=args.concurrency),
+        http=HttpSettings(concurrency=args.concurrency, per_host=args.concurrency),
+        transfer=replace(FETCH_TRANSFER, allow_private_networks=True),
         cpu_threads=1,
     )
 
@@ -159,7 +160,7 @@ def main() -> int:
         template = Storage(work / "template")
         fetch_metadata(
             template,
-            MetadataSettings(base_url=mirror.metadata_base_url, download=DownloadSettings(allow_private_networks=True)),
+            MetadataSettings(base_url=mirror.metadata_base_url, transfer=TransferSettings(allow_private_networks=True)),
         )
         build_plan(template, PlanSettings(train_size=args.images, shard_rows=args.shard_rows))
         rows = read_manifest(template, "train").to_pylist()

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from oiv4.cli import app
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import LEDGER_SCHEMA
+from oiv4.contracts.transfer import TransferSettings
 from oiv4.io.ledger import read_set, read_shard
 from oiv4.io.storage import Storage
 from oiv4.run.archives import build_archive_set
@@ -57,7 +58,9 @@ def test_targets_from_s3_stores_each_needed_archive_and_records_every_plan_row(t
     write_plan(storage, "targets", ids3 + ids7)
     with moto_s3() as endpoint:
         upload(endpoint, BUCKET, "tar/", [a3, a7, unneeded])
-        settings = ArchiveSettings(allow_private_networks=True, s3_endpoint=endpoint, part_size=1024, connections=3)
+        settings = ArchiveSettings(
+            s3_endpoint=endpoint, transfer=TransferSettings(allow_private_networks=True, part_size=1024, connections=3)
+        )
         summary = build_archive_set(storage, "targets", settings)
 
     assert summary.ok, summary.to_dict()
@@ -96,7 +99,9 @@ def test_validation_streams_from_s3_without_any_tar_on_disk(tmp_path: Path) -> N
             storage,
             "validation",
             ArchiveSettings(
-                allow_private_networks=True, s3_endpoint=endpoint, stream=True, part_size=700, connections=4
+                s3_endpoint=endpoint,
+                stream=True,
+                transfer=TransferSettings(allow_private_networks=True, part_size=700, connections=4),
             ),
         )
     assert summary.ok, summary.to_dict()
@@ -114,7 +119,9 @@ def test_rerun_skips_done_archives_without_touching_the_network(tmp_path: Path) 
     storage = Storage(str(tmp_path / "root"))
     write_plan(storage, "targets", ids)
     with RangeServer({archive.name: archive.data}) as server:
-        settings = ArchiveSettings(allow_private_networks=True, source=server.base_url, part_size=512)
+        settings = ArchiveSettings(
+            source=server.base_url, transfer=TransferSettings(allow_private_networks=True, part_size=512)
+        )
         first = build_archive_set(storage, "targets", settings)
         served = server.bytes_served
         again = build_archive_set(storage, "targets", settings)
@@ -131,7 +138,11 @@ def test_keep_tar_leaves_the_verified_archive_where_feature_extraction_reads_it(
     write_plan(storage, "validation", ids)
     with RangeServer({archive.name: archive.data}) as server:
         build_archive_set(
-            storage, "validation", ArchiveSettings(allow_private_networks=True, source=server.base_url, keep_tar=True)
+            storage,
+            "validation",
+            ArchiveSettings(
+                source=server.base_url, keep_tar=True, transfer=TransferSettings(allow_private_networks=True)
+            ),
         )
     kept = tmp_path / "root" / LAYOUT.archive_tar("validation", "validation")
     assert kept.read_bytes() == archive.data
@@ -260,7 +271,10 @@ def test_size_mismatch_with_the_published_table_fails_before_downloading(tmp_pat
     table = {archive.name: KnownArchive(archive.name, len(archive.data) + 1, archive.sha256)}
     with RangeServer({archive.name: archive.data}) as server:
         settings = ArchiveSettings(
-            allow_private_networks=True, source=server.base_url, known=table, require_published=True
+            source=server.base_url,
+            known=table,
+            require_published=True,
+            transfer=TransferSettings(allow_private_networks=True),
         )
         report = build_archive_set(storage, "validation", settings).archives[0]
         assert server.gets == 0
@@ -279,7 +293,11 @@ def test_sha256_mismatch_is_a_clear_error_and_the_bad_download_is_deleted(tmp_pa
     table = {archive.name: KnownArchive(archive.name, len(archive.data), "0" * 64)}
     with RangeServer({archive.name: archive.data}) as server:
         report = build_archive_set(
-            storage, "validation", ArchiveSettings(allow_private_networks=True, source=server.base_url, known=table)
+            storage,
+            "validation",
+            ArchiveSettings(
+                source=server.base_url, known=table, transfer=TransferSettings(allow_private_networks=True)
+            ),
         ).archives[0]
     assert report.status == "failed"
     assert f"SHA-256 is {archive.sha256}, the published one is {'0' * 64}: corrupt copy" in report.error
@@ -291,7 +309,11 @@ def test_sha256_mismatch_is_a_clear_error_and_the_bad_download_is_deleted(tmp_pa
     table = {archive.name: KnownArchive(archive.name, len(archive.data), archive.sha256)}
     with RangeServer({archive.name: archive.data}) as server:
         summary = build_archive_set(
-            storage, "validation", ArchiveSettings(allow_private_networks=True, source=server.base_url, known=table)
+            storage,
+            "validation",
+            ArchiveSettings(
+                source=server.base_url, known=table, transfer=TransferSettings(allow_private_networks=True)
+            ),
         )
     assert summary.archives[0].verification == "size and SHA-256 match the published table"
 
@@ -316,7 +338,9 @@ def test_missing_archive_at_the_source_fails_that_archive_only(tmp_path: Path) -
     with moto_s3() as endpoint:
         upload(endpoint, BUCKET, "tar/", [present])
         summary = build_archive_set(
-            storage, "targets", ArchiveSettings(allow_private_networks=True, s3_endpoint=endpoint)
+            storage,
+            "targets",
+            ArchiveSettings(s3_endpoint=endpoint, transfer=TransferSettings(allow_private_networks=True)),
         )
     status = {a.name: (a.status, a.error) for a in summary.archives}
     assert status["train_2.tar.gz"] == ("converted", None)
@@ -380,7 +404,11 @@ def test_a_disk_too_small_fails_before_any_byte_is_downloaded(tmp_path: Path, st
     huge = 1 << 60  # no disk has an exabyte free
     with RangeServer({archive.name: archive.data}, head_sizes={archive.name: huge}) as server:
         report = build_archive_set(
-            storage, "validation", ArchiveSettings(allow_private_networks=True, source=server.base_url, stream=stream)
+            storage,
+            "validation",
+            ArchiveSettings(
+                source=server.base_url, stream=stream, transfer=TransferSettings(allow_private_networks=True)
+            ),
         ).archives[0]
         assert server.gets == 0
     assert report.status == "failed"
@@ -392,9 +420,9 @@ def test_a_disk_too_small_fails_before_any_byte_is_downloaded(tmp_path: Path, st
 
 def test_archives_run_as_shards_on_the_local_executor(tmp_path: Path) -> None:
     from oiv4.contracts.schema import ImageSet
-    from oiv4.contracts.shards import ShardTask
     from oiv4.run.executor import ExecutorSettings, run_shards
     from oiv4.stages.archives import run_archive_shard
+    from oiv4.stages.base import ShardTask
 
     ids3, ids7 = image_ids(3, "3", seed=30), image_ids(2, "7", seed=31)
     folder = tmp_path / "src"
@@ -405,7 +433,7 @@ def test_archives_run_as_shards_on_the_local_executor(tmp_path: Path) -> None:
     write_plan(Storage(str(root)), "targets", ids3 + ids7)
     settings = ArchiveSettings(source=str(folder))
     tasks = [
-        ShardTask("archives", ImageSet.targets, shard, 0, 0, str(root), settings=settings, name=stem)
+        ShardTask("archives", ImageSet.targets, shard, 0, 0, Storage(str(root)), settings, name=stem)
         for stem, shard in (("train_3", 3), ("train_7", 7))
     ]
     results = run_shards(tasks, run_archive_shard, ExecutorSettings(workers=2))
@@ -425,7 +453,9 @@ def test_streaming_into_an_s3_root_writes_the_zip_and_ledger_there(tmp_path: Pat
         ).create_bucket(Bucket="results")
         storage = Storage("s3://results/oi", {"endpoint_url": endpoint, "key": "x", "secret": "x"})
         write_plan(storage, "targets", ids)
-        settings = ArchiveSettings(allow_private_networks=True, s3_endpoint=endpoint, part_size=2048)
+        settings = ArchiveSettings(
+            s3_endpoint=endpoint, transfer=TransferSettings(allow_private_networks=True, part_size=2048)
+        )
         refused = build_archive_set(storage, "targets", settings).archives[0]
         summary = build_archive_set(storage, "targets", replace(settings, stream=True))
         assert summary.ok, summary.to_dict()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+from oiv4.contracts.transfer import TransferSettings
 from oiv4.io.ledger import read_set
 from oiv4.io.storage import Storage
 from oiv4.run.archives import build_archive_set
@@ -19,7 +20,11 @@ def test_each_member_row_has_its_own_start_time_and_elapsed_seconds(tmp_path: Pa
     write_plan(storage, "targets", ids)
     with RangeServer({archive.name: archive.data}) as server:
         summary = build_archive_set(
-            storage, "targets", ArchiveSettings(allow_private_networks=True, source=server.base_url, part_size=512)
+            storage,
+            "targets",
+            ArchiveSettings(
+                source=server.base_url, transfer=TransferSettings(allow_private_networks=True, part_size=512)
+            ),
         )
     assert summary.ok, summary.to_dict()
     rows = read_set(storage, "targets").to_pylist()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import oiv4
 from oiv4.contracts.layout import LAYOUT
+from oiv4.contracts.transfer import TransferSettings
 from oiv4.io.checksum import checksum
-from oiv4.io.download import DownloadSettings
 from oiv4.io.ledger import read_set
 from oiv4.io.storage import Storage
 from oiv4.run.archives import build_archive_set
@@ -32,7 +32,7 @@ SPEC = UniverseSpec(
 
 def planned(storage: Storage, metadata_base_url: str) -> None:
     fetch_metadata(
-        storage, MetadataSettings(base_url=metadata_base_url, download=DownloadSettings(allow_private_networks=True))
+        storage, MetadataSettings(base_url=metadata_base_url, transfer=TransferSettings(allow_private_networks=True))
     )
     build_plan(storage, PlanSettings(train_size=10, shard_rows=16))
 
@@ -59,7 +59,8 @@ def test_targets_and_validation_build_from_the_mirror_over_https(tmp_path: Path)
     with start_mirror(SPEC) as mirror:
         planned(storage, mirror.metadata_base_url)
         settings = ArchiveSettings(
-            allow_private_networks=True, source=mirror.archives_base_url, part_size=64 << 10, connections=4
+            source=mirror.archives_base_url,
+            transfer=TransferSettings(allow_private_networks=True, part_size=64 << 10, connections=4),
         )
         targets = build_archive_set(storage, "targets", settings)
         validation = build_archive_set(storage, "validation", settings)
@@ -106,7 +107,9 @@ def test_targets_stream_from_s3_holding_the_mirror_archives(tmp_path: Path) -> N
             [Archive(n, universe.archive_bytes(n)) for n in universe.archive_names()],
         )
         settings = ArchiveSettings(
-            allow_private_networks=True, s3_endpoint=endpoint, stream=True, part_size=32 << 10, connections=4
+            s3_endpoint=endpoint,
+            stream=True,
+            transfer=TransferSettings(allow_private_networks=True, part_size=32 << 10, connections=4),
         )
         summary = build_archive_set(storage, "targets", settings)
         assert summary.ok, summary.to_dict()
@@ -122,7 +125,9 @@ def test_mirror_archive_with_an_invalid_deflate_block_is_named_at_its_exact_offs
     with start_mirror(spec) as mirror:
         planned(storage, mirror.metadata_base_url)
         summary = build_archive_set(
-            storage, "validation", ArchiveSettings(allow_private_networks=True, source=mirror.archives_base_url)
+            storage,
+            "validation",
+            ArchiveSettings(source=mirror.archives_base_url, transfer=TransferSettings(allow_private_networks=True)),
         )
         offset = mirror.universe.corrupt_offset("validation.tar.gz")
     report = summary.archives[0]

@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 from oiv4.contracts.layout import LAYOUT
+from oiv4.contracts.transfer import TransferSettings
 from oiv4.io.ledger import read_set
 from oiv4.io.storage import Storage
 from oiv4.run.archives import build_archive_set
@@ -25,6 +26,7 @@ CHILD = r"""
 import json, os, signal, sys
 from oiv4.run.archives import build_archive_set
 from oiv4.stages.archives import ArchiveProgress, ArchiveSettings
+from oiv4.contracts.transfer import TransferSettings
 from oiv4.io.storage import Storage
 
 cfg = json.loads(sys.argv[1])
@@ -39,9 +41,16 @@ class KillAt(ArchiveProgress):
             if self.seen >= cfg["after"]:
                 os.kill(os.getpid(), signal.SIGKILL)
 
-build_archive_set(Storage(cfg["root"]), cfg["set"], ArchiveSettings(**cfg["settings"]), KillAt())
+s = cfg["settings"]
+settings = ArchiveSettings(**{**s, "transfer": TransferSettings(**s["transfer"])})
+build_archive_set(Storage(cfg["root"]), cfg["set"], settings, KillAt())
 sys.exit(3)  # reaching this means the kill point was never hit
 """
+
+
+def _archive_settings(settings: dict) -> ArchiveSettings:
+    """The settings a JSON-able dict stands for (the child process gets them on its command line)."""
+    return ArchiveSettings(**{**settings, "transfer": TransferSettings(**settings["transfer"])})
 
 
 def run_until_killed(root: Path, image_set: str, settings: dict, stage: str, archive: str, after: int) -> None:
@@ -67,11 +76,8 @@ def test_kill_mid_download_resumes_and_fetches_only_the_missing_parts(tmp_path: 
     write_plan(storage, "validation", ids)
     with RangeServer({archive.name: archive.data}) as server:
         settings = {
-            "allow_private_networks": True,
             "source": server.base_url,
-            "part_size": part,
-            "connections": 1,
-            "checkpoint_s": 0,
+            "transfer": {"allow_private_networks": True, "part_size": part, "connections": 1, "checkpoint_s": 0},
         }
         # Killed after the 11th part's bytes were written but before it was recorded as done.
         run_until_killed(root, "validation", settings, "download", archive.name, after=10 * part + 1)
@@ -82,7 +88,7 @@ def test_kill_mid_download_resumes_and_fetches_only_the_missing_parts(tmp_path: 
         assert sidecar["done"] == list(range(10))
 
         served_before = server.bytes_served
-        summary = build_archive_set(storage, "validation", ArchiveSettings(**settings))
+        summary = build_archive_set(storage, "validation", _archive_settings(settings))
         fetched_again = server.bytes_served - served_before
 
     report = summary.archives[0]
@@ -101,13 +107,13 @@ def test_resume_after_the_remote_changed_starts_over_and_says_so(tmp_path: Path)
     root = tmp_path / "root"
     storage = Storage(str(root))
     write_plan(storage, "validation", ids)
-    settings = {"allow_private_networks": True, "part_size": 8192, "connections": 1, "checkpoint_s": 0}
+    settings = {"transfer": {"allow_private_networks": True, "part_size": 8192, "connections": 1, "checkpoint_s": 0}}
     with RangeServer({old.name: old.data}) as server:
         run_until_killed(
             root, "validation", {**settings, "source": server.base_url}, "download", old.name, 3 * 8192 + 1
         )
     with RangeServer({new.name: new.data}) as server:
-        summary = build_archive_set(storage, "validation", ArchiveSettings(**settings, source=server.base_url))
+        summary = build_archive_set(storage, "validation", _archive_settings({**settings, "source": server.base_url}))
         assert server.bytes_served == len(new.data)
     report = summary.archives[0]
     assert report.status == "converted" and report.parts_resumed == 0
@@ -126,7 +132,10 @@ def test_kill_mid_conversion_redoes_only_that_archive_without_downloading_again(
     storage = Storage(str(root))
     write_plan(storage, "targets", ids3 + ids7)
     with RangeServer({a3.name: a3.data, a7.name: a7.data}) as server:
-        settings = {"allow_private_networks": True, "source": server.base_url, "part_size": 1 << 20, "connections": 2}
+        settings = {
+            "source": server.base_url,
+            "transfer": {"allow_private_networks": True, "part_size": 1 << 20, "connections": 2},
+        }
         # The second 4 MiB piece of train_7 reaches the converter: the first one's members are in the temp zip.
         run_until_killed(root, "targets", settings, "convert", a7.name, after=(4 << 20) + 1)
         images = root / "targets" / "images"
@@ -137,7 +146,7 @@ def test_kill_mid_conversion_redoes_only_that_archive_without_downloading_again(
         assert len(litter) == 1 and litter[0].startswith("train_7.zip") and (images / litter[0]).stat().st_size > 0
 
         served = server.bytes_served
-        summary = build_archive_set(storage, "targets", ArchiveSettings(**settings))
+        summary = build_archive_set(storage, "targets", _archive_settings(settings))
         assert server.bytes_served == served  # nothing downloaded again
 
     status = {a.name: a.status for a in summary.archives}

@@ -9,8 +9,8 @@ import zipfile
 
 import pytest
 
+from oiv4.contracts.errors import CorruptStreamError, CorruptTarError
 from oiv4.io.containers import index_zip
-from oiv4.stages.archives.errors import CorruptStreamError, CorruptTarError
 from oiv4.stages.archives.gunzip import decode
 from oiv4.stages.archives.members import MemberChecker, jpeg_size
 from oiv4.stages.archives.tarstream import PieceReader, iter_members

@@ -23,8 +23,8 @@ SPEC = UniverseSpec(seed=21, n_images=320, megapixels=(0.05, 0.2), trickle_secon
 def _settings(base_url: str) -> BuildSettings:
     settings = demo_build_settings(DemoSettings(train_size=60, workers=2), base_url)
     # Slow trickles (4 s) must still end as timeouts, quickly.
-    http = replace(settings.fetch.http, deadline=1.5, attempts=3, backoff_base=0.05)
-    return replace(settings, fetch=replace(settings.fetch, http=http))
+    transfer = replace(settings.fetch.transfer, deadline_s=1.5, attempts=3, backoff_s=0.05)
+    return replace(settings, fetch=replace(settings.fetch, transfer=transfer))
 
 
 def test_build_produces_all_four_sets_and_a_rerun_redoes_nothing(tmp_path: Path) -> None:

@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from oiv4.io.checksum import ChecksumError, StreamingChecksum, checksum, parse, verify_checksum
+from oiv4.contracts.errors import ChecksumError
+from oiv4.io.checksum import StreamingChecksum, checksum, parse, verify_checksum
 
 
 def test_a_checksum_names_its_algorithm_and_has_a_128_bit_digest():

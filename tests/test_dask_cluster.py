@@ -14,6 +14,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import boto3
@@ -25,12 +26,12 @@ from distributed import Client, LocalCluster
 
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import LEDGER_SCHEMA
-from oiv4.io.download import DownloadSettings
+from oiv4.contracts.transfer import TransferSettings
 from oiv4.io.ledger import read_set
 from oiv4.io.storage import Storage
 from oiv4.run.executor import ExecutorSettings
 from oiv4.run.fetch import fetch_set
-from oiv4.stages.fetch import FetchSettings, FetchSummary, HttpSettings
+from oiv4.stages.fetch import FETCH_TRANSFER, FetchSettings, FetchSummary, HttpSettings
 from oiv4.stages.metadata import MetadataSettings, fetch_metadata
 from oiv4.stages.plan import PlanSettings, build_plan
 from oiv4.stages.status import collect_status
@@ -53,7 +54,8 @@ SPEC = UniverseSpec(
 #: Ledger parts every 0.1 s, so progress is visible mid-shard. (Not flush_rows=1: that also exposes a race in
 #: the shard's flush -- a queued part write cancelled with the periodic flusher -- reported to the fetch owner.)
 SETTINGS = FetchSettings(
-    http=HttpSettings(allow_private_networks=True, concurrency=1, attempts=2, backoff_base=0.05, deadline=5.0),
+    http=HttpSettings(concurrency=1),
+    transfer=replace(FETCH_TRANSFER, allow_private_networks=True, attempts=2, backoff_s=0.05, deadline_s=5.0),
     flush_seconds=0.1,
 )
 
@@ -70,7 +72,7 @@ def planned(mirror: MirrorHandle, tmp_path_factory: pytest.TempPathFactory) -> S
     storage = Storage(tmp_path_factory.mktemp("planned"))
     fetch_metadata(
         storage,
-        MetadataSettings(base_url=mirror.metadata_base_url, download=DownloadSettings(allow_private_networks=True)),
+        MetadataSettings(base_url=mirror.metadata_base_url, transfer=TransferSettings(allow_private_networks=True)),
     )
     build_plan(storage, PlanSettings(train_size=TRAIN_SIZE, shard_rows=SHARD_ROWS))
     return storage

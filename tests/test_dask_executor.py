@@ -20,14 +20,15 @@ import pyarrow.parquet as pq
 import pytest
 from distributed import Client, LocalCluster
 
+from oiv4.contracts.errors import DaskSetupError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import LEDGER_SCHEMA, ImageSet
-from oiv4.contracts.shards import ShardResult, ShardTask, shard_bounds
+from oiv4.contracts.shards import shard_bounds
 from oiv4.io.ledger import read_set, read_shard
 from oiv4.io.ledger_write import ShardLedger, now_utc
 from oiv4.io.storage import Storage
-from oiv4.run.dask_executor import DaskSetupError
 from oiv4.run.executor import ExecutorSettings, run_shards
+from oiv4.stages.base import ShardResult, ShardTask
 
 PID_RE = re.compile(r"pid (\d+)")
 
@@ -40,14 +41,13 @@ class RecordSettings:
     fail_first_attempts: int = 0  # raise on this many first attempts per shard (counted in marker files)
 
 
-def record_shard(task: ShardTask) -> ShardResult:
+def record_shard(task: ShardTask[RecordSettings]) -> ShardResult[None]:
     """A real shard in miniature: skip rows the ledger has, write one file per row, record a ledger row.
 
     Top-level so Dask pickles it by reference; the worker pid goes into each row's reason so the test
     can see who did the work (and that nothing ran on the client).
     """
-    settings: RecordSettings = task.settings
-    storage = Storage(task.root, task.storage_options)
+    settings, storage = task.settings, task.storage
     if settings.fail_first_attempts:
         tried = len(storage.glob(f"attempts/{task.key}-*"))
         storage.write_bytes(f"attempts/{task.key}-{tried}", b"")
@@ -55,7 +55,7 @@ def record_shard(task: ShardTask) -> ShardResult:
             raise RuntimeError(f"{task.key}: deliberate failure on attempt {tried + 1}")
     finished = set(read_shard(storage, task.image_set, task.shard).column("row").to_pylist())
     ledger = ShardLedger(storage, task.image_set, task.shard, flush_rows=1)
-    result = ShardResult(task.image_set, task.shard)
+    result: ShardResult[None] = ShardResult(task.image_set, task.shard)
     started = time.monotonic()
     for row in range(task.start, task.stop):
         if row in finished:
@@ -78,9 +78,12 @@ def record_shard(task: ShardTask) -> ShardResult:
     return result
 
 
-def make_tasks(root: str, n_rows: int, shard_rows: int, settings: RecordSettings, **storage_options) -> list[ShardTask]:
+def make_tasks(
+    root: str, n_rows: int, shard_rows: int, settings: RecordSettings, **storage_options
+) -> list[ShardTask[RecordSettings]]:
+    storage = Storage(root, storage_options)
     return [
-        ShardTask("fetch", ImageSet.train, i, start, stop, root, dict(storage_options), settings)
+        ShardTask("fetch", ImageSet.train, i, start, stop, storage, settings)
         for i, (start, stop) in enumerate(shard_bounds(n_rows, shard_rows))
     ]
 

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from oiv4.contracts.errors import CorruptImageError, OutcomeError
 from oiv4.contracts.schema import Outcome
-from oiv4.io.blob_errors import CorruptImageError
 from oiv4.io.image_decode import decode
 from oiv4.io.jpeg_layout import read_layout
-from oiv4.io.strict_decode import MAX_SCANS, CorruptImageData, decode_charge, decode_strict, open_header
+from oiv4.io.strict_decode import MAX_SCANS, decode_charge, decode_strict, open_header
 from oiv4.stages.fetch import TransformSettings
-from oiv4.stages.fetch.transform import TransformError, transform_image
+from oiv4.stages.fetch.transform import transform_image
 from support.paths import SRC
 
 
@@ -47,10 +47,10 @@ def _many_scans(data: bytes, copies: int) -> bytes:
 def test_a_jpeg_with_more_scans_than_the_limit_is_its_own_outcome_everywhere_it_is_decoded() -> None:
     crafted = _many_scans(_jpeg((64, 48), progressive=True), 40)
     assert read_layout(crafted).scans > MAX_SCANS
-    with pytest.raises(CorruptImageData) as err:
+    with pytest.raises(OutcomeError) as err:
         decode_strict(crafted, max_pixels=10**8)
     assert err.value.outcome == Outcome.too_many_scans and f"more than {MAX_SCANS}" in err.value.reason
-    with pytest.raises(TransformError) as fetched:
+    with pytest.raises(OutcomeError) as fetched:
         transform_image(crafted, None, TransformSettings())
     assert fetched.value.outcome == Outcome.too_many_scans
     with pytest.raises(CorruptImageError, match="scans, more than"):

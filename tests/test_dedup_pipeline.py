@@ -16,8 +16,8 @@ from PIL import Image
 
 import oiv4
 from oiv4.cli.demo import DemoSettings, demo_build_settings
+from oiv4.contracts.errors import ImageNotFoundError
 from oiv4.contracts.schema import ImageSet
-from oiv4.io.blob_errors import ImageNotFoundError
 from oiv4.io.ledger import read_set
 from oiv4.io.storage import Storage
 from oiv4.report import ReportSettings, build_report
@@ -137,6 +137,27 @@ def test_train_without_duplicates_of_held_out_sets_never_yields_a_held_out_image
     torch_ds = view.torch(with_ids=True)
     seen = {torch_ds[k][0] for k in range(len(torch_ds))}
     assert seen == set(view.ids()) and not seen & dropped
+
+
+def test_without_duplicates_of_a_filtered_view_keeps_what_the_view_already_left_out(
+    built: tuple[Storage, Universe, BuildResult],
+) -> None:
+    storage, _, _ = built
+    train = oiv4.open(storage.root)["train"]
+    of_targets, of_validation = train.without_duplicates_of("targets"), train.without_duplicates_of("validation")
+    chained = of_targets.without_duplicates_of("validation")
+    both = train.without_duplicates_of("targets", "validation")
+    only_targets = set(of_targets.excluded["image_id"].to_pylist()) - set(
+        of_validation.excluded["image_id"].to_pylist()
+    )
+    assert only_targets  # an image the second filter alone would let back in
+    assert chained.ids() == both.ids() and not only_targets & set(chained.ids())
+    assert set(chained.excluded["image_id"].to_pylist()) == set(both.excluded["image_id"].to_pylist())
+    gone = sorted(only_targets)[0]
+    with pytest.raises(ImageNotFoundError, match=r" in targets \(distance"):
+        chained[gone]
+    marked = {r["ImageID"] for r in chained.manifest.to_pylist() if r["dropped"]}
+    assert marked == set(both.excluded["image_id"].to_pylist())
 
 
 def test_without_duplicates_before_dedup_says_to_run_dedup(built: tuple[Storage, Universe, BuildResult]) -> None:

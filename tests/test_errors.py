@@ -19,9 +19,9 @@ from support import paths
 SRC = paths.SRC / "oiv4"
 #: Bases whose subclasses carry the category; raised alone they mean "this one thing failed" (exit 1).
 UNCATEGORISED_BASES = {
-    "oiv4.stages.archives.errors.ArchiveError",
-    "oiv4.io.blob_errors.ReaderError",
-    "oiv4.io.retry.TransferError",
+    "oiv4.contracts.errors.stages.ArchiveError",
+    "oiv4.contracts.errors.data.ReaderError",
+    "oiv4.contracts.errors.transfer.TransferError",
 }
 
 
@@ -55,9 +55,7 @@ def test_every_exception_in_src_has_exactly_one_category() -> None:
 
 
 def test_exceptions_keep_the_bases_callers_catch() -> None:
-    from oiv4.contracts.layout import HostileIdError
-    from oiv4.io.blob_errors import BadArchiveError, ImageNotFoundError
-    from oiv4.stages.archives.errors import SourceError as ArchiveSourceError
+    from oiv4.contracts.errors import ArchiveSourceError, BadArchiveError, HostileIdError, ImageNotFoundError
 
     assert issubclass(HostileIdError, ValueError) and issubclass(HostileIdError, InputError)
     assert issubclass(ImageNotFoundError, KeyError) and issubclass(BadArchiveError, OSError)

@@ -18,7 +18,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from oiv4.contracts.extras import MissingExtraError, require
+from oiv4.contracts.errors import MissingExtraError
+from oiv4.contracts.extras import require
 from oiv4.io.storage import Storage
 from support.fetch_env import write_manifest
 from support.layout_builder import build_set

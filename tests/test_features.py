@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from oiv4.contracts.errors import FeaturesError, SettingsChangedError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.io.checksum import checksum
 from oiv4.io.containers import BlobReader
@@ -28,8 +29,7 @@ from oiv4.io.locations import parse_location
 from oiv4.io.storage import Storage
 from oiv4.run.executor import ExecutorSettings
 from oiv4.run.features import features_set
-from oiv4.run.shard_settings import SettingsChangedError
-from oiv4.stages.features import FeaturesError, FeaturesSettings
+from oiv4.stages.features import FeaturesSettings
 from oiv4.stages.features.models import load_model, model_spec
 from oiv4.stages.features.nets import TinyNet
 from oiv4.stages.features.preprocess import TINY

@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from oiv4.contracts.extras import MissingExtraError
-from oiv4.stages.features.models import MODELS, FeaturesError, load_model, model_spec, resolve_weights, sha256_file
+from oiv4.contracts.errors import FeaturesError, MissingExtraError
+from oiv4.stages.features.models import MODELS, load_model, model_spec, resolve_weights, sha256_file
 from oiv4.stages.features.nets import VGG16FC2, ResNet50Pool, TinyNet
 from oiv4.stages.features.preprocess import IMAGENET
 

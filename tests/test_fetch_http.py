@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
+from dataclasses import replace
 
 from aiohttp import web
 
+from oiv4.contracts.transfer import TransferSettings
+from oiv4.stages.fetch import FETCH_TRANSFER
 from oiv4.stages.fetch.http import HttpClient, parse_retry_after, status_outcome
 from oiv4.stages.fetch.settings import HttpSettings
 
@@ -62,7 +65,9 @@ def _app(hits: dict[str, int]) -> web.Application:
     return app
 
 
-async def _serve_and_fetch(requests: list[tuple[str, int | None]], settings: HttpSettings) -> tuple[list, dict]:
+async def _serve_and_fetch(
+    requests: list[tuple[str, int | None]], transfer: TransferSettings, http: HttpSettings
+) -> tuple[list, dict]:
     hits: dict[str, int] = {}
     runner = web.AppRunner(_app(hits), access_log=None)
     await runner.setup()
@@ -70,18 +75,16 @@ async def _serve_and_fetch(requests: list[tuple[str, int | None]], settings: Htt
     await site.start()
     base = f"http://127.0.0.1:{runner.addresses[0][1]}"
     try:
-        async with HttpClient(settings) as client:
+        async with HttpClient(transfer, http) as client:
             results = [await client.fetch(base + path, size) for path, size in requests]
     finally:
         await runner.cleanup()
     return results, hits
 
 
-def _fetch(requests, **kw):
-    settings = HttpSettings(
-        **{"allow_private_networks": True, "attempts": 3, "backoff_base": 0.01, "deadline": 5.0, **kw}
-    )
-    return asyncio.run(_serve_and_fetch(requests, settings))
+def _fetch(requests, **http):
+    transfer = replace(FETCH_TRANSFER, allow_private_networks=True, attempts=3, backoff_s=0.01, deadline_s=5.0)
+    return asyncio.run(_serve_and_fetch(requests, transfer, HttpSettings(**http)))
 
 
 def test_redirects_are_followed_only_to_http_and_never_forever():
@@ -134,7 +137,7 @@ def test_a_wrong_content_length_ends_early_and_resets_are_connection_errors():
 
 def test_non_http_urls_are_not_requested():
     async def run():
-        async with HttpClient(HttpSettings(allow_private_networks=True)) as client:
+        async with HttpClient(replace(FETCH_TRANSFER, allow_private_networks=True)) as client:
             return await client.fetch("file:///etc/passwd")
 
     r = asyncio.run(run())

@@ -17,14 +17,13 @@ import pytest
 from PIL import Image
 
 import oiv4
-from oiv4.contracts.errors import COMPLETE_WITH_FAILURES
-from oiv4.contracts.layout import LAYOUT, HostileIdError
+from oiv4.contracts.errors import COMPLETE_WITH_FAILURES, FetchError, HostileIdError
+from oiv4.contracts.layout import LAYOUT
 from oiv4.io.checksum import checksum
 from oiv4.io.fingerprint import hamming, phash_stored
 from oiv4.io.manifest import read_manifest
 from oiv4.io.storage import Storage
 from oiv4.run.fetch import fetch_set
-from oiv4.stages.fetch import FetchError
 from oiv4.stages.fetch.transform import fit_size
 from oiv4_mirror import ImageKind, Misbehaviour
 from support.fetch_env import (

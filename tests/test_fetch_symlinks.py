@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from oiv4.contracts.errors import StorageError
+from oiv4.contracts.errors import StorageError, UnsafePath
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
 from oiv4.io.ledger_write import append_rows, now_utc
 from oiv4.io.manifest import read_manifest
-from oiv4.io.safe_paths import UnsafePath
 from oiv4.io.storage import Storage
 from oiv4.run.executor import ExecutorSettings
 from oiv4.run.fetch import fetch_set

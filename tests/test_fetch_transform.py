@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
+from oiv4.contracts.errors import OutcomeError
 from oiv4.stages.fetch.settings import TransformSettings
-from oiv4.stages.fetch.transform import TransformError, fit_size, open_image, transform_image
+from oiv4.stages.fetch.transform import fit_size, open_image, transform_image
 
 RED = (255, 0, 0)
 
@@ -136,24 +137,24 @@ def _png_header(width: int, height: int) -> bytes:
 
 
 def test_decompression_bombs_are_refused_before_decoding_with_an_explicit_limit():
-    with pytest.raises(TransformError) as err:
+    with pytest.raises(OutcomeError) as err:
         transform_image(_png_header(30000, 30000), 0.0, TransformSettings())
     assert err.value.outcome == "decompression_bomb" and "900 MP" in err.value.reason
     # 190 MP is above Pillow's own global hard limit (~179 MP) but within ours (200 MP): it opens.
     assert open_image(_png_header(14000, 13572), TransformSettings().max_pixels).size == (14000, 13572)
-    with pytest.raises(TransformError, match="above the 0 MP limit"):
+    with pytest.raises(OutcomeError, match="above the 0 MP limit"):
         transform_image(_encode(_marked(100, 100), "JPEG"), 0.0, TransformSettings(max_pixels=9_999))
 
 
 def test_not_an_image_and_corrupt_images_are_named_outcomes():
-    with pytest.raises(TransformError) as err:
+    with pytest.raises(OutcomeError) as err:
         transform_image(b"<!DOCTYPE html><html>gone</html>", 0.0, TransformSettings(), content_type="text/html")
     assert err.value.outcome == "not_image" and "text/html" in err.value.reason
-    with pytest.raises(TransformError) as err:
+    with pytest.raises(OutcomeError) as err:
         transform_image(_encode(_marked(400, 300), "JPEG")[:2000], 0.0, TransformSettings())
     assert err.value.outcome == "corrupt_jpeg"  # strict decoding: libjpeg says "Premature end of JPEG file"
     eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n"
-    with pytest.raises(TransformError) as err:  # never handed to Ghostscript
+    with pytest.raises(OutcomeError) as err:  # never handed to Ghostscript
         transform_image(eps, 0.0, TransformSettings())
     assert err.value.outcome == "not_image"
 

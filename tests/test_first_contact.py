@@ -18,6 +18,7 @@ import sys
 import textwrap
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -211,7 +212,7 @@ def test_a_run_allowing_private_networks_retries_only_the_rows_it_would_not_refu
 
     from oiv4.run.executor import ExecutorSettings
     from oiv4.run.fetch import fetch_set
-    from oiv4.stages.fetch import FetchSettings, HttpSettings
+    from oiv4.stages.fetch import FETCH_TRANSFER, FetchSettings
     from support.fetch_env import write_manifest
 
     with socket.socket() as s:
@@ -224,11 +225,11 @@ def test_a_run_allowing_private_networks_retries_only_the_rows_it_would_not_refu
     ]
     write_manifest(storage, "train", rows)
     executor = ExecutorSettings(kind="thread", workers=1)
-    http = HttpSettings(attempts=1, deadline=5.0)
-    fetch_set(storage, "train", FetchSettings(http=http), executor)
+    http = replace(FETCH_TRANSFER, attempts=1, deadline_s=5.0)
+    fetch_set(storage, "train", FetchSettings(transfer=http), executor)
     assert [r["outcome"] for r in ledger_rows(storage, "train")] == ["blocked_address", "blocked_address"]
 
-    allowed = FetchSettings(http=HttpSettings(attempts=1, deadline=5.0, allow_private_networks=True))
+    allowed = FetchSettings(transfer=replace(FETCH_TRANSFER, attempts=1, deadline_s=5.0, allow_private_networks=True))
     summary = fetch_set(storage, "train", allowed, executor)
     assert [r["outcome"] for r in ledger_rows(storage, "train")] == ["blocked_address", "connection_error"]
     assert summary.skipped == 1

@@ -89,7 +89,7 @@ def test_a_narrow_terminal_puts_a_long_option_above_its_description() -> None:
     lines = ANSI.sub("", raw).replace("\r\n", "\n").split("\n")
     at = next(i for i, line in enumerate(lines) if "--allow-private-networks / --no-allow-private-networks" in line)
     assert lines[at].strip() == "--allow-private-networks / --no-allow-private-networks"
-    assert lines[at + 1].lstrip().startswith("Also fetch from loopback")
+    assert lines[at + 1].lstrip().startswith("Also connect to loopback")
     assert max(cell_len(line) for line in lines) <= 80 < max(cell_len(line) for line in lines) + 10
 
 

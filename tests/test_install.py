@@ -248,8 +248,9 @@ EXTRAS_SMOKE = """
     from oiv4.io.storage import Storage
     from oiv4.run.executor import ExecutorSettings
     from oiv4.run.fetch import fetch_set
-    from oiv4.stages.fetch import FetchSettings, HttpSettings
-    from oiv4.io.download import DownloadSettings
+    from dataclasses import replace
+    from oiv4.contracts.transfer import TransferSettings
+    from oiv4.stages.fetch import FETCH_TRANSFER, FetchSettings
     from oiv4.stages.metadata import MetadataSettings, fetch_metadata
     from oiv4.stages.plan import PlanSettings, build_plan
     from oiv4_mirror import UniverseSpec, start_mirror
@@ -257,12 +258,12 @@ EXTRAS_SMOKE = """
     if __name__ == "__main__":
         root, options = sys.argv[1], json.loads(sys.argv[2])
         spec = UniverseSpec(seed=18, n_images=120, megapixels=(0.2, 1.5), trickle_seconds=8.0)
-        http = HttpSettings(allow_private_networks=True, deadline=1.0, read_timeout=1.0, connect_timeout=2.0, attempts=3, backoff_base=0.05)
+        transfer = replace(FETCH_TRANSFER, allow_private_networks=True, deadline_s=1.0, read_timeout_s=1.0, connect_timeout_s=2.0, attempts=3, backoff_s=0.05)
         with start_mirror(spec) as mirror:
             storage = Storage(root, options)
-            fetch_metadata(storage, MetadataSettings(base_url=mirror.metadata_base_url, download=DownloadSettings(allow_private_networks=True)))
+            fetch_metadata(storage, MetadataSettings(base_url=mirror.metadata_base_url, transfer=TransferSettings(allow_private_networks=True)))
             build_plan(storage, PlanSettings(train_size=30, shard_rows=16))
-            summary = fetch_set(storage, "train", FetchSettings(http=http), ExecutorSettings(kind="dask", workers=2))
+            summary = fetch_set(storage, "train", FetchSettings(transfer=transfer), ExecutorSettings(kind="dask", workers=2))
         s = oiv4.open(root, **options)["train"]
         outcomes = s.manifest["outcome"]
         assert outcomes.null_count == 0, "planned rows without a recorded outcome"

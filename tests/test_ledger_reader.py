@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 import oiv4
 from oiv4.cli import app
+from oiv4.contracts.errors import ImageNotFoundError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
-from oiv4.io.blob_errors import ImageNotFoundError
 from oiv4.io.ledger import iter_ledger, read_ledger, read_set, read_shard
 from oiv4.io.ledger_write import ShardLedger, append_rows
 from oiv4.io.sql import connect

@@ -12,7 +12,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from oiv4.io.memory_budget import BodyTooLarge, MemoryBudget, spool_body
+from oiv4.contracts.errors import BodyTooLarge
+from oiv4.io.memory_budget import MemoryBudget, spool_body
 
 CAPACITY = 1000
 

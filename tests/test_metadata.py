@@ -8,17 +8,17 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from oiv4.contracts.errors import DownloadError, MetadataError
 from oiv4.contracts.layout import BOXABLE_CSV, FULL_CSV
 from oiv4.contracts.schema import COLUMNS
-from oiv4.io.download import DownloadError, DownloadSettings
+from oiv4.contracts.transfer import TransferSettings
 from oiv4.io.ranged import read_state
-from oiv4.io.retry import RetryPolicy
 from oiv4.io.storage import Storage
-from oiv4.stages.metadata import MetadataError, MetadataSettings, fetch_metadata
+from oiv4.stages.metadata import MetadataSettings, fetch_metadata
 from oiv4_mirror import UniverseSpec, start_mirror
 from support.servers import tiny_server
 
-FAST = DownloadSettings(allow_private_networks=True, retry=RetryPolicy(attempts=2, base_s=0.01), read_timeout_s=5)
+FAST = TransferSettings(allow_private_networks=True, attempts=2, backoff_s=0.01, read_timeout_s=5)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
 
 
 def test_metadata_downloads_both_csvs_from_a_mirror(tmp_path: Path, mirror) -> None:
-    sizes = fetch_metadata(Storage(str(tmp_path)), MetadataSettings(base_url=mirror.metadata_base_url, download=FAST))
+    sizes = fetch_metadata(Storage(str(tmp_path)), MetadataSettings(base_url=mirror.metadata_base_url, transfer=FAST))
     full = (tmp_path / "metadata" / FULL_CSV).read_bytes()
     assert full == mirror.universe.full_csv(mirror.base_url)
     assert sizes[FULL_CSV] == len(full)
@@ -46,14 +46,7 @@ def test_metadata_resumes_a_partial_download_with_range(tmp_path: Path, mirror) 
     meta = tmp_path / "metadata"
     part_size = 1024
     assert len(body) > 8 * part_size
-    settings = DownloadSettings(
-        allow_private_networks=True,
-        retry=RetryPolicy(attempts=2, base_s=0.01),
-        read_timeout_s=5,
-        part_size=part_size,
-        connections=1,
-        checkpoint_s=0,
-    )
+    settings = TransferSettings(allow_private_networks=True, attempts=2, backoff_s=0.01, read_timeout_s=5, part_size=part_size, connections=1, checkpoint_s=0)
     half = len(body) // 2
 
     def stop_at_half(name: str, done: int, total: int | None) -> None:
@@ -62,7 +55,7 @@ def test_metadata_resumes_a_partial_download_with_range(tmp_path: Path, mirror) 
 
     with pytest.raises(Interrupt):
         fetch_metadata(
-            Storage(str(tmp_path)), MetadataSettings(mirror.metadata_base_url, download=settings), stop_at_half
+            Storage(str(tmp_path)), MetadataSettings(mirror.metadata_base_url, transfer=settings), stop_at_half
         )
     state = read_state(meta / FULL_CSV)
     assert state is not None and state["done"] == list(range(half // part_size))
@@ -71,7 +64,7 @@ def test_metadata_resumes_a_partial_download_with_range(tmp_path: Path, mirror) 
     with open(meta / (FULL_CSV + ".part"), "r+b") as fh:
         fh.seek(marker)
         fh.write(b"#")
-    fetch_metadata(Storage(str(tmp_path)), MetadataSettings(mirror.metadata_base_url, download=settings))
+    fetch_metadata(Storage(str(tmp_path)), MetadataSettings(mirror.metadata_base_url, transfer=settings))
     got = (meta / FULL_CSV).read_bytes()
     assert len(got) == len(body)
     assert (
@@ -82,10 +75,10 @@ def test_metadata_resumes_a_partial_download_with_range(tmp_path: Path, mirror) 
 
 def test_complete_files_are_not_downloaded_again(tmp_path: Path, mirror) -> None:
     storage = Storage(str(tmp_path))
-    fetch_metadata(storage, MetadataSettings(base_url=mirror.metadata_base_url, download=FAST))
+    fetch_metadata(storage, MetadataSettings(base_url=mirror.metadata_base_url, transfer=FAST))
     path = tmp_path / "metadata" / FULL_CSV
     mtime = path.stat().st_mtime_ns
-    fetch_metadata(storage, MetadataSettings(base_url="http://127.0.0.1:9/nothing-listens-here/", download=FAST))
+    fetch_metadata(storage, MetadataSettings(base_url="http://127.0.0.1:9/nothing-listens-here/", transfer=FAST))
     assert path.stat().st_mtime_ns == mtime
 
 
@@ -106,7 +99,7 @@ def test_body_shorter_than_content_length_never_looks_complete(tmp_path: Path) -
         return resp
 
     with tiny_server({f"/{FULL_CSV}": short, f"/train/{BOXABLE_CSV}": short}) as base, pytest.raises(DownloadError):
-        fetch_metadata(Storage(str(tmp_path)), MetadataSettings(base_url=base, download=FAST))
+        fetch_metadata(Storage(str(tmp_path)), MetadataSettings(base_url=base, transfer=FAST))
     assert not (tmp_path / "metadata" / FULL_CSV).exists()
     assert (tmp_path / "metadata" / (FULL_CSV + ".part")).exists()
 
@@ -119,7 +112,7 @@ def test_wrong_header_is_refused_and_set_aside(tmp_path: Path) -> None:
         tiny_server({f"/{FULL_CSV}": wrong, f"/train/{BOXABLE_CSV}": wrong}) as base,
         pytest.raises(MetadataError, match="unexpected header"),
     ):
-        fetch_metadata(Storage(str(tmp_path)), MetadataSettings(base_url=base, download=FAST))
+        fetch_metadata(Storage(str(tmp_path)), MetadataSettings(base_url=base, transfer=FAST))
     assert not (tmp_path / "metadata" / FULL_CSV).exists()
     assert (tmp_path / "metadata" / (FULL_CSV + ".rejected")).exists()
 

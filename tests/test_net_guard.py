@@ -11,7 +11,9 @@ import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from oiv4.io.net_guard import BlockedAddress, GuardSettings, address_class, check_peer, guarded_connector
+from oiv4.contracts.errors import BlockedAddress
+from oiv4.contracts.transfer import TransferSettings
+from oiv4.io.net_guard import address_class, check_peer, guarded_connector
 
 
 class FakePublicDns(AbstractResolver):
@@ -51,7 +53,7 @@ async def _server(handler, hits: list[str]) -> tuple[web.AppRunner, int]:
     return runner, site._server.sockets[0].getsockname()[1]
 
 
-async def _get(url: str, guard: GuardSettings, **connector_kwargs) -> str:
+async def _get(url: str, guard: TransferSettings, **connector_kwargs) -> str:
     timeout = aiohttp.ClientTimeout(total=5)
     connector = guarded_connector(guard, **connector_kwargs)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as s, s.get(url) as resp:
@@ -70,7 +72,7 @@ def test_a_direct_request_to_loopback_is_refused_with_the_same_reason_whether_th
             reasons = []
             for p in (port, _free_port()):
                 with pytest.raises(BlockedAddress) as err:
-                    await _get(f"http://127.0.0.1:{p}/admin", GuardSettings())
+                    await _get(f"http://127.0.0.1:{p}/admin", TransferSettings())
                 reasons.append(str(err.value))
             return reasons[0], reasons[1], hits
         finally:
@@ -99,7 +101,7 @@ def test_redirects_from_an_allowed_server_to_internal_addresses_are_refused_and_
             raise web.HTTPFound(targets[request.query["to"]])
 
         outer, outer_port = await _server(redirect, [])
-        guard = GuardSettings(allowed_endpoints=frozenset({("127.0.0.1", outer_port)}))
+        guard = TransferSettings(allowed_endpoints=frozenset({("127.0.0.1", outer_port)}))
         reasons = {}
         try:
             for name in targets:
@@ -128,7 +130,7 @@ def test_a_public_hostname_that_resolves_to_loopback_is_refused_before_connectin
                 with pytest.raises(BlockedAddress) as err:
                     await _get(
                         f"http://farm1.staticflickr.example:{p}/x.jpg",
-                        GuardSettings(),
+                        TransferSettings(),
                         resolver=FakePublicDns("farm1.staticflickr.example"),
                     )
                 reasons.append(str(err.value))
@@ -145,7 +147,7 @@ def test_allow_private_networks_lets_a_private_mirror_through():
     async def scenario() -> str:
         runner, port = await _server(_ok, [])
         try:
-            return await _get(f"http://127.0.0.1:{port}/", GuardSettings(allow_private_networks=True))
+            return await _get(f"http://127.0.0.1:{port}/", TransferSettings(allow_private_networks=True))
         finally:
             await runner.cleanup()
 
@@ -156,7 +158,7 @@ def test_an_allowed_endpoint_admits_exactly_that_port():
     async def scenario() -> tuple[str, str]:
         runner, port = await _server(_ok, [])
         try:
-            guard = GuardSettings(allowed_endpoints=frozenset({("127.0.0.1", port)}))
+            guard = TransferSettings(allowed_endpoints=frozenset({("127.0.0.1", port)}))
             ok = await _get(f"http://127.0.0.1:{port}/", guard)
             with pytest.raises(BlockedAddress) as err:
                 await _get(f"http://127.0.0.1:{_free_port()}/", guard)
@@ -207,8 +209,8 @@ def test_the_after_connect_check_refuses_a_socket_whose_real_peer_is_loopback():
         with socket.create_connection(("127.0.0.1", port)) as client:
             peer = client.getpeername()
             with pytest.raises(BlockedAddress, match=r"loopback address 127\.0\.0\.1"):
-                check_peer("photos.example.com", peer, GuardSettings())
-            check_peer("mirror", peer, GuardSettings(allowed_endpoints=frozenset({("127.0.0.1", port)})))
-            check_peer("mirror", peer, GuardSettings(allow_private_networks=True))
+                check_peer("photos.example.com", peer, TransferSettings())
+            check_peer("mirror", peer, TransferSettings(allowed_endpoints=frozenset({("127.0.0.1", port)})))
+            check_peer("mirror", peer, TransferSettings(allow_private_networks=True))
     with pytest.raises(BlockedAddress, match="unverifiable"):
-        check_peer("photos.example.com", None, GuardSettings())
+        check_peer("photos.example.com", None, TransferSettings())

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 from aiohttp import web
@@ -19,11 +20,11 @@ from oiv4.io.ledger import read_set
 from oiv4.io.storage import Storage
 from oiv4.run.executor import ExecutorSettings
 from oiv4.run.fetch import fetch_set
-from oiv4.stages.fetch import FetchSettings, HttpSettings
+from oiv4.stages.fetch import FETCH_TRANSFER, FetchSettings
 from oiv4.stages.fetch.http import HttpClient
 from support.fetch_env import write_manifest
 
-FAST = HttpSettings(attempts=3, backoff_base=0.01, deadline=5.0)
+FAST = replace(FETCH_TRANSFER, attempts=3, backoff_s=0.01, deadline_s=5.0)
 
 
 class HostileDns(AbstractResolver):
@@ -75,9 +76,8 @@ def test_open_port_rebinding_name_and_redirect_to_loopback_all_end_blocked_with_
         try:
             # The redirector stands in for a public host: admitted by exact endpoint, everything else guarded.
             client = HttpClient(
-                FAST,
+                replace(FAST, allowed_endpoints=frozenset({("127.0.0.1", hostile_port)})),
                 resolver=HostileDns({"photos.example.com": "127.0.0.1"}),
-                allowed_endpoints=frozenset({("127.0.0.1", hostile_port)}),
             )
             async with client:
                 results = [
@@ -137,7 +137,7 @@ def test_a_crafted_plan_run_by_the_fetch_stage_records_blocked_address_for_open_
             {"ImageID": "00000000000000a2", "OriginalURL": f"http://127.0.0.1:{_closed_port()}/b.jpg"},
         ]
         write_manifest(storage, "train", rows)
-        fetch_set(storage, "train", FetchSettings(http=FAST), ExecutorSettings(kind="thread", workers=1))
+        fetch_set(storage, "train", FetchSettings(transfer=FAST), ExecutorSettings(kind="thread", workers=1))
     finally:
         stop.set()
         thread.join(10)
@@ -150,7 +150,7 @@ def test_allow_private_networks_lets_the_same_url_through():
     open_port, stop, thread = _internal_service_in_a_thread()
 
     async def fetch(allow: bool) -> str:
-        async with HttpClient(HttpSettings(allow_private_networks=allow, attempts=1)) as client:
+        async with HttpClient(replace(FETCH_TRANSFER, allow_private_networks=allow, attempts=1)) as client:
             return (await client.fetch(f"http://127.0.0.1:{open_port}/a.jpg")).outcome
 
     try:
@@ -167,7 +167,8 @@ def test_many_endless_bodies_at_once_keep_peak_memory_bounded(tmp_path: Path):
         """
         import asyncio, json, os
         from aiohttp import web
-        from oiv4.stages.fetch import HttpSettings
+        from dataclasses import replace
+        from oiv4.stages.fetch import FETCH_TRANSFER, HttpSettings
         from oiv4.stages.fetch.http import HttpClient
 
         CHUNK = os.urandom(1 << 20)
@@ -188,9 +189,9 @@ def test_many_endless_bodies_at_once_keep_peak_memory_bounded(tmp_path: Path):
             runner = web.AppRunner(app, access_log=None); await runner.setup()
             site = web.TCPSite(runner, "127.0.0.1", 0); await site.start()
             base = f"http://127.0.0.1:{runner.addresses[0][1]}"
-            settings = HttpSettings(allow_private_networks=True, attempts=1, deadline=120.0, max_bytes=96 << 20)
+            transfer = replace(FETCH_TRANSFER, allow_private_networks=True, attempts=1, deadline_s=120.0)
             before = vm_hwm()
-            async with HttpClient(settings) as client:
+            async with HttpClient(transfer, HttpSettings(max_bytes=96 << 20)) as client:
                 got = await asyncio.gather(*(client.fetch(f"{base}/{i}.jpg") for i in range(8)))
             print(json.dumps({"outcomes": [g.outcome for g in got], "before": before, "after": vm_hwm()}))
             await runner.cleanup()

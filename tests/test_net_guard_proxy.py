@@ -8,11 +8,13 @@ trailing dot) must be refused as `blocked_address` before the proxy is asked, an
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
-from oiv4.io.net_guard import GuardSettings, target_refusal
-from oiv4.stages.fetch import HttpSettings
+from oiv4.contracts.transfer import TransferSettings
+from oiv4.io.net_guard import target_refusal
+from oiv4.stages.fetch import FETCH_TRANSFER
 from oiv4.stages.fetch.http import HttpClient
 from test_net_guard_fetch import _internal_service_in_a_thread
 from test_tls_proxy import _PROXY_VARS, ForwardProxy
@@ -38,9 +40,10 @@ def proxied(monkeypatch: pytest.MonkeyPatch):
         thread.join(10)
 
 
-def _fetch(urls: list[str], **http: object) -> list[tuple[str, str]]:
+def _fetch(urls: list[str], **transfer: object) -> list[tuple[str, str]]:
     async def run() -> list[tuple[str, str]]:
-        async with HttpClient(HttpSettings(attempts=1, deadline=5.0, **http)) as client:  # type: ignore[arg-type]
+        settings = replace(FETCH_TRANSFER, attempts=1, deadline_s=5.0, **transfer)  # type: ignore[arg-type]
+        async with HttpClient(settings) as client:
             return [((got := await client.fetch(u)).outcome, got.reason) for u in urls]
 
     return asyncio.run(run())
@@ -87,9 +90,9 @@ def test_the_proxy_still_carries_an_allowed_target(proxied) -> None:
     ],
 )
 def test_numeric_and_local_spellings_are_read_as_the_os_resolver_reads_them(host: str, address: str) -> None:
-    why = asyncio.run(target_refusal(host, 80, GuardSettings()))
+    why = asyncio.run(target_refusal(host, 80, TransferSettings()))
     assert why is not None and address in why[0], (host, why)
 
 
 def test_a_public_address_spelled_numerically_is_allowed() -> None:
-    assert asyncio.run(target_refusal("134744072", 80, GuardSettings())) is None  # 8.8.8.8
+    assert asyncio.run(target_refusal("134744072", 80, TransferSettings())) is None  # 8.8.8.8

@@ -7,10 +7,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from oiv4.contracts.errors import PlanError
 from oiv4.contracts.layout import BOXABLE_CSV, FULL_CSV
+from oiv4.contracts.transfer import TransferSettings
 from oiv4.io.manifest import read_manifest
 from oiv4.io.storage import Storage
-from oiv4.stages.plan import PlanError, PlanSettings, build_plan
+from oiv4.stages.plan import PlanSettings, build_plan
 from support.metadata_factory import expected_sets, make_universe, write_csv
 
 
@@ -161,7 +163,6 @@ def test_plan_cli_prints_counts_and_errors_cleanly(tmp_path: Path) -> None:
 
 
 def test_metadata_and_plan_work_on_an_s3_root(tmp_path: Path, s3_root: tuple[str, dict[str, str]]) -> None:
-    from oiv4.io.download import DownloadSettings
     from oiv4.stages.metadata import MetadataSettings, fetch_metadata
     from oiv4_mirror import UniverseSpec, start_mirror
 
@@ -170,7 +171,7 @@ def test_metadata_and_plan_work_on_an_s3_root(tmp_path: Path, s3_root: tuple[str
     with start_mirror(UniverseSpec(seed=12, n_images=80, megapixels=(0.02, 0.05)), cache_dir=tmp_path / "c") as mirror:
         fetch_metadata(
             storage,
-            MetadataSettings(base_url=mirror.metadata_base_url, download=DownloadSettings(allow_private_networks=True)),
+            MetadataSettings(base_url=mirror.metadata_base_url, transfer=TransferSettings(allow_private_networks=True)),
         )
         universe = mirror.universe
     summary = build_plan(storage, PlanSettings(train_size=10))

@@ -20,10 +20,11 @@ import pytest
 from typer.testing import CliRunner
 
 from oiv4.cli import app
+from oiv4.contracts.errors import PlanError
 from oiv4.contracts.layout import BOXABLE_CSV, FULL_CSV
 from oiv4.contracts.schema import COLUMNS
 from oiv4.io.storage import Storage
-from oiv4.stages.plan import PlanError, PlanSettings, build_plan
+from oiv4.stages.plan import PlanSettings, build_plan
 from support.metadata_factory import make_universe, write_csv
 
 SEEDS = range(40)
@@ -157,7 +158,7 @@ def test_plan_cli_reports_a_malformed_file_in_one_message_without_a_traceback(tm
         fh.write(damage)
     line = (tmp_path / "metadata" / FULL_CSV).read_bytes().count(b"\n")
     result = CliRunner().invoke(app, ["plan", "--root", str(tmp_path)])
-    assert result.exit_code == 3, result.output  # InputError (contracts/errors.py)
+    assert result.exit_code == 3, result.output  # InputError (oiv4.contracts.errors)
     assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
     out = " ".join(result.output.split())  # rich wraps long lines
     assert "Traceback" not in out

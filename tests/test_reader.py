@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 import oiv4
+from oiv4.contracts.errors import BadArchiveError, BadLocationError, CorruptImageError, ImageNotFoundError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
-from oiv4.io.blob_errors import BadArchiveError, BadLocationError, CorruptImageError, ImageNotFoundError
 from oiv4.io.containers import BlobReader, index_zip
 from oiv4.io.ledger_write import append_rows
 from oiv4.io.locations import parse_location

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from oiv4.io.run_lock import LOCK_NAME, RootLockedError, RunLock, read_holder
+from oiv4.contracts.errors import RootLockedError
+from oiv4.io.run_lock import LOCK_NAME, RunLock, read_holder
 from oiv4.io.storage import Storage
 
 HOLDER = """

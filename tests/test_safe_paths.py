@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from oiv4.io.safe_paths import UnsafePath, open_atomic_under, safe_target, split_relative, write_bytes_under
+from oiv4.contracts.errors import UnsafePath
+from oiv4.io.safe_paths import open_atomic_under, safe_target, split_relative
+from oiv4.io.storage import Storage
 
 IMAGE = "train/images/ab/ab12cd34ef567890.jpg"
 LEDGER = "train/ledger/shard-00000.parquet"
@@ -42,7 +44,7 @@ def test_a_symlinked_folder_at_any_level_of_the_layout_is_refused_and_nothing_la
     (root / link).parent.mkdir(parents=True, exist_ok=True)
     os.symlink(outside, root / link)
     with pytest.raises(UnsafePath, match="symlink"):
-        write_bytes_under(root, rel, b"jpeg bytes")
+        Storage(root).write_bytes(rel, b"jpeg bytes")
     with pytest.raises(UnsafePath, match="symlink"):
         safe_target(root, rel)
     assert _everything_under(outside) == []
@@ -56,7 +58,7 @@ def test_a_symlink_at_the_final_file_is_refused_and_its_target_untouched(root_an
     (root / rel).parent.mkdir(parents=True)
     os.symlink(victim, root / rel)
     with pytest.raises(UnsafePath, match="symlink"):
-        write_bytes_under(root, rel, b"jpeg bytes")
+        Storage(root).write_bytes(rel, b"jpeg bytes")
     with pytest.raises(UnsafePath):
         safe_target(root, rel)
     assert victim.read_bytes() == b"precious" and (root / rel).is_symlink()
@@ -67,7 +69,7 @@ def test_a_dangling_symlinked_folder_is_refused_rather_than_created_outside(root
     (root / "train/images").mkdir(parents=True)
     os.symlink(outside / "not-yet", root / "train/images/ab")
     with pytest.raises(UnsafePath):
-        write_bytes_under(root, IMAGE, b"x")
+        Storage(root).write_bytes(IMAGE, b"x")
     assert _everything_under(outside) == []
 
 
@@ -91,14 +93,14 @@ def test_hostile_names_are_refused_before_touching_the_disk(root_and_outside, re
     with pytest.raises(UnsafePath):
         split_relative(rel)
     with pytest.raises(UnsafePath):
-        write_bytes_under(root, rel, b"x")
+        Storage(root).write_bytes(rel, b"x")
     assert _everything_under(root) == []
 
 
 def test_a_normal_write_creates_the_folders_and_replaces_atomically(root_and_outside):
     root, _ = root_and_outside
-    write_bytes_under(root, IMAGE, b"first")
-    write_bytes_under(root, IMAGE, b"second", fsync=True)
+    Storage(root).write_bytes(IMAGE, b"first")
+    Storage(root).write_bytes(IMAGE, b"second", fsync=True)
     assert (root / IMAGE).read_bytes() == b"second"
     assert safe_target(root, IMAGE) == root / IMAGE
     assert _everything_under(root / "train/images/ab") == ["ab12cd34ef567890.jpg"]  # no temp file left
@@ -116,5 +118,5 @@ def test_a_symlinked_root_chosen_by_the_user_is_allowed(root_and_outside, tmp_pa
     root, _ = root_and_outside
     alias = tmp_path / "alias"
     os.symlink(root, alias)
-    write_bytes_under(alias, IMAGE, b"ok")
+    Storage(alias).write_bytes(IMAGE, b"ok")
     assert (root / IMAGE).read_bytes() == b"ok"

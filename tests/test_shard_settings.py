@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from oiv4.contracts.errors import SettingsChangedError
 from oiv4.io.ledger import read_set
 from oiv4.io.storage import Storage
 from oiv4.run.archives import build_archive_set
 from oiv4.run.fetch import fetch_set
-from oiv4.run.shard_settings import SettingsChangedError, read_record, settings_rel
+from oiv4.run.shard_settings import read_record, settings_rel
 from oiv4.stages.archives import ArchiveSettings
 from oiv4.stages.fetch import TransformSettings
 from support.archives import Entry, image_ids, jpeg, make_archive, write_plan

@@ -10,7 +10,8 @@ import zipfile
 
 import pytest
 
-from oiv4.contracts.layout import LAYOUT, HostileIdError
+from oiv4.contracts.errors import HostileIdError
+from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
 from oiv4.io.storage import TMP_MARK, Storage
 from oiv4.io.store import remove_stale_temps, shard_writer

@@ -16,9 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from oiv4.contracts.errors import ImageNotFoundError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import LEDGER_SCHEMA, ImageSet
-from oiv4.io.blob_errors import ImageNotFoundError
 from oiv4.io.ledger_write import ShardLedger, now_utc
 from oiv4.io.reason_kind import reason_kind, reason_kinds
 from oiv4.io.storage import Storage

@@ -6,16 +6,18 @@ import asyncio
 import contextlib
 import csv
 import threading
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-from oiv4.io.download import DownloadError, DownloadSettings
+from oiv4.contracts.errors import DownloadError
+from oiv4.contracts.transfer import TransferSettings
 from oiv4.io.storage import Storage
 from oiv4.run.archives import build_archive_set
 from oiv4.stages.archives import ArchiveSettings
-from oiv4.stages.fetch import HttpSettings
+from oiv4.stages.fetch import FETCH_TRANSFER
 from oiv4.stages.fetch.http import HttpClient
 from oiv4.stages.metadata import MetadataSettings, fetch_metadata
 from oiv4.stages.plan import PlanSettings, build_plan
@@ -130,11 +132,12 @@ def no_proxy_env(monkeypatch):
 def _every_transfer(root: Path, mirror, ca_bundle: str | None) -> tuple[dict, object, str]:
     """metadata -> plan -> validation archives -> one original fetched, all over https with `ca_bundle`."""
     storage = Storage(str(root))
-    download = DownloadSettings(allow_private_networks=True, ca_bundle=ca_bundle)
-    sizes = fetch_metadata(storage, MetadataSettings(base_url=mirror.metadata_base_url, download=download))
+    download = TransferSettings(allow_private_networks=True, ca_bundle=ca_bundle)
+    sizes = fetch_metadata(storage, MetadataSettings(base_url=mirror.metadata_base_url, transfer=download))
     build_plan(storage, PlanSettings(train_size=10, shard_rows=16))
     archives = ArchiveSettings(
-        allow_private_networks=True, ca_bundle=ca_bundle, source=mirror.archives_base_url, part_size=64 << 10
+        source=mirror.archives_base_url,
+        transfer=TransferSettings(allow_private_networks=True, ca_bundle=ca_bundle, part_size=64 << 10),
     )
     summary = build_archive_set(storage, "validation", archives)
     with open(next((root / "metadata").glob("*.csv")), newline="") as fh:
@@ -142,7 +145,7 @@ def _every_transfer(root: Path, mirror, ca_bundle: str | None) -> tuple[dict, ob
     assert row["OriginalURL"].startswith("https://")
 
     async def fetch() -> str:
-        http = HttpSettings(allow_private_networks=True, ca_bundle=ca_bundle, attempts=1, deadline=10.0)
+        http = replace(FETCH_TRANSFER, allow_private_networks=True, ca_bundle=ca_bundle, attempts=1, deadline_s=10.0)
         async with HttpClient(http) as client:
             got = await client.fetch(row["OriginalURL"], int(row["OriginalSize"]))
             return got.outcome if got.ok else f"{got.outcome}: {got.reason}"
@@ -168,14 +171,14 @@ def test_ssl_cert_file_is_honoured_like_a_ca_bundle(tmp_path, tls_mirror, no_pro
 def test_a_certificate_from_another_ca_is_refused_with_a_clear_reason(tmp_path, tls_mirror, no_proxy_env):
     mirror, _, other_pem = tls_mirror
     storage = Storage(str(tmp_path))
-    download = DownloadSettings(allow_private_networks=True, ca_bundle=other_pem)
+    download = TransferSettings(allow_private_networks=True, ca_bundle=other_pem)
     with pytest.raises(DownloadError, match=r"TLS certificate not trusted .*--ca-bundle") as err:
-        fetch_metadata(storage, MetadataSettings(base_url=mirror.metadata_base_url, download=download))
+        fetch_metadata(storage, MetadataSettings(base_url=mirror.metadata_base_url, transfer=download))
     assert err.value.attempts == 1  # a wrong certificate is not retried
     assert "\n" not in str(err.value)
 
     async def fetch() -> tuple[str, str]:
-        http = HttpSettings(allow_private_networks=True, ca_bundle=other_pem, attempts=3, deadline=10.0)
+        http = replace(FETCH_TRANSFER, allow_private_networks=True, ca_bundle=other_pem, attempts=3, deadline_s=10.0)
         async with HttpClient(http) as client:
             got = await client.fetch(mirror.archives_base_url + "validation.tar.gz")
             return got.outcome, got.reason
@@ -214,7 +217,7 @@ def test_through_a_proxy_the_guard_checks_the_target_and_trusts_the_proxy_hop(no
         no_proxy_env.setenv("HTTP_PROXY", proxy.url)
 
         async def fetch(url: str) -> str:
-            async with HttpClient(HttpSettings(attempts=1, deadline=5.0)) as client:
+            async with HttpClient(replace(FETCH_TRANSFER, attempts=1, deadline_s=5.0)) as client:
                 return (await client.fetch(url)).outcome
 
         assert asyncio.run(fetch("http://127.0.0.1:9/a.jpg")) == "blocked_address"
@@ -232,7 +235,7 @@ def test_a_plain_http_fetch_goes_through_http_proxy_as_an_absolute_uri(tmp_path,
             url = mirror.archives_base_url + "validation.tar.gz"
 
             async def fetch() -> str:
-                http = HttpSettings(allow_private_networks=True, attempts=1, deadline=10.0)
+                http = replace(FETCH_TRANSFER, allow_private_networks=True, attempts=1, deadline_s=10.0)
                 async with HttpClient(http) as client:
                     return (await client.fetch(url)).outcome
 

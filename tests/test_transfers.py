@@ -12,15 +12,17 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from oiv4.io.download import DownloadError, DownloadSettings, download_file
-from oiv4.io.http import HttpRanges, NetworkSettings, make_session
+from oiv4.contracts.errors import DownloadError, TransferError
+from oiv4.contracts.transfer import TransferSettings
+from oiv4.io.download import download_file
+from oiv4.io.http import HttpRanges, make_session
 from oiv4.io.ranged import read_state
-from oiv4.io.retry import RetryPolicy, TransferError, retry_async
+from oiv4.io.retry import retry_async
 from oiv4.io.storage import TMP_MARK, Storage
 from oiv4.io.temps import remove_dead_temps
 from oiv4.run.archives import build_archive_set
 from oiv4.stages.archives import ArchiveSettings
-from oiv4.stages.archives.download import TransferSettings, download_to_storage, stat_object
+from oiv4.stages.archives.download import download_to_storage, stat_object
 from oiv4.stages.archives.sources import make_source
 from oiv4.stages.metadata import MetadataSettings, fetch_metadata
 from support.archives import RangeServer, free_port, image_ids, images_archive, write_plan
@@ -41,9 +43,9 @@ def _throttled(hits: dict[str, int], failures: int, retry_after: str) -> web.Str
     return handler
 
 
-def _stat_with_policy(url: str, policy: RetryPolicy, waits: list[float]) -> object:
+def _stat_with_policy(url: str, policy: TransferSettings, waits: list[float]) -> object:
     async def go() -> object:
-        async with make_session(network=NetworkSettings(allow_private_networks=True)) as session:
+        async with make_session(TransferSettings(allow_private_networks=True)) as session:
             http = HttpRanges(session)
             return await retry_async(lambda _n: http.stat(url), policy, on_retry=lambda _a, w, _why: waits.append(w))
 
@@ -54,7 +56,7 @@ def test_retry_after_from_the_server_replaces_the_policys_own_backoff() -> None:
     hits: dict[str, int] = {}
     waits: list[float] = []
     with tiny_server({"/f": _throttled(hits, failures=2, retry_after="0")}) as base:
-        obj = _stat_with_policy(base + "f", RetryPolicy(attempts=5, base_s=NEVER), waits)
+        obj = _stat_with_policy(base + "f", TransferSettings(attempts=5, backoff_s=NEVER), waits)
     assert obj.size == 10  # type: ignore[attr-defined]
     assert hits["HEAD"] == 3 and waits == [0.0, 0.0]
 
@@ -62,7 +64,7 @@ def test_retry_after_from_the_server_replaces_the_policys_own_backoff() -> None:
 def test_a_retry_after_beyond_the_deadline_gives_up_at_once_without_sleeping() -> None:
     hits: dict[str, int] = {}
     waits: list[float] = []
-    policy = RetryPolicy(attempts=10, base_s=0.01, deadline_s=60, retry_after_max_s=NEVER)
+    policy = TransferSettings(attempts=10, backoff_s=0.01, retry_deadline_s=60, retry_after_max_s=NEVER)
     with (
         tiny_server({"/f": _throttled(hits, failures=100, retry_after=str(int(NEVER)))}) as base,
         pytest.raises(TransferError, match="deadline") as err,
@@ -79,14 +81,14 @@ def test_the_attempt_limit_counts_attempts_and_says_so() -> None:
         tiny_server({"/f": _throttled(hits, failures=100, retry_after="0")}) as base,
         pytest.raises(TransferError, match=r"gave up after 3 attempt\(s\)") as err,
     ):
-        _stat_with_policy(base + "f", RetryPolicy(attempts=3), waits)
+        _stat_with_policy(base + "f", TransferSettings(attempts=3), waits)
     assert hits["HEAD"] == 3 and len(waits) == 2 and err.value.attempts == 3
 
 
 def test_connection_refused_on_a_metadata_source_fails_on_the_first_attempt_naming_the_url(tmp_path: Path) -> None:
     base = f"http://127.0.0.1:{free_port()}/openimages/"  # nothing listens there
     settings = MetadataSettings(
-        base, download=DownloadSettings(allow_private_networks=True, retry=RetryPolicy(attempts=8, base_s=NEVER))
+        base, transfer=TransferSettings(allow_private_networks=True, attempts=8, backoff_s=NEVER)
     )
     with pytest.raises(DownloadError) as err:
         fetch_metadata(Storage(str(tmp_path)), settings)
@@ -100,7 +102,11 @@ def test_connection_refused_on_an_archive_source_fails_that_archive_at_once(tmp_
     write_plan(storage, "validation", ids)
     source = f"http://127.0.0.1:{free_port()}/tar/"
     summary = build_archive_set(
-        storage, "validation", ArchiveSettings(allow_private_networks=True, source=source, backoff_s=NEVER, attempts=8)
+        storage,
+        "validation",
+        ArchiveSettings(
+            source=source, transfer=TransferSettings(allow_private_networks=True, backoff_s=NEVER, attempts=8)
+        ),
     )
     report = summary.archives[0]
     assert report.status == "failed"
@@ -128,13 +134,13 @@ def test_an_interrupted_metadata_download_and_archive_download_leave_the_same_st
     part = 4096
     with RangeServer({"meta.csv": csv, archive.name: archive.data}) as server:
         meta_dest = tmp_path / "metadata" / "meta.csv"
-        meta_settings = DownloadSettings(allow_private_networks=True, part_size=part, connections=1, checkpoint_s=0)
+        meta_settings = TransferSettings(allow_private_networks=True, part_size=part, connections=1, checkpoint_s=0)
         with pytest.raises(Interrupt):
             download_file(server.base_url + "meta.csv", meta_dest, meta_settings, _interrupt_after(2 * part))
 
         storage = Storage(str(tmp_path / "root"))
-        source = make_source(server.base_url, network=NetworkSettings(allow_private_networks=True))
-        transfer = TransferSettings(part_size=part, connections=1, checkpoint_s=0)
+        transfer = TransferSettings(allow_private_networks=True, part_size=part, connections=1, checkpoint_s=0)
+        source = make_source(server.base_url, transfer=transfer)
         obj = stat_object(source, archive.name, transfer)
         rel = "validation/images/validation.tar.gz"
         with pytest.raises(Interrupt):

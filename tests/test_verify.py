@@ -138,7 +138,7 @@ def test_requeue_marks_only_broken_images_and_never_touches_stored_files(tmp_pat
     before = _tree_digest(tmp_path)
 
     result = CliRunner().invoke(app, ["verify", "--root", str(tmp_path), "--deep", "--requeue"])
-    assert result.exit_code == 6, result.output  # integrity (contracts/errors.py)
+    assert result.exit_code == 6, result.output  # integrity (oiv4.contracts.errors)
     assert "requeued 4" in " ".join(result.output.split())
 
     assert _tree_digest(tmp_path) == before  # nothing stored was modified or removed

@@ -53,13 +53,6 @@ class CvdfArchives:
         """
         return Outcome.missing_from_archive if image_id in self._missing_from_archive else Outcome.ok
 
-    def archive_of(self, image_id: str) -> str | None:
-        """The archive file name an image belongs in (`train_3.tar.gz`), None for URL-set and test rows."""
-        info = self._by_id[image_id]
-        if info.role == "targets":
-            return f"train_{image_id[0]}.tar.gz"
-        return "validation.tar.gz" if info.role == "validation" else None
-
     def _hostile_members(self, stem: str) -> list[tarfile.TarInfo]:
         if not self.spec.hostile_archive_members or stem != next(iter(self._archive_groups())):
             return []
@@ -148,7 +141,7 @@ def _gzip(payload: bytes, corrupt_at: int | None = None) -> tuple[bytes, int]:
 
     With `corrupt_at`, the deflate stream is flushed to a byte boundary after that many input bytes and a
     block header of the reserved type 3 is inserted: every inflater stops there with "invalid block type"
-    (what `pigz -d` reports as invalid deflate data), and the CRC no longer matches.
+    (what `pigz -d` reports as invalid deflate data), and the CRC does not match.
     """
     header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
     comp = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)

@@ -110,7 +110,7 @@ def stored_orientation(upright: Image.Image, rotation: float) -> Image.Image:
     return upright.rotate(-rotation, expand=True)
 
 
-def encode(img: Image.Image, kind: ImageKind, seed_index: int = 0) -> bytes:
+def encode(img: Image.Image, kind: ImageKind) -> bytes:
     """Encode an RGB picture as `kind`. Deterministic (Pillow encoders are)."""
     out = io.BytesIO()
     if kind is ImageKind.jpeg:

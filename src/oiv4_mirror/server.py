@@ -16,11 +16,10 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from oiv4.contracts.errors import ExecutionError
 from oiv4_mirror.routes import make_app
 from oiv4_mirror.universe import (
     ARCHIVE_PREFIX,
-    BOXABLE_CSV_PATH,
-    FULL_CSV_PATH,
     METADATA_PREFIX,
     ProgressFn,
     Universe,
@@ -43,14 +42,6 @@ class MirrorHandle:
     def archives_base_url(self) -> str:
         """The `tar/` folder, like `https://open-images-dataset.s3.amazonaws.com/tar/`."""
         return f"{self.base_url}{ARCHIVE_PREFIX}/"
-
-    @property
-    def full_csv_url(self) -> str:
-        return self.base_url + FULL_CSV_PATH
-
-    @property
-    def boxable_csv_url(self) -> str:
-        return self.base_url + BOXABLE_CSV_PATH
 
     def stop(self) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -169,7 +160,7 @@ class MirrorProcess(MirrorHandle):
         line = self._proc.stdout.readline()
         if not line:
             code = self._proc.wait()
-            raise RuntimeError(f"mirror process exited with code {code} before serving (see its stderr)")
+            raise ExecutionError(f"mirror process exited with code {code} before serving (see its stderr)")
         self.base_url = json.loads(line)["base_url"]
         self.pid = self._proc.pid
         # Constructed after the child finished generating, so it picks up the child's index.json.

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from enum import StrEnum
 
+from oiv4.contracts.errors import SettingError
 from oiv4.contracts.schema import Outcome
 from oiv4_mirror.images import ImageKind
 
@@ -133,27 +134,27 @@ class UniverseSpec:
 
     def __post_init__(self) -> None:
         if self.n_images < 1:
-            raise ValueError("n_images must be >= 1")
+            raise SettingError("n_images must be >= 1")
         lo, hi = self.megapixels
         if not 0 < lo <= hi:
-            raise ValueError(f"megapixels must be 0 < min <= max, got {self.megapixels}")
+            raise SettingError(f"megapixels must be 0 < min <= max, got {self.megapixels}")
         for f in fields(self):
             if f.name.endswith("_fraction") and not 0.0 <= getattr(self, f.name) <= 1.0:
-                raise ValueError(f"{f.name} must be within [0, 1]")
+                raise SettingError(f"{f.name} must be within [0, 1]")
         if self.duplicate_fraction + self.hard_negative_fraction > 0.5:
-            raise ValueError("duplicate_fraction + hard_negative_fraction must be <= 0.5")
+            raise SettingError("duplicate_fraction + hard_negative_fraction must be <= 0.5")
         if self.validation_fraction + self.test_fraction > 1.0:
-            raise ValueError("validation_fraction + test_fraction must be <= 1")
+            raise SettingError("validation_fraction + test_fraction must be <= 1")
         unknown = set(self.misbehaviours) - set(ALL_MISBEHAVIOURS)
         if unknown:
-            raise ValueError(f"unknown misbehaviours {sorted(unknown)}; known: {', '.join(ALL_MISBEHAVIOURS)}")
+            raise SettingError(f"unknown misbehaviours {sorted(unknown)}; known: {', '.join(ALL_MISBEHAVIOURS)}")
         # Accept lists (e.g. from JSON) but keep the dataclass hashable.
         object.__setattr__(self, "megapixels", (float(lo), float(hi)))
         object.__setattr__(self, "misbehaviours", tuple(self.misbehaviours))
         object.__setattr__(self, "corrupt_archives", tuple(archive_stem(a) for a in self.corrupt_archives))
         bad = [a for a in self.corrupt_archives if not re.fullmatch(r"train_[0-9a-f]|validation", a)]
         if bad:
-            raise ValueError(f"corrupt_archives must name train_<hex digit> or validation archives, got {bad}")
+            raise SettingError(f"corrupt_archives must name train_<hex digit> or validation archives, got {bad}")
 
     _SERVING_FIELDS = (
         "transient_failures",

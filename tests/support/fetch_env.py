@@ -10,6 +10,7 @@ import json
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,11 @@ import pyarrow.parquet as pq
 
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import MANIFEST_SCHEMA
-from oiv4.io.download import DownloadSettings
+from oiv4.contracts.transfer import TransferSettings
 from oiv4.io.ledger import read_set
 from oiv4.io.storage import TMP_MARK, Storage
 from oiv4.run.executor import ExecutorSettings
-from oiv4.stages.fetch import FetchSettings, HttpSettings
+from oiv4.stages.fetch import FETCH_TRANSFER, FetchSettings
 from oiv4.stages.metadata import MetadataSettings, fetch_metadata
 from oiv4.stages.plan import PlanSettings, build_plan
 from oiv4_mirror import MirrorHandle, UniverseSpec, start_mirror
@@ -41,10 +42,16 @@ SPEC = UniverseSpec(
 )
 
 #: Short deadlines so `slow_timeout` rows cost seconds, three attempts so 429/503-twice rows end ok.
-HTTP = HttpSettings(
-    allow_private_networks=True, deadline=1.0, read_timeout=1.0, connect_timeout=2.0, attempts=3, backoff_base=0.05
+HTTP = replace(
+    FETCH_TRANSFER,
+    allow_private_networks=True,
+    deadline_s=1.0,
+    read_timeout_s=1.0,
+    connect_timeout_s=2.0,
+    attempts=3,
+    backoff_s=0.05,
 )
-SETTINGS = FetchSettings(http=HTTP, flush_seconds=0.3)
+SETTINGS = FetchSettings(transfer=HTTP, flush_seconds=0.3)
 EXECUTOR = ExecutorSettings(workers=2)
 
 
@@ -57,7 +64,7 @@ def planned_root(
         storage = Storage(str(tmp))
         fetch_metadata(
             storage,
-            MetadataSettings(base_url=mirror.metadata_base_url, download=DownloadSettings(allow_private_networks=True)),
+            MetadataSettings(base_url=mirror.metadata_base_url, transfer=TransferSettings(allow_private_networks=True)),
         )
         build_plan(storage, PlanSettings(train_size=train_size, shard_rows=shard_rows))
         yield mirror, tmp

@@ -39,6 +39,7 @@ FILES: dict[str, str] = {
     "test_dedup.py": "fast",
     "test_dedup_pipeline.py": "slow",  # builds a 260-image universe through dedup
     "test_docs.py": "slow",  # every docs block against the tiny demo build
+    "test_error_rules.py": "fast",
     "test_errors.py": "fast",
     "test_estimate.py": "slow",  # the tiny demo build
     "test_extras.py": "fast",
@@ -52,13 +53,18 @@ FILES: dict[str, str] = {
     "test_fetch_transform.py": "fast",
     "test_fingerprint.py": "fast",
     "test_first_contact.py": "slow",  # the real script against the mirror
+    "test_function_length.py": "fast",
     "test_hash_stage.py": "fast",
     "test_help_terminal.py": "slow",  # every command's help in a real terminal
+    "test_import_cycles.py": "fast",
     "test_imports_declared.py": "fast",
     "test_install.py": "slow",  # installs from the package registry
+    "test_layout_rules.py": "fast",
     "test_ledger_columns.py": "fast",
     "test_ledger_ownership.py": "fast",
+    "test_ledger_parts_only.py": "fast",
     "test_ledger_reader.py": "fast",
+    "test_ledger_row.py": "fast",
     "test_memory_bound.py": "slow",  # giant decodes, peak RSS
     "test_memory_budget.py": "fast",
     "test_metadata.py": "fast",
@@ -82,18 +88,22 @@ FILES: dict[str, str] = {
     "test_safe_paths.py": "fast",
     "test_shard_settings.py": "fast",
     "test_soak.py": "slow",  # 5,000 rows killed five times
+    "test_stage_base.py": "fast",
     "test_status.py": "fast",
     "test_status_footers.py": "fast",
     "test_status_view.py": "fast",
+    "test_storage_backends.py": "fast",
     "test_store.py": "fast",
     "test_stored_reason_kinds.py": "fast",
     "test_strict_decode.py": "fast",
     "test_tiers.py": "fast",
     "test_tls_proxy.py": "fast",
+    "test_transfer_settings.py": "fast",
     "test_transfers.py": "fast",
     "test_verify.py": "fast",
     "test_verify_damage.py": "slow",  # every damage in every layout
     "test_verify_pipeline.py": "slow",  # the whole pipeline, then damage
+    "test_why_comments.py": "fast",
     "test_worker_worst_case_memory.py": "slow",  # giant images, peak RSS
 }
 
@@ -138,7 +148,7 @@ SECONDS: dict[str, float] = {
     "test_process_hygiene.py::test_off_a_terminal_text_progress_is_plain_lines_ending_in_newlines": 31.5,
     "test_reader.py::test_s3_root_reads_through_fsspec": 29.8,
     "test_dask_executor.py::test_killed_worker_shard_is_rerun_and_skips_the_rows_it_finished": 27.2,
-    "test_worker_worst_case_memory.py::test_giant_images_and_endless_bodies_at_once_stay_within_the_stated_bound": 25.4,
+    "test_worker_worst_case_memory.py::test_a_worker_stays_within_the_stated_bound": 25.4,
     "test_fetch_mirror.py::test_byte_cap_refuses_early_and_retry_failed_redoes_only_what_it_names": 25.3,
     "test_fetch_mirror.py::test_archive_layouts_hold_exactly_the_ok_images_byte_identical_to_the_folder_layout": 23.4,
     "test_process_hygiene.py::test_kill_9_of_the_main_process_leaves_no_worker_and_closes_the_pipe": 23.2,

@@ -51,7 +51,7 @@ console = Console(stderr=True)
 def _click_usage_errors() -> tuple[type[Exception], ...]:
     # The click typer parses with (its own copy from typer 0.26 on, the click package before): its UsageError
     # is the base of typer's public BadParameter. Importing `click` itself would need a dependency that typer
-    # >= 0.26 no longer brings, and its errors would not be the ones typer raises.
+    # >= 0.26 does not bring, and its errors would not be the ones typer raises.
     return tuple(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
 
@@ -137,7 +137,7 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 @contextlib.contextmanager
 def stop_on_sigterm() -> Iterator[None]:
     """SIGTERM stops a command like Ctrl-C: rows in flight are abandoned safely, the resume hint is printed,
-    exit 130. (Before, `kill` ended the process silently and left its workers running.)"""
+    exit 130. (Without it, `kill` would end the process silently and leave its workers running.)"""
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set from the main thread (e.g. a command run from a test thread)
         return

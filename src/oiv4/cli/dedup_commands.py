@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -10,12 +12,11 @@ from oiv4.cli.app import app
 from oiv4.cli.app import console as err
 from oiv4.cli.guard import writing
 from oiv4.cli.options import settings_command
-from oiv4.contracts.errors import UsageError
-from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
+from oiv4.io.ledger import sets_with_ledger
 from oiv4.io.root_check import built_root
 from oiv4.run.executor import ExecutorSettings
-from oiv4.stages.dedup import DEFAULT_THRESHOLD
+from oiv4.stages.dedup import DedupSettings
 from oiv4.stages.hash import HashSettings
 
 PANEL = "Duplicates"
@@ -43,9 +44,7 @@ def hash_cmd(
     from oiv4.run.hash import hash_set
 
     with writing(root, "oiv4 hash") as storage:
-        names = [ImageSet(s).value for s in sets] or [
-            s.value for s in ImageSet if storage.glob(f"{LAYOUT.ledger_dir(s)}/shard-*.parquet")
-        ]
+        names = [ImageSet(s).value for s in sets] or [s.value for s in sets_with_ledger(storage)]
         for name in names:
             summary = hash_set(storage, name, settings, executor)
             line = f"  {name}: hashed {summary.hashed:,}, already hashed {summary.already:,}"
@@ -55,11 +54,10 @@ def hash_cmd(
 
 
 @app.command("dedup", rich_help_panel=PANEL)
+@settings_command({"settings": DedupSettings})
 def dedup_cmd(
+    settings: DedupSettings,
     root: str = RootOpt,
-    threshold: int = typer.Option(
-        DEFAULT_THRESHOLD, "--threshold", "-k", help="Hamming bits of 64 within which two images are duplicates."
-    ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (as dedup/summary.json)."),
 ) -> None:
     """Find exact and near-duplicate images within and across the four sets; write dedup/pairs.parquet.
@@ -69,18 +67,13 @@ def dedup_cmd(
 
     Example: oiv4 dedup --root /data/open_images --threshold 8
     """
-    from oiv4.contracts.errors import InputError
-    from oiv4.stages.dedup import DedupSettings, run_dedup
+    from oiv4.stages.dedup import run_dedup
 
-    if not 0 <= threshold <= 32:
-        raise UsageError(f"--threshold must be within 0..32 bits, got {threshold}")
     with writing(root, "oiv4 dedup") as storage:
         built_root(storage)
-        sets = tuple(s.value for s in ImageSet if storage.glob(f"{LAYOUT.ledger_dir(s)}/shard-*.parquet"))
-        try:
-            summary = run_dedup(storage, DedupSettings(threshold=threshold, sets=sets))
-        except ValueError as exc:  # unhashed images, no plan: one line saying what to run
-            raise InputError(str(exc)) from None
+        sets = tuple(s.value for s in sets_with_ledger(storage))
+        # DedupError says what to run (unhashed images, no plan).
+        summary = run_dedup(storage, dataclasses.replace(settings, sets=sets))
     if as_json:
         typer.echo(summary.to_json())
         return

@@ -44,7 +44,7 @@ def features_cmd(
 
     name = ImageSet(image_set).value if image_set in ImageSet.__members__ else image_set
     if name not in ImageSet.__members__:
-        from oiv4.stages.features import FeaturesError
+        from oiv4.contracts.errors import FeaturesError
 
         raise FeaturesError(f"unknown set {image_set!r}: choose one of {', '.join(s.value for s in ImageSet)}")
     with writing(root, "oiv4 features") as storage:

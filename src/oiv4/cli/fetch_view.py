@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 
 from rich.console import Console, Group
@@ -11,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressC
 from rich.table import Table
 from rich.text import Text
 
-from oiv4.cli.logs import duration
+from oiv4.cli.logs import LineLog, LogSettings, duration
 from oiv4.stages.fetch.progress import FetchProgress
 from oiv4.stages.fetch.stage import FetchSummary
 
@@ -56,6 +58,20 @@ class LiveFetchView:
                 line.append("  ".join(f"{o} {n:,}" for o, n in fails), style="red")
             self._stats = line
             self._live.update(Group(self._bar, self._stats))
+
+
+@contextmanager
+def fetch_progress(console: Console, image_set: str, settings: LogSettings) -> Iterator[Callable[..., None]]:
+    """The progress callback for one fetched set: a live panel on a terminal, lines otherwise."""
+    if settings.live:
+        with LiveFetchView(console, image_set) as view:
+            yield view.update
+        return
+    log = LineLog("fetch", settings)
+    try:
+        yield log.update
+    finally:
+        log.close()
 
 
 def summary_table(s: FetchSummary) -> Table:

@@ -45,11 +45,10 @@ def writing(root: str | Storage, command: str) -> Iterator[Storage]:
 
 def report_target(out: str) -> None:
     """`report --out`: the page's folder is created if missing; a folder, or a parent that is a file, is refused."""
-    target = Storage(out)
-    if not target.local:
+    path = Storage(out).local_path("")
+    if path is None:  # an object store: only its prefix must answer
         writable_root(Storage(out.rsplit("/", 1)[0]), "the folder of --out", create=True)
         return
-    path = target.local_path("")
     if path.is_dir():
         raise UsageError(f"--out {out} is a folder: name the HTML file, e.g. {path / 'index.html'}")
     writable_root(Storage(str(path.parent)), "the folder of --out", create=True)

@@ -103,8 +103,6 @@ def verify_cmd(
     """
     from oiv4.stages.verify import verify
 
-    if settings.workers < 1:
-        raise UsageError(f"--workers must be >= 1, got {settings.workers}")
     try:
         storage = _existing(root)
     except UsageError as exc:

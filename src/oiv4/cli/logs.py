@@ -17,14 +17,11 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from rich.console import Console
-
+from oiv4.contracts.errors import SettingError
 from oiv4.contracts.limits import above
 from oiv4.contracts.setting import setting
 from oiv4.stages.fetch.progress import FetchProgress
@@ -37,20 +34,25 @@ class LogSettings:
     """How a command reports while it runs and when it ends."""
 
     log_every: float = setting(
-        30.0, help="Seconds between two progress lines when not on a terminal (nohup, cron, a pipe)."
+        30.0,
+        help="Seconds between two progress lines when not on a terminal (nohup, cron, a pipe).",
+        flag="--log-every",
     )
     log_format: str = setting(
         "text",
         help="text: plain progress lines off a terminal, live panels on one; json: one JSON object per line "
         "(progress events and the final summary), terminal or not.",
+        flag="--log-format",
         choices=LOG_FORMATS,
     )
-    json: bool = setting(False, help="Print the final summary as JSON on stdout (tables go to stderr).")
+    json: bool = setting(
+        False, help="Print the final summary as JSON on stdout (tables go to stderr).", flag="--json/--no-json"
+    )
 
     def __post_init__(self) -> None:
         above(self, 0, "log_every")
         if self.log_format not in LOG_FORMATS:
-            raise ValueError(f"unknown --log-format {self.log_format!r}: use one of {', '.join(LOG_FORMATS)}")
+            raise SettingError(f"unknown --log-format {self.log_format!r}: use one of {', '.join(LOG_FORMATS)}")
 
     @property
     def live(self) -> bool:
@@ -144,22 +146,6 @@ class LineLog:
             )
             self.stream.write(line + "\n")
             self.stream.flush()
-
-
-@contextmanager
-def fetch_progress(console: Console, image_set: str, settings: LogSettings) -> Iterator[Callable[..., None]]:
-    """The progress callback for one fetched set: a live panel on a terminal, lines otherwise."""
-    if settings.live:
-        from oiv4.cli.fetch_view import LiveFetchView
-
-        with LiveFetchView(console, image_set) as view:
-            yield view.update
-        return
-    log = LineLog("fetch", settings)
-    try:
-        yield log.update
-    finally:
-        log.close()
 
 
 def plain(value: Any) -> Any:

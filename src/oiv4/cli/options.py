@@ -1,12 +1,14 @@
 """Command-line options generated from the settings dataclasses, so a default and its help live once.
 
 `@settings_command({"settings": FetchSettings, "executor": ExecutorSettings})` gives a command one option
-per dataclass field (nested dataclasses included) and hands the function ready-built instances under
-those parameter names. The spelling comes from each field's metadata (see `oiv4.contracts.setting`):
-flags, MiB/MB/megapixel scales, choices, `--x/--no-x` booleans. When two fields of one command want the
-same flag (e.g. `attempts` of the metadata download, the fetch and the archives in `oiv4 build`), both
-are prefixed with the part of their path that tells them apart: `--metadata-attempts`, `--fetch-attempts`.
-A new field in a settings class therefore appears on every command that uses the class, without edits here.
+per dataclass field (nested settings included) and hands the function ready-built instances under those
+parameter names. Every field spells its own flag where it is declared (`setting(..., flag="--max-side")`,
+see `oiv4.contracts.setting`), so a grep for a flag finds its field. A command that holds the same settings
+class twice (`oiv4 build`: the metadata, archive and fetch transfers) says how it tells them apart, in its
+own registration: `prefix` puts a stage in front of every flag under a path (`--fetch-attempts`), `rename`
+gives one field another flag. Two fields that still want one flag are an error when the command is defined
+(at import), never a silent renaming; a `shared` field (`--allow-private-networks`) is one option that sets
+the field wherever the command's settings hold it.
 """
 
 from __future__ import annotations
@@ -16,34 +18,51 @@ import enum
 import functools
 import inspect
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import typer
 
-from oiv4.contracts.errors import UsageError
-from oiv4.contracts.limits import SettingRangeError
+from oiv4.contracts.errors import SettingRangeError, UsageError
 
 _NONE = type(None)
+Path = tuple[str, ...]  # ("settings", "fetch", "transfer", "attempts"): group parameter, nested fields, field
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """One non-settings field reached from a command's groups, with its default inside the groups' defaults."""
+
+    path: Path
+    field: dataclasses.Field
+    hint: Any  # the field's resolved type
+    default: Any  # MISSING when the enclosing settings need arguments
+    off_cli: str | None  # why the field is no option here (cli=False, or unused by its owner), else None
+
+    @property
+    def dotted(self) -> str:
+        return ".".join(self.path)
 
 
 @dataclass(frozen=True)
 class OptionSpec:
-    """One settings field as one command-line option."""
+    """One command-line option: the field it sets, at one path (or several, for a `shared` field)."""
 
-    path: tuple[str, ...]  # ("settings", "http", "attempts"): group parameter, nested fields, field
+    paths: tuple[Path, ...]
     field: dataclasses.Field
-    hint: Any  # the field's resolved type
+    hint: Any
     flag: str  # "--attempts", or "--rotate/--no-rotate" for a boolean
     short: str | None
-    #: The default as the enclosing settings make it: a parent's `default_factory` may set a nested field to
-    #: something other than that field's own default (DownloadSettings makes RetryPolicy(attempts=8)).
-    inherited: Any = dataclasses.MISSING
+    default: Any
 
     @property
     def meta(self) -> Mapping[str, Any]:
         return self.field.metadata
+
+    @property
+    def path(self) -> Path:
+        return self.paths[0]
 
     @property
     def param(self) -> str:
@@ -53,13 +72,6 @@ class OptionSpec:
     @property
     def dotted(self) -> str:
         return ".".join(self.path)
-
-    @property
-    def default(self) -> Any:
-        f = self.field
-        if self.inherited is not dataclasses.MISSING:
-            return self.inherited
-        return f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
 
     @property
     def optional(self) -> bool:
@@ -155,132 +167,140 @@ def _plain(value: Any) -> Any:
     return value
 
 
+@functools.cache
 def _hints(cls: type) -> dict[str, Any]:
-    module = inspect.getmodule(cls)
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        try:
-            out[f.name] = typing.get_type_hints(cls, vars(module) if module else None)[f.name]
-        except NameError:  # a type only imported for type checking: only ever on fields kept off the CLI
-            out[f.name] = Any
-    return out
+    """The resolved type of each field of `cls` (`typing.get_type_hints`: no annotation is evaluated by hand)."""
+    return typing.get_type_hints(cls)
 
 
-def _field_default(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return dataclasses.MISSING
+def _is_settings(hint: Any) -> bool:
+    return isinstance(hint, type) and dataclasses.is_dataclass(hint)
 
 
-def _walk(cls: type, path: tuple[str, ...], instance: Any = None):
-    """(path, field, hint, default) of every leaf field; nested dataclasses are walked into, and a leaf's
-    default is read from the enclosing default instance (`instance`) when there is one."""
-    hints = _hints(cls)
-    for f in dataclasses.fields(cls):
-        hint = hints[f.name]
-        value = getattr(instance, f.name) if instance is not None else _field_default(f)
-        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-            yield from _walk(hint, (*path, f.name), value if value is not dataclasses.MISSING else None)
-        else:
-            yield (*path, f.name), f, hint, value
+def _default_of(cls: type) -> Any:
+    try:
+        return cls()
+    except TypeError:  # required arguments: no default instance
+        return dataclasses.MISSING
 
 
-def _flag(f: dataclasses.Field, hint: Any) -> str:
-    flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
-    if (hint is bool or hint == bool | None) and "/" not in flag:
-        flag = f"{flag}/--no-{flag[2:]}"
-    return flag
+def leaves(groups: Mapping[str, type]) -> Iterator[Leaf]:
+    """Every leaf field of `groups`, nested settings walked into, with the default its enclosing default
+    instance gives it (a stage's `group(FETCH_TRANSFER)` makes `attempts` 4 there, not the class's 5)."""
+
+    def walk(cls: type, path: Path, instance: Any, unused: Mapping[str, str]) -> Iterator[Leaf]:
+        hints = _hints(cls)
+        for f in dataclasses.fields(cls):
+            value = dataclasses.MISSING if instance is dataclasses.MISSING else getattr(instance, f.name)
+            if _is_settings(hints[f.name]):
+                yield from walk(hints[f.name], (*path, f.name), value, f.metadata.get("unused", {}))
+                continue
+            why = unused.get(f.name) or (f.metadata.get("why") if f.metadata.get("cli") is False else None)
+            if f.metadata.get("cli") is False and not why:
+                raise TypeError(f"{cls.__name__}.{f.name} is kept off the command line without a `why`")
+            yield Leaf((*path, f.name), f, hints[f.name], value, why)
+
+    for name, cls in groups.items():
+        yield from walk(cls, (name,), _default_of(cls), {})
 
 
-def _prefixed(flag: str, prefix: str) -> str:
-    return "/".join(
-        ("--no-" + prefix + "-" + p[5:]) if p.startswith("--no-") else f"--{prefix}-{p[2:]}" for p in flag.split("/")
-    )
-
-
-def _names(flag: str) -> list[str]:
-    return flag.split("/")
+def _flag(leaf: Leaf, rename: Mapping[str, str], prefix: Mapping[str, str]) -> str:
+    """The flag of `leaf`: the command's `rename`, else the field's own flag behind the command's `prefix`."""
+    if leaf.dotted in rename:
+        return rename[leaf.dotted]
+    flag = leaf.field.metadata.get("flag")
+    if not flag:
+        owner = ".".join(leaf.path[1:]) or leaf.dotted
+        raise TypeError(f"{owner} declares no flag: give it `setting(..., flag=...)` where it is declared")
+    if leaf.field.metadata.get("shared"):
+        return str(flag)
+    scopes = [p for p in prefix if leaf.dotted.startswith(p + ".")]
+    if not scopes:
+        return str(flag)
+    stage = prefix[max(scopes, key=len)]
+    return "/".join(("--no-" + stage + p[5:]) if p.startswith("--no-") else stage + p[2:] for p in flag.split("/"))
 
 
 def collect(
     groups: Mapping[str, type],
     rename: Mapping[str, str] | None = None,
-    exclude: Mapping[str, str] | None = None,
+    prefix: Mapping[str, str] | None = None,
     reserved: set[str] | None = None,
 ) -> list[OptionSpec]:
-    """One `OptionSpec` per field of `groups` that belongs on the command line.
+    """One `OptionSpec` per option of a command whose settings are `groups`.
 
-    `rename` maps dotted paths to flags ("settings.executor.workers": "--workers"); `exclude` maps dotted
-    paths to the reason the command spells them itself; `reserved` are names the command already uses.
+    `rename` maps dotted paths to flags ("settings.verification.workers": "--verify-workers"); `prefix` maps
+    dotted paths to what goes before every flag under them ("settings.fetch.transfer": "--fetch-");
+    `reserved` are names the command already uses. Raises TypeError when two options want one name.
     """
-    rename, exclude, reserved = rename or {}, exclude or {}, set(reserved or ())
-    raw = []
-    for name, cls in groups.items():
-        for path, f, hint, value in _walk(cls, (name,)):
-            dotted = ".".join(path)
-            if f.metadata.get("cli") is False or dotted in exclude:
-                continue
-            if "help" not in f.metadata:
-                raise TypeError(f"{cls.__name__}.{f.name} has no help text: declare it with oiv4.contracts.setting")
-            raw.append([path, f, hint, rename.get(dotted) or _flag(f, hint), value])
-    fixed = {".".join(r[0]) for r in raw if ".".join(r[0]) in rename}
-    # Fields whose flag clashes get the first path element that tells them apart as a prefix.
-    by_flag: dict[str, list[list]] = {}
-    for r in raw:
-        by_flag.setdefault(_names(r[3])[0], []).append(r)
-    for first, rows in by_flag.items():
-        loose = [r for r in rows if ".".join(r[0]) not in fixed]
-        if (len(rows) < 2 and first not in reserved) or not loose:
+    rename, prefix, reserved = rename or {}, prefix or {}, set(reserved or ())
+    specs: dict[str, OptionSpec] = {}
+    for leaf in leaves(groups):
+        if leaf.off_cli:
             continue
-        for r in loose:
-            others = [o[0] for o in rows if o is not r] or [()]
-            depth = next(
-                (i for i in range(len(r[0]) - 1) if any(len(o) <= i or o[i] != r[0][i] for o in others)), len(r[0]) - 2
-            )
-            r[3] = _prefixed(r[3], r[0][depth].replace("_", "-"))
+        if "help" not in leaf.field.metadata:
+            raise TypeError(f"{leaf.dotted} has no help text: declare it with oiv4.contracts.setting")
+        flag = _flag(leaf, rename, prefix)
+        same = specs.get(flag)
+        if same is not None and same.field is leaf.field and leaf.field.metadata.get("shared"):
+            if same.default != leaf.default:
+                raise TypeError(f"shared {flag} defaults differ at {same.dotted} and {leaf.dotted}")
+            specs[flag] = dataclasses.replace(same, paths=(*same.paths, leaf.path))
+            continue
+        if same is not None:
+            raise TypeError(f"option {flag} is claimed by both {same.dotted} and {leaf.dotted}: rename one of them")
+        short = leaf.field.metadata.get("short")
+        specs[flag] = OptionSpec((leaf.path,), leaf.field, leaf.hint, flag, short, leaf.default)
     seen: dict[str, str] = {}
-    for r in raw:
-        for n in _names(r[3]):
-            if n in seen or n in reserved:
-                raise TypeError(f"option {n} is claimed by both {seen.get(n, 'the command')} and {'.'.join(r[0])}")
-            seen[n] = ".".join(r[0])
-    specs = []
-    for path, f, hint, flag, value in raw:
-        short = f.metadata.get("short")
-        if short in reserved or short in seen:
-            short = None
-        if short:
-            seen[short] = ".".join(path)
-        specs.append(OptionSpec(path, f, hint, flag, short, value))
-    return specs
+    for spec in specs.values():
+        for name in [*spec.flag.split("/"), *([spec.short] if spec.short else [])]:
+            if name in seen or name in reserved:
+                other = seen.get(name, "the command's own parameters")
+                raise TypeError(f"option {name} is claimed by both {other} and {spec.dotted}: rename one of them")
+            seen[name] = spec.dotted
+    return list(specs.values())
 
 
 def build(groups: Mapping[str, type], specs: list[OptionSpec], values: Mapping[str, Any]) -> dict[str, Any]:
-    """The settings instances for `groups` from the command line's `values` (keyed by `OptionSpec.param`)."""
-    by_path = {s.path: s for s in specs}
+    """The settings instances for `groups` from the command line's `values` (keyed by `OptionSpec.param`).
 
-    def make(cls: type, path: tuple[str, ...]) -> Any:
+    Each nested instance starts from its owner's default (`dataclasses.replace`), so fields kept off the
+    command line keep the values the owner chose. A value out of range is a `UsageError` naming the option.
+    """
+    given = {path: (spec, spec.to_field(values[spec.param])) for spec in specs for path in spec.paths}
+
+    def make(cls: type, path: Path, default: Any) -> Any:
         kwargs = {}
         hints = _hints(cls)
         for f in dataclasses.fields(cls):
             sub = (*path, f.name)
-            hint = hints[f.name]
-            if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-                kwargs[f.name] = make(hint, sub)
-            elif sub in by_path:
-                kwargs[f.name] = by_path[sub].to_field(values[by_path[sub].param])
-        return cls(**kwargs)
+            if _is_settings(hints[f.name]):
+                inner = dataclasses.MISSING if default is dataclasses.MISSING else getattr(default, f.name)
+                kwargs[f.name] = make(hints[f.name], sub, inner)
+            elif sub in given:
+                kwargs[f.name] = given[sub][1]
+        try:
+            return cls(**kwargs) if default is dataclasses.MISSING else dataclasses.replace(default, **kwargs)
+        except SettingRangeError as exc:
+            hit = given.get((*path, exc.name)) if exc.owner is cls else None
+            raise UsageError(_range_message(exc, hit[0]) if hit else str(exc)) from None
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
 
-    return {name: make(cls, (name,)) for name, cls in groups.items()}
+    return {name: make(cls, (name,), _default_of(cls)) for name, cls in groups.items()}
 
 
-def _own_names(sig: inspect.Signature, groups: Mapping[str, type]) -> set[str]:
+def _range_message(exc: SettingRangeError, spec: OptionSpec) -> str:
+    """The range error with the option as this command spells it (`--fetch-attempts` in `oiv4 build`)."""
+    scale = spec.meta.get("scale")
+    shown = exc.value / scale if scale and isinstance(exc.value, int | float) else exc.value
+    flag = spec.flag.split("/")[0]
+    return f"{flag} must be {exc.rule}, got " + (f"{shown:g}" if isinstance(shown, float) else f"{shown}")
+
+
+def _own_names(params: list[inspect.Parameter]) -> set[str]:
     names: set[str] = set()
-    for p in sig.parameters.values():
-        if p.name in groups:  # replaced by the generated options: its name is no flag of the command
-            continue
+    for p in params:
         decls = getattr(p.default, "param_decls", None) or ()
         names.update(d for decl in decls for d in decl.split("/"))
         names.add("--" + p.name.replace("_", "-"))
@@ -291,7 +311,7 @@ def settings_command(
     groups: Mapping[str, type],
     *,
     rename: Mapping[str, str] | None = None,
-    exclude: Mapping[str, str] | None = None,
+    prefix: Mapping[str, str] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorate a typer command so that its `groups` parameters are generated options (see the module doc).
 
@@ -300,66 +320,49 @@ def settings_command(
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         sig = inspect.signature(fn)
-        # Only the command's own parameters need real types; the group parameters are replaced.
-        hints = {
-            p.name: eval(p.annotation, fn.__globals__) if isinstance(p.annotation, str) else p.annotation
-            for p in sig.parameters.values()
-            if p.name not in groups
-        }
+        # Only the command's own parameters need real types (the group parameters are replaced).
+        own_annotations = {k: v for k, v in fn.__annotations__.items() if k not in groups and k != "return"}
+        hints = typing.get_type_hints(_Annotated(own_annotations), globalns=fn.__globals__)
         own = [
-            p.replace(annotation=hints.get(p.name, p.annotation))
+            p.replace(annotation=hints.get(p.name, p.annotation), kind=inspect.Parameter.KEYWORD_ONLY)
             for p in sig.parameters.values()
             if p.name not in groups
         ]
-        specs = collect(groups, rename, exclude, reserved=_own_names(sig, groups) | {"--help", "-h"})
+        specs = collect(groups, rename, prefix, reserved=_own_names(own) | {"--help", "-h"})
         generated = [
             inspect.Parameter(
                 s.param, inspect.Parameter.KEYWORD_ONLY, default=s.typer_option(), annotation=s.annotation()
             )
             for s in specs
         ]
-        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + generated
+        params = own + generated
 
         @functools.wraps(fn)
         def command(**kwargs: Any) -> Any:
             values = {s.param: kwargs.pop(s.param) for s in specs}
-            try:
-                built = build(groups, specs, values)
-            except SettingRangeError as exc:
-                raise UsageError(_range_message(exc, specs)) from None
-            except ValueError as exc:
-                raise UsageError(str(exc)) from None
-            return fn(**kwargs, **built)
+            return fn(**kwargs, **build(groups, specs, values))
 
         command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
         command.__annotations__ = {p.name: p.annotation for p in params}
-        command.__oiv4_settings__ = SettingsBinding(dict(groups), specs, dict(exclude or {}))  # type: ignore[attr-defined]
+        command.__oiv4_settings__ = SettingsBinding(dict(groups), specs)  # type: ignore[attr-defined]
         return command
 
     return decorate
 
 
-def _range_message(exc: SettingRangeError, specs: list[OptionSpec]) -> str:
-    """The range error with the option as this command spells it (`--fetch-attempts` in `oiv4 build`)."""
-    spec = next((s for s in specs if s.field is exc.field()), None)
-    if spec is None:
-        return str(exc)
-    scale = spec.meta.get("scale")
-    shown = exc.value / scale if scale and isinstance(exc.value, int | float) else exc.value
-    return (
-        f"{_names(spec.flag)[0]} must be {exc.rule}, got {shown:g}"
-        if isinstance(shown, float)
-        else (f"{_names(spec.flag)[0]} must be {exc.rule}, got {shown}")
-    )
+class _Annotated:
+    """An object carrying just some of a function's annotations, for `typing.get_type_hints`."""
+
+    def __init__(self, annotations: dict[str, Any]) -> None:
+        self.__annotations__ = annotations
 
 
 @dataclass(frozen=True)
 class SettingsBinding:
-    """What `settings_command` attached to a command: its groups, options and hand-spelled exclusions."""
+    """What `settings_command` attached to a command: its groups and their options."""
 
     groups: dict[str, type]
     specs: list[OptionSpec]
-    exclude: dict[str, str]
 
 
-__all__ = ["OptionSpec", "SettingsBinding", "build", "collect", "settings_command"]
+__all__ = ["Leaf", "OptionSpec", "SettingsBinding", "build", "collect", "leaves", "settings_command"]

@@ -23,8 +23,8 @@ from rich.progress import (
 from rich.table import Table
 
 from oiv4.cli.app import console as err
-from oiv4.cli.fetch_view import summary_table
-from oiv4.cli.logs import LineLog, LogSettings, fetch_progress
+from oiv4.cli.fetch_view import fetch_progress, summary_table
+from oiv4.cli.logs import LineLog, LogSettings
 from oiv4.contracts.schema import ImageSet
 from oiv4.stages.archives import ArchiveProgress
 

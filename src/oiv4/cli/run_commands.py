@@ -13,32 +13,33 @@ from oiv4.cli.guard import report_target, writing
 from oiv4.cli.logs import LogSettings, emit_summary
 from oiv4.cli.options import settings_command
 from oiv4.cli.stage_commands import fetch_exit_code
-from oiv4.contracts.errors import COMPLETE_WITH_FAILURES, UsageError
+from oiv4.contracts.errors import COMPLETE_WITH_FAILURES, SettingError, UsageError
 from oiv4.io.storage import Storage
 from oiv4.report import ReportSettings
 from oiv4.run.build import BuildResult, BuildSettings
 
 RUN_PANEL = "Run everything"
 
-#: `oiv4 build` carries every stage's options; these keep the names they had before it was generated.
+#: `oiv4 build` carries every stage's options. Each downloading stage has its own transfer settings (with
+#: their own defaults), so their flags carry the stage: `--metadata-attempts`, `--archives-attempts`,
+#: `--fetch-attempts` (one `--allow-private-networks` / `--ca-bundle` is shared by all).
+BUILD_PREFIXES = {
+    "settings.metadata.transfer": "--metadata-",
+    "settings.archives.transfer": "--archives-",
+    "settings.fetch.transfer": "--fetch-",
+}
+#: The other flags two stages would both claim, spelled for `oiv4 build`.
 BUILD_RENAMES = {
     "settings.metadata.base_url": "--metadata-url",
+    "settings.metadata.force": "--metadata-force/--no-metadata-force",
+    "settings.plan.force": "--plan-force/--no-plan-force",
     "settings.archives.source": "--archives-source",
-    "settings.executor.workers": "--workers",
+    "settings.archives.force_settings": "--archives-force-settings/--no-archives-force-settings",
+    "settings.fetch.force_settings": "--fetch-force-settings/--no-fetch-force-settings",
     "settings.verification.workers": "--verify-workers",
     "settings.verification.fast": "--verify-fast",
     "reporting.out": "--report-out",
     "reporting.samples": "--report-samples",
-}
-_NETWORK = "one --allow-private-networks / --ca-bundle of the build sets it for every stage"
-BUILD_EXCLUDES = {
-    "settings.verification.sets": "verify checks the sets chosen with --set",
-    "settings.metadata.download.allow_private_networks": _NETWORK,
-    "settings.archives.allow_private_networks": _NETWORK,
-    "settings.fetch.http.allow_private_networks": _NETWORK,
-    "settings.metadata.download.ca_bundle": _NETWORK,
-    "settings.archives.ca_bundle": _NETWORK,
-    "settings.fetch.http.ca_bundle": _NETWORK,
 }
 
 
@@ -64,7 +65,7 @@ def _finish(result: BuildResult, log: LogSettings, failures_code: bool = True) -
 @settings_command(
     {"settings": BuildSettings, "reporting": ReportSettings, "log": LogSettings},
     rename=BUILD_RENAMES,
-    exclude=BUILD_EXCLUDES,
+    prefix=BUILD_PREFIXES,
 )
 def build_cmd(
     settings: BuildSettings,
@@ -85,8 +86,6 @@ def build_cmd(
     from oiv4.report import build_report
     from oiv4.run.build import run_build
 
-    if settings.verification.workers < 1:
-        raise UsageError(f"--verify-workers must be >= 1, got {settings.verification.workers}")
     if reporting.out is not None:
         report_target(reporting.out)
     with writing(root, "oiv4 build") as storage:
@@ -190,7 +189,7 @@ def mirror_cmd(
             latency_seconds=latency_ms / 1000,
             bytes_per_second=bandwidth_mbps * 1e6,
         )
-    except ValueError as exc:
+    except SettingError as exc:
         raise UsageError(f"bad universe: {exc}") from None
     universe = Universe(spec, cache_dir)
     err.print(f"generating {images:,} images ({megapixels[0]}-{megapixels[1]} MP) in {universe.cache_dir} ...")

@@ -10,8 +10,9 @@ from rich.console import Console
 from oiv4.cli import render
 from oiv4.cli.app import app
 from oiv4.cli.app import console as err
+from oiv4.cli.fetch_view import fetch_progress
 from oiv4.cli.guard import check_outcomes, writing
-from oiv4.cli.logs import LineLog, LogSettings, emit_summary, fetch_progress
+from oiv4.cli.logs import LineLog, LogSettings, emit_summary
 from oiv4.cli.options import choice_enum, settings_command
 from oiv4.contracts.errors import COMPLETE_WITH_FAILURES, Incomplete, Interrupted, UsageError
 from oiv4.contracts.schema import URL_SETS, ImageSet

@@ -15,28 +15,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from oiv4.contracts.errors import UsageError
-
-
-class MissingExtraError(RuntimeError, UsageError):
-    """An optional dependency is not importable; the message names the extra that brings it.
-
-    A `UsageError` (the user fixes it by installing something, not by retrying), so the CLI prints it as one
-    line with the usage exit code.
-    """
-
-    def __init__(self, feature: str, extra: str, module: str, cause: str | None = None) -> None:
-        self.feature = feature
-        self.extra = extra
-        self.module = module
-        self.cause = cause
-        # oiv4 is installed from a clone (no package index serves it), so the hint says how to add an extra there.
-        message = f"{feature} needs the [{extra}] extra: in the oiv4 clone, pip install '.[{extra}]'"
-        if cause:
-            # Installed but broken (e.g. an incompatible version of one of its own dependencies):
-            # the bare hint would send the user in circles, so say what failed.
-            message += f" (import {module} failed: {cause})"
-        super().__init__(message)
+from oiv4.contracts.errors import MissingExtraError
 
 
 def require(*modules: str, extra: str, feature: str) -> ModuleType:

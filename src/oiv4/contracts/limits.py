@@ -9,28 +9,10 @@ which field broke which rule, so the CLI can name the option as that command spe
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
-from oiv4.contracts.errors import UsageError
-
-
-class SettingRangeError(ValueError, UsageError):
-    """`owner.name` is outside its range; `rule` says the range in words ("> 0", "within 1..100")."""
-
-    def __init__(self, owner: type, name: str, rule: str, value: Any) -> None:
-        self.owner, self.name, self.rule, self.value = owner, name, rule, value
-        meta = owner.__dataclass_fields__[name].metadata  # type: ignore[attr-defined]
-        flag = (meta.get("flag") or "--" + name.replace("_", "-")).split("/")[0]
-        scale = meta.get("scale")
-        shown = value / scale if scale and isinstance(value, int | float) else value
-        super().__init__(f"{flag} must be {rule}, got {shown:g}" if isinstance(shown, float) else
-                         f"{flag} must be {rule}, got {shown}")  # fmt: skip
-
-    def field(self) -> dataclasses.Field:
-        """The dataclass field that failed (the same object `dataclasses.fields(owner)` returns)."""
-        return self.owner.__dataclass_fields__[self.name]  # type: ignore[attr-defined,no-any-return]
+from oiv4.contracts.errors import SettingRangeError
 
 
 def _value(obj: Any, name: str) -> Any:

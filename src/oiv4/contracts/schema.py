@@ -90,7 +90,7 @@ class Outcome(StrEnum):
     corrupt_jpeg = "corrupt_jpeg"  # libjpeg reported damaged entropy-coded data (io.strict_decode)
     blocked_address = "blocked_address"  # URL or redirect to a loopback/private/reserved address (io.net_guard)
     unsafe_path = "unsafe_path"  # target path would leave the output root (symlink, `..`; io.safe_paths)
-    checksum_mismatch = "checksum_mismatch"  # stored bytes no longer match the ledger's checksum (io.checksum)
+    checksum_mismatch = "checksum_mismatch"  # stored bytes differ from the ledger's checksum (io.checksum)
     too_many_scans = "too_many_scans"  # a JPEG with more scans than io.strict_decode.MAX_SCANS: not decoded
 
 
@@ -116,7 +116,7 @@ LEDGER_SCHEMA = pa.schema(
         pa.field("location", pa.string()),  # relative path, or "<archive>.zip:<member>" / "<shard>.tar:<key>"
         pa.field("started_at", pa.timestamp("ms", tz="UTC")),
         pa.field("elapsed_s", pa.float64()),
-        # Integrity and duplicates (issues #10, #11), null on non-ok rows and in ledgers written before them
+        # Integrity and duplicates, null on non-ok rows and in ledgers written without these columns
         # (readers fill them with nulls; `oiv4 hash` records them for such stored images):
         pa.field("checksum", pa.string()),  # of the stored bytes, "xxh3:<hex>" (io.checksum)
         pa.field("phash", pa.uint64()),  # 64-bit rotation-aware perceptual hash of the stored picture (io.fingerprint)

@@ -1,17 +1,19 @@
-"""The unit of work, a shard, and what a stage provides so that any executor can run its shards.
+"""Shard arithmetic and the output-settings contract, shared by the stages and the run layer (no I/O).
 
-A shard only reads its manifest slice and writes its own files and ledger, so any executor can run it
-(this process, a local process pool, a Dask cluster) and re-running it is always safe: the ledger tells
-it which rows are already finished. A stage (fetch, archives) implements `Stage`; the run layer's
-`run_set` plans, checks, runs and summarises any stage the same way. Stages never import the run layer.
+A shard is the unit of work: rows [start, stop) of a set's manifest (URL sets), one archive (archive sets),
+or one ledger shard. The task, result and plan types and the stage base class live in `oiv4.stages.base`,
+since a task carries the `Storage` it writes to.
+
+`OutputSettings` is the small protocol of settings that shape stored bytes (JPEG quality, max side, the
+archive member limit, the feature model): `oiv4.run.shard_settings` records them with each shard when it
+starts and refuses a resume with other values unless `force_settings`. Settings that shape no stored byte
+(hash's) do not implement it, and nothing is recorded for them.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from collections.abc import Mapping
+from typing import Protocol, runtime_checkable
 
 from oiv4.contracts.schema import ImageSet
 
@@ -23,8 +25,9 @@ DEFAULT_SHARD_ROWS = 10_000
 SettingValue = str | int | float | bool | None
 
 
-class ShardSettings(Protocol):
-    """What every stage's settings dataclass offers the run layer (it travels inside each `ShardTask`)."""
+@runtime_checkable
+class OutputSettings(Protocol):
+    """Settings whose values shape the stored bytes, recorded per shard so a resume cannot mix two makes."""
 
     @property
     def force_settings(self) -> bool:
@@ -32,105 +35,27 @@ class ShardSettings(Protocol):
         ...
 
     def output_settings(self) -> dict[str, SettingValue]:
-        """The settings that shape the stored bytes, by name; recorded with each shard when it starts.
-
-        A resumed shard must not mix images made two ways, so a change here is refused unless forced.
-        """
+        """The settings that shape the stored bytes, by name; recorded with each shard when it starts."""
         ...
 
 
-@dataclass(frozen=True)
-class ShardTask:
-    """Everything a worker needs to run one shard, picklable and self-contained."""
+@runtime_checkable
+class OwnSettingsRecord(Protocol):
+    """`OutputSettings` recorded somewhere other than beside the set's ledger (features: per model)."""
 
-    stage: str  # "fetch" or "archives"
-    image_set: ImageSet
-    shard: int
-    start: int  # first manifest row (inclusive)
-    stop: int  # last manifest row (exclusive)
-    root: str
-    storage_options: dict[str, Any] = field(default_factory=dict)
-    settings: ShardSettings | None = None  # the stage's settings dataclass; None: the stage's defaults
-    name: str = ""  # archive stem for archive shards, e.g. "train_3"
-
-    @property
-    def key(self) -> str:
-        return f"{self.stage}-{self.image_set.value}-{self.shard:05d}"
-
-
-@dataclass
-class ShardResult:
-    """What a finished shard reports back: counts, plus a small stage-specific record (the details are
-    in its ledger)."""
-
-    image_set: ImageSet
-    shard: int
-    outcomes: Counter[str] = field(default_factory=Counter)
-    skipped: int = 0  # rows already finished by an earlier run
-    bytes_downloaded: int = 0
-    elapsed_s: float = 0.0
-    #: Stage-specific, picklable, JSON-like facts about the shard (archives: the archive's report).
-    detail: Mapping[str, object] = field(default_factory=dict)
-
-    @property
-    def done(self) -> int:
-        return sum(self.outcomes.values())
-
-
-@dataclass
-class SetPlan:
-    """What a stage plans to do for one set: the shards to run and the counts to report progress against."""
-
-    tasks: list[ShardTask]
-    shards: int  # shards of the set (run or not)
-    todo: int  # rows the tasks will (re)do
-    skipped: int = 0  # rows already finished, left alone
-    #: Stage-private facts carried from `plan_set` to `summarise` (e.g. archives already done).
-    notes: list[Mapping[str, object]] = field(default_factory=list)
-
-
-SettingsT = TypeVar("SettingsT", bound=ShardSettings, contravariant=True)
-SummaryT = TypeVar("SummaryT", covariant=True)
-
-
-class Stage(Protocol[SettingsT, SummaryT]):
-    """What a stage provides to be run as shards by `oiv4.run.stage_runner.run_set`.
-
-    Instances must pickle (Dask and the process pool send them to workers); in-process state such as a
-    progress callback must be dropped on pickling.
-    """
-
-    name: str  # "fetch" or "archives", also `ShardTask.stage`
-
-    def plan_set(
-        self,
-        root: str,
-        storage_options: Mapping[str, Any],
-        image_set: ImageSet,
-        settings: SettingsT,
-        shards: Iterable[int] | None,
-    ) -> SetPlan:
-        """The unfinished shards of `image_set` (only those in `shards` if given); raises the stage's
-        own error with a one-line message when the set cannot be run (no plan, wrong set, ...)."""
+    def settings_record(self, image_set: ImageSet | str, shard: int) -> str:
+        """The record's path relative to the root."""
         ...
 
-    def run_shard(self, task: ShardTask) -> ShardResult:
-        """Run one shard: manifest rows in, files + ledger rows out. Safe to re-run."""
-        ...
 
-    def summarise(
-        self, root: str, storage_options: Mapping[str, Any], plan: SetPlan, results: list[ShardResult], elapsed_s: float
-    ) -> SummaryT:
-        """The stage's summary of one `run_set` call."""
-        ...
+def setting_changes(old: Mapping[str, object], new: Mapping[str, object]) -> dict[str, tuple[object, object]]:
+    """Each recorded setting whose value differs, as (old, new), by name."""
+    return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
 
-    def aborted(self, message: str) -> Exception:
-        """The stage's error for a run that cannot go on (worker processes kept dying)."""
-        ...
 
-    def interrupt(self) -> None:
-        """Stop in-process work promptly (Ctrl-C, or an error elsewhere); a no-op for most stages."""
-        ...
+def describe_changes(changes: Mapping[str, tuple[object, object]]) -> str:
+    """`setting_changes` in words, for one-line errors."""
+    return ", ".join(f"{k}: was {old!r}, now {new!r}" for k, (old, new) in changes.items())
 
 
 def shard_bounds(n_rows: int, shard_rows: int) -> list[tuple[int, int]]:

@@ -1,28 +1,12 @@
-"""What reading stored bytes can raise on purpose."""
+"""The errors reading stored bytes raises on purpose; they are defined in `oiv4.contracts.errors` (`data`).
+
+This module keeps the import path `oiv4.io.blob_errors` working for code that spells it so.
+"""
 
 from __future__ import annotations
 
-from oiv4.contracts.errors import InputError, IntegrityError, Oiv4Error
-
-
-class ReaderError(Oiv4Error):
-    """Base class of everything the reader raises on purpose."""
-
-
-class ImageNotFoundError(ReaderError, KeyError, InputError):
-    """The ImageID is not stored in this set (never planned, or planned but its outcome is not ok)."""
-
-    def __str__(self) -> str:  # KeyError would print the repr of the message
-        return str(self.args[0]) if self.args else "image not found"
-
-
-class BadArchiveError(ReaderError, OSError, IntegrityError):
-    """A zip or tar container cannot be indexed (truncated, not an archive, unsound central directory)."""
-
-
-class CorruptImageError(ReaderError, OSError, IntegrityError):
-    """The stored bytes of one image are damaged (missing member data, CRC mismatch, short file)."""
-
-
-class BadLocationError(ReaderError, ValueError, InputError):
-    """A ledger `location` that cannot name a stored image (absolute, `..`, unknown container type)."""
+from oiv4.contracts.errors import BadArchiveError as BadArchiveError
+from oiv4.contracts.errors import BadLocationError as BadLocationError
+from oiv4.contracts.errors import CorruptImageError as CorruptImageError
+from oiv4.contracts.errors import ImageNotFoundError as ImageNotFoundError
+from oiv4.contracts.errors import ReaderError as ReaderError

@@ -28,7 +28,7 @@ from typing import Protocol
 
 import xxhash
 
-from oiv4.contracts.errors import IntegrityError
+from oiv4.contracts.errors import ChecksumError
 
 
 class _Hasher(Protocol):
@@ -42,10 +42,6 @@ ALGORITHMS: dict[str, Callable[[], _Hasher]] = {
     "sha256": hashlib.sha256,
 }
 DEFAULT_ALGORITHM = "xxh3"
-
-
-class ChecksumError(ValueError, IntegrityError):
-    """A checksum string is malformed or names an algorithm we do not know; the message says which."""
 
 
 def checksum(data: bytes | memoryview, algorithm: str = DEFAULT_ALGORITHM) -> str:

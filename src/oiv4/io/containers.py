@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from oiv4.io.blob_errors import BadArchiveError, CorruptImageError
+from oiv4.contracts.errors import BadArchiveError, CorruptImageError
 from oiv4.io.locations import Location
 from oiv4.io.storage import Storage
 
@@ -187,8 +187,8 @@ class BlobReader:
 
     def read_at(self, rel: str, offset: int, length: int) -> bytes:
         """`length` bytes of file `rel` from `offset` (fewer only at the end of the file)."""
-        if not self.storage.local:
-            return bytes(self.storage.fs.cat_file(self.storage.path(rel), start=offset, end=offset + length))
+        if self.storage.round_trips:  # one ranged GET; a cached handle would buy nothing
+            return self.storage.read_range(rel, offset, length)
         fh = self._handle(rel)  # held until the reads are done: eviction must not close it under us
         fd = fh.fileno()
         out = os.pread(fd, length, offset)

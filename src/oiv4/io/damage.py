@@ -17,12 +17,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from oiv4.contracts.errors import DamagedFileError
+from oiv4.contracts.layout import LAYOUT, LEDGER_PART_FILE, LEDGER_SETTINGS_FILE, LEDGER_SHARD_FILE
 from oiv4.io.storage import Storage
 
 _PARQUET_MAGIC = b"PAR1"
-_LEDGER_SHARD = re.compile(r"^ledger/(?P<set>[a-z_]+)/shard-\d+\.parquet$")
-_LEDGER_PART = re.compile(r"^ledger/(?P<set>[a-z_]+)/shard-\d+\.parts/[^/]+$")
-_SETTINGS = re.compile(r"^ledger/(?P<set>[a-z_]+)/shard-\d+\.settings\.json$")
 _ARCHIVE_SETS = ("targets", "validation")
 
 
@@ -41,21 +39,21 @@ def _redo(image_set: str, root: str) -> str:
 def advice(storage: Storage, rel: str) -> str:
     """What to do about a damaged file, by its kind; every way out named here loses no finished image."""
     root = storage.root
-    if m := _LEDGER_SHARD.match(rel):
+    if m := LEDGER_SHARD_FILE.match(rel):
         return f"Restore it from a copy, or delete it and run {_redo(m['set'], root)}"
-    if m := _LEDGER_PART.match(rel):
+    if m := LEDGER_PART_FILE.match(rel):
         return f"Restore it from a copy, or delete it and run {_redo(m['set'], root)}"
-    if _SETTINGS.match(rel):
+    if LEDGER_SETTINGS_FILE.match(rel):
         return (
             "Restore it from a copy, or delete it: it only guards a resume of that shard against other output "
             "settings, and the shard's next run records it again"
         )
-    if rel.startswith("plan/"):
+    if rel.startswith(f"{LAYOUT.plan_dir()}/"):
         return (
             f"Restore it from a copy, or recompute the plan: `oiv4 plan --root {root} --force` with the "
             "--train-size and --shard-rows it was made with (the same metadata gives the same rows)"
         )
-    if rel.startswith("dedup/"):
+    if rel.startswith(f"{LAYOUT.dedup_dir()}/"):
         return f"Delete it and run `oiv4 dedup --root {root}` again"
     return "Restore it from a copy"
 
@@ -192,15 +190,14 @@ def find_damage_in_root(storage: Storage) -> DamagedFileError | None:
     Run only after a read failed without naming its file: it checks every ledger file's footer, then, if
     they all look whole, reads every page of every file (a corrupt page inside a file with an intact footer).
     """
-    from oiv4.contracts.layout import LAYOUT
     from oiv4.contracts.schema import ImageSet
 
-    jsons = [LAYOUT.plan_summary(), "dedup/summary.json"]
-    parquets = [LAYOUT.plan(s) for s in ImageSet] + ["dedup/pairs.parquet"]
+    jsons = [LAYOUT.plan_summary(), LAYOUT.dedup_summary()]
+    parquets = [LAYOUT.plan(s) for s in ImageSet] + [LAYOUT.dedup_pairs()]
     for s in ImageSet:
         d = LAYOUT.ledger_dir(s)
-        parquets += storage.glob(f"{d}/shard-*.parquet") + storage.glob(f"{d}/shard-*.parts/part-*.parquet")
-        jsons += storage.glob(f"{d}/shard-*.settings.json")
+        parquets += storage.glob(LAYOUT.shard_files_glob(d)) + storage.glob(LAYOUT.part_files_glob(d))
+        jsons += storage.glob(LAYOUT.settings_files_glob(d))
     for rel in jsons:
         if storage.exists(rel):
             try:

@@ -13,33 +13,27 @@ import asyncio
 import errno
 import ssl
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
-from oiv4.contracts.errors import SourceError, UsageError
-from oiv4.io.net_guard import BlockedAddress, GuardSettings, guarded_connector
+from oiv4.contracts.errors import (
+    BlockedAddress,
+    BlockedError,
+    ChangedError,
+    NotFoundError,
+    TlsError,
+    TransferError,
+    TransientError,
+    UnreachableError,
+    UsageError,
+)
+from oiv4.contracts.transfer import TransferSettings
+from oiv4.io.net_guard import guarded_connector
 from oiv4.io.ranged import RemoteObject
-from oiv4.io.retry import TRANSIENT_STATUS, TransferError, TransientError, UnreachableError, parse_retry_after
+from oiv4.io.retry import TRANSIENT_STATUS, parse_retry_after
 
 READ_CHUNK = 1 << 20
-
-
-class ChangedError(TransferError, SourceError):
-    """The remote object is not the one a download started from (ETag / Last-Modified / size differ)."""
-
-
-class NotFoundError(TransferError, SourceError):
-    """HTTP 404 / no such object."""
-
-
-class BlockedError(TransferError, SourceError):
-    """The URL (or a redirect) leads to an address the network guard refuses; never retried."""
-
-
-class TlsError(TransferError, SourceError):
-    """The server's certificate cannot be verified (or the TLS handshake failed); never retried."""
 
 
 def tls_reason(exc: BaseException) -> str:
@@ -50,22 +44,6 @@ def tls_reason(exc: BaseException) -> str:
         f"TLS certificate not trusted ({what}); if a proxy or mirror uses its own CA, give it with --ca-bundle "
         "or SSL_CERT_FILE"
     )
-
-
-@dataclass(frozen=True)
-class HttpTimeouts:
-    connect_s: float = 30.0
-    read_s: float = 120.0  # max silence between chunks; big files have no total deadline
-
-
-@dataclass(frozen=True)
-class NetworkSettings:
-    """What every transfer's connections may reach and trust (the fields of the stages' settings of that name)."""
-
-    allow_private_networks: bool = False
-    ca_bundle: str | None = None
-    #: Exact (ip, port) pairs admitted as if public (tests: a hostile server on 127.0.0.1).
-    allowed_endpoints: frozenset[tuple[str, int]] = frozenset()
 
 
 def ssl_context(ca_bundle: str | None = None) -> ssl.SSLContext:
@@ -80,28 +58,22 @@ def ssl_context(ca_bundle: str | None = None) -> ssl.SSLContext:
 
 
 def make_session(
-    timeouts: HttpTimeouts | None = None,
+    transfer: TransferSettings | None = None,
     headers: dict[str, str] | None = None,
     read_bufsize: int = 1 << 20,
-    *,
-    network: NetworkSettings | None = None,
     **connector_kwargs: Any,
 ) -> aiohttp.ClientSession:
-    """An aiohttp session as every oiv4 transfer uses it: guarded, TLS-verified, proxy variables honoured.
+    """An aiohttp session as every oiv4 transfer uses it: guarded, TLS-verified, proxy variables honoured,
+    with `transfer`'s connect and read timeouts (its `deadline_s` bounds each attempt at the caller).
 
     `connector_kwargs` go to `aiohttp.TCPConnector` (limit, limit_per_host, ttl_dns_cache, resolver...).
     Call inside a running event loop.
     """
-    t = timeouts or HttpTimeouts()
-    net = network or NetworkSettings()
-    connector = guarded_connector(
-        GuardSettings(net.allow_private_networks, frozenset(net.allowed_endpoints)),
-        ssl=ssl_context(net.ca_bundle),
-        **connector_kwargs,
-    )
+    t = transfer or TransferSettings()
+    connector = guarded_connector(t, ssl=ssl_context(t.ca_bundle), **connector_kwargs)
     return aiohttp.ClientSession(
         connector=connector,
-        timeout=aiohttp.ClientTimeout(total=None, connect=t.connect_s, sock_read=t.read_s),
+        timeout=aiohttp.ClientTimeout(total=None, connect=t.connect_timeout_s, sock_read=t.read_timeout_s),
         headers=headers,
         read_bufsize=read_bufsize,
         trust_env=True,

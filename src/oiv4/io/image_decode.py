@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from typing import TYPE_CHECKING
 
-from oiv4.io.blob_errors import CorruptImageError
+from oiv4.contracts.errors import CorruptImageError
 
 if TYPE_CHECKING:
     from PIL import Image

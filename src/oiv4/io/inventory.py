@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from oiv4.contracts.errors import BadArchiveError
 from oiv4.contracts.schema import ImageSet, Outcome, is_valid_image_id
-from oiv4.io.blob_errors import BadArchiveError
 from oiv4.io.containers import BlobReader
+from oiv4.io.locations import member_location
 from oiv4.io.storage import TMP_MARK, Storage
 
 
@@ -27,7 +26,7 @@ def scan_set(storage: Storage, image_set: ImageSet | str) -> Inventory:
     """List every image file and container under `<set>/` with its size (one walk, no reads)."""
     top = ImageSet(image_set).value
     inv = Inventory()
-    for rel, size in _walk(storage, top):
+    for rel, size in storage.walk(top):
         name = rel.rsplit("/", 1)[-1]
         if TMP_MARK in name:
             inv.temp.append(rel)
@@ -38,27 +37,6 @@ def scan_set(storage: Storage, image_set: ImageSet | str) -> Inventory:
         # anything else (.tar.gz sources kept beside, features/*.h5) is not ours to judge
     inv.temp.sort()
     return inv
-
-
-def _walk(storage: Storage, top: str) -> Iterator[tuple[str, int]]:
-    if storage.local:
-        base = storage.local_path(top)
-        prefix = len(storage.root) + 1
-        for dirpath, _dirs, files in os.walk(base):
-            for f in files:
-                full = os.path.join(dirpath, f)
-                try:
-                    yield full[prefix:].replace(os.sep, "/"), os.stat(full).st_size
-                except FileNotFoundError:
-                    continue  # removed while we walked (a writer's temp file being renamed)
-        return
-    fs = storage.fs
-    root = fs._strip_protocol(storage.root).rstrip("/")
-    if not fs.exists(f"{root}/{top}"):
-        return
-    for path, info in sorted(fs.find(f"{root}/{top}", detail=True).items()):
-        if info.get("type", "file") == "file":
-            yield path[len(root) + 1 :], int(info.get("size") or 0)
 
 
 def inventory_ledger(storage: Storage, blobs: BlobReader, image_set: ImageSet, plan: pa.Table | None) -> pa.Table:
@@ -77,7 +55,7 @@ def inventory_ledger(storage: Storage, blobs: BlobReader, image_set: ImageSet, p
         for member in members:
             name = member.rsplit("/", 1)[-1]
             if name.endswith(".jpg") and is_valid_image_id(name[:-4]):
-                locs.setdefault(name[:-4], f"{container}:{member}")
+                locs.setdefault(name[:-4], member_location(container, member))
     if plan is not None:
         ids = plan["ImageID"].to_pylist()
         pairs = [(r, i) for r, i in enumerate(ids) if i in locs]

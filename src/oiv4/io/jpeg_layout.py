@@ -16,17 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from oiv4.contracts.errors import InputError
+from oiv4.contracts.errors import JpegLayoutError
 
 #: Start-of-frame markers (every coding process); 0xC4 (DHT), 0xC8 (JPG), 0xCC (DAC) are not frames.
 _SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 _PROGRESSIVE = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
 #: A run of zero bytes this long inside the scan data is a zero-filled body, not entropy-coded photo data.
 ZERO_RUN = 65536
-
-
-class JpegLayoutError(ValueError, InputError):
-    """The marker layout is broken; the message says where (one line)."""
 
 
 @dataclass(frozen=True)

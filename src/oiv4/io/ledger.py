@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from oiv4.contracts.errors import LedgerChangingError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import LEDGER_SCHEMA, ImageSet
 from oiv4.io.damage import damaged_among, reading
@@ -101,35 +102,52 @@ class LedgerFiles:
         return not self.compacted and not self.parts
 
 
-def _shard_of(rel: str) -> int:
-    # ledger/<set>/shard-00012.parquet or ledger/<set>/shard-00012.parts/part-....parquet
-    name = rel.split("/")[2]
-    return int(name.removeprefix("shard-").split(".", 1)[0])
-
-
 def list_ledger(storage: Storage, image_set: ImageSet | str, shards: Sequence[int] | None = None) -> LedgerFiles:
     """List a set's ledger files. Parts are listed *before* shard files: a shard compacting meanwhile writes
     its shard file before removing its parts, so every row is in something this listing names."""
     image_set = ImageSet(image_set)
     d = LAYOUT.ledger_dir(image_set)
     if shards is not None and len(shards) == 1:
-        parts = storage.glob(f"{LAYOUT.ledger_parts_dir(image_set, shards[0])}/part-*.parquet")
+        parts = storage.glob(LAYOUT.shard_parts_glob(LAYOUT.ledger_parts_dir(image_set, shards[0])))
         one = LAYOUT.ledger_shard(image_set, shards[0])
         compacted = [one] if storage.exists(one) else []
     else:
-        parts = storage.glob(f"{d}/shard-*.parts/part-*.parquet")
-        compacted = storage.glob(f"{d}/shard-*.parquet")
+        parts = storage.glob(LAYOUT.part_files_glob(d))
+        compacted = storage.glob(LAYOUT.shard_files_glob(d))
     files = LedgerFiles(image_set)
     wanted = None if shards is None else set(shards)
     for rel in compacted:
-        s = _shard_of(rel)
+        s = LAYOUT.shard_of(rel)
         if wanted is None or s in wanted:
             files.compacted[s] = rel
     for rel in parts:  # sorted: part names start with their UTC time, so this is time order
-        s = _shard_of(rel)
+        s = LAYOUT.shard_of(rel)
         if wanted is None or s in wanted:
             files.parts.setdefault(s, []).append(rel)
     return files
+
+
+def has_ledger(storage: Storage, image_set: ImageSet | str) -> bool:
+    """Whether the set has recorded a ledger row: a compacted shard file, or a part of a shard that has not
+    compacted yet (a set whose shards all run, or were all killed, has only parts)."""
+    d = LAYOUT.ledger_dir(ImageSet(image_set))
+    return bool(storage.glob(LAYOUT.shard_files_glob(d)) or storage.glob(LAYOUT.part_files_glob(d)))
+
+
+def sets_with_ledger(storage: Storage, sets: Sequence[ImageSet | str] | None = None) -> list[ImageSet]:
+    """The sets among `sets` (default: all four) that have a ledger (`has_ledger`), in `ImageSet` order."""
+    wanted = [ImageSet(s) for s in sets] if sets is not None else list(ImageSet)
+    return [s for s in ImageSet if s in wanted and has_ledger(storage, s)]
+
+
+def ledger_started(storage: Storage, image_set: ImageSet | str) -> bool:
+    """Whether any shard of the set has started: a ledger file, a part or a shard's recorded settings."""
+    return bool(storage.glob(LAYOUT.anything_glob(LAYOUT.ledger_dir(ImageSet(image_set)))))
+
+
+def shard_has_parts(storage: Storage, image_set: ImageSet | str, shard: int) -> bool:
+    """Whether rows of the shard wait in parts (it runs, was killed, or was appended to since it compacted)."""
+    return bool(storage.glob(LAYOUT.shard_parts_glob(LAYOUT.ledger_parts_dir(ImageSet(image_set), shard))))
 
 
 def _columns(columns: Sequence[str] | None, *, resolving: bool) -> list[str]:
@@ -148,6 +166,14 @@ def _read_file(storage: Storage, rel: str, columns: list[str]) -> pa.Table | Non
     except FileNotFoundError:
         return None
     return table.cast(pa.schema([LEDGER_SCHEMA.field(c) for c in columns]))
+
+
+def read_ledger_file(storage: Storage, rel: str, columns: Sequence[str]) -> pa.Table | None:
+    """`columns` of one file `list_ledger` named, unresolved (None when it vanished: its shard compacted meanwhile).
+
+    For counting what one file holds (live progress caches counts per file); rows of a set are read with
+    `iter_ledger` / `read_ledger`, which apply the de-dup rule."""
+    return _read_file(storage, rel, list(columns))
 
 
 def _resolve(compacted: pa.Table | None, pending: pa.Table | None) -> pa.Table | None:
@@ -182,8 +208,7 @@ def _read_parts(storage: Storage, rels: list[str], columns: list[str]) -> pa.Tab
 
     con = duckdb.connect(config={"threads": PART_THREADS})
     con.execute("SET enable_progress_bar = false")
-    if not storage.local:
-        con.register_filesystem(storage.fs)
+    storage.attach_to(con)
     try:
         table = ledger_files_relation(con, storage, rels, columns).to_arrow_table()
     except duckdb.Error as exc:
@@ -250,7 +275,7 @@ def iter_ledger(
                 continue
             break
         else:
-            raise RuntimeError(f"ledger of {ImageSet(image_set).value} keeps changing under the reader; try again")
+            raise LedgerChangingError(f"ledger of {ImageSet(image_set).value} keeps changing under the reader; try again")
         table = _resolve(compacted, pending)
         if table is not None and table.num_rows:
             yield table.select(list(columns or LEDGER_SCHEMA.names))

@@ -7,8 +7,10 @@ footer instead of its rows.
 
 from __future__ import annotations
 
+import math
 import secrets
-from collections.abc import Mapping
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from oiv4.contracts.layout import LAYOUT
+from oiv4.contracts.ledger_row import LEDGER_ROW_FIELDS, LedgerRow
 from oiv4.contracts.schema import LEDGER_SCHEMA, ImageSet
 from oiv4.io.ledger import conform, read_shard
 from oiv4.io.ledger_summary import summary_metadata
@@ -35,13 +38,19 @@ _FOOTER_ONLY_METADATA = hasattr(pq.ParquetWriter, "add_key_value_metadata")
 
 def _part_rel(image_set: ImageSet, shard: int) -> str:
     # Time-ordered and unique without coordination: two writers of one shard never pick the same name.
-    return (
-        f"{LAYOUT.ledger_parts_dir(image_set, shard)}/part-{now_utc():%Y%m%dT%H%M%S%f}-{secrets.token_hex(3)}.parquet"
-    )
+    return LAYOUT.ledger_part(image_set, shard, f"{now_utc():%Y%m%dT%H%M%S%f}-{secrets.token_hex(3)}")
 
 
-def _to_table(rows: list[Mapping[str, Any]]) -> pa.Table:
-    cols = {f.name: [r.get(f.name) for r in rows] for f in LEDGER_SCHEMA}
+def as_ledger_row(row: LedgerRow | Mapping[str, Any], image_set: ImageSet, shard: int) -> LedgerRow:
+    """`row` as a `LedgerRow`; a mapping's `set` and `shard` default to the shard's. Raises TypeError on a key
+    that is not a ledger column, so a misspelled field is an error instead of a null column."""
+    if isinstance(row, LedgerRow):
+        return row
+    return LedgerRow.from_mapping({"set": image_set.value, "shard": shard, **row})
+
+
+def _to_table(rows: Sequence[LedgerRow]) -> pa.Table:
+    cols = {name: [getattr(r, name) for r in rows] for name in LEDGER_ROW_FIELDS}
     return pa.Table.from_pydict(cols, schema=LEDGER_SCHEMA)
 
 
@@ -62,52 +71,101 @@ def _table_bytes(table: pa.Table, *, part: bool = False) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+def write_part(storage: Storage, image_set: ImageSet, shard: int, rows: Sequence[LedgerRow]) -> None:
+    """Record `rows` as one new durable part of the shard's ledger. The images they describe must already be
+    durable: the storage is synced first."""
+    if not rows:
+        return
+    storage.sync()
+    storage.write_bytes(_part_rel(image_set, shard), _table_bytes(_to_table(rows), part=True), fsync=True)
+
+
+def compact(storage: Storage, image_set: ImageSet, shard: int) -> pa.Table:
+    """Compact the shard's parts into its shard file (one row per (set, row)); returns it."""
+    table = read_shard(storage, image_set, shard)
+    # Written before the parts are removed: a reader that finds a part gone reads this file instead.
+    storage.write_bytes(LAYOUT.ledger_shard(image_set, shard), _table_bytes(table), fsync=True)
+    storage.remove(LAYOUT.ledger_parts_dir(image_set, shard))
+    return table
+
+
 @dataclass
-class ShardLedger:
-    """Ledger writer for one shard of one set. Not shared between processes: one shard, one writer."""
+class LedgerBuffer:
+    """The ledger rows of one running shard not yet written, and when they are due as a part: at `flush_rows`
+    rows (`add` says so) or `flush_seconds` after the last flush (`due`). Not shared between processes: one
+    shard, one buffer. A caller that writes from another thread `take`s the rows on its own and `restore`s them
+    if the write fails, so no row is lost or written twice."""
 
     storage: Storage
     image_set: ImageSet
     shard: int
     flush_rows: int = 500
-    _pending: list[dict[str, Any]] = field(default_factory=list)
+    flush_seconds: float = math.inf
+    _rows: list[LedgerRow] = field(default_factory=list)
+    _last_flush: float = field(default_factory=time.monotonic)
+
+    def add(self, row: LedgerRow | Mapping[str, Any]) -> bool:
+        """Buffer one row; True when the buffer is full (`flush_rows`) and should be flushed."""
+        self._rows.append(as_ledger_row(row, self.image_set, self.shard))
+        return len(self._rows) >= self.flush_rows
 
     def record(self, **row: Any) -> None:
-        row.setdefault("set", self.image_set.value)
-        row.setdefault("shard", self.shard)
-        self._pending.append(row)
-        if len(self._pending) >= self.flush_rows:
+        """Buffer one row given as columns (`set` and `shard` default to the shard's), flushing when full."""
+        if self.add(row):
             self.flush()
 
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def due(self) -> bool:
+        """True when `flush_seconds` have passed since the last flush."""
+        return time.monotonic() - self._last_flush >= self.flush_seconds
+
+    def take(self) -> list[LedgerRow]:
+        """The buffered rows, leaving the buffer empty; restarts the `flush_seconds` clock."""
+        rows, self._rows = self._rows, []
+        self._last_flush = time.monotonic()
+        return rows
+
+    def restore(self, rows: list[LedgerRow]) -> None:
+        """Put rows a failed write had taken back in front of those buffered since."""
+        self._rows[:0] = rows
+
+    def write(self, rows: Sequence[LedgerRow]) -> None:
+        """Write taken rows as one durable part (`write_part`); safe to call from another thread."""
+        write_part(self.storage, self.image_set, self.shard, rows)
+
     def flush(self) -> None:
-        """Write pending rows as a new durable part. Images they describe must already be durable."""
-        if not self._pending:
-            return
-        self.storage.sync()
-        table = _to_table(self._pending)
-        self.storage.write_bytes(_part_rel(self.image_set, self.shard), _table_bytes(table, part=True), fsync=True)
-        self._pending.clear()
+        """Write the buffered rows as a new durable part. Images they describe must already be durable."""
+        rows = self.take()
+        try:
+            self.write(rows)
+        except BaseException:
+            self.restore(rows)
+            raise
 
     def close(self) -> pa.Table:
         """Flush, then compact all parts into the shard file (one row per (set, row)); returns it."""
         self.flush()
-        table = read_shard(self.storage, self.image_set, self.shard)
-        # Written before the parts are removed: a reader that finds a part gone reads this file instead.
-        self.storage.write_bytes(LAYOUT.ledger_shard(self.image_set, self.shard), _table_bytes(table), fsync=True)
-        self.storage.remove(LAYOUT.ledger_parts_dir(self.image_set, self.shard))
-        return table
+        return compact(self.storage, self.image_set, self.shard)
 
 
-def append_rows(storage: Storage, image_set: ImageSet, shard: int, rows: list[Mapping[str, Any]]) -> None:
+#: `LedgerBuffer` under the name the tests know it by.
+ShardLedger = LedgerBuffer
+
+
+def append_rows(
+    storage: Storage, image_set: ImageSet, shard: int, rows: Iterable[LedgerRow | Mapping[str, Any]]
+) -> None:
     """Record rows for a shard in one durable part (used by stages that finish whole batches at once)."""
-    led = ShardLedger(storage, image_set, shard, flush_rows=max(1, len(rows) + 1))
-    for r in rows:
-        led.record(**r)
-    led.flush()
+    write_part(storage, image_set, shard, [as_ledger_row(r, image_set, shard) for r in rows])
 
 
 def append_table(storage: Storage, image_set: ImageSet, shard: int, table: pa.Table) -> None:
     """Record a table of ledger rows (LEDGER_SCHEMA) for a shard as one durable part, without a Python row loop."""
+    unknown = sorted(set(table.column_names) - set(LEDGER_ROW_FIELDS))
+    if unknown:
+        raise TypeError(f"not ledger columns: {', '.join(unknown)}")
     if table.num_rows == 0:
         return
     storage.sync()

@@ -15,7 +15,7 @@ of one decode, because glibc raises its mmap threshold after the first big free,
 per-thread malloc arenas, which keep the memory after free. So when a hold of at least `trim_above` bytes ends,
 `malloc_trim(0)` hands every arena's free pages back to the OS *before* the budget is released, so the next
 giant decode starts from a trimmed heap. Only giant holds pay for it; a fixed mmap threshold
-(`return_freed_memory`) bounds RSS as well but costs ~20% CPU on every ordinary image (benchmarks/RESULTS.md).
+(glibc's `mallopt(M_MMAP_THRESHOLD)`) bounds RSS as well but costs ~20% CPU on every ordinary image (benchmarks/RESULTS.md).
 
 `spool_body` reads a response body chunk by chunk into a `SpooledTemporaryFile`: up to `spool_above` bytes in
 RAM, the rest on disk, refusing past `max_bytes`. RAM per body is then bounded by `spool_above`, whatever the
@@ -36,7 +36,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from oiv4.contracts.errors import SourceError
+from oiv4.contracts.errors import BodyTooLarge
 
 
 class _Waiter:
@@ -184,26 +184,6 @@ class MemoryBudget:
             self.release(taken)
 
 
-#: glibc's mallopt parameter number for M_MMAP_THRESHOLD (malloc.h); setting it also turns off the dynamic
-#: threshold, which is the point.
-_M_MMAP_THRESHOLD = -3
-#: Allocations from this size up get their own mapping. Pillow's image blocks are 16 MiB, decode buffers larger;
-#: 1 MiB leaves ordinary Python/Arrow objects on the heap (no mmap per small object).
-MMAP_THRESHOLD = 1 << 20
-
-
-def return_freed_memory(threshold: int = MMAP_THRESHOLD) -> bool:
-    """Make big freed buffers go back to the OS at once (glibc); False where the C library is not glibc.
-
-    Process-wide; not used by fetch (see the module docstring for its cost); kept for measuring against.
-    """
-    mallopt = getattr(_libc(), "mallopt", None)
-    if mallopt is None:  # musl and others: no mallopt, and no per-thread arenas to worry about
-        return False
-    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, threshold))
-
-
 def decoded_bytes(width: int, height: int, bands: int = 4) -> int:
     """Bytes a decode of width x height will hold at its peak (Pillow keeps RGBA/RGBX as 4 bytes per pixel)."""
     return width * height * bands
@@ -214,10 +194,6 @@ def jpeg_decoded_bytes(width: int, height: int, components: int, multi_scan: boo
     plus, for a progressive or other multi-scan JPEG, libjpeg's whole-image coefficient buffer (2 bytes per
     coefficient, one coefficient per pixel and component, whatever the output scale)."""
     return width * height * (4 + (2 * components if multi_scan else 0))
-
-
-class BodyTooLarge(SourceError):
-    """The body went past `max_bytes`; ledger outcome `too_large`."""
 
 
 @dataclass

@@ -37,13 +37,13 @@ import ipaddress
 import re
 import socket
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 from aiohttp.abc import ResolveResult
 
-from oiv4.contracts.errors import SourceError
+from oiv4.contracts.errors import UNRESOLVED, BlockedAddress
+from oiv4.contracts.transfer import TransferSettings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -51,37 +51,11 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _TO_PROXY: contextvars.ContextVar[bool] = contextvars.ContextVar("oiv4_net_guard_to_proxy", default=False)
 
 
-class BlockedAddress(aiohttp.ClientError, SourceError):
-    """A URL (or a redirect) leads to an address the guard refuses; ledger outcome `blocked_address`.
+class _Refused(BlockedAddress, aiohttp.ClientError):
+    """The `BlockedAddress` the guard raises: also an `aiohttp.ClientError`, so aiohttp's connector passes it on.
 
-    The reason names the host and the address class only: it is the same whether anything listens there or not.
+    Private because callers catch `BlockedAddress` (contracts does not import aiohttp).
     """
-
-    def __init__(self, host: str, address: str, why: str) -> None:
-        self.host, self.address, self.why = host, address, why
-        if address == UNRESOLVED:
-            super().__init__(
-                f"refused {host}: the name cannot be resolved here, so the guard cannot prove it public "
-                "(through a proxy only targets known to be public are fetched)"
-            )
-            return
-        super().__init__(
-            f"refused {host}: it resolves to {why} address {address} "
-            "(only public addresses are fetched; --allow-private-networks admits a private mirror)"
-        )
-
-
-#: The `address` of a BlockedAddress for a name that does not resolve (through a proxy only).
-UNRESOLVED = "(unresolved)"
-
-
-@dataclass(frozen=True)
-class GuardSettings:
-    """What the guard lets through besides public addresses."""
-
-    allow_private_networks: bool = False
-    #: Exact (ip, port) pairs always allowed, e.g. {("127.0.0.1", 8080)} for a local mirror in tests.
-    allowed_endpoints: frozenset[tuple[str, int]] = field(default_factory=frozenset)
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -112,7 +86,7 @@ def address_class(ip: IPAddress) -> str | None:
     return None if ip.is_global else "a non-global"
 
 
-def refusal(ip_text: str, port: int, settings: GuardSettings) -> str | None:
+def refusal(ip_text: str, port: int, settings: TransferSettings) -> str | None:
     """None when the guard allows connecting to (ip, port); otherwise why not."""
     ip = ipaddress.ip_address(ip_text.split("%", 1)[0])  # drop an IPv6 zone id ("fe80::1%eth0")
     if (str(ip), port) in settings.allowed_endpoints:
@@ -151,7 +125,7 @@ async def _os_resolve(host: str, port: int) -> list[str]:
 
 
 async def target_refusal(
-    host: str, port: int, guard: GuardSettings, resolve: Resolve | None = None
+    host: str, port: int, guard: TransferSettings, resolve: Resolve | None = None
 ) -> tuple[str, str] | None:
     """None when a target may be fetched through a proxy; else (the address, why it is refused).
 
@@ -181,9 +155,9 @@ async def target_refusal(
 class GuardedConnector(aiohttp.TCPConnector):
     """A TCPConnector that never connects to a blocked address (see the module docstring for how)."""
 
-    def __init__(self, *args: Any, guard: GuardSettings | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, guard: TransferSettings | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.guard = guard or GuardSettings()
+        self.guard = guard or TransferSettings()
 
     async def _resolve_host(self, host: str, port: int, traces: Sequence[Any] | None = None) -> list[ResolveResult]:
         resolved = await super()._resolve_host(host, port, traces=traces)
@@ -195,9 +169,9 @@ class GuardedConnector(aiohttp.TCPConnector):
             if why is None:
                 allowed.append(entry)
             elif first_refusal is None:
-                first_refusal = BlockedAddress(host, entry["host"], why)
+                first_refusal = _Refused(host, entry["host"], why)
         if not allowed:
-            raise first_refusal or BlockedAddress(host, "(none)", "no")
+            raise first_refusal or _Refused(host, "(none)", "no")
         return allowed
 
     async def _create_proxy_connection(self, req: aiohttp.ClientRequest, traces: list[Any], timeout: Any) -> Any:
@@ -216,7 +190,7 @@ class GuardedConnector(aiohttp.TCPConnector):
 
         refused = await target_refusal(host, port, self.guard, resolve)
         if refused is not None:
-            raise BlockedAddress(host, *refused)
+            raise _Refused(host, *refused)
 
     async def _create_connection(self, req: aiohttp.ClientRequest, traces: list[Any], timeout: Any) -> Any:
         proto = await super()._create_connection(req, traces, timeout)
@@ -231,16 +205,16 @@ class GuardedConnector(aiohttp.TCPConnector):
         return proto
 
 
-def check_peer(host: str, peername: Any, guard: GuardSettings) -> None:
+def check_peer(host: str, peername: Any, guard: TransferSettings) -> None:
     """Raise BlockedAddress unless `peername` (a socket's `getpeername()`) is an address the guard allows."""
     if not peername:
-        raise BlockedAddress(host, "(unknown)", "an unverifiable")
+        raise _Refused(host, "(unknown)", "an unverifiable")
     why = refusal(peername[0], peername[1], guard)
     if why is not None:
-        raise BlockedAddress(host, peername[0], why)
+        raise _Refused(host, peername[0], why)
 
 
-def guarded_connector(guard: GuardSettings | None = None, **kwargs: Any) -> GuardedConnector:
+def guarded_connector(guard: TransferSettings | None = None, **kwargs: Any) -> GuardedConnector:
     """A `GuardedConnector`; kwargs go to `aiohttp.TCPConnector` (limit, limit_per_host, resolver, ...)."""
     kwargs.setdefault("family", socket.AF_UNSPEC)
     return GuardedConnector(guard=guard, **kwargs)

@@ -1,7 +1,7 @@
 """The one resumable download: parallel ranged parts into `<name>.part`, state in `<name>.part.json`.
 
 Metadata CSVs and CVDF archives both come in through `download_ranged`. The object is cut into
-`part_size` parts fetched `connections` at a time (each under the shared `RetryPolicy`) and written
+`part_size` parts fetched `connections` at a time (each retried under the stage's `TransferSettings`) and written
 with `pwrite` at their offsets into `<name>.part`. Finished parts are made durable, then listed in the
 sidecar (written atomically), which also records the remote's url, size, ETag and Last-Modified. A
 re-run fetches only the parts not listed, and starts from zero when the remote's size, ETag,
@@ -18,12 +18,13 @@ import shutil
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from oiv4.contracts.errors import Interrupted, StorageError
-from oiv4.io.retry import RetryPolicy, TransferError, retry_async
+from oiv4.contracts.errors import Cancelled, DiskError, TransferError, TransientError
+from oiv4.contracts.transfer import TransferSettings
+from oiv4.io.retry import retry_async
 from oiv4.io.storage import Storage
 
 ProgressFn = Callable[[int], None]  # bytes advanced (negative when a failed part's bytes will come again)
@@ -53,18 +54,6 @@ class RangeReader(Protocol):
     def iter_range(self, obj: RemoteObject, start: int, stop: int) -> AsyncIterator[bytes]:
         """Bytes `[start, stop)`; raises `TransientError` for failures worth retrying."""
         ...
-
-
-class Cancelled(TransferError, Interrupted):
-    """The caller's cancel event was set (Ctrl-C of the whole run)."""
-
-
-@dataclass(frozen=True)
-class RangedSettings:
-    part_size: int = 64 << 20
-    connections: int = 8
-    retry: RetryPolicy = field(default_factory=RetryPolicy)  # per part
-    checkpoint_s: float = 2.0  # how often finished parts are synced and recorded (0: after every part)
 
 
 @dataclass
@@ -114,10 +103,6 @@ def _identity(obj: RemoteObject, part_size: int) -> dict:
     return {"size": obj.size, "etag": obj.etag, "last_modified": obj.last_modified, "part_size": part_size}
 
 
-class DiskError(TransferError, StorageError):
-    """The download cannot be written (disk full, permissions)."""
-
-
 def _disk_error(path: Path, exc: OSError) -> DiskError:
     if exc.errno == errno.ENOSPC:
         free = shutil.disk_usage(path.parent).free
@@ -130,23 +115,31 @@ async def fetch_range(
     obj: RemoteObject,
     start: int,
     stop: int,
-    policy: RetryPolicy,
+    policy: TransferSettings,
     sink: Callable[[int, bytes], None],
     progress: ProgressFn | None = None,
 ) -> int:
-    """Fetch `[start, stop)` into `sink(offset, chunk)` under `policy`; returns bytes fetched over all attempts."""
+    """Fetch `[start, stop)` into `sink(offset, chunk)`, each attempt within `policy.deadline_s` and retried
+    under `policy`; returns bytes fetched over all attempts."""
     fetched = 0
 
     async def attempt(_n: int) -> int:
         nonlocal fetched
         off = start
         try:
-            async for chunk in reader.iter_range(obj, start, stop):
-                sink(off, chunk)
-                off += len(chunk)
-                fetched += len(chunk)
-                if progress:
-                    progress(len(chunk))
+            async with asyncio.timeout(policy.deadline_s):
+                async for chunk in reader.iter_range(obj, start, stop):
+                    sink(off, chunk)
+                    off += len(chunk)
+                    fetched += len(chunk)
+                    if progress:
+                        progress(len(chunk))
+        except TimeoutError as exc:
+            if progress and off > start:
+                progress(start - off)
+            if policy.deadline_s is None:
+                raise
+            raise TransientError(f"{obj.url}: part not complete within the {policy.deadline_s:g}s deadline") from exc
         except BaseException:
             if progress and off > start:
                 progress(start - off)  # these bytes will come again (or never)
@@ -186,11 +179,14 @@ def first_error(group: BaseExceptionGroup) -> BaseException:
     return (real or flat)[0]
 
 
+# Kept long: the part file's descriptor, the fetched/recorded part sets and the checkpoint lock are shared by
+# the sink, the workers and the checkpoint closures; the order that makes a resume safe (bytes fdatasync'ed before
+# the sidecar records them) can be read top to bottom only while they live in one scope.
 async def download_ranged(
     reader: RangeReader,
     obj: RemoteObject,
     dest: Path,
-    settings: RangedSettings,
+    settings: TransferSettings,
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
 ) -> RangedResult:
@@ -257,7 +253,7 @@ async def download_ranged(
         while queue:
             i = queue.pop()
             start, stop = ranges[i]
-            n = await fetch_range(reader, obj, start, stop, settings.retry, sink, progress)
+            n = await fetch_range(reader, obj, start, stop, settings, sink, progress)
             fetched += n  # not `fetched += await ...`: that reads `fetched` before the await and loses updates
             finished.add(i)
             # fdatasync per part would make a download as slow as the disk's sync path; checkpoints

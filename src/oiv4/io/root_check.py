@@ -3,7 +3,7 @@
 `writable_root` is for commands that write: a local root must be a folder this process can
 write in (probed with a real temp file: permission bits do not tell about read-only mounts; a root that
 cannot be written is a storage error, exit 5, like a full disk, not a usage error); an object
-store root must answer a cheap listing (missing credentials used to surface as a 90-line traceback from
+store root must answer a cheap listing (else missing credentials would surface as a 90-line traceback from
 deep inside a worker). `built_root` is for commands that only read a built root (status, verify,
 report): a missing folder, or one that holds nothing oiv4 wrote, is an error rather than "not started".
 `new_or_built_root` is for the commands that start a root (metadata, build, demo): a missing or empty
@@ -16,19 +16,10 @@ from __future__ import annotations
 import os
 import tempfile
 
-from oiv4.contracts.errors import StorageError, UsageError
-from oiv4.contracts.extras import MissingExtraError
+from oiv4.contracts.errors import MissingExtraError, RootError, UnwritableRootError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
 from oiv4.io.storage import Storage
-
-
-class RootError(RuntimeError, UsageError):
-    """The root cannot be used: missing, a file, read-only, not an oiv4 root, or unreachable."""
-
-
-class UnwritableRootError(RuntimeError, StorageError):
-    """The root is a folder but cannot be written: a read-only mount, no permission, or no space for a probe."""
 
 
 def _first_line(exc: BaseException) -> str:
@@ -62,10 +53,10 @@ def writable_root(storage: Storage, what: str = "--root", *, create: bool = Fals
 
     `what` names the folder in the message (the option it came from).
     """
-    if not storage.local:
+    path = storage.local_path("")
+    if path is None:  # an object store: a prefix needs no creating, only an answer
         _reachable(storage)
         return
-    path = storage.local_path("")
     if path.exists() and not path.is_dir():
         raise RootError(f"{what} {storage.root} is a file, not a folder")
     if not path.exists() and not create:
@@ -106,8 +97,8 @@ _OWN_FILES = {".oiv4-run.lock", ".DS_Store"}
 def new_or_built_root(storage: Storage) -> None:
     """Raise RootError unless `storage` is missing, empty, or already an oiv4 root: the commands that start a root
     (metadata, build, demo) never write into a folder that holds someone else's files."""
-    if storage.local:
-        path = storage.local_path("")
+    path = storage.local_path("")
+    if path is not None:
         if not path.exists():
             return
         if not path.is_dir():
@@ -128,8 +119,8 @@ def new_or_built_root(storage: Storage) -> None:
 
 def built_root(storage: Storage) -> None:
     """Raise RootError unless `storage` is an oiv4 root (plan/, metadata/, ledger/ or a set folder)."""
-    if storage.local:
-        path = storage.local_path("")
+    path = storage.local_path("")
+    if path is not None:
         if not path.exists():
             raise RootError(f"--root {storage.root} does not exist")
         if not path.is_dir():

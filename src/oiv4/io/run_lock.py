@@ -28,18 +28,15 @@ import sys
 import threading
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from oiv4.contracts.errors import Busy
+from oiv4.contracts.errors import RootLockedError
 from oiv4.io.storage import Storage
 
 LOCK_NAME = ".oiv4-run.lock"
 #: How long a lease on an object store lives without renewal; renewed every third of it.
 DEFAULT_LEASE_S = 90.0
-
-
-class RootLockedError(RuntimeError, Busy):
-    """Another live run holds the root (exit code 9, `Busy`)."""
 
 
 @dataclass(frozen=True)
@@ -87,13 +84,14 @@ class RunLock:
         self.holder = LockHolder.me(command or " ".join(["oiv4", *sys.argv[1:]]))
         self.lease_s = lease_s
         self.took_over: LockHolder | None = None
+        #: The lock file to flock on this machine; None on an object store, which takes a renewed lease instead.
+        self._path = storage.local_path(LOCK_NAME)
         self._fd: int | None = None
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
 
     # -- local ------------------------------------------------------------------------------
-    def _acquire_local(self) -> None:
-        path = self.storage.local_path(LOCK_NAME)
+    def _acquire_local(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -172,14 +170,14 @@ class RunLock:
 
     # -- interface --------------------------------------------------------------------------
     def acquire(self) -> RunLock:
-        if self.storage.local:
-            self._acquire_local()
+        if self._path is not None:
+            self._acquire_local(self._path)
         else:
             self._acquire_remote()
         return self
 
     def release(self) -> None:
-        if self.storage.local:
+        if self._path is not None:
             self._release_local()
         else:
             self._release_remote()
@@ -193,8 +191,8 @@ class RunLock:
 
 def read_holder(storage: Storage) -> LockHolder | None:
     """Who holds the root now, or None (for `oiv4 status`: 'a run is going: pid 123 on host')."""
-    if storage.local:
-        path = storage.local_path(LOCK_NAME)
+    path = storage.local_path(LOCK_NAME)
+    if path is not None:
         if not path.exists():
             return None
         fd = os.open(path, os.O_RDONLY)

@@ -29,14 +29,13 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO
 
-from oiv4.contracts.errors import StorageError
-from oiv4.io.storage import TMP_MARK  # the same temp marker, so storage's cleanup of leftovers finds ours
+from oiv4.contracts.errors import UnsafePath
+
+#: The mark in every temp name (`<final>.oiv4tmp-<pid>-<random>`): what `io.temps` looks for to sweep a killed
+#: writer's leftovers, and the pid it checks before removing one.
+TMP_MARK = ".oiv4tmp-"
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-
-
-class UnsafePath(ValueError, StorageError):
-    """A relative path that would leave the root or pass through a symlink; ledger outcome `unsafe_path`."""
 
 
 def split_relative(rel: str) -> list[str]:
@@ -136,9 +135,3 @@ def open_atomic_under(root: str | os.PathLike[str], rel: str, *, fsync: bool = F
             with suppress(FileNotFoundError):
                 os.unlink(tmp, dir_fd=dfd)
             raise
-
-
-def write_bytes_under(root: str | os.PathLike[str], rel: str, data: bytes, *, fsync: bool = False) -> None:
-    """Write `data` at `root/rel` atomically, creating folders, never through a symlink; raises UnsafePath."""
-    with open_atomic_under(root, rel, fsync=fsync) as fh:
-        fh.write(data)

@@ -15,12 +15,18 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import LEDGER_SCHEMA, ImageSet
 from oiv4.io.damage import damaged, describe, is_read_error, parquet_problem
-from oiv4.io.ledger import LedgerFiles, iter_ledger, latest_per_row, ledger_files_relation, list_ledger
+from oiv4.io.ledger import (
+    LedgerFiles,
+    iter_ledger,
+    ledger_files_relation,
+    ledger_started,
+    list_ledger,
+)
+from oiv4.io.ledger_folder import folder_files, read_folder_files
 from oiv4.io.storage import Storage
 
 if TYPE_CHECKING:
@@ -29,8 +35,7 @@ if TYPE_CHECKING:
 
 def attach_filesystem(con: duckdb.DuckDBPyConnection, storage: Storage) -> None:
     """Let DuckDB read `storage`'s object-store paths through its fsspec filesystem (local roots need nothing)."""
-    if not storage.local:
-        con.register_filesystem(storage.fs)
+    storage.attach_to(con)
 
 
 def connect(storage: Storage | str, sets: list[ImageSet | str] | None = None) -> duckdb.DuckDBPyConnection:
@@ -45,7 +50,7 @@ def connect(storage: Storage | str, sets: list[ImageSet | str] | None = None) ->
         s = ImageSet(s)
         if storage.exists(LAYOUT.plan(s)):
             plan_relation(con, storage, s).create_view(f"plan_{s.value}")
-        if storage.glob(f"{LAYOUT.ledger_dir(s)}/shard-*"):
+        if ledger_started(storage, s):
             ledger_relation(con, storage, s).create_view(f"ledger_{s.value}")
         for model, rels in features_ledger_files(storage, s).items():
             features_relation(con, storage, rels).create_view(f"features_{model.replace('-', '_')}_{s.value}")
@@ -69,8 +74,9 @@ def plan_relation(
 def features_ledger_files(storage: Storage, image_set: ImageSet | str) -> dict[str, list[str]]:
     """The features ledger files of a set (compacted shards and parts of running ones), by model."""
     found: dict[str, list[str]] = {}
-    for rel in storage.glob(f"features/*/{ImageSet(image_set).value}/ledger/**/*.parquet"):
-        found.setdefault(rel.split("/")[1], []).append(rel)
+    for ledger_dir in storage.glob(LAYOUT.features_ledger_dirs_glob(image_set)):
+        if rels := folder_files(storage, ledger_dir):
+            found[LAYOUT.features_model(ledger_dir)] = rels
     return found
 
 
@@ -78,15 +84,10 @@ def features_relation(con: duckdb.DuckDBPyConnection, storage: Storage, rels: Se
     """A features ledger (`oiv4 features`: one row per stored image, `ok` = has a vector) as a DuckDB relation,
     resolved by the ledger's one rule (`latest_per_row`: a part and its shard's compacted file may overlap while
     a shard finishes). Read in Arrow: one row per image per model, so a set's is at most a few hundred MB."""
-    tables = []
-    for rel in rels:
-        try:
-            tables.append(pq.read_table(pa.BufferReader(storage.read_bytes(rel))))
-        except Exception as exc:
-            if not is_read_error(exc):
-                raise
-            raise damaged(storage, rel, parquet_problem(storage, rel) or describe(exc)) from exc
-    return con.from_arrow(latest_per_row(pa.concat_tables(tables, promote_options="default")))
+    table = read_folder_files(storage, rels)
+    if table is None:
+        raise FileNotFoundError(f"no features ledger file left of {', '.join(rels)}")
+    return con.from_arrow(table)
 
 
 def ledger_relation(

@@ -18,7 +18,6 @@ ImageIDs become names only through `LAYOUT.image()`, which refuses anything but 
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import math
@@ -31,6 +30,7 @@ from typing import Any
 
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
+from oiv4.io.locations import member_location
 from oiv4.io.storage import TMP_MARK, Storage
 from oiv4.io.temps import remove_dead_temps
 
@@ -101,10 +101,10 @@ class _ArchiveWriter(ShardWriter):
     archive_rel: str = ""
 
     def staging_dir(self) -> str:
-        return f"{ImageSet(self.image_set).value}/staging/shard-{self.shard:05d}"
+        return LAYOUT.staging_dir(self.image_set, self.shard)
 
     def staged_path(self, image_id: str) -> str:
-        return f"{self.staging_dir()}/{member_name(self.image_set, image_id)}"
+        return LAYOUT.staged_image(self.image_set, self.shard, image_id)
 
     def archive_members(self) -> set[str]:
         raise NotImplementedError
@@ -133,10 +133,8 @@ class _ArchiveWriter(ShardWriter):
                 if old is not None:
                     old.close()
         self.storage.remove(self.staging_dir())
-        if self.storage.local:
-            # The shared `<set>/staging` folder goes with the last shard's staging (others may still use it).
-            with contextlib.suppress(OSError):
-                self.storage.local_path(self.staging_dir()).parent.rmdir()
+        # The shared `<set>/staging` folder goes with the last shard's staging (others may still use it).
+        self.storage.remove_empty_folder(LAYOUT.staging_root(self.image_set))
 
     def _open_old(self) -> Any:
         raise NotImplementedError
@@ -152,7 +150,7 @@ class ZipWriter(_ArchiveWriter):
         self.archive_rel = LAYOUT.shard_zip(self.image_set, self.shard)
 
     def location(self, image_id: str) -> str:
-        return f"{self.archive_rel}:{member_name(self.image_set, image_id)}"
+        return member_location(self.archive_rel, member_name(self.image_set, image_id))
 
     def archive_members(self) -> set[str]:
         with self.storage.open(self.archive_rel) as fh, zipfile.ZipFile(fh) as zf:
@@ -178,7 +176,7 @@ class WebDatasetWriter(_ArchiveWriter):
         self.archive_rel = LAYOUT.shard_tar(self.image_set, self.shard)
 
     def location(self, image_id: str) -> str:
-        return f"{self.archive_rel}:{member_name(self.image_set, image_id).removesuffix('.jpg')}"
+        return member_location(self.archive_rel, member_name(self.image_set, image_id).removesuffix(".jpg"))
 
     def archive_members(self) -> set[str]:
         with self.storage.open(self.archive_rel) as fh, tarfile.open(fileobj=fh, mode="r:") as tf:
@@ -227,7 +225,8 @@ def remove_stale_temps(storage: Storage, image_set: ImageSet | str) -> int:
     Temp files never sit *at* a final path (writes are temp + rename), but a kill between the two leaves
     `<id>.jpg.oiv4tmp-<pid>-...` beside it. Temps of a process still running are left alone.
     """
-    s = ImageSet(image_set).value
+    images = LAYOUT.images_dir(image_set)
     return remove_dead_temps(
-        storage, (f"{s}/images/*/*{TMP_MARK}*", f"{s}/images/*{TMP_MARK}*", f"{s}/webdataset/*{TMP_MARK}*")
+        storage,
+        (f"{images}/*/*{TMP_MARK}*", f"{images}/*{TMP_MARK}*", f"{LAYOUT.webdataset_dir(image_set)}/*{TMP_MARK}*"),
     )

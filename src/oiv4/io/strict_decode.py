@@ -45,9 +45,9 @@ import numpy as np
 import simplejpeg
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from oiv4.contracts.errors import InputError
+from oiv4.contracts.errors import JpegLayoutError, OutcomeError, UsageError
 from oiv4.contracts.schema import Outcome
-from oiv4.io.jpeg_layout import JpegLayoutError, read_layout
+from oiv4.io.jpeg_layout import read_layout
 from oiv4.io.memory_budget import decoded_bytes, jpeg_decoded_bytes
 
 #: Decoders we let near untrusted bytes (as fetch/transform.py): EPS would run Ghostscript, so it is refused.
@@ -73,15 +73,6 @@ DAMAGE_WARNINGS: tuple[re.Pattern[str], ...] = (
 #: Encoders write 1 (baseline) to ~10-20 (progressive, mozjpeg's optimised scans); 100 leaves room and bounds
 #: the worst case at 100 passes (a few seconds at the pixel limit).
 MAX_SCANS = 100
-
-
-class CorruptImageData(InputError):
-    """The bytes cannot become a trustworthy image; `outcome` is the ledger outcome, the message its reason."""
-
-    def __init__(self, outcome: str, reason: str) -> None:
-        super().__init__(reason)
-        self.outcome = outcome
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -122,14 +113,14 @@ def open_header(data: bytes, max_pixels: int) -> Image.Image:
         except (SyntaxError, IndexError, TypeError, struct.error):
             continue  # as Image.open does: not this format after all
         except Exception as exc:  # any parser failure on untrusted bytes is a recorded outcome
-            raise CorruptImageData(Outcome.decode_error, f"cannot parse {fmt} header: {exc}") from None
+            raise OutcomeError(Outcome.decode_error, f"cannot parse {fmt} header: {exc}") from None
     if im is None:
-        raise CorruptImageData(Outcome.not_image, f"body is not a supported image; starts {data[:24]!r}")
+        raise OutcomeError(Outcome.not_image, f"body is not a supported image; starts {data[:24]!r}")
     w, h = im.size
     if w < 1 or h < 1:
-        raise CorruptImageData(Outcome.decode_error, f"image declares an empty size {w}x{h}")
+        raise OutcomeError(Outcome.decode_error, f"image declares an empty size {w}x{h}")
     if w * h > max_pixels:
-        raise CorruptImageData(
+        raise OutcomeError(
             Outcome.decompression_bomb,
             f"{im.format} declares {w}x{h} = {w * h / 1e6:.0f} MP, above the {max_pixels / 1e6:.0f} MP limit; "
             "not decoded",
@@ -180,9 +171,7 @@ def _decode_jpeg(data: bytes, header: Image.Image, target_side: int | None, draf
             stripped = _without_app0(scan) if outcome is None and not warnings else None
             if stripped is None:
                 w, h = header.size
-                raise CorruptImageData(
-                    outcome or Outcome.decode_error, f"JPEG {w}x{h}: libjpeg-turbo: {message}"
-                ) from None
+                raise OutcomeError(outcome or Outcome.decode_error, f"JPEG {w}x{h}: libjpeg-turbo: {message}") from None
             warnings.append(message)
             scan = stripped
     if colorspace == "GRAY":
@@ -230,29 +219,27 @@ def decode_charge(data: bytes, header: Image.Image) -> int:
 
 
 def decode_strict(data: bytes, *, max_pixels: int, target_side: int | None = None, draft_gap: float = 1.0) -> Decoded:
-    """Fully decode `data`, refusing damaged pixel data; raises CorruptImageData (outcome + one-line reason).
+    """Fully decode `data`, refusing damaged pixel data; raises OutcomeError (outcome + one-line reason).
 
     JPEG (and MPO's first frame) through libjpeg-turbo with every warning checked, scaled by M/8 towards
     `target_side` when given; other formats through Pillow with truncation tolerance off and a full `load()`.
     """
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         # A process-wide Pillow switch someone else turned on: every truncated PNG/GIF would then "decode".
-        raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is on in this process; strict decoding refuses to run")
+        raise UsageError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is on in this process; strict decoding refuses to run")
     header = open_header(data, max_pixels)
     fmt = header.format or "?"
     if fmt in ("JPEG", "MPO"):
         costly = scan_problem(data)
         if costly is not None:
-            raise CorruptImageData(Outcome.too_many_scans, costly)
+            raise OutcomeError(Outcome.too_many_scans, costly)
     if fmt in ("JPEG", "MPO") and header.mode in ("RGB", "L", "CMYK"):
         return _decode_jpeg(data, header, target_side, draft_gap)
     try:
         header.load()
     except UnidentifiedImageError as exc:
-        raise CorruptImageData(Outcome.not_image, f"{fmt}: {exc}") from None
+        raise OutcomeError(Outcome.not_image, f"{fmt}: {exc}") from None
     except Exception as exc:  # truncated/garbled pixel data in untrusted bytes is a recorded outcome
         w, h = header.size
-        raise CorruptImageData(
-            Outcome.decode_error, f"cannot decode {fmt} {w}x{h}: {type(exc).__name__}: {exc}"
-        ) from None
+        raise OutcomeError(Outcome.decode_error, f"cannot decode {fmt} {w}x{h}: {type(exc).__name__}: {exc}") from None
     return Decoded(header, fmt, header.size)

@@ -2,7 +2,7 @@
 
 Every atomic write goes through a temp name carrying the writer's pid (`oiv4.io.storage`). A temp whose
 writer is still running is work in progress and is left alone; one whose writer is gone is litter and is
-removed. Object stores have no temp files (a PUT is all-or-nothing), so remote roots are skipped.
+removed. Object stores have no temp files (a PUT is all-or-nothing): their backend lists none.
 """
 
 from __future__ import annotations
@@ -37,11 +37,9 @@ def pid_alive(pid: int) -> bool:
 def remove_dead_temps(storage: Storage, patterns: Iterable[str]) -> int:
     """Remove temp files matching `patterns` (globs relative to the root) whose writer is dead; returns
     how many. A temp name without a readable pid is kept: it is not ours to judge."""
-    if not storage.local:
-        return 0
     removed = 0
     for pattern in patterns:
-        for rel in storage.glob(pattern):
+        for rel in storage.leftover_temps(pattern):
             pid = temp_owner(rel.rsplit("/", 1)[-1])
             if pid is not None and not pid_alive(pid):
                 storage.remove(rel)

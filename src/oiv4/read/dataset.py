@@ -25,6 +25,7 @@ from typing import Any
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
 from oiv4.io.containers import BlobReader
+from oiv4.io.ledger import ledger_started
 from oiv4.io.storage import Storage
 from oiv4.read.set_reader import SetReader
 
@@ -49,9 +50,9 @@ class Dataset:
             for s in ImageSet:
                 if (
                     self.storage.exists(LAYOUT.plan(s))
-                    or self.storage.glob(f"{LAYOUT.ledger_dir(s)}/shard-*")
+                    or ledger_started(self.storage, s)
                     or self.storage.exists(LAYOUT.images_dir(s))
-                    or self.storage.exists(f"{s.value}/webdataset")
+                    or self.storage.exists(LAYOUT.webdataset_dir(s))
                 ):
                     found[s.value] = SetReader(self.storage, s, self.blobs)
             self._sets = found
@@ -96,6 +97,7 @@ def open_dataset(root: str | os.PathLike[str], **storage_options: Any) -> Datase
     loads its ledger on first use.
     """
     storage = Storage(str(root), storage_options)
-    if storage.local and not os.path.isdir(storage.root):
+    path = storage.local_path("")
+    if path is not None and not path.is_dir():
         raise FileNotFoundError(f"no oiv4 data at {storage.root}: folder does not exist")
     return Dataset(storage)

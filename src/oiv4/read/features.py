@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from oiv4.io.blob_errors import ImageNotFoundError
+from oiv4.contracts.errors import ImageNotFoundError
 from oiv4.io.storage import Storage
+from oiv4.io.vector_shards import FeatureStore, open_features
 from oiv4.read.id_index import IdIndex
-from oiv4.stages.neighbors import FeatureStore, open_features
 
 
 class ShardedArray:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 def neighbor_files(storage: Storage, model: str) -> list[str]:
     """Finished ground-truth files of `model` (relative paths), sorted."""
-    return sorted(storage.glob(f"{LAYOUT.neighbors_dir(model)}/*.parquet"))
+    return sorted(storage.glob(LAYOUT.neighbors_files_glob(model)))
 
 
 def read_neighbors(storage: Storage, model: str = "vgg16-fc2", name: str | None = None) -> pa.Table:

@@ -8,28 +8,31 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from oiv4.contracts.errors import BadArchiveError, CorruptImageError, ImageNotFoundError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import LEDGER_SCHEMA, ImageSet, Outcome, is_valid_image_id
-from oiv4.io.blob_errors import BadArchiveError, CorruptImageError, ImageNotFoundError
 from oiv4.io.containers import BlobReader
 from oiv4.io.damage import find_damage_in_root, is_read_error
 from oiv4.io.image_decode import decode
 from oiv4.io.inventory import inventory_ledger
-from oiv4.io.ledger import iter_ledger, read_ledger
+from oiv4.io.ledger import has_ledger, iter_ledger, read_ledger
 from oiv4.io.locations import Location, parse_location, staged_path
 from oiv4.io.manifest import plan_rows, read_plan
 from oiv4.io.sql import attach_filesystem, ledger_relation, plan_relation
 from oiv4.io.storage import Storage
+from oiv4.read import filters as view
 from oiv4.read.failed_rows import FailedRows
+from oiv4.read.filters import ImageFilter
+from oiv4.read.held_out import DuplicatesOf
 from oiv4.read.id_index import IdIndex
 from oiv4.read.show import showable
+from oiv4.read.torch_adapter import TorchImageDataset
 
 if TYPE_CHECKING:
     import duckdb
     from PIL import Image
 
     from oiv4.read.features import Features
-    from oiv4.read.torch_adapter import TorchImageDataset
 
 
 # --------------------------------------------------------------------------------------------------
@@ -59,8 +62,11 @@ class SetReader:
         blobs: BlobReader | None = None,
         *,
         eager_manifest_rows: int = EAGER_MANIFEST_ROWS,
+        filters: tuple[ImageFilter, ...] = (),
     ) -> None:
         self.storage = storage
+        #: Applied in turn to the stored images (`oiv4.read.filters`); empty for the set as stored.
+        self.filters = filters
         self.image_set = ImageSet(image_set)
         self.blobs = blobs or BlobReader(storage)
         self.eager_manifest_rows = eager_manifest_rows
@@ -72,6 +78,9 @@ class SetReader:
         self._failures = FailedRows(storage, self.image_set)
 
     def __repr__(self) -> str:
+        if self.filters:
+            what = " ".join(f.describe() for f in self.filters)
+            return f"<oiv4 set {self.name!r} {what}: {len(self)} images ({len(self.dropped_ids)} dropped)>"
         return f"<oiv4 set {self.image_set.value!r}: {len(self)} images, layout {self.layout}>"
 
     def __getstate__(self) -> dict[str, Any]:
@@ -91,19 +100,17 @@ class SetReader:
     def has_ledger(self) -> bool:
         """False for sets built without a ledger (their images are found from the files present)."""
         if self._has_ledger is None:
-            d = LAYOUT.ledger_dir(self.image_set)
-            self._has_ledger = bool(
-                self.storage.glob(f"{d}/shard-*.parquet") or self.storage.glob(f"{d}/shard-*.parts/part-*.parquet")
-            )
+            self._has_ledger = has_ledger(self.storage, self.image_set)
         return self._has_ledger
 
     def _load(self) -> pa.Table:
         if self._ok is None:
             if self.has_ledger:
-                self._ok, self._not_ok = self._split_ledger()
+                ok, self._not_ok = self._split_ledger()
             else:
                 ok = inventory_ledger(self.storage, self.blobs, self.image_set, read_plan(self.storage, self.image_set))
-                self._ok = ok.combine_chunks()
+                ok = ok.combine_chunks()
+            self._ok = view.keep(ok, self.filters)
         return self._ok
 
     def _split_ledger(self) -> tuple[pa.Table, pa.Table]:
@@ -141,6 +148,9 @@ class SetReader:
     def _why_missing(self, image_id: str) -> str:
         if not is_valid_image_id(image_id):
             return f"{image_id!r} is not an ImageID (16 lowercase hex characters)"
+        dropped = view.why_dropped(image_id, self.filters)
+        if dropped is not None:
+            return f"{image_id} is left out of {self.name}: {dropped}"
         self._load()
         if self._not_ok is not None and self._not_ok.num_rows:
             if self._not_ok_index is None:  # built once: later lookups are a binary search
@@ -293,9 +303,17 @@ class SetReader:
         led = ledger_relation(con, self.storage, self.image_set)
         extra = ", ".join(f'l."{c}"' for c in led.columns if c not in ("image_id", "set", "row"))
         if not self.storage.exists(LAYOUT.plan(self.image_set)):
-            return led.order('"row"')
+            return self._with_reasons(con, led.order('"row"'))
         plan = plan_relation(con, self.storage, self.image_set)  # noqa: F841 - read by name below
-        return con.sql(f'SELECT p.*, {extra} FROM plan p LEFT JOIN led l USING ("row") ORDER BY p."row"')
+        joined = con.sql(f'SELECT p.*, {extra} FROM plan p LEFT JOIN led l USING ("row") ORDER BY p."row"')
+        return self._with_reasons(con, joined)
+
+    def _with_reasons(self, con: duckdb.DuckDBPyConnection, rel: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+        """`rel` plus the filters' `dropped` column: why a row is left out of this view, null otherwise."""
+        if not self.filters:
+            return rel
+        key = view.id_column(rel.columns)
+        return rel.join(con.from_arrow(view.reasons(key, self.filters)), key, how="left").order('"row"')
 
     def _manifest_without_ledger(self) -> pa.Table:
         import duckdb
@@ -306,27 +324,36 @@ class SetReader:
         extra = [c for c in ledger.column_names if c not in ("image_id", "set", "row")]
         plan = read_plan(self.storage, self.image_set)
         if plan is None:
-            return con.sql('SELECT * FROM l ORDER BY "row"').to_arrow_table()
+            return self._with_reasons(con, con.sql('SELECT * FROM l ORDER BY "row"')).to_arrow_table()
         con.register("p", plan)
         sel = ", ".join(f'l."{c}"' for c in extra)
-        return con.sql(f'SELECT p.*, {sel} FROM p LEFT JOIN l USING ("row") ORDER BY p."row"').to_arrow_table()
-
-    def ledger_row(self, row: int) -> dict[str, Any]:
-        """The latest ledger row for manifest row `row` as a dict (empty when it has none)."""
-        # Find its shard from two small columns, then read only that shard in full.
-        where = read_ledger(self.storage, self.image_set, ["row", "shard"])
-        where = where.filter(pc.equal(where["row"], row))
-        if not where.num_rows:
-            return {}
-        hit = read_ledger(self.storage, self.image_set, shards=[where["shard"][0].as_py()])
-        hit = hit.filter(pc.equal(hit["row"], row))
-        return hit.to_pylist()[-1] if hit.num_rows else {}
+        joined = con.sql(f'SELECT p.*, {sel} FROM p LEFT JOIN l USING ("row") ORDER BY p."row"')
+        return self._with_reasons(con, joined).to_arrow_table()
 
     def without_duplicates_of(self, *sets: str) -> SetReader:
-        """This set without the images `oiv4 dedup` found duplicating an image of `sets` (see `oiv4.read.held_out`)."""
-        from oiv4.read.held_out import WithoutDuplicates
+        """This view without the images `oiv4 dedup` found duplicating an image of `sets` (see `oiv4.read.held_out`)."""
+        return self.filtered(DuplicatesOf(self.storage, self.name, sets))
 
-        return WithoutDuplicates(self, sets)
+    def filtered(self, image_filter: ImageFilter) -> SetReader:
+        """A new view: this one's images that `image_filter` keeps too (`oiv4.read.filters`)."""
+        return SetReader(
+            self.storage,
+            self.image_set,
+            self.blobs,
+            eager_manifest_rows=self.eager_manifest_rows,
+            filters=(*self.filters, image_filter),
+        )
+
+    @property
+    def excluded(self) -> pa.Table:
+        """One row per image this view's filters leave out, with why (for duplicates: image_id, duplicate_of,
+        duplicate_set, distance, kind, closest first); empty for the set as stored."""
+        return view.excluded(self.filters)
+
+    @property
+    def dropped_ids(self) -> list[str]:
+        """ImageIDs this view's filters leave out, sorted."""
+        return sorted(view.dropped_ids(self.filters))
 
     # adapters ------------------------------------------------------------------------------
     def torch(
@@ -338,8 +365,6 @@ class SetReader:
         features: str | None = None,
     ) -> TorchImageDataset:
         """A PyTorch map-style Dataset over this set; see `oiv4.read.torch_adapter` (torch stays optional)."""
-        from oiv4.read.torch_adapter import TorchImageDataset
-
         return TorchImageDataset(self, transform=transform, with_ids=with_ids, to_tensor=to_tensor, features=features)
 
     def features(self, model: str = "vgg16-fc2") -> Features:

@@ -13,12 +13,29 @@ indexes are rebuilt inside each worker, and reads use `pread`, so forked workers
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from oiv4.read.set_reader import SetReader
+    from oiv4.read.features import Features
+
+
+class ImageSource(Protocol):
+    """What the adapter reads from (a `SetReader` or a view of one), declared here so this module needs no reader."""
+
+    @property
+    def name(self) -> str: ...
+
+    def __len__(self) -> int: ...
+
+    def image_id_at(self, position: int) -> str: ...
+
+    def read_bytes_at(self, position: int) -> bytes: ...
+
+    def read_bytes(self, image_id: str) -> bytes: ...
+
+    def features(self, model: str = ...) -> Features: ...
 
 
 class TorchImageDataset:
@@ -31,7 +48,7 @@ class TorchImageDataset:
 
     def __init__(
         self,
-        reader: SetReader,
+        reader: ImageSource,
         transform: Callable[[Image.Image], Any] | None = None,
         *,
         with_ids: bool = False,

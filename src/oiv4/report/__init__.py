@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from oiv4.contracts.errors import SettingError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.limits import at_least
 from oiv4.contracts.schema import ImageSet
@@ -32,10 +33,11 @@ from oiv4.report.page import render
 class ReportSettings:
     """`samples` thumbnails per set on the contact sheet; `out` overrides where the page is written."""
 
-    samples: int = setting(24, help="Thumbnails per set on the contact sheet.")
+    samples: int = setting(24, help="Thumbnails per set on the contact sheet.", flag="--samples")
     out: str | None = setting(
         None,
         help="Where to write the page: a local path or fsspec URL.",
+        flag="--out",
         short="-o",
         default_text="<root>/report/index.html",
     )
@@ -43,7 +45,7 @@ class ReportSettings:
     def __post_init__(self) -> None:
         at_least(self, 0, "samples")
         if self.out is not None and (not self.out.strip() or self.out.endswith("/")):
-            raise ValueError(f"--out must name a file, got {self.out!r}")
+            raise SettingError(f"--out must name a file, got {self.out!r}")
 
 
 def build_report(

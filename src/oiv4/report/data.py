@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from oiv4.contracts.errors import CorruptImageError, ReaderError
 from oiv4.contracts.schema import ImageSet
-from oiv4.io.blob_errors import CorruptImageError, ReaderError
 from oiv4.io.image_decode import decode
 from oiv4.io.manifest import plan_rows
 from oiv4.io.sql import attach_filesystem, ledger_relation

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from oiv4.io.blob_errors import CorruptImageError, ImageNotFoundError
+from oiv4.contracts.errors import CorruptImageError, ImageNotFoundError
 from oiv4.io.fingerprint import hamming, rotations
 from oiv4.io.ledger import read_ledger
 from oiv4.io.storage import Storage

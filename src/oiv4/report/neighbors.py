@@ -10,7 +10,8 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from oiv4.io.blob_errors import CorruptImageError, ImageNotFoundError
+from oiv4.contracts.errors import CorruptImageError, ImageNotFoundError
+from oiv4.contracts.layout import LAYOUT
 from oiv4.io.image_decode import decode
 from oiv4.io.storage import Storage
 from oiv4.read.dataset import Dataset
@@ -32,7 +33,7 @@ def _thumb(ds: Dataset, image_set: str, image_id: str) -> str:
 
 def neighbors_section(storage: Storage, ds: Dataset, seed: int = 0) -> str:
     """The HTML section, or "" when there is no ground truth under the root."""
-    files = sorted(storage.glob("neighbors/*/*.parquet"))
+    files = sorted(storage.glob(LAYOUT.neighbors_files_glob()))
     if not files:
         return ""
     blocks = []

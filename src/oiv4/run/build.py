@@ -16,8 +16,10 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 
+from oiv4.contracts.errors import DedupError
 from oiv4.contracts.schema import ImageSet
-from oiv4.contracts.setting import setting
+from oiv4.contracts.setting import group, setting
+from oiv4.io.ledger import sets_with_ledger
 from oiv4.io.storage import Storage
 from oiv4.run.archives import build_archive_set
 from oiv4.run.executor import ExecutorSettings
@@ -36,33 +38,38 @@ STAGES = ("metadata", "plan", "archives", "fetch", "verify", "hash", "dedup", "r
 
 @dataclass(frozen=True)
 class BuildSettings:
-    """Settings of every stage, plus which sets to build and which closing stages to run."""
+    """Settings of every stage, plus which sets to build and which closing stages to run.
+
+    Each stage that downloads keeps its own `transfer` settings (their defaults differ per stage, see
+    `TransferSettings`); `oiv4 build` spells them per stage, and one `--allow-private-networks` /
+    `--ca-bundle` sets them for all.
+    """
 
     metadata: MetadataSettings = field(default_factory=MetadataSettings)
     plan: PlanSettings = field(default_factory=PlanSettings)
     archives: ArchiveSettings = field(default_factory=ArchiveSettings)
     fetch: FetchSettings = field(default_factory=FetchSettings)
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)
-    #: How the closing verify runs; its `sets` default to `sets` below.
-    verification: VerifySettings = field(default_factory=VerifySettings)
+    #: How the closing verify runs; it checks the sets below.
+    verification: VerifySettings = group(VerifySettings(), unused={"sets": "verify checks the sets chosen with --set"})
     sets: tuple[ImageSet, ...] = setting(
         tuple(ImageSet), help="Only these sets (repeatable).", flag="--set", short="-s", default_text="all four"
     )
-    verify: bool = setting(True, help="Verify the sets once they are built.")
+    verify: bool = setting(True, help="Verify the sets once they are built.", flag="--verify/--no-verify")
     hash: bool = setting(
-        True, help="Record phash + checksum for stored images lacking them (archive sets) once verified."
+        True,
+        help="Record phash + checksum for stored images lacking them (archive sets) once verified.",
+        flag="--hash/--no-hash",
     )
-    dedup: bool = setting(True, help="Find duplicates within and across the sets (dedup/summary.json) at the end.")
-    report: bool = setting(True, help="Write the HTML report at the end (the `report` step given to run_build).")
-    #: One switch for every transfer of the build (metadata, archives over https, fetch): these are applied to
-    #: the stages' own fields of the same names, which `oiv4 build` therefore does not spell separately.
-    allow_private_networks: bool = setting(
-        False,
-        help="Also connect to loopback, private and link-local addresses (a mirror on your network), for every "
-        "download of the build. Off, fetch records such URLs and redirects as blocked_address.",
+    dedup: bool = setting(
+        True,
+        help="Find duplicates within and across the sets (dedup/summary.json) at the end.",
+        flag="--dedup/--no-dedup",
     )
-    ca_bundle: str | None = setting(
-        None, help="PEM file of extra CA certificates, e.g. for corporate TLS interception.", default_text="none"
+    report: bool = setting(
+        True,
+        help="Write the HTML report at the end (the `report` step given to run_build).",
+        flag="--report/--no-report",
     )
     archive_executor: ExecutorSettings | None = field(
         default=None,
@@ -72,19 +79,6 @@ class BuildSettings:
             "why": "derived from --executor: on the cluster with Dask, else threads of this process (progress shown)",
         },
     )
-
-    def __post_init__(self) -> None:
-        # Only ever widens what a stage's own settings say (True / a bundle): a stage set up for a private
-        # mirror stays so when the build-wide switch is left off.
-        if self.allow_private_networks or self.ca_bundle:
-            net = {"allow_private_networks": True} if self.allow_private_networks else {}
-            if self.ca_bundle:
-                net["ca_bundle"] = self.ca_bundle  # type: ignore[assignment]
-            metadata = replace(self.metadata, download=replace(self.metadata.download, **net))
-            fetch = replace(self.fetch, http=replace(self.fetch.http, **net))
-            object.__setattr__(self, "metadata", metadata)
-            object.__setattr__(self, "archives", replace(self.archives, **net))
-            object.__setattr__(self, "fetch", fetch)
 
 
 class BuildObserver:
@@ -191,7 +185,7 @@ def run_build(
 
 def _hash_and_dedup(storage: Storage, settings: BuildSettings, obs: BuildObserver, result: BuildResult) -> None:
     """Hash what is stored without phash/checksum (archive sets; sets stored before), then find duplicates."""
-    built = [s for s in settings.sets if storage.glob(f"ledger/{s.value}/shard-*.parquet")]
+    built = sets_with_ledger(storage, settings.sets)
     if settings.hash:
         for image_set in built:
             obs.stage("hash", image_set.value)
@@ -201,6 +195,6 @@ def _hash_and_dedup(storage: Storage, settings: BuildSettings, obs: BuildObserve
         obs.stage("dedup")
         try:
             result.dedup = run_dedup(storage, DedupSettings(sets=tuple(s.value for s in built)))
-        except ValueError as exc:  # a set with unhashed images: say so, the build itself is done
+        except DedupError as exc:  # a set with unhashed images: say so, the build itself is done
             result.dedup_error = str(exc)
         obs.done("dedup", result.dedup or result.dedup_error)

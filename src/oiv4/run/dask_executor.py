@@ -7,8 +7,8 @@ the GIL).
 
 Why this is safe without any cluster code of our own:
 
-- Workers write images and ledger parts *directly* to the root (`Storage` travels inside each
-  `ShardTask` with its `storage_options`); only the small `ShardResult` counts come back.
+- Workers write images and ledger parts *directly* to the root (the picklable `Storage` travels whole
+  inside each `ShardTask`); only the small `ShardResult` counts come back.
 - A worker that dies takes its running shard with it. The scheduler re-runs that task elsewhere
   (`distributed.scheduler.allowed-failures`), a shard that *raises* is retried `retries` times, and
   the re-run skips every row its ledger already holds, so nothing is done twice.
@@ -28,12 +28,13 @@ import os
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from oiv4.contracts.errors import ExecutionError
+from oiv4.contracts.errors import DaskSetupError
 from oiv4.contracts.extras import require
-from oiv4.contracts.shards import ShardResult, ShardTask
-from oiv4.run.executor import ExecutorSettings, ShardFn, default_workers, die_with_parent
+from oiv4.io.storage import Storage
+from oiv4.run.worker_process import PoolSettings, ShardFn, default_workers, die_with_parent
+from oiv4.stages.base import ShardResult, ShardTask
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -44,14 +45,10 @@ log = logging.getLogger(__name__)
 MAIN_PID_KEY = "oiv4.local-cluster-main-pid"
 
 
-class DaskSetupError(RuntimeError, ExecutionError):
-    """The cluster cannot run this job: scheduler unreachable, or workers cannot see the root/import oiv4."""
-
-
 def run_dask(
     tasks: list[ShardTask],
     fn: ShardFn,
-    settings: ExecutorSettings,
+    settings: PoolSettings,
     on_result: Callable[[ShardResult], None] | None = None,
 ) -> list[ShardResult]:
     """Run `fn(task)` for every task on a Dask cluster; results come back in completion order.
@@ -77,7 +74,7 @@ def _require_dask() -> None:
 
 
 @contextmanager
-def _client(settings: ExecutorSettings, n_tasks: int) -> Iterator[Client]:
+def _client(settings: PoolSettings, n_tasks: int) -> Iterator[Client]:
     import dask
     from distributed import Client, LocalCluster
 
@@ -129,16 +126,10 @@ def dask_setup(worker: object) -> None:
         die_with_parent(int(main_pid))  # exits at once if the main process died since the check
 
 
-def _probe_worker(root: str, storage_options: dict[str, Any]) -> str | None:
+def _probe_worker(storage: Storage) -> str | None:
     """On a worker: None if oiv4 imports and the root is reachable, else why not (shown to the user)."""
     try:
-        from oiv4.io.storage import Storage
-
-        storage = Storage(root, storage_options)
-        if storage.local:
-            return None if os.path.isdir(storage.root) else f"{storage.root} is not a folder on this machine"
-        storage.fs.ls(storage.fs._strip_protocol(storage.root))
-        return None
+        return storage.unreachable()
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
 
@@ -162,14 +153,14 @@ def _check_workers(client: Client, task: ShardTask) -> None:
             "`dask worker <scheduler address> --nworkers <cores> --nthreads 1` (see docs/cluster.md)"
         ) from None
     try:
-        problems = client.run(_probe_worker, task.root, task.storage_options)
+        problems = client.run(_probe_worker, task.storage)
     except Exception as exc:  # a worker without oiv4 installed cannot even unpickle the probe
         raise DaskSetupError(f"a Dask worker cannot run oiv4 ({type(exc).__name__}: {exc}); install it there") from None
     bad = {addr: why for addr, why in problems.items() if why}
     if bad:
         lines = "\n".join(f"  {addr}: {why}" for addr, why in sorted(bad.items()))
         raise DaskSetupError(
-            f"{len(bad)} of {len(problems)} Dask workers cannot use the root {task.root}:\n{lines}\n"
+            f"{len(bad)} of {len(problems)} Dask workers cannot use the root {task.storage.root}:\n{lines}\n"
             "Use a shared folder mounted at the same path on every machine, or an s3:// root with "
             "credentials in each worker's environment (docs/cluster.md)."
         )
@@ -179,7 +170,7 @@ def _run(
     client: Client,
     tasks: list[ShardTask],
     fn: ShardFn,
-    settings: ExecutorSettings,
+    settings: PoolSettings,
     on_result: Callable[[ShardResult], None] | None,
 ) -> list[ShardResult]:
     from distributed import as_completed

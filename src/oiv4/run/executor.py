@@ -6,22 +6,23 @@ the shard's files and ledger, so a shard lost with its worker is simply submitte
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
-import signal
-import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
+from oiv4.contracts.errors import SettingError
 from oiv4.contracts.extras import require
 from oiv4.contracts.limits import at_least
 from oiv4.contracts.setting import setting
-from oiv4.contracts.shards import ShardResult, ShardTask
+from oiv4.run.dask_executor import run_dask
+from oiv4.run.worker_process import ShardFn, default_workers, die_with_parent
+from oiv4.stages.base import ShardResult, ShardTask
 
-ShardFn = Callable[[ShardTask], ShardResult]
+__all__ = ["ExecutorSettings", "ShardFn", "default_workers", "die_with_parent", "run_shards"]
+
 KINDS = ("local", "dask", "thread")
 
 
@@ -44,44 +45,29 @@ class ExecutorSettings:
         None,
         help="Worker processes: the local pool's, or the LocalCluster's with --executor dask and no --scheduler "
         "(a running cluster brings its own workers).",
+        flag="--workers",
         default_text="one per core",
     )
     scheduler: str | None = setting(
         None,
         help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (implies --executor dask).",
+        flag="--scheduler",
         default_text="a LocalCluster sized to this machine",
     )
-    max_pool_restarts: int = setting(3, help="Times a shard is retried after its worker died.")
+    max_pool_restarts: int = setting(
+        3, help="Times a shard is retried after its worker died.", flag="--max-pool-restarts"
+    )
 
     def __post_init__(self) -> None:
         if self.scheduler:
             object.__setattr__(self, "kind", "dask")
         if self.kind not in KINDS:
-            raise ValueError(f"unknown executor {self.kind!r}: use one of {', '.join(KINDS)}")
+            raise SettingError(f"unknown executor {self.kind!r}: use one of {', '.join(KINDS)}")
         at_least(self, 1, "workers")
         at_least(self, 0, "max_pool_restarts")
         if self.kind == "dask":
             # Checked with the other options, so a missing extra is the one line before any work or progress.
             require("dask", "distributed", extra="dask", feature="the dask executor")
-
-
-#: prctl(2) option: the signal this process gets when the thread that created it dies.
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Worker initializer: SIGKILL this process when its parent dies, even by SIGKILL (Linux).
-
-    Without it a `kill -9` of `oiv4 fetch` left the workers running under PID 1: writing to the root,
-    holding the caller's pipe open, and racing with the next run. The parent may already have died
-    between our fork and the prctl call, so the parent PID is checked right after it (closing the race).
-    """
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() != parent_pid:
-        os._exit(1)
 
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
@@ -94,10 +80,6 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
         if proc.is_alive():
             proc.kill()
     pool.shutdown(wait=False, cancel_futures=True)
-
-
-def default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
 def run_shards(
@@ -119,12 +101,10 @@ def run_shards(
     if settings.kind == "local":
         return _run_local(tasks, fn, settings, on_result)
     if settings.kind == "dask":
-        from oiv4.run.dask_executor import run_dask
-
         return run_dask(tasks, fn, settings, on_result)
     if settings.kind == "thread":
         return _run_threads(tasks, fn, settings, on_result, interrupt)
-    raise ValueError(f"unknown executor {settings.kind!r}: use one of {', '.join(KINDS)}")
+    raise SettingError(f"unknown executor {settings.kind!r}: use one of {', '.join(KINDS)}")
 
 
 def _run_local(

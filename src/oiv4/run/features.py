@@ -29,8 +29,4 @@ def features_set(
     executor = executor or ExecutorSettings()
     if executor.kind == "local" and executor.workers is None:
         executor = dataclasses.replace(executor, workers=1)
-    summary = run_set(FEATURES, storage, image_set, settings or FeaturesSettings(), executor, shards=shards)
-    if not summary.image_set:
-        summary.image_set = ImageSet(image_set).value
-        summary.model = (settings or FeaturesSettings()).model
-    return summary
+    return run_set(FEATURES, storage, image_set, settings or FeaturesSettings(), executor, shards=shards)

@@ -68,7 +68,7 @@ def _exclusions(storage: Storage, s: NeighborsSettings, qids: np.ndarray, dbs: l
         pairs_p.append(pi + offset)
         offset += len(db)
     if s.exclude_duplicates:
-        rel = "dedup/pairs.parquet"
+        rel = LAYOUT.dedup_pairs()
         if not storage.exists(rel):
             raise InputError(f"--exclude-duplicates needs {storage.path(rel)}: run `oiv4 dedup --root {storage.root}`")
         with storage.open(rel) as fh:
@@ -88,6 +88,8 @@ def _exclusions(storage: Storage, s: NeighborsSettings, qids: np.ndarray, dbs: l
     return np.concatenate(pairs_q).astype(np.int64), np.concatenate(pairs_p).astype(np.int64)
 
 
+# Kept long: the checks, block sizes, resume stamp and per-block parts share one set of sizes and names; the
+# resume rule (a part is reused only under the same stamp) is visible only while they sit together.
 def run_neighbors(storage: Storage, s: NeighborsSettings) -> tuple[str, int]:
     """Compute (or finish) the ground truth; returns (output path relative to the root, query blocks reused)."""
     qstore = open_features(storage, s.model, s.queries)
@@ -123,25 +125,23 @@ def run_neighbors(storage: Storage, s: NeighborsSettings) -> tuple[str, int]:
     q_rows = max(1, min(1024, len(qpos), int(budget / 2 / (12 * 256))))
     db_rows = max(1, int(min(budget / 4 / (4 * qstore.dim), budget / 2 / (12 * q_rows))))
     rerank = max(256, int(budget / 8 / (32 * qstore.dim)))  # float64 pairs and their temporaries
-    out_rel = f"{LAYOUT.neighbors_dir(s.model)}/{s.file_name}.parquet"
-    parts_dir = f"{LAYOUT.neighbors_dir(s.model)}/{s.file_name}.parts"
+    out_rel = LAYOUT.neighbors_file(s.model, s.file_name)
+    stamp_rel = LAYOUT.neighbors_parts_settings(s.model, s.file_name)
     stamp = json.dumps({"k": s.k, "queries": len(qpos), "q_rows": q_rows}, sort_keys=True)
     if storage.exists(out_rel):
-        meta = pq.read_schema(storage.local_path(out_rel)).metadata or {}
+        with storage.open(out_rel) as fh:
+            meta = pq.read_schema(fh).metadata or {}
         if meta.get(b"oiv4") == stamp.encode():
             return out_rel, 0
-    if (
-        storage.exists(f"{parts_dir}/settings.json")
-        and storage.read_bytes(f"{parts_dir}/settings.json") != stamp.encode()
-    ):
-        for p in storage.glob(f"{parts_dir}/part-*.parquet"):
+    if storage.exists(stamp_rel) and storage.read_bytes(stamp_rel) != stamp.encode():
+        for p in storage.glob(LAYOUT.neighbors_parts_glob(s.model, s.file_name)):
             storage.remove(p)
-    storage.write_bytes(f"{parts_dir}/settings.json", stamp.encode())
+    storage.write_bytes(stamp_rel, stamp.encode())
     names = np.concatenate([np.full(len(db), i) for i, db in enumerate(dbs)])
     all_ids = pa.concat_arrays([db.ids for db in dbs])
     part_rels, reused = [], 0
     for b, start in enumerate(range(0, len(qpos), q_rows)):
-        rel = f"{parts_dir}/part-{b:05d}.parquet"
+        rel = LAYOUT.neighbors_part(s.model, s.file_name, b)
         part_rels.append(rel)
         if storage.exists(rel):
             reused += 1

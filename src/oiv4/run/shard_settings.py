@@ -1,43 +1,49 @@
 """The settings that shaped a shard's stored bytes, recorded beside its ledger when it starts.
 
-`ledger/<set>/shard-NNNNN.settings.json` holds the stage's `output_settings()` (JPEG quality, max side,
+`ledger/<set>/shard-NNNNN.settings.json` holds the settings' `output_settings()` (JPEG quality, max side,
 rotation, resample filter, draft, layout for fetch; the member size limit for archives). Resuming a
 shard with different values would leave one shard holding images made two ways, which no ledger column
 would reveal, so it is refused with the differing settings named, unless the settings say
 `force_settings`; then the new values are recorded together with what they replaced and when.
+Only settings implementing `contracts.shards.OutputSettings` are recorded (hash's shape no stored byte);
+those implementing `OwnSettingsRecord` say where their record lives (features: per model).
 The ledger's columns stay as they are: readers of the ledger never need this file.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from oiv4.contracts.errors import UsageError
+from oiv4.contracts.errors import SettingsChangedError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
-from oiv4.contracts.shards import SettingValue, ShardResult, ShardTask
+from oiv4.contracts.shards import (
+    OutputSettings,
+    OwnSettingsRecord,
+    SettingValue,
+    describe_changes,
+    setting_changes,
+)
 from oiv4.io.damage import damaged, read_json_object
 from oiv4.io.ledger_write import now_utc
 from oiv4.io.storage import Storage
-
-
-class SettingsChangedError(RuntimeError, UsageError):
-    """A shard started with other output settings would be resumed with these; the message names them."""
+from oiv4.stages.base import ShardResult, ShardTask
 
 
 def settings_rel(image_set: ImageSet | str, shard: int) -> str:
     """Where a shard's settings record lives: beside its ledger file."""
-    return LAYOUT.ledger_shard(image_set, shard).removesuffix(".parquet") + ".settings.json"
+    return LAYOUT.ledger_settings(image_set, shard)
 
 
-def record_rel(task: ShardTask) -> str:
-    """Where `task`'s record lives: where its settings say (`settings_record`, e.g. per feature model), else
+def record_rel(task: ShardTask[OutputSettings]) -> str:
+    """Where `task`'s record lives: where its settings say (`OwnSettingsRecord`, e.g. per feature model), else
     beside the set's ledger."""
-    where = getattr(task.settings, "settings_record", None)
-    return where(task.image_set, task.shard) if where is not None else settings_rel(task.image_set, task.shard)
+    if isinstance(task.settings, OwnSettingsRecord):
+        return task.settings.settings_record(task.image_set, task.shard)
+    return settings_rel(task.image_set, task.shard)
 
 
 def read_record(
@@ -53,19 +59,18 @@ def read_record(
     return record
 
 
-def _wanted(task: ShardTask) -> dict[str, SettingValue]:
-    return dict(task.settings.output_settings()) if task.settings is not None else {}
+def _recorded(tasks: Iterable[ShardTask[Any]]) -> list[ShardTask[OutputSettings]]:
+    """The tasks whose settings shape stored bytes: only those are recorded and checked."""
+    return [t for t in tasks if isinstance(t.settings, OutputSettings)]
 
 
-def _differences(old: Mapping[str, object], new: Mapping[str, object]) -> dict[str, tuple[object, object]]:
-    return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
+def _wanted(task: ShardTask[OutputSettings]) -> dict[str, SettingValue]:
+    return dict(task.settings.output_settings())
 
 
-def _describe(diff: Mapping[str, tuple[object, object]]) -> str:
-    return ", ".join(f"{k}: was {old!r}, now {new!r}" for k, (old, new) in diff.items())
-
-
-def _write(storage: Storage, task: ShardTask, settings: dict[str, SettingValue], overrides: list[Any]) -> None:
+def _write(
+    storage: Storage, task: ShardTask[OutputSettings], settings: dict[str, SettingValue], overrides: list[Any]
+) -> None:
     record = {
         "stage": task.stage,
         "set": task.image_set.value,
@@ -83,28 +88,29 @@ class SettingsConflict:
     differences: dict[str, tuple[object, object]]
 
 
-def check_tasks(storage: Storage, tasks: Iterable[ShardTask]) -> list[SettingsConflict]:
+def check_tasks(storage: Storage, tasks: Iterable[ShardTask[Any]]) -> list[SettingsConflict]:
     """Shards already started with output settings other than their task's, with what differs."""
     conflicts = []
-    for task in tasks:
+    for task in _recorded(tasks):
         record = read_record(storage, task.image_set, task.shard, record_rel(task))
-        if record is not None and (diff := _differences(record["settings"], _wanted(task))):
+        if record is not None and (diff := setting_changes(record["settings"], _wanted(task))):
             conflicts.append(SettingsConflict(task.shard, diff))
     return conflicts
 
 
-def refuse_or_override(storage: Storage, image_set: ImageSet, tasks: list[ShardTask], force: bool) -> None:
-    """Before any shard runs: refuse a resume with changed output settings, or record the forced override."""
+def refuse_or_override(storage: Storage, image_set: ImageSet, tasks: list[ShardTask[Any]]) -> None:
+    """Before any shard runs: refuse a resume with changed output settings, or record the forced override
+    when the settings say `force_settings`."""
     conflicts = check_tasks(storage, tasks)
     if not conflicts:
         return
-    by_shard = {t.shard: t for t in tasks}
-    if not force:
+    by_shard = {t.shard: t for t in _recorded(tasks)}
+    if not by_shard[conflicts[0].shard].settings.force_settings:
         first = conflicts[0]
         more = f" (and {len(conflicts) - 1} more shards)" if len(conflicts) > 1 else ""
         raise SettingsChangedError(
             f"{image_set.value} shard {first.shard}{more} was started with other settings "
-            f"({_describe(first.differences)}): re-run with the old values, or with --force-settings to "
+            f"({describe_changes(first.differences)}): re-run with the old values, or with --force-settings to "
             f"resume with the new ones (the override is recorded in {record_rel(by_shard[first.shard])})"
         )
     for c in conflicts:
@@ -125,17 +131,19 @@ class RecordingShard:
     repeated here (not only when planning) because another run may have started the shard meanwhile.
     """
 
-    run_shard: Callable[[ShardTask], ShardResult]
+    run_shard: Callable[[ShardTask[Any]], ShardResult[Any]]
 
-    def __call__(self, task: ShardTask) -> ShardResult:
-        storage = Storage(task.root, task.storage_options)
+    def __call__(self, task: ShardTask[Any]) -> ShardResult[Any]:
+        if not isinstance(task.settings, OutputSettings):
+            return self.run_shard(task)
+        storage = task.storage
         wanted = _wanted(task)
         record = read_record(storage, task.image_set, task.shard, record_rel(task))
         if record is None:
             _write(storage, task, wanted, [])
-        elif diff := _differences(record["settings"], wanted):
+        elif diff := setting_changes(record["settings"], wanted):
             raise SettingsChangedError(
                 f"{task.image_set.value} shard {task.shard} was started with other settings meanwhile "
-                f"({_describe(diff)}): is another run using this root?"
+                f"({describe_changes(diff)}): is another run using this root?"
             )
         return self.run_shard(task)

@@ -1,10 +1,10 @@
-"""`run_set`: run one set of any stage (fetch, archives) as shards through an executor.
+"""`run_set`: run one set of any stage (fetch, archives, hash, features) as shards through an executor.
 
 The same steps for every stage: the stage plans its unfinished shards, the recorded output settings
 of shards already started are checked (`shard_settings`), the shards run on the chosen executor (this
 process's threads, the local process pool, a Dask cluster), live progress is polled from the ledger,
-and the stage summarises the results. Stages provide the `oiv4.contracts.shards.Stage` protocol and
-never import this layer.
+and the stage summarises the results. Stages subclass `oiv4.stages.base.ShardStage` and never import
+this layer.
 """
 
 from __future__ import annotations
@@ -13,22 +13,22 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures.process import BrokenProcessPool
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from oiv4.contracts.schema import ImageSet
-from oiv4.contracts.shards import ShardResult, ShardSettings, Stage
 from oiv4.io.ledger_write import now_utc
 from oiv4.io.storage import Storage
 from oiv4.run.executor import ExecutorSettings, run_shards
 from oiv4.run.shard_settings import RecordingShard, refuse_or_override
+from oiv4.stages.base import ShardResult, ShardStage
 from oiv4.stages.fetch.progress import FetchProgress, LedgerPoller
 
-SettingsT = TypeVar("SettingsT", bound=ShardSettings)
+SettingsT = TypeVar("SettingsT")
 SummaryT = TypeVar("SummaryT")
 
 
 def run_set(
-    stage: Stage[SettingsT, SummaryT],
+    stage: ShardStage[SettingsT, Any, Any, SummaryT],
     storage: Storage,
     image_set: ImageSet | str,
     settings: SettingsT,
@@ -44,14 +44,15 @@ def run_set(
     with a snapshot of the rows recorded since the run started (read from the ledger, so it works the
     same for every executor).
     Raises the stage's own errors, `SettingsChangedError` when a started shard would be resumed with
-    other output settings, and `stage.aborted(...)` when the local pool's workers keep dying.
+    other output settings (unless they say `force_settings`), `SettingsTypeError` when `settings` are not
+    the stage's type, and `stage.aborted(...)` when the local pool's workers keep dying.
     """
     image_set = ImageSet(image_set)
     executor = executor or ExecutorSettings()
     started = now_utc()
     t0 = time.monotonic()
-    plan = stage.plan_set(storage.root, dict(storage.storage_options), image_set, settings, shards)
-    refuse_or_override(storage, image_set, plan.tasks, settings.force_settings)
+    plan = stage.plan_set(storage, image_set, settings, shards)
+    refuse_or_override(storage, image_set, plan.tasks)
 
     stop_polling = threading.Event()
     poller_thread = None
@@ -66,7 +67,7 @@ def run_set(
         poller_thread = threading.Thread(target=poll, name=f"oiv4-{stage.name}-progress", daemon=True)
         poller_thread.start()
 
-    results: list[ShardResult] = []
+    results: list[ShardResult[Any]] = []
     try:
         run_shards(plan.tasks, RecordingShard(stage.run_shard), executor, results.append, stage.interrupt)
     except BrokenProcessPool as exc:
@@ -78,4 +79,4 @@ def run_set(
         stop_polling.set()
         if poller_thread is not None:
             poller_thread.join()
-    return stage.summarise(storage.root, dict(storage.storage_options), plan, results, time.monotonic() - t0)
+    return stage.summarise(storage, plan, results, time.monotonic() - t0)

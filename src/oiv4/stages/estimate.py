@@ -33,6 +33,7 @@ from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.limits import above, at_least
 from oiv4.contracts.schema import ImageSet
 from oiv4.contracts.setting import setting
+from oiv4.io.ledger import ledger_started, shard_has_parts
 from oiv4.io.sql import attach_filesystem, features_ledger_files, features_relation, ledger_relation
 from oiv4.io.storage import Storage
 
@@ -58,12 +59,22 @@ class EstimateSettings:
     """What the machine that will do the work looks like."""
 
     link_mbps: float | None = setting(
-        None, help="Your download link in Mbit/s; wall time then includes the transfer.", default_text="not given"
+        None,
+        help="Your download link in Mbit/s; wall time then includes the transfer.",
+        flag="--link-mbps",
+        default_text="not given",
     )
     workers: int | None = setting(
-        None, help="Worker processes (one core each) that will do the work.", default_text="one per core"
+        None,
+        help="Worker processes (one core each) that will do the work.",
+        flag="--workers",
+        default_text="one per core",
     )
-    keep_tar: bool = setting(False, help="The archives will be kept beside their zips (archives --keep-tar).")
+    keep_tar: bool = setting(
+        False,
+        help="The archives will be kept beside their zips (archives --keep-tar).",
+        flag="--keep-tar/--no-keep-tar",
+    )
 
     def __post_init__(self) -> None:
         above(self, 0, "link_mbps")
@@ -181,7 +192,7 @@ def _plan_sql(storage: Storage, image_set: ImageSet) -> str:
 
 
 def _has_ledger(storage: Storage, image_set: ImageSet) -> bool:
-    return bool(storage.glob(f"{LAYOUT.ledger_dir(image_set)}/shard-*"))
+    return ledger_started(storage, image_set)
 
 
 def _measured(con: duckdb.DuckDBPyConnection, storage: Storage, image_set: ImageSet) -> _Measured:
@@ -266,7 +277,7 @@ def _archive_done(storage: Storage, image_set: ImageSet, stem: str) -> bool:
     return (
         storage.exists(LAYOUT.archive_zip(image_set, stem))
         and storage.exists(LAYOUT.ledger_shard(image_set, shard))
-        and not storage.glob(f"{LAYOUT.ledger_parts_dir(image_set, shard)}/part-*.parquet")
+        and not shard_has_parts(storage, image_set, shard)
     )
 
 
@@ -348,7 +359,7 @@ def features_estimates(
                 "WHERE span > 0"
             ).fetchall()[0]
             measured_rows, measured_s = measured_rows + int(rows), measured_s + float(span)
-        if storage.glob(f"{LAYOUT.ledger_dir(s)}/shard-*"):
+        if ledger_started(storage, s):
             ledger_relation(con, storage, s, ["row", "outcome"]).create_view("features_stored", replace=True)
             images = _count(con, "SELECT count(*) FROM features_stored WHERE outcome = 'ok' AND row >= 0")
         else:

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from oiv4.contracts.errors import InputError
+from oiv4.contracts.errors import MetadataError
 from oiv4.contracts.layout import LAYOUT, METADATA_FILES
 from oiv4.contracts.schema import COLUMNS
-from oiv4.contracts.setting import setting
-from oiv4.io.download import DownloadSettings, download_file
+from oiv4.contracts.setting import group, setting
+from oiv4.contracts.transfer import TransferSettings
+from oiv4.io.download import download_file
 from oiv4.io.storage import Storage
 
 DEFAULT_METADATA_BASE = "https://storage.googleapis.com/openimages/2018_04/"
 
 
-class MetadataError(RuntimeError, InputError):
-    """A metadata file is missing, truncated or not in the 2018_04 schema."""
+#: Two files every later stage needs: a download that gives up stops the whole build (a failed image is
+#: only one ledger row), so it keeps trying longer than the default.
+METADATA_TRANSFER = TransferSettings(attempts=8)
 
 
 @dataclass(frozen=True)
@@ -26,9 +28,10 @@ class MetadataSettings:
     base_url: str = setting(
         DEFAULT_METADATA_BASE,
         help="Where the 2018_04 CSVs live; point it at a mirror (e.g. `oiv4 mirror`) to work offline.",
+        flag="--base-url",
     )
-    force: bool = setting(False, help="Download again even if complete files are present.")
-    download: DownloadSettings = field(default_factory=DownloadSettings)
+    force: bool = setting(False, help="Download again even if complete files are present.", flag="--force/--no-force")
+    transfer: TransferSettings = group(METADATA_TRANSFER)
 
 
 def check_header(path: Path) -> None:
@@ -55,15 +58,18 @@ def fetch_metadata(
     settings = settings or MetadataSettings()
     base = settings.base_url if settings.base_url.endswith("/") else settings.base_url + "/"
     sizes: dict[str, int] = {}
-    staging = None if storage.local else Path(tempfile.mkdtemp(prefix="oiv4-metadata-"))
+    staging: Path | None = None
     for name, remote_rel in METADATA_FILES.items():
         rel = LAYOUT.metadata(name)
+        local = storage.local_path(rel)  # None on an object store: download to a staging folder, then upload
         if storage.exists(rel) and not settings.force:
-            if storage.local:
-                check_header(storage.local_path(rel))
+            if local is not None:
+                check_header(local)
             sizes[name] = storage.size(rel)
             continue
-        dest = storage.local_path(rel) if staging is None else staging / name
+        if local is None and staging is None:
+            staging = Path(tempfile.mkdtemp(prefix="oiv4-metadata-"))
+        dest = local if local is not None else staging / name
         if settings.force:
             dest.unlink(missing_ok=True)
 
@@ -72,14 +78,14 @@ def fetch_metadata(
                 progress(_name, done, total)
 
         # download_file keeps bytes in `<name>.part` until the size matches the remote's length.
-        size = download_file(base + remote_rel, dest, settings.download, report)
+        size = download_file(base + remote_rel, dest, settings.transfer, report)
         try:
             check_header(dest)
         except MetadataError:
             bad = dest.with_name(dest.name + ".rejected")
             dest.replace(bad)
             raise
-        if staging is not None:
-            storage.fs.put_file(str(dest), storage.path(rel))
+        if local is None:
+            storage.upload(dest, rel)
         sizes[name] = size
     return sizes

@@ -13,18 +13,18 @@ events, reports), `checks` (verification policy, done-ness), `builder` (one arch
 
 from __future__ import annotations
 
-from oiv4.stages.archives.catalog import KnownArchive, load_known_archives
-from oiv4.stages.archives.checks import archive_done
-from oiv4.stages.archives.convert import negative_row
-from oiv4.stages.archives.errors import (
+from oiv4.contracts.errors import (
     ArchiveError,
     ArchiveSetError,
     CorruptStreamError,
     CorruptTarError,
     SourceChangedError,
-    SourceError,
     VerificationError,
 )
+from oiv4.contracts.errors import ArchiveSourceError as SourceError
+from oiv4.stages.archives.catalog import KnownArchive, load_known_archives
+from oiv4.stages.archives.checks import archive_done
+from oiv4.stages.archives.convert import negative_row
 from oiv4.stages.archives.settings import ArchiveProgress, ArchiveReport, ArchiveSetSummary, ArchiveSettings
 from oiv4.stages.archives.stage import ArchiveStage, run_archive_shard
 

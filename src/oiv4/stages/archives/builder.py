@@ -16,28 +16,23 @@ The steps, per archive (one ledger shard each):
 from __future__ import annotations
 
 import contextlib
-import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
+from oiv4.contracts.errors import ArchiveError, ArchiveSetError, CorruptStreamError, SettingError, VerificationError
 from oiv4.contracts.layout import LAYOUT
+from oiv4.contracts.ledger_row import LedgerRow
 from oiv4.contracts.schema import ImageSet
-from oiv4.io.ledger_write import ShardLedger
+from oiv4.io.ledger_write import LedgerBuffer
 from oiv4.io.storage import TMP_MARK, Storage
 from oiv4.io.temps import remove_dead_temps
 from oiv4.stages.archives.catalog import archive_name, load_known_archives, shard_of
 from oiv4.stages.archives.checks import Check, check_zip, inside_root, plan_check, verify_copy
 from oiv4.stages.archives.convert import ConvertOutcome, convert_stream
 from oiv4.stages.archives.download import DownloadResult, download_to_storage, stat_object, stream_parts
-from oiv4.stages.archives.errors import (
-    ArchiveError,
-    ArchiveSetError,
-    CorruptStreamError,
-    VerificationError,
-)
 from oiv4.stages.archives.gunzip import decoder_available
 from oiv4.stages.archives.settings import ArchiveProgress, ArchiveReport, ArchiveSettings
 from oiv4.stages.archives.sources import RemoteObject, make_source
@@ -79,10 +74,8 @@ class ArchiveBuilder:
         # Set on Ctrl-C / an error elsewhere: in-flight transfers stop within a chunk.
         self.cancel = cancel if cancel is not None else threading.Event()
         try:
-            self.source = make_source(
-                settings.source, settings.s3_endpoint, settings.connections, settings.timeout_s, settings.network
-            )
-        except ValueError as exc:
+            self.source = make_source(settings.source, settings.s3_endpoint, settings.transfer)
+        except SettingError as exc:
             raise ArchiveSetError(str(exc)) from exc
 
     # -- fetching ------------------------------------------------------------------------------------
@@ -98,7 +91,7 @@ class ArchiveBuilder:
             return Fetched(obj, check, in_place, None, False)
         if self.settings.stream:
             return Fetched(obj, check, None, None, False)
-        if not self.storage.local:
+        if self.storage.local_path("") is None:  # resumable parts need a local file
             raise ArchiveError(
                 name, f"cannot download to {self.storage.root}: use stream=True (--stream) for a remote root"
             )
@@ -119,6 +112,9 @@ class ArchiveBuilder:
         return Fetched(obj, check, self.storage.local_path(tar_rel), result, True)
 
     # -- converting ----------------------------------------------------------------------------------
+    # Kept long: each decoder attempt owns the atomic zip (and tar copy) it writes; every exit of an attempt (a
+    # corrupt stream, a failed verification, success) must discard or publish them together, which one loop over
+    # the decoders with one with-block per attempt shows.
     def convert(self, stem: str, fetched: Fetched, plan_rows: dict[str, int], report: ArchiveReport) -> None:
         s, st = self.settings, self.storage
         name = archive_name(stem)
@@ -128,14 +124,11 @@ class ArchiveBuilder:
         tee_tar = s.keep_tar and (fetched.local is None or not _same_file(fetched.local, st, tar_rel))
         _remove_stale_temps(st, zip_rel)
         _remove_stale_temps(st, tar_rel)
-        if st.local:
-            # The zip of JPEGs is the size of the .tar.gz (+ the copy with keep_tar): fail now, not hours in.
-            need = int(fetched.obj.size * (2.01 if tee_tar else 1.01))
-            free = _free_bytes(st.local_path(zip_rel))
-            if need > free:
-                raise ArchiveError(
-                    name, f"needs about {need:,} bytes of free disk for the zip, {free:,} free at {st.root}"
-                )
+        # The zip of JPEGs is the size of the .tar.gz (+ the copy with keep_tar): fail now, not hours in.
+        need = int(fetched.obj.size * (2.01 if tee_tar else 1.01))
+        free = st.free_bytes(zip_rel)
+        if free is not None and need > free:
+            raise ArchiveError(name, f"needs about {need:,} bytes of free disk for the zip, {free:,} free at {st.root}")
         failures: list[CorruptStreamError] = []
         out: ConvertOutcome | None = None
         for decoder in s.decoders:
@@ -153,6 +146,7 @@ class ArchiveBuilder:
                     out = convert_stream(
                         archive=name,
                         stem=stem,
+                        image_set=self.image_set.value,
                         shard=shard_of(stem),
                         zip_rel=zip_rel,
                         chunks=chunks,
@@ -208,14 +202,14 @@ class ArchiveBuilder:
         if fetched.we_own_file and not s.keep_tar and fetched.local is not None:
             st.remove(tar_rel)
 
-    def _record(self, stem: str, rows: list[dict[str, Any]]) -> None:
+    def _record(self, stem: str, rows: list[LedgerRow]) -> None:
         shard = shard_of(stem)
-        # Rows of an earlier, unfinished conversion of this archive describe a zip that no longer exists.
+        # Rows of an earlier, unfinished conversion of this archive describe a zip that is gone.
         self.storage.remove(LAYOUT.ledger_shard(self.image_set, shard))
         self.storage.remove(LAYOUT.ledger_parts_dir(self.image_set, shard))
-        ledger = ShardLedger(self.storage, self.image_set, shard, flush_rows=len(rows) + 1)
+        ledger = LedgerBuffer(self.storage, self.image_set, shard, flush_rows=len(rows) + 1)
         for r in rows:
-            ledger.record(**r)
+            ledger.add(r)
         ledger.close()
 
 
@@ -224,15 +218,9 @@ def _remove_stale_temps(storage: Storage, rel: str) -> None:
     remove_dead_temps(storage, [f"{rel}{TMP_MARK}*"])
 
 
-def _free_bytes(path: Path) -> int:
-    """Free bytes on the filesystem that will hold `path` (its nearest existing ancestor)."""
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return shutil.disk_usage(path).free
-
-
 def _same_file(path: Path, storage: Storage, rel: str) -> bool:
-    return storage.local and path.resolve() == storage.local_path(rel).resolve()
+    target = storage.local_path(rel)
+    return target is not None and path.resolve() == target.resolve()
 
 
 @contextlib.contextmanager

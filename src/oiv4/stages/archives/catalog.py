@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from oiv4.contracts.errors import SettingError
 from oiv4.contracts.schema import ImageSet
 
 HEX_DIGITS = "0123456789abcdef"
@@ -43,20 +44,11 @@ def archive_name(stem: str) -> str:
     return f"{stem}.tar.gz"
 
 
-def member_prefix(stem: str) -> str:
-    """Members of `train_3.tar.gz` are `train_3/<id>.jpg`; of `validation.tar.gz`, `validation/<id>.jpg`."""
-    return stem
-
-
 def shard_of(stem: str) -> int:
     """The ledger shard of an archive: train_0..train_f -> 0..15, validation -> 0."""
     if not STEM_RE.match(stem):
         raise ValueError(f"not a CVDF archive stem: {stem!r}")
     return 0 if stem == "validation" else int(stem[-1], 16)
-
-
-def stem_for_shard(image_set: ImageSet, shard: int) -> str:
-    return "validation" if image_set == ImageSet.validation else f"train_{HEX_DIGITS[shard]}"
 
 
 def all_stems(image_set: ImageSet | str) -> list[str]:
@@ -66,7 +58,7 @@ def all_stems(image_set: ImageSet | str) -> list[str]:
         return ["validation"]
     if image_set == ImageSet.targets:
         return [f"train_{x}" for x in HEX_DIGITS]
-    raise ValueError(f"{image_set.value} is not an archive set (use targets or validation)")
+    raise SettingError(f"{image_set.value} is not an archive set (use targets or validation)")
 
 
 def rows_by_stem(image_set: ImageSet | str, ids: pa.Array | pa.ChunkedArray, rows: np.ndarray) -> dict[str, np.ndarray]:

@@ -6,17 +6,16 @@ import zipfile
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow.compute as pc
 
+from oiv4.contracts.errors import ArchiveError, VerificationError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet, Outcome
-from oiv4.io.ledger import read_shard
+from oiv4.io.ledger import read_shard, shard_has_parts
 from oiv4.io.storage import Storage
 from oiv4.stages.archives.catalog import KnownArchive, shard_of
 from oiv4.stages.archives.convert import ConvertOutcome
-from oiv4.stages.archives.errors import ArchiveError, VerificationError
 from oiv4.stages.archives.settings import ArchiveSettings
 from oiv4.stages.archives.sources import RemoteObject, Source
 
@@ -84,7 +83,7 @@ def archive_done(storage: Storage, image_set: ImageSet | str, stem: str) -> bool
     zip_rel = LAYOUT.archive_zip(image_set, stem)
     if not storage.exists(zip_rel) or not storage.exists(LAYOUT.ledger_shard(image_set, shard)):
         return False
-    if storage.glob(f"{LAYOUT.ledger_parts_dir(image_set, shard)}/part-*.parquet"):
+    if shard_has_parts(storage, image_set, shard):
         return False
     table = read_shard(storage, image_set, shard)
     if table.num_rows == 0:
@@ -107,7 +106,7 @@ def check_zip(storage: Storage, archive: str, zip_rel: str, out: ConvertOutcome)
             names = [i.filename for i in zf.infolist()]
     except (OSError, zipfile.BadZipFile) as exc:
         raise ArchiveError(archive, f"the zip just written cannot be read back ({exc})") from exc
-    ok_rows = sum(1 for r in out.rows if r["outcome"] == Outcome.ok)
+    ok_rows = sum(1 for r in out.rows if r.outcome == Outcome.ok)
     if Counter(names) != Counter(out.stored_names) or len(names) != ok_rows:
         raise ArchiveError(
             archive,
@@ -119,7 +118,5 @@ def check_zip(storage: Storage, archive: str, zip_rel: str, out: ConvertOutcome)
 def inside_root(storage: Storage, rel: str) -> str:
     """Every path we write is a fixed LAYOUT path of a checked stem; assert it stays under the root."""
     assert ".." not in rel.split("/") and not rel.startswith("/"), rel
-    if storage.local:
-        root = Path(storage.root).resolve()
-        assert storage.local_path(rel).resolve().is_relative_to(root), rel
+    assert storage.within_root(rel), rel
     return rel

@@ -23,17 +23,18 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
 from oiv4.contracts.errors import Interrupted
+from oiv4.contracts.ledger_row import LedgerRow
 from oiv4.contracts.schema import Outcome
 from oiv4.io.checksum import StreamingChecksum
 from oiv4.io.jpeg_layout import structure_problem
 from oiv4.io.ledger_write import now_utc
+from oiv4.io.locations import member_location
 from oiv4.stages.archives.gunzip import decode
-from oiv4.stages.archives.members import MemberChecker, check_jpeg, jpeg_size, printable
+from oiv4.stages.archives.members import MemberChecker, Verdict, check_jpeg, jpeg_size, printable
 from oiv4.stages.archives.tarstream import PieceReader, TarMember, iter_members
 from oiv4.stages.archives.zipwriter import StoredZipWriter
 
@@ -49,7 +50,7 @@ def negative_row(shard: int, member_index: int) -> int:
 
 @dataclass
 class ConvertOutcome:
-    rows: list[dict[str, Any]]
+    rows: list[LedgerRow]
     outcomes: Counter[str]
     members: int = 0  # tar members seen (the archive's own folder entry excluded)
     directories: int = 0
@@ -65,10 +66,96 @@ class _Stopped(Interrupted):
     pass
 
 
+class _Inflation:
+    """The producer thread and its bounded hand-off: the producer reads the compressed chunks and inflates them;
+    the consumer (`pieces`) hashes and tees every compressed piece and yields the inflated data."""
+
+    def __init__(
+        self,
+        archive: str,
+        decoder: str,
+        chunks: Iterable[bytes],
+        result: ConvertOutcome,
+        *,
+        want_md5: bool,
+        tee: IO[bytes] | None,
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        self.archive = archive
+        self.decoder = decoder
+        self.chunks = chunks
+        self.result = result
+        self.tee = tee
+        self.progress = progress
+        self.sha = hashlib.sha256()
+        self.md5 = hashlib.md5() if want_md5 else None
+        self._q: queue.Queue[tuple[int, Any]] = queue.Queue(maxsize=QUEUE_ITEMS)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, name: str) -> None:
+        self._thread = threading.Thread(target=self._produce, name=name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _put(self, item: tuple[int, Any]) -> None:
+        while True:
+            try:
+                self._q.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                if self._stop.is_set():
+                    raise _Stopped() from None
+
+    def _raw_pieces(self) -> Iterator[memoryview]:
+        for chunk in self.chunks:
+            view = memoryview(chunk)
+            for i in range(0, len(view), RAW_PIECE):
+                piece = view[i : i + RAW_PIECE]
+                self._put((_RAW, piece))
+                yield piece
+
+    def _produce(self) -> None:
+        try:
+            for data in decode(self.archive, self.decoder, self._raw_pieces()):
+                self._put((_DATA, data))
+            self._put((_END, None))
+        except _Stopped:
+            pass
+        except BaseException as exc:
+            with contextlib.suppress(_Stopped):
+                self._put((_ERR, exc))
+
+    def pieces(self) -> Iterator[bytes]:
+        """The inflated data, in order; raises what the producer raised."""
+        while True:
+            kind, item = self._q.get()
+            if kind == _RAW:
+                self.sha.update(item)
+                if self.md5 is not None:
+                    self.md5.update(item)
+                if self.tee is not None:
+                    self.tee.write(item)
+                self.result.compressed_bytes += len(item)
+                if self.progress:
+                    self.progress(len(item))
+            elif kind == _DATA:
+                yield item
+            elif kind == _END:
+                return
+            else:
+                raise item
+
+
 def convert_stream(
     *,
     archive: str,
     stem: str,
+    image_set: str,
     shard: int,
     zip_rel: str,
     chunks: Iterable[bytes],
@@ -86,68 +173,15 @@ def convert_stream(
     Raises CorruptStreamError / CorruptTarError; the caller discards `out` then (it is a temp file).
     """
     started_at = now_utc()
-    q: queue.Queue[tuple[int, Any]] = queue.Queue(maxsize=QUEUE_ITEMS)
-    stop = threading.Event()
-
-    def put(item: tuple[int, Any]) -> None:
-        while True:
-            try:
-                q.put(item, timeout=0.2)
-                return
-            except queue.Full:
-                if stop.is_set():
-                    raise _Stopped() from None
-
-    def raw_pieces() -> Iterator[memoryview]:
-        for chunk in chunks:
-            view = memoryview(chunk)
-            for i in range(0, len(view), RAW_PIECE):
-                piece = view[i : i + RAW_PIECE]
-                put((_RAW, piece))
-                yield piece
-
-    def produce() -> None:
-        try:
-            for data in decode(archive, decoder, raw_pieces()):
-                put((_DATA, data))
-            put((_END, None))
-        except _Stopped:
-            pass
-        except BaseException as exc:
-            with contextlib.suppress(_Stopped):
-                put((_ERR, exc))
-
     result = ConvertOutcome(rows=[], outcomes=Counter())
-    sha = hashlib.sha256()
-    md5 = hashlib.md5() if want_md5 else None
-
-    def pieces() -> Iterator[bytes]:
-        while True:
-            kind, item = q.get()
-            if kind == _RAW:
-                sha.update(item)
-                if md5 is not None:
-                    md5.update(item)
-                if tee is not None:
-                    tee.write(item)
-                result.compressed_bytes += len(item)
-                if progress:
-                    progress(len(item))
-            elif kind == _DATA:
-                yield item
-            elif kind == _END:
-                return
-            else:
-                raise item
-
-    producer = threading.Thread(target=produce, name=f"oiv4-inflate-{stem}", daemon=True)
-    producer.start()
+    inflation = _Inflation(archive, decoder, chunks, result, want_md5=want_md5, tee=tee, progress=progress)
+    inflation.start(f"oiv4-inflate-{stem}")
     try:
-        stream = pieces()
-        reader = PieceReader(stream)
-        _convert_members(
-            result, reader, archive, stem, shard, zip_rel, out, plan_rows, max_member_bytes, source_url, started_at
-        )
+        stream = inflation.pieces()
+        base = {"attempts": 1, "source": f"archive:{archive}", "url": source_url, "started_at": started_at}
+        rows = _MemberRows(result, image_set, shard, plan_rows, base)
+        _convert_members(result, rows, PieceReader(stream), archive, stem, zip_rel, out, max_member_bytes)
+        rows.add_missing(archive)
         # Drain to the end so the decoder checks the gzip CRC and every compressed byte is hashed.
         trailing = 0
         for piece in stream:
@@ -156,71 +190,104 @@ def convert_stream(
         if trailing:
             result.notes.append(f"{trailing:,} non-zero bytes after the tar end-of-archive marker were ignored")
     finally:
-        stop.set()
-        producer.join()
-    result.sha256 = sha.hexdigest()
-    result.md5 = md5.hexdigest() if md5 is not None else None
+        inflation.stop()
+    result.sha256 = inflation.sha.hexdigest()
+    result.md5 = inflation.md5.hexdigest() if inflation.md5 is not None else None
     return result
+
+
+class _MemberRows:
+    """The ledger rows of one archive's members, each timed, with every plan row held by exactly one of them."""
+
+    def __init__(
+        self, result: ConvertOutcome, image_set: str, shard: int, plan_rows: dict[str, int], base: dict[str, Any]
+    ) -> None:
+        self.result = result
+        self.image_set = image_set
+        self.shard = shard
+        self.plan_rows = plan_rows
+        self.base = base
+        self.by_id: dict[str, int] = {}  # image_id -> index in result.rows of the row holding its plan row
+        self.member_index: list[int] = []  # the tar member of each of result.rows
+        # Each member's own timing: from when the previous one was done (so its header, decompression and read
+        # count) to when its row is recorded. The report's latency histogram and per-member times need it.
+        self._started_at = now_utc()
+        self._t = time.monotonic()
+
+    def timed(self) -> dict[str, Any]:
+        """The timing fields of the member finished now."""
+        now = time.monotonic()
+        timing = {"started_at": self._started_at, "elapsed_s": round(now - self._t, 6)}
+        self._started_at, self._t = now_utc(), now
+        return timing
+
+    def add(
+        self, image_id: str | None, m: TarMember, outcome: str | None, reason: str, stored: bool, **extra: Any
+    ) -> None:
+        """Record member `m`: the plan row of `image_id` if it holds none yet (or only a refused copy of it)."""
+        rows = self.result.rows
+        row = negative_row(self.shard, m.index)
+        if image_id is not None and image_id in self.plan_rows:
+            held = self.by_id.get(image_id)
+            if held is None:
+                row = self.plan_rows[image_id]
+                self.by_id[image_id] = len(rows)
+            elif stored and rows[held].outcome != Outcome.ok:
+                # A good copy beats a refused one seen earlier: it takes the plan row over.
+                rows[held] = replace(rows[held], row=negative_row(self.shard, self.member_index[held]))
+                row = self.plan_rows[image_id]
+                self.by_id[image_id] = len(rows)
+        name = image_id if image_id is not None else printable(m.name, 200)
+        rows.append(self._row(name, row, outcome, reason, **extra))
+        self.member_index.append(m.index)
+        self.result.outcomes[outcome] += 1
+
+    def add_missing(self, archive: str) -> None:
+        """A row for every plan row no member held."""
+        for image_id, row in self.plan_rows.items():
+            if image_id not in self.by_id:
+                reason = f"not among the {self.result.members:,} members of {archive}"
+                self.result.rows.append(self._row(image_id, row, Outcome.missing_from_archive, reason))
+                self.result.outcomes[Outcome.missing_from_archive] += 1
+
+    def _row(self, image_id: str, row: int, outcome: str | None, reason: str, **extra: Any) -> LedgerRow:
+        fields = {**self.base, **extra}
+        return LedgerRow(
+            image_id=image_id, set=self.image_set, shard=self.shard, row=row, outcome=outcome, reason=reason, **fields
+        )
+
+
+def _refusal(m: TarMember, views: list[memoryview], head: bytes | memoryview) -> tuple[str, str] | None:
+    """(outcome, reason) when a member's bytes are not a whole JPEG, else None."""
+    bad = check_jpeg(bytes(head[:16]))
+    if bad is not None:
+        return Outcome.not_image, f"{printable(m.name)}: {bad}"
+    # Structure (headers, EOI after the scans, no zero-filled stretch): catches truncated and zero-filled
+    # members at C speed; a strict decode of every member would cost more than the conversion itself.
+    problem = structure_problem(b"".join(views))
+    if problem is not None:
+        return Outcome.corrupt_jpeg, f"{printable(m.name)}: {problem}"
+    return None
 
 
 def _convert_members(
     result: ConvertOutcome,
+    rows: _MemberRows,
     reader: PieceReader,
     archive: str,
     stem: str,
-    shard: int,
     zip_rel: str,
     out: IO[bytes],
-    plan_rows: dict[str, int],
     max_member_bytes: int,
-    source_url: str,
-    started_at: datetime,
 ) -> None:
     checker = MemberChecker(stem, max_member_bytes)
     safe_name = re.compile(rf"^{re.escape(stem)}/[0-9a-f]{{16}}\.jpg$")
-    verdicts: dict[int, Any] = {}
-    by_id: dict[str, int] = {}  # image_id -> index in result.rows of the row holding its plan row
-    base = {"attempts": 1, "source": f"archive:{archive}", "url": source_url, "started_at": started_at}
+    verdicts: dict[int, Verdict] = {}
 
     def want(m: TarMember) -> bool:
         v = checker.check(m)
         verdicts[m.index] = v
         return v.outcome is None
-
-    def add(image_id: str | None, m: TarMember, outcome: str, reason: str, stored: bool, **extra: Any) -> None:
-        row = negative_row(shard, m.index)
-        if image_id is not None and image_id in plan_rows:
-            held = by_id.get(image_id)
-            if held is None:
-                row = plan_rows[image_id]
-                by_id[image_id] = len(result.rows)
-            elif stored and result.rows[held]["outcome"] != Outcome.ok:
-                # A good copy beats a refused one seen earlier: it takes the plan row over.
-                result.rows[held]["row"] = negative_row(shard, result.rows[held].pop("_index"))
-                row = plan_rows[image_id]
-                by_id[image_id] = len(result.rows)
-        result.rows.append(
-            {
-                **base,
-                "image_id": image_id if image_id is not None else printable(m.name, 200),
-                "row": row,
-                "outcome": outcome,
-                "reason": reason,
-                "_index": m.index,
-                **extra,
-            }
-        )
-        result.outcomes[outcome] += 1
-
-    # Each member's own timing: from when the previous one was done (so its header, decompression and read
-    # count) to when its row is recorded. The report's latency histogram and per-member times need it.
-    clock = {"started_at": now_utc(), "t": time.monotonic()}
-
-    def timed() -> dict[str, Any]:
-        now = time.monotonic()
-        timing = {"started_at": clock["started_at"], "elapsed_s": round(now - clock["t"], 6)}
-        clock["started_at"], clock["t"] = now_utc(), now
-        return timing
 
     zf = StoredZipWriter(out)
     for m, views in iter_members(reader, want, archive):
@@ -230,27 +297,15 @@ def _convert_members(
         result.members += 1
         v = verdicts[m.index]
         if views is None:
-            add(v.image_id, m, v.outcome, v.reason, False, bytes_downloaded=m.size, **timed())
+            rows.add(v.image_id, m, v.outcome, v.reason, False, bytes_downloaded=m.size, **rows.timed())
             continue
         # JPEG headers (magic, frame size) live in the first 64 KB; usually all in the first piece: no copy.
         head: bytes | memoryview = views[0] if views else b""
         if len(head) < min(65536, m.size):
             head = b"".join(views)[:65536]
-        bad = check_jpeg(bytes(head[:16]))
-        if bad is not None:
-            add(
-                v.image_id, m, Outcome.not_image, f"{printable(m.name)}: {bad}", False, bytes_downloaded=m.size,
-                **timed(),
-            )  # fmt: skip
-            continue
-        # Structure (headers, EOI after the scans, no zero-filled stretch): catches truncated and zero-filled
-        # members at C speed; a strict decode of every member would cost more than the conversion itself.
-        problem = structure_problem(b"".join(views))
-        if problem is not None:
-            add(
-                v.image_id, m, Outcome.corrupt_jpeg, f"{printable(m.name)}: {problem}", False,
-                bytes_downloaded=m.size, **timed(),
-            )  # fmt: skip
+        refused = _refusal(m, views, head)
+        if refused is not None:
+            rows.add(v.image_id, m, *refused, False, bytes_downloaded=m.size, **rows.timed())
             continue
         # Defence in depth: only a checked name ever reaches the zip.
         assert safe_name.match(v.name), v.name
@@ -259,8 +314,8 @@ def _convert_members(
         for piece in views:
             digest.update(piece)
         dims = jpeg_size(head)
-        in_plan = v.image_id in plan_rows
-        add(
+        in_plan = v.image_id in rows.plan_rows
+        rows.add(
             v.image_id,
             m,
             Outcome.ok,
@@ -270,24 +325,10 @@ def _convert_members(
             stored_bytes=m.size,
             stored_width=dims[0] if dims else None,
             stored_height=dims[1] if dims else None,
-            location=f"{zip_rel}:{v.name}",
+            location=member_location(zip_rel, v.name),
             checksum=digest.value,
-            **timed(),
+            **rows.timed(),
         )
         result.stored_names.append(v.name)
         result.stored_bytes += m.size
     zf.close()  # the central directory; only reached when every member went through
-    for image_id, row in plan_rows.items():
-        if image_id not in by_id:
-            result.rows.append(
-                {
-                    **base,
-                    "image_id": image_id,
-                    "row": row,
-                    "outcome": Outcome.missing_from_archive,
-                    "reason": f"not among the {result.members:,} members of {archive}",
-                }
-            )
-            result.outcomes[Outcome.missing_from_archive] += 1
-    for r in result.rows:
-        r.pop("_index", None)

@@ -5,7 +5,7 @@ To a file: `oiv4.io.ranged.download_ranged`, the same resumable ranged download 
 `Storage.open_atomic`'s temp file, which cannot be used here because parts arrive out of order.
 
 Streamed: the same parallel parts under the same retry policy, handed to the consumer strictly in order
-with at most `connections` parts in memory, so nothing of the archive touches the disk. The transfers run
+with at most `connections` parts in memory (RAM about `connections * part_size`), so nothing of the archive touches the disk. The transfers run
 in an event loop on a helper thread; the consumer (the converter) stays an ordinary iterator.
 """
 
@@ -15,47 +15,28 @@ import asyncio
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from oiv4.io.http import ChangedError, NotFoundError
-from oiv4.io.ranged import (
+from oiv4.contracts.errors import (
+    ArchiveError,
     Cancelled,
+    ChangedError,
     DiskError,
-    Parts,
-    RangedResult,
-    RangedSettings,
-    RemoteObject,
-    download_ranged,
-    fetch_range,
+    NotFoundError,
+    SourceChangedError,
+    TransferError,
+    UnreachableError,
 )
-from oiv4.io.retry import RetryPolicy, TransferError, UnreachableError, retry_async
+from oiv4.contracts.errors import ArchiveSourceError as SourceError
+from oiv4.contracts.transfer import TransferSettings
+from oiv4.io.ranged import Parts, RangedResult, RemoteObject, download_ranged, fetch_range
+from oiv4.io.retry import retry_async
 from oiv4.io.storage import Storage
-from oiv4.stages.archives.errors import ArchiveError, SourceChangedError, SourceError
 from oiv4.stages.archives.sources import Source
 
 ProgressFn = Callable[[int], None]  # bytes advanced (negative when a failed part is retried)
 DownloadResult = RangedResult
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class TransferSettings:
-    """How archives are fetched. RAM in `--stream` mode is about `connections * part_size`."""
-
-    part_size: int = 64 << 20
-    connections: int = 8
-    attempts: int = 5  # per part
-    backoff_s: float = 1.0
-    checkpoint_s: float = 2.0  # how often finished parts are synced and recorded in the sidecar (0: every part)
-
-    @property
-    def retry(self) -> RetryPolicy:
-        return RetryPolicy(attempts=self.attempts, base_s=self.backoff_s)
-
-    @property
-    def ranged(self) -> RangedSettings:
-        return RangedSettings(self.part_size, self.connections, self.retry, self.checkpoint_s)
 
 
 def archive_error(name: str, source: Source, exc: BaseException) -> ArchiveError:
@@ -89,7 +70,7 @@ def stat_object(source: Source, name: str, settings: TransferSettings) -> Remote
 
     async def go() -> RemoteObject:
         async with source.open() as reader:
-            return await retry_async(lambda _n: reader.stat(name), settings.retry)
+            return await retry_async(lambda _n: reader.stat(name), settings)
 
     return _run(name, source, go())
 
@@ -107,7 +88,7 @@ def download_to_storage(
 
     async def go() -> DownloadResult:
         async with source.open() as reader:
-            return await download_ranged(reader, obj, storage.local_path(rel), settings.ranged, progress, cancel)
+            return await download_ranged(reader, obj, storage.local_path(rel), settings, progress, cancel)
 
     result = _run(obj.name, source, go())
     storage.sync()
@@ -145,7 +126,7 @@ def stream_parts(
         def sink(off: int, chunk: bytes) -> None:
             buf[off - start : off - start + len(chunk)] = chunk
 
-        await fetch_range(reader, obj, start, stop_, settings.retry, sink, progress)
+        await fetch_range(reader, obj, start, stop_, settings, sink, progress)
         return bytes(buf)
 
     thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), name="oiv4-stream", daemon=True)

@@ -25,7 +25,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from oiv4.stages.archives.errors import CorruptStreamError
+from oiv4.contracts.errors import CorruptStreamError
 
 FEED = 1 << 20  # compressed bytes per decoder call
 OUT_MAX = 4 << 20  # decompressed bytes per decoder call: bounds memory whatever the ratio (bombs)

@@ -7,11 +7,11 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from oiv4.contracts.limits import above, at_least
-from oiv4.contracts.setting import setting
-from oiv4.io.http import NetworkSettings
+from oiv4.contracts.errors import SettingError
+from oiv4.contracts.limits import above
+from oiv4.contracts.setting import group, setting
+from oiv4.contracts.transfer import TransferSettings
 from oiv4.stages.archives.catalog import KnownArchive
-from oiv4.stages.archives.download import TransferSettings
 from oiv4.stages.archives.gunzip import DECODERS, DEFAULT_DECODERS
 from oiv4.stages.archives.members import DEFAULT_MAX_MEMBER_BYTES
 from oiv4.stages.archives.sources import CVDF_S3
@@ -25,25 +25,23 @@ class ArchiveSettings:
         CVDF_S3,
         help="Where the .tar.gz archives are: an s3:// prefix (read anonymously), an https:// prefix, "
         "or a local folder that already holds them (read in place, never modified).",
+        flag="--source",
     )
     s3_endpoint: str | None = setting(
-        None, help="S3 endpoint URL for an s3:// source, e.g. http://127.0.0.1:5000.", default_text="AWS us-east-1"
+        None,
+        help="S3 endpoint URL for an s3:// source, e.g. http://127.0.0.1:5000.",
+        flag="--s3-endpoint",
+        default_text="AWS us-east-1",
     )
-    part_size: int = setting(64 << 20, help="Size of each ranged request, MiB.", flag="--part-size-mb", scale=1 << 20)
-    connections: int = setting(8, help="Ranged requests in flight at once.")
-    attempts: int = setting(5, help="Attempts per ranged request.")
-    backoff_s: float = setting(
-        1.0, help="Base of the exponential backoff between attempts, in seconds.", flag="--backoff"
-    )
-    checkpoint_s: float = setting(
-        2.0, help="Seconds between download checkpoints (what a kill can lose).", flag="--checkpoint"
-    )
-    timeout_s: float = setting(120.0, help="Seconds a ranged request may stay silent.", flag="--timeout")
     keep_tar: bool = setting(
-        False, help="Keep <set>/images/<archive>.tar.gz after conversion (feature extraction reads it)."
+        False,
+        help="Keep <set>/images/<archive>.tar.gz after conversion (feature extraction reads it).",
+        flag="--keep-tar/--no-keep-tar",
     )
     stream: bool = setting(
-        False, help="Network straight into the zip: no .tar.gz on disk at all (a retry re-downloads)."
+        False,
+        help="Network straight into the zip: no .tar.gz on disk at all (a retry re-downloads).",
+        flag="--stream/--no-stream",
     )
     max_member_bytes: int = setting(
         DEFAULT_MAX_MEMBER_BYTES,
@@ -73,34 +71,21 @@ class ArchiveSettings:
             "why": "a table, not a value: tests and benchmarks pass their own",
         },
     )
-    allow_private_networks: bool = setting(
-        False, help="Also download from loopback, private and link-local addresses (an https mirror on your network)."
-    )
-    ca_bundle: str | None = setting(
-        None, help="PEM file of extra CA certificates, e.g. for corporate TLS interception.", default_text="none"
-    )
-    only: tuple[str, ...] = setting((), help="Only these archives, repeatable, e.g. --only train_3.")
+    #: 16 GB archives from one bucket: the defaults (long silences allowed, no deadline per attempt,
+    #: parallel ranged parts) are chosen for them.
+    transfer: TransferSettings = group(TransferSettings())
+    only: tuple[str, ...] = setting((), help="Only these archives, repeatable, e.g. --only train_3.", flag="--only")
     force_settings: bool = setting(
         False,
         help="Resume archives started with other settings (max member size) anyway; the override is recorded.",
+        flag="--force-settings/--no-force-settings",
     )
 
     def __post_init__(self) -> None:
-        at_least(self, 1, "connections", "attempts")
-        above(self, 0, "part_size", "timeout_s", "max_member_bytes")
-        at_least(self, 0, "backoff_s", "checkpoint_s")  # checkpoint 0: after every chunk
+        above(self, 0, "max_member_bytes")
         unknown = [d for d in self.decoders if d not in DECODERS]
         if unknown:
-            raise ValueError(f"unknown --decoder {unknown[0]!r}: use {', '.join(DECODERS)}")
-
-    @property
-    def network(self) -> NetworkSettings:
-        """What the https source's connections may reach and trust."""
-        return NetworkSettings(self.allow_private_networks, self.ca_bundle)
-
-    @property
-    def transfer(self) -> TransferSettings:
-        return TransferSettings(self.part_size, self.connections, self.attempts, self.backoff_s, self.checkpoint_s)
+            raise SettingError(f"unknown --decoder {unknown[0]!r}: use {', '.join(DECODERS)}")
 
     def output_settings(self) -> dict[str, str | int | float | bool | None]:
         """What decides the stored bytes, recorded with each archive's shard. Members are copied byte for

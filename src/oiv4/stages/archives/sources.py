@@ -18,18 +18,11 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
+from oiv4.contracts.errors import ChangedError, NotFoundError, SettingError, TransferError, TransientError
 from oiv4.contracts.extras import require
-from oiv4.io.http import (
-    ChangedError,
-    HttpRanges,
-    HttpTimeouts,
-    NetworkSettings,
-    NotFoundError,
-    classify,
-    make_session,
-)
+from oiv4.contracts.transfer import TransferSettings
+from oiv4.io.http import HttpRanges, classify, make_session
 from oiv4.io.ranged import RangeReader, RemoteObject
-from oiv4.io.retry import TransferError, TransientError
 
 CVDF_S3 = "s3://open-images-dataset/tar/"
 CVDF_HTTPS_HOST = "open-images-dataset.s3.amazonaws.com"
@@ -61,17 +54,16 @@ class Source(Protocol):
 class S3Source:
     """`s3://bucket/prefix/` read anonymously (unsigned requests, us-east-1) through s3fs's S3 client."""
 
-    def __init__(self, url: str, endpoint_url: str | None = None, connections: int = 8, timeout_s: float = 120.0):
+    def __init__(self, url: str, endpoint_url: str | None = None, transfer: TransferSettings | None = None):
         # Checked here, before any work, so a core install fails at once with the install hint.
         require("s3fs", "aiobotocore", "botocore", extra="s3", feature="an s3:// archive source")
         rest = url[len("s3://") :]
         self.bucket, _, prefix = rest.partition("/")
         if not self.bucket:
-            raise ValueError(f"{url!r}: no bucket name")
+            raise SettingError(f"{url!r}: no bucket name")
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.endpoint_url = endpoint_url
-        self.connections = connections
-        self.timeout_s = timeout_s
+        self.transfer = transfer or TransferSettings()
         self.description = f"s3://{self.bucket}/{self.prefix}" + (f" at {endpoint_url}" if endpoint_url else "")
         self.official = self.bucket == "open-images-dataset" and endpoint_url is None
         # One botocore session for all readers of this source: a new one parses the S3 service model
@@ -101,11 +93,11 @@ class S3Source:
             skip_instance_cache=True,  # an instance per loop: no cached client shared between threads
             client_kwargs={"endpoint_url": self.endpoint_url, "region_name": "us-east-1"},
             config_kwargs={
-                "max_pool_connections": max(10, self.connections + 2),
+                "max_pool_connections": max(10, self.transfer.connections + 2),
                 # The shared retry policy retries (and counts) failures; botocore's retries would hide them.
                 "retries": {"max_attempts": 1, "mode": "standard"},
-                "connect_timeout": 30,
-                "read_timeout": self.timeout_s,
+                "connect_timeout": self.transfer.connect_timeout_s,
+                "read_timeout": self.transfer.read_timeout_s,
                 "s3": {"addressing_style": "path"} if self.endpoint_url else {},
             },
         )
@@ -189,24 +181,22 @@ class _S3Reader:
 class HttpSource:
     """`https://host/prefix/`: HEAD for size and ETag, `Range` + `If-Match` GETs for the parts."""
 
-    def __init__(
-        self, base_url: str, timeout_s: float = 120.0, connections: int = 8, network: NetworkSettings | None = None
-    ) -> None:
+    def __init__(self, base_url: str, transfer: TransferSettings | None = None) -> None:
         self.base_url = base_url.rstrip("/") + "/"
-        self.timeout_s = timeout_s
-        self.connections = connections
-        self.network = network or NetworkSettings()
+        self.transfer = transfer or TransferSettings()
         self.description = self.base_url
-        self.official = urllib.parse.urlsplit(self.base_url).hostname == CVDF_HTTPS_HOST
+        try:
+            self.official = urllib.parse.urlsplit(self.base_url).hostname == CVDF_HTTPS_HOST
+        except ValueError as exc:  # urllib's word for a malformed URL ("Invalid IPv6 URL")
+            raise SettingError(f"source {base_url!r}: {exc}") from None
 
     def local_path(self, name: str) -> Path | None:
         return None
 
     @asynccontextmanager
     async def open(self) -> AsyncIterator[SourceReader]:
-        timeouts = HttpTimeouts(read_s=self.timeout_s)
-        limit = max(10, self.connections + 2)
-        async with make_session(timeouts, network=self.network, limit=limit) as session:
+        limit = max(10, self.transfer.connections + 2)
+        async with make_session(self.transfer, limit=limit) as session:
             yield _HttpReader(HttpRanges(session), self.base_url)
 
 
@@ -230,7 +220,7 @@ class LocalSource:
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         self.folder = Path(folder).expanduser().absolute()
         if not self.folder.is_dir():
-            raise ValueError(f"source {str(folder)!r} is neither s3://, http(s):// nor an existing folder")
+            raise SettingError(f"source {str(folder)!r} is neither s3://, http(s):// nor an existing folder")
         self.description = str(self.folder)
         self.official = False
 
@@ -260,20 +250,14 @@ class LocalSource:
                 await asyncio.sleep(0)  # a disk read never waits: let the other parts run
 
 
-def make_source(
-    source: str,
-    s3_endpoint: str | None = None,
-    connections: int = 8,
-    timeout_s: float = 120.0,
-    network: NetworkSettings | None = None,
-) -> Source:
-    """`s3://bucket/prefix/`, `http(s)://host/prefix/` or a local folder. `network` (guard, CA bundle) applies
-    to https sources; an s3:// source uses botocore's own connections (proxy variables honoured, not guarded:
-    its endpoint comes from the user, never from a CSV)."""
+def make_source(source: str, s3_endpoint: str | None = None, transfer: TransferSettings | None = None) -> Source:
+    """`s3://bucket/prefix/`, `http(s)://host/prefix/` or a local folder. `transfer`'s network guard and CA
+    bundle apply to https sources; an s3:// source uses botocore's own connections (proxy variables honoured,
+    not guarded: its endpoint comes from the user, never from a CSV) with `transfer`'s timeouts."""
     if source.startswith("s3://"):
-        return S3Source(source, endpoint_url=s3_endpoint, connections=connections, timeout_s=timeout_s)
+        return S3Source(source, endpoint_url=s3_endpoint, transfer=transfer)
     if s3_endpoint:
-        raise ValueError("--s3-endpoint only applies to an s3:// source")
+        raise SettingError("--s3-endpoint only applies to an s3:// source")
     if source.startswith(("http://", "https://")):
-        return HttpSource(source, timeout_s=timeout_s, connections=connections, network=network)
+        return HttpSource(source, transfer)
     return LocalSource(source)

@@ -1,7 +1,7 @@
 """The archive sets (targets, validation) as a `Stage`: one shard per CVDF archive.
 
-`plan_set` groups the set's plan rows by archive and leaves out archives already done; `run_shard`
-builds one archive (`builder`); `summarise` lists every archive's report. The run layer's
+`shards` groups the set's plan rows by archive and marks archives already done; `run` builds one
+archive (`builder`); `summary` lists every archive's report. The run layer's
 `build_archive_set` runs it through an executor: threads of this process by default (progress events
 keep working, one download overlaps another archive's conversion), or a process pool / Dask cluster.
 """
@@ -11,25 +11,24 @@ from __future__ import annotations
 import errno
 import threading
 import time
-from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow.compute as pc
 
+from oiv4.contracts.errors import ArchiveError, ArchiveSetError, SettingError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
-from oiv4.contracts.shards import SetPlan, ShardResult, ShardTask
 from oiv4.io.ledger import read_shard
 from oiv4.io.storage import Storage
 from oiv4.stages.archives.builder import ArchiveBuilder, Fetched
 from oiv4.stages.archives.catalog import all_stems, archive_name, rows_by_stem, shard_of
 from oiv4.stages.archives.checks import archive_done
-from oiv4.stages.archives.errors import ArchiveError, ArchiveSetError
 from oiv4.stages.archives.gunzip import DECODERS
 from oiv4.stages.archives.settings import ArchiveProgress, ArchiveReport, ArchiveSetSummary, ArchiveSettings
 from oiv4.stages.archives.sources import make_source
+from oiv4.stages.base import SetPlan, Shard, ShardResult, Shards, ShardStage, ShardTask
 
 
 class _PlanRows:
@@ -65,11 +64,24 @@ def _check_settings(image_set: ImageSet, settings: ArchiveSettings) -> None:
         raise ArchiveSetError(f"unknown decoder(s) {unknown}; choose from {', '.join(DECODERS)}")
     if settings.stream and settings.keep_tar:
         raise ArchiveSetError("--stream and --keep-tar exclude each other: streaming writes no .tar.gz at all")
-    if settings.part_size < 1 or settings.connections < 1 or settings.max_member_bytes < 1:
-        raise ArchiveSetError("--part-size-mb, --connections and --max-member-mb must be positive")
 
 
-class ArchiveStage:
+@dataclass(frozen=True)
+class ArchivePlan:
+    """What planning an archive set found out, for its summary."""
+
+    source: str  # where the archives come from, in words
+
+
+def _done_before(storage: Storage, image_set: ImageSet, stem: str) -> ArchiveReport:
+    """The report of an archive an earlier run finished: its outcomes, from its ledger."""
+    done = ArchiveReport(archive_name(stem), shard_of(stem), "done_before")
+    vc = pc.value_counts(read_shard(storage, image_set, shard_of(stem))["outcome"]).to_pylist()
+    done.outcomes = {d["values"]: d["counts"] for d in vc}
+    return done
+
+
+class ArchiveStage(ShardStage[ArchiveSettings, ArchivePlan, ArchiveReport, ArchiveSetSummary]):
     """Builds the archives of targets / validation, one shard per archive.
 
     `progress` receives download/convert events from shards run in this process (thread executor);
@@ -77,6 +89,8 @@ class ArchiveStage:
     """
 
     name = "archives"
+    settings_type = ArchiveSettings
+    error = ArchiveSetError
 
     def __init__(self, progress: ArchiveProgress | None = None) -> None:
         self.progress = progress or ArchiveProgress()
@@ -93,18 +107,12 @@ class ArchiveStage:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__()  # type: ignore[misc]
 
-    def plan_set(
-        self,
-        root: str,
-        storage_options: Mapping[str, Any],
-        image_set: ImageSet,
-        settings: ArchiveSettings,
-        shards: Iterable[int] | None,
-    ) -> SetPlan:
+    def shards(
+        self, storage: Storage, image_set: ImageSet, settings: ArchiveSettings
+    ) -> Shards[ArchiveSettings, ArchivePlan]:
         """Only the archives the plan needs (targets: `train_<x>` for each hex digit starting a boxable
-        ID), minus those already done. Raises ArchiveSetError when nothing can be done (no plan, bad source)."""
-        storage = Storage(root, dict(storage_options))
-        image_set = ImageSet(image_set)
+        ID), those already done marked finished. Raises ArchiveSetError when nothing can be done (no plan,
+        bad source)."""
         _check_settings(image_set, settings)
         groups = _PlanRows(storage, image_set)
         for stem in settings.only:
@@ -114,35 +122,26 @@ class ArchiveStage:
                 self.progress.message(
                     f"{archive_name(stem)}: no image of the {image_set.value} plan is in it, nothing to do"
                 )
-        wanted = None if shards is None else set(shards)
-        stems = [
-            s
-            for s in sorted(groups.groups)
-            if (not settings.only or s in settings.only) and (wanted is None or shard_of(s) in wanted)
-        ]
         try:
-            source = make_source(
-                settings.source, settings.s3_endpoint, settings.connections, settings.timeout_s, settings.network
-            )
-        except ValueError as exc:
+            source = make_source(settings.source, settings.s3_endpoint, settings.transfer)
+        except SettingError as exc:
             raise ArchiveSetError(str(exc)) from exc
-        notes: list[Mapping[str, object]] = [{"set": image_set.value, "source": source.description}]
-        tasks, todo = [], 0
-        for stem in stems:
+        shards = []
+        for stem in sorted(groups.groups):
+            if settings.only and stem not in settings.only:
+                continue
+            rows = len(groups.groups[stem])
             if archive_done(storage, image_set, stem):
-                done = ArchiveReport(archive_name(stem), shard_of(stem), "done_before")
-                vc = pc.value_counts(read_shard(storage, image_set, shard_of(stem))["outcome"]).to_pylist()
-                done.outcomes = {d["values"]: d["counts"] for d in vc}
-                notes.append(asdict(done))
+                shards.append(Shard(shard_of(stem), name=stem, done=rows, finished=True))
             else:
-                tasks.append(
-                    ShardTask(self.name, image_set, shard_of(stem), 0, 0, root, dict(storage_options), settings, stem)
-                )
-                todo += len(groups.groups[stem])
-        self._order = [t.name for t in tasks]
-        return SetPlan(tasks, len(groups.groups), todo, skipped=0, notes=notes)
+                shards.append(Shard(shard_of(stem), name=stem, todo=rows))
+        return Shards(shards, ArchivePlan(source.description))
 
-    def _fetch(self, builder: ArchiveBuilder, task: ShardTask) -> Fetched:
+    def planned(self, storage: Storage, plan: SetPlan[ArchiveSettings, ArchivePlan]) -> None:
+        """Remember the order of the archives to build: each one's download starts while the one before converts."""
+        self._order = [t.name for t in plan.tasks]
+
+    def _fetch(self, builder: ArchiveBuilder, task: ShardTask[ArchiveSettings]) -> Fetched:
         """This archive's download, with the next planned one started in the background: network and CPU
         overlap, and at most two .tar.gz files are on disk at once (shards run in this process, in order)."""
         with self._lock:
@@ -158,11 +157,10 @@ class ArchiveStage:
                 self._pool = None
         return mine.result() if mine is not None else builder.fetch(task.name)
 
-    def run_shard(self, task: ShardTask) -> ShardResult:
+    def run(self, task: ShardTask[ArchiveSettings]) -> ShardResult[ArchiveReport]:
         """Build archive `task.name`. A failing archive is reported (status "failed", `error` says why and
         what to do) rather than raised, so the other archives of the set still run."""
-        settings = task.settings if isinstance(task.settings, ArchiveSettings) else ArchiveSettings()
-        storage = Storage(task.root, task.storage_options)
+        settings, storage = task.settings, task.storage
         stem = task.name
         report = ArchiveReport(archive_name(stem), shard_of(stem), "converted")
         t = time.monotonic()
@@ -189,25 +187,25 @@ class ArchiveStage:
             report.error = f"{archive_name(stem)}: {why}: {exc}"
             self.progress.message(report.error)
         report.elapsed_s = round(time.monotonic() - t, 3)
-        result = ShardResult(task.image_set, task.shard, bytes_downloaded=report.bytes_downloaded)
+        result = ShardResult(task.image_set, task.shard, bytes_downloaded=report.bytes_downloaded, detail=report)
         result.outcomes.update(report.outcomes)
         result.elapsed_s = report.elapsed_s
-        result.detail = asdict(report)
         return result
 
-    def summarise(
-        self, root: str, storage_options: Mapping[str, Any], plan: SetPlan, results: list[ShardResult], elapsed_s: float
+    def summary(
+        self,
+        storage: Storage,
+        plan: SetPlan[ArchiveSettings, ArchivePlan],
+        results: list[ShardResult[ArchiveReport]],
+        elapsed_s: float,
     ) -> ArchiveSetSummary:
         """Every planned archive's report (done before, converted or failed), by name."""
-        head, done_before = plan.notes[0], plan.notes[1:]
-        summary = ArchiveSetSummary(str(head["set"]), str(head["source"]))
-        summary.archives = [ArchiveReport(**d) for d in (*done_before, *(r.detail for r in results))]  # type: ignore[arg-type]
+        summary = ArchiveSetSummary(plan.image_set.value, plan.detail.source)
+        done_before = [_done_before(storage, plan.image_set, s.name) for s in plan.finished]
+        summary.archives = [*done_before, *(r.detail for r in results if r.detail is not None)]
         summary.archives.sort(key=lambda a: a.name)
         summary.elapsed_s = round(elapsed_s, 3)
         return summary
-
-    def aborted(self, message: str) -> Exception:
-        return ArchiveSetError(message)
 
     def interrupt(self) -> None:
         """Stop this process's in-flight downloads within a chunk (their finished parts are kept)."""
@@ -219,10 +217,11 @@ class ArchiveStage:
                 self._pool = None
 
 
-def run_archive_shard(task: ShardTask) -> ShardResult:
+def run_archive_shard(task: ShardTask[ArchiveSettings]) -> ShardResult[ArchiveReport]:
     """Executor entry point: build one archive (`task.name`, e.g. "train_3") of `task.image_set`; raises
     `ArchiveError` if it fails."""
     result = ArchiveStage().run_shard(task)
-    if result.detail.get("status") == "failed":
-        raise ArchiveError(str(result.detail["name"]), str(result.detail.get("error") or "failed"))
+    report = result.detail
+    if report is not None and report.status == "failed":
+        raise ArchiveError(report.name, report.error or "failed")
     return result

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from oiv4.stages.archives.errors import CorruptTarError
+from oiv4.contracts.errors import CorruptTarError
 
 BLOCK = 512
 MAX_META = 1 << 20  # GNU long names and pax headers larger than this are refused
@@ -121,6 +121,8 @@ def _pax(data: bytes, offset: int, archive: str) -> dict[str, str]:
     return out
 
 
+# Kept long: a streaming parser whose state (GNU long names, pax records) carries from one header into the
+# next member, and whose every refusal names the byte offset it met; one loop keeps that state local.
 def iter_members(
     reader: PieceReader, want: Callable[[TarMember], bool], archive: str = ""
 ) -> Iterator[tuple[TarMember, list[memoryview] | None]]:

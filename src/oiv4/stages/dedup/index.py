@@ -28,6 +28,7 @@ from itertools import combinations
 
 import numpy as np
 
+from oiv4.contracts.errors import SettingError
 from oiv4.io.fingerprint import popcount, rotations
 
 #: Queries per probe batch: bounds the candidate arrays (~4 candidates per probe at 9.18M hashes).
@@ -100,7 +101,7 @@ def near_pairs(hashes: np.ndarray, k: int, threads: int = 2) -> tuple[np.ndarray
     their distance is measured between the canonical (equally rotated) hashes. Exact for unrotated pairs.
     """
     if not 0 <= k <= MAX_THRESHOLD:
-        raise ValueError(
+        raise SettingError(
             f"threshold {k} is outside 0..{MAX_THRESHOLD} bits (unrelated photos measured from 14 bits apart)"
         )
     hashes = np.asarray(hashes, dtype=np.uint64)

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from oiv4.contracts.errors import DedupError
 from oiv4.stages.dedup.index import near_pairs
 
 #: Default Hamming threshold (bits of 64). Measured on planted duplicates (benchmarks/RESULTS.md,
@@ -75,9 +76,9 @@ def _same_value_pairs(values: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, n
 def _check(table: pa.Table) -> None:
     missing = [c for c in ("set", "image_id") if c not in table.column_names]
     if missing:
-        raise ValueError(f"dedup input has no {', '.join(missing)} column (have: {', '.join(table.column_names)})")
+        raise DedupError(f"dedup input has no {', '.join(missing)} column (have: {', '.join(table.column_names)})")
     if "phash" in table.column_names and not pa.types.is_unsigned_integer(table["phash"].type):
-        raise ValueError(f"dedup input column phash must be uint64, not {table['phash'].type}")
+        raise DedupError(f"dedup input column phash must be uint64, not {table['phash'].type}")
 
 
 def find_duplicates(table: pa.Table, threshold: int = DEFAULT_THRESHOLD, threads: int = 2) -> pa.Table:

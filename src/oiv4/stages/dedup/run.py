@@ -14,15 +14,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from oiv4.contracts.errors import DedupError
+from oiv4.contracts.layout import LAYOUT
+from oiv4.contracts.limits import at_least, within
 from oiv4.contracts.schema import ImageSet
+from oiv4.contracts.setting import setting
 from oiv4.io.damage import reading
 from oiv4.io.ledger import read_set
 from oiv4.io.manifest import read_manifest
 from oiv4.io.storage import Storage
 from oiv4.stages.dedup.pairs import DEFAULT_THRESHOLD, find_duplicates
 
-PAIRS_REL = "dedup/pairs.parquet"
-SUMMARY_REL = "dedup/summary.json"
+PAIRS_REL = LAYOUT.dedup_pairs()
+SUMMARY_REL = LAYOUT.dedup_summary()
 #: The sets training must not see.
 HELD_OUT: tuple[str, ...] = (ImageSet.targets.value, ImageSet.validation.value)
 
@@ -31,9 +35,26 @@ HELD_OUT: tuple[str, ...] = (ImageSet.targets.value, ImageSet.validation.value)
 class DedupSettings:
     """What `run_dedup` compares and how close counts as a duplicate."""
 
-    threshold: int = DEFAULT_THRESHOLD  # Hamming bits of 64; see pairs.DEFAULT_THRESHOLD for the measurement
-    sets: tuple[str, ...] = tuple(s.value for s in ImageSet)
-    threads: int = 2  # 2: the unrotated and rotated searches side by side; 1: one after the other
+    #: See pairs.DEFAULT_THRESHOLD for the measurement behind the default.
+    threshold: int = setting(
+        DEFAULT_THRESHOLD,
+        help="Hamming bits of 64 within which two images are duplicates.",
+        flag="--threshold",
+        short="-k",
+    )
+    sets: tuple[str, ...] = setting(
+        tuple(s.value for s in ImageSet),
+        help="The sets compared.",
+        cli=False,
+        why="`oiv4 dedup` compares every set with a ledger: it finds them itself",
+    )
+    threads: int = setting(
+        2, help="2: the unrotated and the rotated search run side by side; 1: one after the other.", flag="--threads"
+    )
+
+    def __post_init__(self) -> None:
+        within(self, 0, 32, "threshold")
+        at_least(self, 1, "threads")
 
 
 @dataclass(frozen=True, order=True)
@@ -68,13 +89,13 @@ class DedupSummary:
 
 
 def hashed_rows(ledger: pa.Table, name: str) -> pa.Table:
-    """(row, image_id, phash, checksum) of a set's `ok` ledger rows; ValueError when any is not hashed yet."""
+    """(row, image_id, phash, checksum) of a set's `ok` ledger rows; DedupError when any is not hashed yet."""
     if "phash" not in ledger.column_names or "checksum" not in ledger.column_names:
-        raise ValueError(f"the ledger of {name} has no phash/checksum columns: run `oiv4 hash --root R` first")
+        raise DedupError(f"the ledger of {name} has no phash/checksum columns: run `oiv4 hash --root R` first")
     ok = ledger.filter(pc.equal(ledger["outcome"], "ok")).select(["row", "image_id", "phash", "checksum"])
     unhashed = ok["phash"].null_count
     if unhashed:  # stored before hashing existed: comparing without them would silently miss duplicates
-        raise ValueError(f"{unhashed} stored images of {name} have no phash yet: run `oiv4 hash --root R` first")
+        raise DedupError(f"{unhashed} stored images of {name} have no phash yet: run `oiv4 hash --root R` first")
     return ok
 
 
@@ -82,7 +103,7 @@ def load_hash_table(storage: Storage, sets: tuple[str, ...]) -> pa.Table:
     """(set, image_id, phash, checksum, OriginalMD5, OriginalURL) for every `ok` image of `sets`.
 
     phash and checksum come from the ledger (written by the fetch transform, or by `oiv4 hash` for archive
-    sets); OriginalMD5 and OriginalURL from the plan manifest, joined on `row`. Raises ValueError, one line,
+    sets); OriginalMD5 and OriginalURL from the plan manifest, joined on `row`. Raises DedupError, one line,
     when a set has no plan or its ledger has no phash column yet.
     """
     parts = []
@@ -91,7 +112,7 @@ def load_hash_table(storage: Storage, sets: tuple[str, ...]) -> pa.Table:
         try:
             plan = read_manifest(storage, name, ["row", "OriginalMD5", "OriginalURL"])
         except FileNotFoundError:
-            raise ValueError(f"{name} has no plan manifest under {storage.root}: run `oiv4 plan` first") from None
+            raise DedupError(f"{name} has no plan manifest under {storage.root}: run `oiv4 plan` first") from None
         joined = ok.join(plan, "row", join_type="left outer").drop_columns(["row"])
         parts.append(joined.append_column("set", pa.array([name] * joined.num_rows, pa.string())))
     cols = ["set", "image_id", "phash", "checksum", "OriginalMD5", "OriginalURL"]

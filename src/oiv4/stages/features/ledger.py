@@ -10,11 +10,10 @@ batch whose vectors hold the image's vector, which is how a resumed shard finds 
 from __future__ import annotations
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
-from oiv4.io.ledger import latest_per_row
+from oiv4.io.ledger_folder import LedgerFolder
 from oiv4.io.ledger_write import now_utc
 from oiv4.io.storage import Storage
 
@@ -39,43 +38,30 @@ FEATURES_LEDGER_SCHEMA = pa.schema(
 )
 
 
-def _bytes(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
-    return sink.getvalue().to_pybytes()
+def _folder(storage: Storage, model: str, image_set: ImageSet) -> LedgerFolder:
+    return LedgerFolder(storage, LAYOUT.features_ledger_dir(model, image_set), FEATURES_LEDGER_SCHEMA)
 
 
 def write_part(storage: Storage, model: str, image_set: ImageSet, shard: int, chunk: int, rows: list[dict]) -> None:
-    """One batch's rows as a durable part; the batch's vectors must already be written."""
+    """One batch's rows as a durable part (named by the batch's first row); the batch's vectors must already be
+    written."""
     stamp = now_utc()
     cols = {f.name: [r.get(f.name) for r in rows] for f in FEATURES_LEDGER_SCHEMA if f.name != "started_at"}
     cols["started_at"] = [stamp] * len(rows)
     table = pa.Table.from_pydict(cols, schema=FEATURES_LEDGER_SCHEMA)
-    storage.sync()
-    rel = f"{LAYOUT.features_ledger_parts_dir(model, image_set, shard)}/part-{chunk:012d}.parquet"
-    storage.write_bytes(rel, _bytes(table), fsync=True)
+    _folder(storage, model, image_set).write_part(shard, f"{chunk:012d}", table)
 
 
 def read_parts(storage: Storage, model: str, image_set: ImageSet, shard: int) -> pa.Table:
     """The rows a running (or killed) shard has recorded so far, one per `row`, sorted by `row`."""
-    rels = sorted(storage.glob(f"{LAYOUT.features_ledger_parts_dir(model, image_set, shard)}/part-*.parquet"))
-    if not rels:
-        return FEATURES_LEDGER_SCHEMA.empty_table()
-    tables = [pq.read_table(pa.BufferReader(storage.read_bytes(r)), schema=FEATURES_LEDGER_SCHEMA) for r in rels]
-    return latest_per_row(pa.concat_tables(tables))
+    return _folder(storage, model, image_set).read_parts(shard)
 
 
 def compact(storage: Storage, model: str, image_set: ImageSet, shard: int) -> pa.Table:
     """Fold the parts into the shard file (written before the parts go), and return it."""
-    table = read_parts(storage, model, image_set, shard)
-    storage.write_bytes(LAYOUT.features_ledger_shard(model, image_set, shard), _bytes(table), fsync=True)
-    storage.remove(LAYOUT.features_ledger_parts_dir(model, image_set, shard))
-    return table
+    return _folder(storage, model, image_set).compact(shard)
 
 
 def read_shard(storage: Storage, model: str, image_set: ImageSet, shard: int) -> pa.Table:
-    """A shard's ledger: the compacted file if the shard finished, else its parts."""
-    rel = LAYOUT.features_ledger_shard(model, image_set, shard)
-    if storage.exists(rel):
-        return pq.read_table(pa.BufferReader(storage.read_bytes(rel)), schema=FEATURES_LEDGER_SCHEMA)
-    return read_parts(storage, model, image_set, shard)
+    """A shard's ledger: its compacted file and any parts beside it, latest row per `row`."""
+    return _folder(storage, model, image_set).read_shard(shard)

@@ -14,11 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from oiv4.io.blob_errors import CorruptImageError, ReaderError
+from oiv4.contracts.errors import CorruptImageError, OutcomeError, ReaderError
 from oiv4.io.containers import BlobReader
 from oiv4.io.locations import parse_location
 from oiv4.io.storage import Storage
-from oiv4.io.strict_decode import CorruptImageData
 from oiv4.stages.features.ledger import MISSING_FILE, READ_ERROR
 from oiv4.stages.features.preprocess import Preprocess
 
@@ -48,10 +47,10 @@ class Batch:
 class StoredImages:
     """A map-style dataset over stored images; item i is a uint8 crop or a `Failed`."""
 
-    def __init__(self, root: str, storage_options: dict[str, Any], rows: list[StoredRow], preprocess: Preprocess):
+    def __init__(self, storage: Storage, rows: list[StoredRow], preprocess: Preprocess):
         self.rows = rows
         self.preprocess = preprocess
-        self.reader = BlobReader(Storage(root, storage_options))  # pickles without its handles
+        self.reader = BlobReader(storage)  # pickles without its handles
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -67,7 +66,7 @@ class StoredImages:
             return self.rows[i], Failed(row, image_id, READ_ERROR, f"{type(exc).__name__}: {exc}")
         try:
             return self.rows[i], self.preprocess.from_bytes(data)
-        except CorruptImageData as exc:
+        except OutcomeError as exc:
             return self.rows[i], Failed(row, image_id, str(exc.outcome), f"{location}: {exc.reason}")
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from oiv4.contracts.errors import UsageError
+from oiv4.contracts.errors import FeaturesError
 from oiv4.contracts.extras import require
 from oiv4.stages.features.preprocess import CLIP, IMAGENET, TINY, Preprocess
 
@@ -24,10 +24,6 @@ if TYPE_CHECKING:
     from torch import nn
 
 TORCHVISION_WEIGHTS = "https://download.pytorch.org/models/"
-
-
-class FeaturesError(RuntimeError, UsageError):
-    """`oiv4 features` cannot run as asked (unknown model, no weights, set not built, ...); one line says why."""
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,7 @@ class Preprocess:
         return np.ascontiguousarray(np.moveaxis(x, -1, -3))
 
     def from_bytes(self, data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-        """Stored bytes -> uint8 HWC crop; raises `CorruptImageData` (outcome + reason) for damaged bytes."""
+        """Stored bytes -> uint8 HWC crop; raises `OutcomeError` (outcome + reason) for damaged bytes."""
         w, h = open_header(data, max_pixels).size
         decoded = decode_strict(data, max_pixels=max_pixels, target_side=self.target_side(w, h))
         return self.pixels(decoded.image)

@@ -17,27 +17,41 @@ class FeaturesSettings:
     """How `oiv4 features` works through a set."""
 
     model: str = setting(
-        DEFAULT_MODEL, help=f"Feature model: {', '.join(MODELS)}. Adding one is one entry in stages/features/models.py."
+        DEFAULT_MODEL,
+        help=f"Feature model: {', '.join(MODELS)}. Adding one is one entry in stages/features/models.py.",
+        flag="--model",
     )
     weights: str | None = setting(
         None,
         help="Weights file (a torch state_dict as published; for machines without internet).",
+        flag="--weights",
         default_text="the torch hub cache, downloaded on first use",
     )
     device: str = setting(
-        "auto", help="auto: a CUDA GPU when there is one, else the CPU.", choices=("auto", "cpu", "cuda")
+        "auto",
+        help="auto: a CUDA GPU when there is one, else the CPU.",
+        flag="--device",
+        choices=("auto", "cpu", "cuda"),
     )
-    batch_size: int = setting(32, help="Images per forward pass (and per ledger part: a kill loses at most one batch).")
+    batch_size: int = setting(
+        32, help="Images per forward pass (and per ledger part: a kill loses at most one batch).", flag="--batch-size"
+    )
     dtype: str = setting(
-        "float16", help="Stored vector precision (float16 halves the disk).", choices=("float16", "float32")
+        "float16",
+        help="Stored vector precision (float16 halves the disk).",
+        flag="--dtype",
+        choices=("float16", "float32"),
     )
     loader_workers: int | None = setting(
         None,
         help="DataLoader processes decoding images for each shard (0: decode in the shard's own process).",
+        flag="--loader-workers",
         default_text="1 on the CPU, up to 8 on a GPU",
     )
     force_settings: bool = setting(
-        False, help="Resume shards recorded with another model, weights, preprocessing or dtype (recorded)."
+        False,
+        help="Resume shards recorded with another model, weights, preprocessing or dtype (recorded).",
+        flag="--force-settings/--no-force-settings",
     )
     weights_path: str = setting("", cli=False, help="Resolved weights file.", why="resolved when the run starts")
     weights_sha256: str = setting("", cli=False, help="SHA-256 of the weights.", why="computed when the run starts")

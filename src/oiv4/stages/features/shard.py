@@ -21,14 +21,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from oiv4.contracts.errors import FeaturesError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
-from oiv4.contracts.shards import ShardResult, ShardTask
 from oiv4.io.checksum import checksum
 from oiv4.io.storage import Storage
+from oiv4.stages.base import ShardResult, ShardTask
 from oiv4.stages.features import ledger
 from oiv4.stages.features.loader import StoredImages, make_loader
-from oiv4.stages.features.models import FeaturesError, ModelSpec, load_model, model_spec
+from oiv4.stages.features.models import ModelSpec, load_model, model_spec
 from oiv4.stages.features.settings import FeaturesSettings
 
 METADATA_SCHEMA = pa.schema(
@@ -68,21 +69,23 @@ def _parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def _chunk_rel(task: ShardTask, model: str, chunk: int) -> str:
+def _chunk_rel(task: ShardTask[FeaturesSettings], model: str, chunk: int) -> str:
     return f"{LAYOUT.features_work_dir(model, task.image_set, task.shard)}/chunk-{chunk:012d}.npy"
 
 
-def _extract(task: ShardTask, s: FeaturesSettings, spec: ModelSpec, rows: list[tuple[int, str, str]]) -> Counter[str]:
+def _extract(
+    task: ShardTask[FeaturesSettings], s: FeaturesSettings, spec: ModelSpec, rows: list[tuple[int, str, str]]
+) -> Counter[str]:
     """Run the model over `rows` batch by batch, leaving chunks and ledger parts; returns outcome counts."""
     import torch
 
-    storage = Storage(task.root, dict(task.storage_options))
+    storage = task.storage
     device = pick_device(s.device)
     model = load_model(spec, s.weights_path).to(device)
     scale, shift = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in spec.preprocess.affine())
     dtype = np.dtype(s.dtype)
     batches = [list(range(i, min(i + s.batch_size, len(rows)))) for i in range(0, len(rows), s.batch_size)]
-    dataset = StoredImages(task.root, dict(task.storage_options), rows, spec.preprocess)
+    dataset = StoredImages(task.storage, rows, spec.preprocess)
     counts: Counter[str] = Counter()
     for indices, batch in zip(batches, make_loader(dataset, batches, loader_workers(s, device)), strict=True):
         chunk = rows[indices[0]][0]
@@ -111,7 +114,7 @@ def _extract(task: ShardTask, s: FeaturesSettings, spec: ModelSpec, rows: list[t
     return counts
 
 
-def _write_pair(storage: Storage, task: ShardTask, s: FeaturesSettings, spec: ModelSpec) -> None:
+def _write_pair(storage: Storage, task: ShardTask[FeaturesSettings], s: FeaturesSettings, spec: ModelSpec) -> None:
     """Concatenate the chunks the ledger names into the npy, then write the metadata."""
     parts = ledger.read_parts(storage, s.model, task.image_set, task.shard)
     ok = parts.filter(pc.equal(parts["outcome"], ledger.VECTOR))
@@ -128,7 +131,7 @@ def _write_pair(storage: Storage, task: ShardTask, s: FeaturesSettings, spec: Mo
     storage.write_bytes(LAYOUT.features_metadata(s.model, task.image_set, task.shard), _parquet_bytes(meta), fsync=True)
 
 
-def _finish(storage: Storage, task: ShardTask, model: str) -> None:
+def _finish(storage: Storage, task: ShardTask[FeaturesSettings], model: str) -> None:
     """Checksums of the pair, the compacted ledger, no chunks: each step safe to repeat after a kill."""
     image_set = task.image_set
     npy_rel, meta_rel = (
@@ -147,13 +150,12 @@ def _finish(storage: Storage, task: ShardTask, model: str) -> None:
     storage.remove(LAYOUT.features_work_dir(model, image_set, task.shard))
 
 
-def run_features_shard(task: ShardTask) -> ShardResult:
+def run_features_shard(task: ShardTask[FeaturesSettings]) -> ShardResult[None]:
     """Vectors for every stored image of the shard; safe to re-run (recorded batches are not redone)."""
-    s = task.settings if isinstance(task.settings, FeaturesSettings) else FeaturesSettings()
+    s, storage = task.settings, task.storage
     spec = model_spec(s.model)
-    storage = Storage(task.root, dict(task.storage_options))
     image_set = ImageSet(task.image_set)
-    result = ShardResult(image_set, task.shard)
+    result: ShardResult[None] = ShardResult(image_set, task.shard)
     if not storage.exists(LAYOUT.features_metadata(s.model, image_set, task.shard)):
         done = set(ledger.read_parts(storage, s.model, image_set, task.shard)["row"].to_pylist())
         rows = [r for r in s.todo if r[0] not in done]

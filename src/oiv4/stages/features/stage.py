@@ -1,4 +1,4 @@
-"""The features stage as a `Stage`: which plan shards of a set still need vectors, how one runs, the summary.
+"""The features stage: which plan shards of a set still need vectors, how one runs, the summary.
 
 Shards are the set's plan shards (rows [start, stop) of `DEFAULT_SHARD_ROWS`), so the pairs concatenated in
 shard order are in plan order. A shard runs only once every plan row in it has an outcome in the set's
@@ -12,21 +12,22 @@ import dataclasses
 import json
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
 
+from oiv4.contracts.errors import FeaturesError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet, Outcome
-from oiv4.contracts.shards import DEFAULT_SHARD_ROWS, SetPlan, ShardResult, ShardTask, shard_bounds
-from oiv4.io.ledger import read_ledger
+from oiv4.contracts.shards import DEFAULT_SHARD_ROWS, describe_changes, setting_changes, shard_bounds
 from oiv4.io.manifest import plan_rows
 from oiv4.io.storage import Storage
+from oiv4.io.vector_shards import stored_dim
+from oiv4.stages.base import SetPlan, Shard, ShardResult, Shards, ShardStage, ShardTask, stored_ledger
 from oiv4.stages.features.ledger import read_shard
-from oiv4.stages.features.models import FeaturesError, model_spec, require_extras, resolve_weights, sha256_file
+from oiv4.stages.features.models import model_spec, require_extras, resolve_weights, sha256_file
 from oiv4.stages.features.settings import FeaturesSettings
 from oiv4.stages.features.shard import pick_device, run_features_shard
 
@@ -52,17 +53,6 @@ class FeaturesSummary:
         return self.vectors / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
-def existing_dim(storage: Storage, model: str, image_set: ImageSet) -> tuple[str, int] | None:
-    """(path, d) of the first finished npy of this model and set, from its header only."""
-    for rel in sorted(storage.glob(f"{LAYOUT.features_dir(model, image_set)}/img_emb/img_emb_*.npy")):
-        with storage.open(rel) as fh:
-            version = np.lib.format.read_magic(fh)
-            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, _, _ = read(fh)
-        return rel, int(shape[1])
-    return None
-
-
 def plan_shard_rows(storage: Storage) -> int:
     """The plan's shard size (`plan/summary.json`), so features shards are exactly the fetch's plan shards."""
     rel = LAYOUT.plan_summary()
@@ -76,11 +66,8 @@ def _changed(storage: Storage, settings: FeaturesSettings, image_set: ImageSet, 
     rel = settings.settings_record(image_set, shard)
     if not storage.exists(rel):
         return None
-    old, new = json.loads(storage.read_bytes(rel)).get("settings", {}), settings.output_settings()
-    diff = [
-        f"{k}: was {old.get(k)!r}, now {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)
-    ]
-    return ", ".join(diff) or None
+    old = json.loads(storage.read_bytes(rel)).get("settings", {})
+    return describe_changes(setting_changes(old, settings.output_settings())) or None
 
 
 def _finished(storage: Storage, model: str, image_set: ImageSet, shard: int) -> bool:
@@ -89,32 +76,38 @@ def _finished(storage: Storage, model: str, image_set: ImageSet, shard: int) -> 
     )
 
 
-class FeaturesStage:
-    """The `Stage` protocol for writing one model's vectors of one set."""
+@dataclass(frozen=True)
+class FeaturesPlan:
+    """What planning found out, for the summary."""
+
+    model: str
+    waiting: list[int]  # shards whose images are not all stored yet
+    weights: str
+    weights_sha256: str
+
+
+class FeaturesStage(ShardStage[FeaturesSettings, FeaturesPlan, None, FeaturesSummary]):
+    """Writing one model's vectors of one set, one plan shard at a time."""
 
     name = "features"
+    settings_type = FeaturesSettings
+    error = FeaturesError
 
-    def plan_set(
-        self,
-        root: str,
-        storage_options: Mapping[str, Any],
-        image_set: ImageSet,
-        settings: FeaturesSettings,
-        shards: Iterable[int] | None,
-    ) -> SetPlan:
+    def shards(
+        self, storage: Storage, image_set: ImageSet, settings: FeaturesSettings
+    ) -> Shards[FeaturesSettings, FeaturesPlan]:
+        """Every plan shard: finished ones (checked against these settings), shards still waiting for
+        images, and the rest carrying their stored images in their own settings."""
         spec = model_spec(settings.model)
         require_extras(spec)
         pick_device(settings.device)  # --device cuda without a GPU: refused before any work
-        storage = Storage(root, dict(storage_options))
         n = plan_rows(storage, image_set)
         if n is None:
-            raise FeaturesError(f"{image_set.value} is not planned under {root}: run oiv4 build (or oiv4 plan) first")
-        stored = read_ledger(storage, image_set, ["image_id", "row", "outcome", "location"])
-        if stored.num_rows == 0:
             raise FeaturesError(
-                f"{image_set.value} has no stored images under {root} yet: run oiv4 build (or fetch/archives) first"
+                f"{image_set.value} is not planned under {storage.root}: run oiv4 build (or oiv4 plan) first"
             )
-        if (found := existing_dim(storage, settings.model, image_set)) and found[1] != spec.dim:
+        stored = stored_ledger(storage, image_set, FeaturesError, ["image_id", "row", "outcome", "location"])
+        if (found := stored_dim(storage, settings.model, image_set)) and found[1] != spec.dim:
             raise FeaturesError(
                 f"{found[0]} holds {found[1]}-d vectors but {spec.name} gives {spec.dim}-d: write to a new root or "
                 f"remove {LAYOUT.features_dir(settings.model, image_set)}"
@@ -124,12 +117,8 @@ class FeaturesStage:
         stored = stored.filter(pc.greater_equal(stored["row"], 0))  # unplanned archive members have no plan row
         rows = stored["row"].to_numpy()
         ok = pc.equal(stored["outcome"], Outcome.ok.value).to_numpy(zero_copy_only=False)
-        wanted = set(shards) if shards is not None else None
-        bounds = shard_bounds(n, plan_shard_rows(storage))
-        tasks, waiting, skipped = [], [], 0
-        for shard, (start, stop) in enumerate(bounds):
-            if wanted is not None and shard not in wanted:
-                continue
+        shards, waiting = [], []
+        for shard, (start, stop) in enumerate(shard_bounds(n, plan_shard_rows(storage))):
             lo, hi = np.searchsorted(rows, [start, stop])
             if _finished(storage, settings.model, image_set, shard):
                 if diff := _changed(storage, settings, image_set, shard):
@@ -137,54 +126,45 @@ class FeaturesStage:
                         f"{image_set.value} shard {shard} was finished with other settings ({diff}): run with those, "
                         f"or remove {LAYOUT.features_dir(settings.model, image_set)} to write it again"
                     )
-                skipped += int(ok[lo:hi].sum())
-                continue
-            if hi - lo < stop - start:
+                shards.append(Shard(shard, start, stop, done=int(ok[lo:hi].sum()), finished=True))
+            elif hi - lo < stop - start:
                 waiting.append(shard)
-                continue
-            part = stored.slice(lo, hi - lo).filter(ok[lo:hi])
-            todo = tuple(
-                zip(part["row"].to_pylist(), part["image_id"].to_pylist(), part["location"].to_pylist(), strict=True)
-            )
-            tasks.append(
-                ShardTask(
-                    self.name,
-                    image_set,
-                    shard,
-                    start,
-                    stop,
-                    root,
-                    dict(storage_options),
-                    dataclasses.replace(settings, todo=todo),
+                shards.append(Shard(shard, start, stop, finished=True))
+            else:
+                part = stored.slice(lo, hi - lo).filter(ok[lo:hi])
+                todo = tuple(
+                    zip(
+                        part["row"].to_pylist(), part["image_id"].to_pylist(), part["location"].to_pylist(), strict=True
+                    )
                 )
-            )
-        notes = [
-            {"model": spec.name, "waiting": waiting, "weights": str(weights), "weights_sha256": settings.weights_sha256}
-        ]
-        todo_rows = sum(len(t.settings.todo) for t in tasks)  # type: ignore[union-attr]
-        return SetPlan(tasks, shards=len(bounds), todo=todo_rows, skipped=skipped, notes=notes)
+                mine = dataclasses.replace(settings, todo=todo)
+                shards.append(Shard(shard, start, stop, todo=len(todo), settings=mine))
+        detail = FeaturesPlan(spec.name, waiting, str(weights), settings.weights_sha256)
+        return Shards(shards, detail)
 
-    def run_shard(self, task: ShardTask) -> ShardResult:
+    def run(self, task: ShardTask[FeaturesSettings]) -> ShardResult[None]:
         t0 = time.monotonic()
         result = run_features_shard(task)
         result.elapsed_s = time.monotonic() - t0
         return result
 
-    def summarise(
-        self, root: str, storage_options: Mapping[str, Any], plan: SetPlan, results: list[ShardResult], elapsed_s: float
+    def summary(
+        self,
+        storage: Storage,
+        plan: SetPlan[FeaturesSettings, FeaturesPlan],
+        results: list[ShardResult[None]],
+        elapsed_s: float,
     ) -> FeaturesSummary:
-        first = plan.tasks[0] if plan.tasks else None
-        note = plan.notes[0] if plan.notes else {}
-        model = str(note.get("model", ""))
+        asked = {s.shard for s in plan.finished} | {t.shard for t in plan.tasks}
         summary = FeaturesSummary(
-            first.image_set.value if first else "",
-            model,
-            model_spec(model).dim if model else 0,
+            plan.image_set.value,
+            plan.detail.model,
+            model_spec(plan.detail.model).dim,
             shards_run=len(results),
             already=plan.skipped,
-            waiting=list(note.get("waiting", [])),  # type: ignore[call-overload]
-            weights=str(note.get("weights", "")),
-            weights_sha256=str(note.get("weights_sha256", "")),
+            waiting=[s for s in plan.detail.waiting if s in asked],
+            weights=plan.detail.weights,
+            weights_sha256=plan.detail.weights_sha256,
             elapsed_s=elapsed_s,
         )
         for r in results:
@@ -192,12 +172,6 @@ class FeaturesStage:
             summary.vectors += r.outcomes["ok"]
             summary.failed.update({k: v for k, v in r.outcomes.items() if k != "ok"})
         return summary
-
-    def aborted(self, message: str) -> Exception:
-        return FeaturesError(message)
-
-    def interrupt(self) -> None:
-        """Nothing to stop in this process: a shard records whole batches, and the executor ends its process."""
 
 
 def shard_ledger(storage: Storage, model: str, image_set: ImageSet | str, shard: int) -> Any:

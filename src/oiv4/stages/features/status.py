@@ -61,7 +61,7 @@ def check_pairs(storage: Storage, model: str, image_set: ImageSet | str) -> list
     from oiv4.io.checksum import verify_checksum
 
     problems = []
-    pattern = f"{LAYOUT.features_dir(model, image_set)}/checksums/shard-*.json"
+    pattern = LAYOUT.features_checksums_glob(model, image_set)
     for rel in storage.glob(pattern):
         for entry in json.loads(storage.read_bytes(rel)).values():
             if not storage.exists(entry["path"]):

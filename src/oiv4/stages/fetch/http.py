@@ -28,11 +28,12 @@ import aiohttp
 import aiohttp.abc
 from yarl import URL
 
+from oiv4.contracts.errors import BlockedAddress, BodyTooLarge
 from oiv4.contracts.schema import Outcome
-from oiv4.io.http import HttpTimeouts, NetworkSettings, make_session, tls_reason
-from oiv4.io.memory_budget import BodyTooLarge, SpooledBody, spool_body
-from oiv4.io.net_guard import BlockedAddress
-from oiv4.io.retry import TRANSIENT_STATUS, RetryPolicy, parse_retry_after, retry_async
+from oiv4.contracts.transfer import TransferSettings
+from oiv4.io.http import make_session, tls_reason
+from oiv4.io.memory_budget import SpooledBody, spool_body
+from oiv4.io.retry import TRANSIENT_STATUS, parse_retry_after, retry_async
 from oiv4.stages.fetch.settings import HttpSettings
 
 __all__ = ["Fetched", "HttpClient", "parse_retry_after", "status_outcome"]
@@ -90,38 +91,33 @@ def status_outcome(status: int) -> str:
 
 
 class HttpClient:
-    """Async downloader for one worker process; use as `async with HttpClient(settings) as client`."""
+    """Async downloader for one worker process; use as `async with HttpClient(transfer, http) as client`.
+
+    `transfer` (timeouts, retries, guard) is the fetch stage's (`FetchSettings.transfer`); `http` says how
+    originals are requested. Retries use the shared policy and loop, with this client's own outcome mapping:
+    connection errors of one image are retried here (one dead Flickr host must not look like a wrong source).
+    """
 
     def __init__(
         self,
-        settings: HttpSettings,
+        transfer: TransferSettings,
+        http: HttpSettings | None = None,
         rng: random.Random | None = None,
         *,
         resolver: aiohttp.abc.AbstractResolver | None = None,
-        allowed_endpoints: frozenset[tuple[str, int]] = frozenset(),
     ) -> None:
-        """`resolver` and `allowed_endpoints` (exact (ip, port) pairs let through the guard) are for tests that
-        play DNS tricks or a hostile redirector on 127.0.0.1; the fetch stage uses neither."""
-        self.settings = settings
+        """`resolver` is for tests that play DNS tricks; the fetch stage uses the system's."""
+        self.transfer = transfer
+        self.settings = http or HttpSettings()
         self._rng = rng or random.Random()
         self._resolver = resolver
-        self._allowed = allowed_endpoints
         self._session: aiohttp.ClientSession | None = None
-        # The shared policy and backoff; this client keeps its own outcome mapping (connection errors of
-        # one image are retried here: one dead Flickr host must not look like a wrong source URL).
-        self.policy = RetryPolicy(
-            attempts=settings.attempts,
-            base_s=settings.backoff_base,
-            max_s=settings.backoff_max,
-            retry_after_max_s=settings.retry_after_max,
-        )
 
     async def __aenter__(self) -> HttpClient:
         s = self.settings
         self._session = make_session(
-            HttpTimeouts(s.connect_timeout, s.read_timeout),
+            self.transfer,
             headers={"User-Agent": s.user_agent, "Accept-Encoding": "identity"},
-            network=NetworkSettings(s.allow_private_networks, s.ca_bundle, self._allowed),
             limit=s.concurrency,
             limit_per_host=s.per_host,
             ttl_dns_cache=300,
@@ -140,7 +136,7 @@ class HttpClient:
     def backoff(self, attempt: int, retry_after: float | None) -> float:
         """Seconds to wait before attempt `attempt + 1`: the server's Retry-After if it gave one (capped),
         else exponential backoff with jitter (so that many rows throttled together do not return together)."""
-        return self.policy.delay(attempt, retry_after, self._rng)
+        return self.transfer.delay(attempt, retry_after, self._rng)
 
     async def fetch(self, url: str, expected_size: int | None = None) -> Fetched:
         """GET `url` with retries. `expected_size` (OriginalSize) lets a wrong Content-Length end early."""
@@ -163,20 +159,22 @@ class HttpClient:
                 return False
             return True if a.retry_after is None else a.retry_after
 
-        a = await retry_async(attempt, self.policy, retry_result=verdict, rng=self._rng)
+        a = await retry_async(attempt, self.transfer, retry_result=verdict, rng=self._rng)
         reason = a.reason if attempts == 1 or a.outcome == Outcome.ok else f"{a.reason} (after {attempts} attempts)"
         body = a.body.view() if a.body is not None else None
         return Fetched(a.outcome, reason, url, a.final_url, attempts, total, body, a.content_type, a.status, a.body)
 
+    # Kept long: one attempt through its redirect hops inside one deadline; each early return and each except
+    # clause is one Flickr failure mode with its outcome, so the whole outcome table of a download reads here.
     async def _attempt(self, url: str, expected_size: int | None) -> _Attempt:
         assert self._session is not None, "use `async with HttpClient(...)`"
-        s = self.settings
+        s, t = self.settings, self.transfer
         current = url
         received = 0
         content_length: int | None = None
         t0 = time.monotonic()
         try:
-            async with asyncio.timeout(s.deadline):
+            async with asyncio.timeout(t.deadline_s):
                 for _hop in range(s.max_redirects + 1):
                     async with self._session.get(current, allow_redirects=False) as resp:
                         if resp.status in _REDIRECTS:
@@ -239,11 +237,11 @@ class HttpClient:
         except TimeoutError as exc:
             elapsed = time.monotonic() - t0
             if isinstance(exc, aiohttp.ConnectionTimeoutError):
-                why = f"could not connect within {s.connect_timeout:g}s"
+                why = f"could not connect within {t.connect_timeout_s:g}s"
             elif isinstance(exc, aiohttp.SocketTimeoutError):
-                why = f"no data for {s.read_timeout:g}s"
+                why = f"no data for {t.read_timeout_s:g}s"
             else:
-                why = f"response not complete within the {s.deadline:g}s deadline"
+                why = f"response not complete within the {t.deadline_s:g}s deadline"
             got = f" ({received:,} bytes received)" if received else ""
             return _Attempt(Outcome.timeout, f"{why}{got}, after {elapsed:.1f}s", current, received, retryable=True)
         except aiohttp.ClientPayloadError as exc:

@@ -17,10 +17,10 @@ from datetime import datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from oiv4.contracts.layout import LAYOUT
+from oiv4.contracts.errors import DamagedFileError
 from oiv4.contracts.schema import ImageSet, Outcome
+from oiv4.io.ledger import list_ledger, read_ledger_file
 from oiv4.io.storage import Storage
 
 
@@ -85,8 +85,9 @@ class LedgerPoller:
         try:
             key = (rel, self.storage.size(rel))
             if key not in self._cache:
-                with self.storage.open(rel) as fh:
-                    t = pq.read_table(fh, columns=["outcome", "bytes_downloaded", "started_at"])
+                t = read_ledger_file(self.storage, rel, ["outcome", "bytes_downloaded", "started_at"])
+                if t is None:
+                    return None
                 t = t.filter(
                     pc.greater_equal(t["started_at"], pa.scalar(self.since, t.schema.field("started_at").type))
                 )
@@ -96,31 +97,26 @@ class LedgerPoller:
                     int(pc.sum(t["bytes_downloaded"]).as_py() or 0),
                 )
             return self._cache[key]
-        except (FileNotFoundError, OSError, pa.ArrowInvalid):
+        except (OSError, pa.ArrowInvalid, DamagedFileError):
             return None  # compacted or removed between listing and reading: the next poll sees the result
 
     def poll(self) -> FetchProgress:
-        d = LAYOUT.ledger_dir(self.image_set)
         snap = FetchProgress(self.image_set.value, self.todo, elapsed_s=time.monotonic() - self._t0)
-        shard_files = {
-            rel.rsplit("/", 1)[-1].removesuffix(".parquet"): rel for rel in self.storage.glob(f"{d}/shard-*.parquet")
-        }
-        parts: dict[str, list[str]] = {}
-        for rel in self.storage.glob(f"{d}/shard-*.parts/part-*.parquet"):
-            parts.setdefault(rel.split("/")[-2].removesuffix(".parts"), []).append(rel)
+        files = list_ledger(self.storage, self.image_set)
         # Files not seen yet are read on a few threads (a cluster run adds hundreds of parts between polls).
         seen = {rel for rel, _size in self._cache}
-        fresh = [r for r in [*shard_files.values(), *(p for ps in parts.values() for p in ps)] if r not in seen]
+        listed = [*files.compacted.values(), *(p for ps in files.parts.values() for p in ps)]
+        fresh = [r for r in listed if r not in seen]
         if len(fresh) > 1:
             with ThreadPoolExecutor(min(8, len(fresh))) as pool:
                 list(pool.map(self._counts, fresh))
-        for shard in sorted(set(shard_files) | set(parts)):
+        for shard in files.shards:
             counted: list[_FileCounts] = []
-            compacted = self._counts(shard_files[shard]) if shard in shard_files else None
+            compacted = self._counts(files.compacted[shard]) if shard in files.compacted else None
             if compacted is not None and compacted.rows:
                 counted.append(compacted)  # compacted during this run: it already holds its parts' rows
             else:
-                counted.extend(c for c in (self._counts(p) for p in parts.get(shard, [])) if c is not None)
+                counted.extend(c for c in (self._counts(p) for p in files.parts.get(shard, [])) if c is not None)
             for c in counted:
                 snap.outcomes.update(c.outcomes)
                 snap.bytes_downloaded += c.bytes_downloaded

@@ -4,27 +4,22 @@ runs, and the summary of a run. `oiv4.run.fetch.fetch_set` runs it through an ex
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from oiv4.contracts.errors import UsageError
+from oiv4.contracts.errors import FetchAborted, FetchError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet, Outcome
-from oiv4.contracts.shards import SetPlan, ShardResult, ShardTask, shard_bounds
+from oiv4.contracts.shards import shard_bounds
 from oiv4.io.damage import damaged, read_json_object
 from oiv4.io.ledger import read_set
 from oiv4.io.storage import Storage
 from oiv4.io.store import remove_stale_temps
+from oiv4.stages.base import SetPlan, Shard, ShardResult, Shards, ShardStage, ShardTask, merged_outcomes
 from oiv4.stages.fetch.settings import STILL_BLOCKED_REASON, FetchSettings
-from oiv4.stages.fetch.shard import FetchAborted, run_fetch_shard
-
-
-class FetchError(RuntimeError, UsageError):
-    """The fetch cannot start (no plan, wrong set, layout conflict); the message says what to do."""
+from oiv4.stages.fetch.shard import run_fetch_shard
 
 
 @dataclass
@@ -96,34 +91,33 @@ def _plan(storage: Storage, image_set: ImageSet) -> tuple[int, int]:
 
 
 @dataclass(frozen=True)
-class FetchStage:
-    """The URL-set fetch as a `Stage`: plans unfinished shards, runs one, summarises a run.
+class FetchPlan:
+    """What planning a fetch found out, for its summary."""
+
+    planned: int  # rows in the set's manifest
+
+
+class FetchStage(ShardStage[FetchSettings, FetchPlan, None, FetchSummary]):
+    """The URL-set fetch: one shard per `shard_rows` rows of the manifest.
 
     Run it with `oiv4.run.fetch.fetch_set` (or `oiv4.run.stage_runner.run_set`).
     """
 
-    name: str = "fetch"
+    name = "fetch"
+    settings_type = FetchSettings
+    error = FetchAborted
 
-    def plan_set(
-        self,
-        root: str,
-        storage_options: Mapping[str, Any],
-        image_set: ImageSet,
-        settings: FetchSettings,
-        shards: Iterable[int] | None,
-    ) -> SetPlan:
-        """Shards with unfinished rows; shards whose ledger is complete are not even planned.
+    def shards(
+        self, storage: Storage, image_set: ImageSet, settings: FetchSettings
+    ) -> Shards[FetchSettings, FetchPlan]:
+        """Every shard with its finished rows; a shard is finished when its ledger is compacted (it ended
+        cleanly) and holds every row with an outcome this run does not retry.
 
-        Raises `FetchError` if the fetch cannot start. A run with work removes temp files an interrupted
-        one left behind: run one fetch per set at a time.
+        Raises `FetchError` if the fetch cannot start.
         """
-        storage = Storage(root, dict(storage_options))
-        image_set = ImageSet(image_set)
         if image_set.from_archives:
             raise FetchError(f"{image_set.value} comes from the CVDF archives, not from URLs: use `oiv4 archives`")
         planned, shard_rows = _plan(storage, image_set)
-        bounds = shard_bounds(planned, shard_rows)
-        wanted = set(range(len(bounds))) if shards is None else set(shards)
         ledger = read_set(storage, image_set)
         found = _layouts_in(ledger)
         if found and found != {settings.layout}:
@@ -134,52 +128,59 @@ class FetchStage:
         finished = _finished_per_shard(ledger, settings)
 
         def complete(shard: int, start: int, stop: int) -> bool:
-            # Compacted ledger, no parts left (the shard ended cleanly) and nothing to retry.
             return (
                 finished[shard] == stop - start
                 and storage.exists(LAYOUT.ledger_shard(image_set, shard))
                 and not storage.exists(LAYOUT.ledger_parts_dir(image_set, shard))
             )
 
-        tasks = [
-            ShardTask(self.name, image_set, i, start, stop, storage.root, dict(storage.storage_options), settings)
-            for i, (start, stop) in enumerate(bounds)
-            if i in wanted and not complete(i, start, stop)
+        shards = [
+            Shard(
+                i,
+                start,
+                stop,
+                todo=stop - start - finished[i],
+                done=finished[i],
+                finished=complete(i, start, stop),
+            )
+            for i, (start, stop) in enumerate(shard_bounds(planned, shard_rows))
         ]
-        todo = sum(t.stop - t.start - finished[t.shard] for t in tasks)
-        if tasks:
-            remove_stale_temps(storage, image_set)
-        skipped = sum(finished[i] for i in wanted & set(finished))
-        return SetPlan(tasks, len(bounds), todo, skipped, notes=[{"set": image_set.value, "planned": planned}])
+        return Shards(shards, FetchPlan(planned))
 
-    def run_shard(self, task: ShardTask) -> ShardResult:
+    def planned(self, storage: Storage, plan: SetPlan[FetchSettings, FetchPlan]) -> None:
+        """A run with work removes temp files an interrupted one left behind: run one fetch per set at a time."""
+        if plan.tasks:
+            remove_stale_temps(storage, plan.image_set)
+
+    def run(self, task: ShardTask[FetchSettings]) -> ShardResult[None]:
         return run_fetch_shard(task)
 
-    def summarise(
-        self, root: str, storage_options: Mapping[str, Any], plan: SetPlan, results: list[ShardResult], elapsed_s: float
+    def summary(
+        self,
+        storage: Storage,
+        plan: SetPlan[FetchSettings, FetchPlan],
+        results: list[ShardResult[None]],
+        elapsed_s: float,
     ) -> FetchSummary:
         """This run's counts, and where the whole set stands afterwards (read from its ledger)."""
-        image_set, planned = str(plan.notes[0]["set"]), int(str(plan.notes[0]["planned"]))
         summary = FetchSummary(
-            image_set, planned, plan.shards, len(plan.tasks), skipped=plan.skipped, elapsed_s=elapsed_s
+            plan.image_set.value,
+            plan.detail.planned,
+            plan.shards,
+            len(plan.tasks),
+            outcomes=merged_outcomes(results),
+            skipped=plan.skipped,
+            bytes_downloaded=sum(r.bytes_downloaded for r in results),
+            elapsed_s=elapsed_s,
         )
-        for r in results:
-            summary.outcomes.update(r.outcomes)
-            summary.bytes_downloaded += r.bytes_downloaded
-        vc = pc.value_counts(read_set(Storage(root, dict(storage_options)), image_set)["outcome"])
+        vc = pc.value_counts(read_set(storage, plan.image_set)["outcome"])
         totals = Counter(dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist(), strict=True)))
         summary.totals = dict(totals.most_common())
         return summary
-
-    def aborted(self, message: str) -> Exception:
-        return FetchAborted(message)
-
-    def interrupt(self) -> None:
-        """Nothing to do: fetch shards run in worker processes, which their executor stops."""
 
 
 #: The fetch stage (stateless: one instance serves every run).
 FETCH = FetchStage()
 
 
-__all__ = ["FETCH", "FetchAborted", "FetchError", "FetchStage", "FetchSummary"]
+__all__ = ["FETCH", "FetchAborted", "FetchError", "FetchPlan", "FetchStage", "FetchSummary"]

@@ -6,7 +6,7 @@ release the GIL while decoding, resampling and encoding, so a small thread pool 
 Decoding is strict (`oiv4.io.strict_decode`): a JPEG whose entropy-coded data is damaged -- which Pillow alone
 decodes "fine", partly grey -- becomes `corrupt_jpeg`, never `ok`; a harmless libjpeg warning stays `ok` with the
 warning in the reason. The 64-bit perceptual hash (`oiv4.io.fingerprint.phash`) is taken from the shrunk picture
-after rotation, i.e. as stored, so every upright copy of a photo compares at rotation 0 (issue #11).
+after rotation, i.e. as stored, so every upright copy of a photo compares at rotation 0.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageCms
 
-from oiv4.contracts.errors import InputError
+from oiv4.contracts.errors import OutcomeError
 from oiv4.contracts.schema import Outcome
 from oiv4.io.fingerprint import phash
 from oiv4.io.memory_budget import MemoryBudget
-from oiv4.io.strict_decode import ALLOWED_FORMATS, CorruptImageData, decode_charge, decode_strict, open_header
+from oiv4.io.strict_decode import ALLOWED_FORMATS, decode_charge, decode_strict, open_header
 from oiv4.stages.fetch.settings import TransformSettings
 
-__all__ = ["ALLOWED_FORMATS", "StoredImage", "TransformError", "check_stored", "open_image", "transform_image"]
+__all__ = ["ALLOWED_FORMATS", "StoredImage", "check_stored", "open_image", "transform_image"]
 
 _TRANSPOSE = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
 _WHITE = (255, 255, 255)
@@ -35,15 +35,6 @@ _FILTERS = {
     "box": Image.Resampling.BOX,
     "lanczos": Image.Resampling.LANCZOS,
 }
-
-
-class TransformError(InputError):
-    """The bytes cannot become a stored image; `outcome` is the ledger outcome, the message its reason."""
-
-    def __init__(self, outcome: str, reason: str) -> None:
-        super().__init__(reason)
-        self.outcome = outcome
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -86,24 +77,24 @@ def _served(content_type: str | None) -> str:
     return f" (served as {content_type})" if content_type else ""
 
 
-def _transform_error(exc: CorruptImageData, content_type: str | None = None) -> TransformError:
+def _transform_error(exc: OutcomeError, content_type: str | None = None) -> OutcomeError:
     reason = exc.reason
     if exc.outcome == Outcome.not_image:
         reason = reason.replace("supported image;", f"supported image{_served(content_type)};", 1)
     elif exc.outcome == Outcome.decompression_bomb:
         reason = reason.replace("limit;", "limit (--max-megapixels);", 1)
-    return TransformError(exc.outcome, reason)
+    return OutcomeError(exc.outcome, reason)
 
 
 def open_image(data: bytes, max_pixels: int, content_type: str | None = None) -> Image.Image:
-    """Open (header only) with our own, explicit pixel limit; raises TransformError."""
+    """Open (header only) with our own, explicit pixel limit; raises OutcomeError."""
     # `max_pixels` is applied on the declared size, before a single pixel is decoded. Pillow's own check
     # reads a process-wide global (Image.MAX_IMAGE_PIXELS, hard limit ~179 MP) which would refuse real
     # 180-200 MP originals; switching it off would silently disable bomb protection for everything else in
     # the process. `open_header` opens through the allowed format plugins directly instead.
     try:
         return open_header(data, max_pixels)
-    except CorruptImageData as exc:
+    except OutcomeError as exc:
         raise _transform_error(exc, content_type) from None
 
 
@@ -163,7 +154,7 @@ def transform_image(
 
     `budget`, if given, is held for the decoded pixels (`decoded_bytes` of the declared size, read from the
     header before a pixel is decoded) until the shrunk copy exists, so concurrent decodes of giant images in
-    one worker cannot together exceed it. Raises TransformError (outcome + one-line reason).
+    one worker cannot together exceed it. Raises OutcomeError (outcome + one-line reason).
     """
     header = open_image(data, settings.max_pixels, content_type)
     w, h = header.size
@@ -180,7 +171,7 @@ def transform_image(
                 target_side=settings.max_side if scaled else None,
                 draft_gap=settings.draft_gap or 1.0,
             )
-        except CorruptImageData as exc:
+        except OutcomeError as exc:
             raise _transform_error(exc, content_type) from None
         im = decoded.image
         fmt, src_mode, warnings = decoded.format, header.mode, decoded.warnings
@@ -192,7 +183,7 @@ def transform_image(
                 # final size, so non-JPEG giants are cheap and the filter still does the final antialiasing.
                 rgb = rgb.resize(final, _FILTERS[settings.resample], reducing_gap=2.0)
         except Exception as exc:  # corrupt pixel data in untrusted bytes is a recorded outcome
-            raise TransformError(
+            raise OutcomeError(
                 Outcome.decode_error, f"cannot decode {fmt} {w}x{h}: {type(exc).__name__}: {exc}"
             ) from None
         del im, decoded  # the full-size pixels go before the budget is given back
@@ -221,7 +212,7 @@ def transform_image(
 def check_stored(data: bytes, max_pixels: int, budget: MemoryBudget | None = None) -> StoredCheck:
     """Fully and strictly decode a stored JPEG (e.g. one found at its final path after a kill).
 
-    Returns its size and perceptual hash; raises TransformError when it does not decode or libjpeg reports
+    Returns its size and perceptual hash; raises OutcomeError when it does not decode or libjpeg reports
     damaged data (a file cut short by the kill, a flipped block). `budget` as in `transform_image`.
     """
     try:
@@ -229,5 +220,5 @@ def check_stored(data: bytes, max_pixels: int, budget: MemoryBudget | None = Non
         with budget.hold(decode_charge(data, header)) if budget is not None else nullcontext():
             decoded = decode_strict(data, max_pixels=max_pixels)
             return StoredCheck(decoded.image.size, int(phash(decoded.image)))
-    except CorruptImageData as exc:
-        raise TransformError(exc.outcome, f"stored file does not decode: {exc.reason}") from None
+    except OutcomeError as exc:
+        raise OutcomeError(exc.outcome, f"stored file does not decode: {exc.reason}") from None

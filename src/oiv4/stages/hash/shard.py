@@ -15,20 +15,30 @@ from __future__ import annotations
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from oiv4.contracts.schema import REWRITE_OWNERS, ImageSet, Outcome
-from oiv4.contracts.shards import ShardResult, ShardTask
+from oiv4.contracts.ledger_row import LedgerRow
+from oiv4.contracts.schema import ImageSet, Outcome
 from oiv4.io.checksum import checksum
 from oiv4.io.containers import BlobReader
 from oiv4.io.fingerprint import phash_stored
 from oiv4.io.ledger import read_shard
-from oiv4.io.ledger_write import ShardLedger, append_rows, now_utc
+from oiv4.io.ledger_write import LedgerBuffer, now_utc
 from oiv4.io.locations import parse_location
-from oiv4.io.storage import Storage
+from oiv4.stages.base import ShardResult, ShardTask
+from oiv4.stages.hash.settings import HashSettings
+
+
+@dataclass
+class HashCounts:
+    """What one hash shard did, beside the ledger outcomes (which hashing leaves as they are)."""
+
+    hashed: int = 0
+    unreadable: int = 0  # ok rows whose stored file could not be read or decoded (left for verify)
+    reasons: Counter[str] = field(default_factory=Counter)  # unreadable rows by why ("cannot read", ...)
 
 
 def unhashed(ledger: pa.Table) -> pa.Table:
@@ -38,55 +48,53 @@ def unhashed(ledger: pa.Table) -> pa.Table:
     return ledger.filter(pc.and_(ok, missing))
 
 
-def _hash_one(reader: BlobReader, row: dict[str, Any]) -> dict[str, Any] | str:
+def _hash_one(reader: BlobReader, row: LedgerRow) -> LedgerRow | str:
     """The row with its phash and checksum, or why its stored bytes cannot be hashed."""
     hashed_at, t0 = now_utc(), time.perf_counter()
     try:
-        data = reader.read(parse_location(row["location"]))
+        data = reader.read(parse_location(row.location))  # type: ignore[arg-type]
     except (OSError, ValueError, KeyError) as exc:
-        return f"cannot read {row['location']}: {type(exc).__name__}: {exc}"
+        return f"cannot read {row.location}: {type(exc).__name__}: {exc}"
     try:
         ph = int(phash_stored(data))
     except Exception as exc:  # a stored file that no longer decodes is verify's to report, not ours to crash on
-        return f"cannot decode {row['location']}: {type(exc).__name__}: {exc}"
-    update = {
-        "phash": ph,
-        "checksum": row["checksum"] or checksum(data),
-        "hashed_at": hashed_at,
-        "hash_s": round(time.perf_counter() - t0, 6),
-    }
-    assert update.keys() <= REWRITE_OWNERS["hash"]  # the contract this stage keeps: nothing else is touched
-    return {**row, **update}
+        return f"cannot decode {row.location}: {type(exc).__name__}: {exc}"
+    # `rewritten` refuses any column REWRITE_OWNERS["hash"] does not give this stage: nothing else is touched.
+    return row.rewritten(
+        "hash",
+        phash=ph,
+        checksum=row.checksum or checksum(data),
+        hashed_at=hashed_at,
+        hash_s=round(time.perf_counter() - t0, 6),
+    )
 
 
-def run_hash_shard(task: ShardTask) -> ShardResult:
+def run_hash_shard(task: ShardTask[HashSettings]) -> ShardResult[HashCounts]:
     """Hash every unhashed `ok` row of ledger shard `task.shard`; safe to re-run (hashed rows are skipped)."""
-    from oiv4.stages.hash.stage import HashSettings  # the settings type lives with the stage
-
-    settings = task.settings if isinstance(task.settings, HashSettings) else HashSettings()
-    storage = Storage(task.root, dict(task.storage_options))
+    settings, storage = task.settings, task.storage
     image_set = ImageSet(task.image_set)
-    result = ShardResult(image_set, task.shard)
+    counts = HashCounts()
+    result = ShardResult(image_set, task.shard, detail=counts)
     ledger = read_shard(storage, image_set, task.shard)
-    todo = unhashed(ledger).to_pylist()
+    todo = [LedgerRow.from_mapping(r) for r in unhashed(ledger).to_pylist()]
     result.skipped = ledger.num_rows - len(todo)
     reader = BlobReader(storage)
-    unreadable: Counter[str] = Counter()
+    buffer = LedgerBuffer(storage, image_set, task.shard, flush_rows=max(1, settings.batch_rows))
     try:
         with ThreadPoolExecutor(max(1, settings.threads), thread_name_prefix="oiv4-hash") as pool:
             for start in range(0, len(todo), settings.batch_rows):
                 batch = list(pool.map(lambda r: _hash_one(reader, r), todo[start : start + settings.batch_rows]))
-                rows = [r for r in batch if isinstance(r, dict)]
                 for r in batch:
                     if isinstance(r, str):
-                        unreadable[r.split(":", 1)[0]] += 1
-                if rows:
-                    append_rows(storage, image_set, task.shard, rows)
-                result.outcomes["hashed"] += len(rows)
-                result.outcomes["unreadable"] += len(batch) - len(rows)
+                        counts.reasons[r.split(":", 1)[0]] += 1
+                    else:
+                        buffer.add(r)
+                hashed = len(buffer)
+                buffer.flush()  # one part per batch: a kill loses at most one batch
+                counts.hashed += hashed
+                counts.unreadable += len(batch) - hashed
     finally:
         reader.close()
     if todo:
-        ShardLedger(storage, image_set, task.shard).close()  # compact the parts into the shard file
-    result.detail = {"unreadable": dict(unreadable)}
+        buffer.close()  # compact the parts into the shard file
     return result

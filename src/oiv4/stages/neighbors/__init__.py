@@ -1,7 +1,8 @@
 """Exact nearest-neighbour ground truth over memory-mapped feature shards (`oiv4 neighbors`)."""
 
+from oiv4.contracts.errors import DamagedFeaturesError, NoFeaturesError
+from oiv4.io.vector_shards import FeatureStore, open_features
 from oiv4.stages.neighbors.search import METRICS, exact_distances, knn_block
-from oiv4.stages.neighbors.vectors import DamagedFeaturesError, FeatureStore, NoFeaturesError, open_features
 
 __all__ = [
     "METRICS",

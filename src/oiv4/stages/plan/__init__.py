@@ -21,8 +21,9 @@ No input crashes the plan or loses a row: every data record of each CSV ends pla
 line-numbered `RowProblem` (an error, or a row of `plan/rejected.parquet` with `--skip-invalid`).
 """
 
+from oiv4.contracts.errors import PlanError
 from oiv4.stages.plan.build import build_plan, load_summary
-from oiv4.stages.plan.problems import DEFAULT_TRAIN_SIZE, PlanError, PlanSettings, PlanSummary, RowProblem
+from oiv4.stages.plan.problems import DEFAULT_TRAIN_SIZE, PlanSettings, PlanSummary, RowProblem
 
 __all__ = [
     "DEFAULT_TRAIN_SIZE",

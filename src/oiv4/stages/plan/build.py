@@ -13,21 +13,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from oiv4.contracts.errors import PlanError, UnreliableRead
 from oiv4.contracts.layout import BOXABLE_CSV, FULL_CSV, LAYOUT
 from oiv4.contracts.schema import MANIFEST_SCHEMA, ImageSet
 from oiv4.io.damage import damaged, read_json_object
+from oiv4.io.ledger import ledger_started
 from oiv4.io.storage import Storage
 from oiv4.stages.plan.checks import IdSet, any_too_long, blank_to_null, id_keys, invalid_mask, typed
 from oiv4.stages.plan.locate import duplicate_problems, locate_raw_lines, resolve_lines
-from oiv4.stages.plan.problems import PlanError, PlanSettings, PlanSummary, RowProblem, malformed, problem_message
-from oiv4.stages.plan.sources import (
-    Malformed,
-    UnreliableRead,
-    check_header,
-    duckdb_batches,
-    exact_batches,
-    pyarrow_batches,
-)
+from oiv4.stages.plan.problems import PlanSettings, PlanSummary, RowProblem, malformed, problem_message
+from oiv4.stages.plan.sources import Malformed, check_header, duckdb_batches, exact_batches, pyarrow_batches
 
 #: lz4 rather than zstd: on the full file zstd cost ~5 s more for ~30% smaller manifests (measured);
 #: manifests are read often and written once, and lz4 is also the faster to read.
@@ -79,7 +74,7 @@ def build_plan(storage: Storage, settings: PlanSettings | None = None) -> PlanSu
         ):
             existing.reused = True
             return existing
-        if storage.glob("ledger/*/shard-*"):
+        if any(ledger_started(storage, s) for s in ImageSet):
             raise PlanError(
                 "an existing plan was made from other inputs or settings and later stages have already recorded "
                 "work against it; re-plan with --force only if you mean to start those sets over"
@@ -92,6 +87,8 @@ def build_plan(storage: Storage, settings: PlanSettings | None = None) -> PlanSu
         return _plan(storage, settings, inputs, exact=True)
 
 
+# Kept long: one ExitStack holds both CSV handles and the four manifest writers, so leaving it renames every
+# manifest into place or, on an error, none; both passes (boxable file, then full file) must run inside it.
 def _plan(storage: Storage, settings: PlanSettings, inputs: dict[str, int], exact: bool) -> PlanSummary:
     problems: list[RowProblem] = []
     with ExitStack() as stack:
@@ -217,4 +214,4 @@ def _write_rejected(storage: Storage, problems: list[RowProblem]) -> None:
     table = pa.Table.from_pylist([asdict(p) for p in problems])
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
-    storage.write_bytes("plan/rejected.parquet", sink.getvalue().to_pybytes())
+    storage.write_bytes(LAYOUT.plan_rejected(), sink.getvalue().to_pybytes())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from oiv4.contracts.errors import InputError
+from oiv4.contracts.errors import PlanError as PlanError
 from oiv4.contracts.limits import at_least
 from oiv4.contracts.setting import setting
 from oiv4.contracts.shards import DEFAULT_SHARD_ROWS
@@ -15,14 +15,6 @@ MAX_REPORTED_ERRORS = 50
 #: The longest record (its fields' UTF-8 bytes) planned: Python's `csv.field_size_limit()` default, so a
 #: field the exact reader cannot read is always in a record this long. Real rows are well under 2 KB.
 MAX_RECORD_BYTES = 131_072
-
-
-class PlanError(RuntimeError, InputError):
-    """The metadata cannot be planned; `problems` lists (file, line, reason) for each bad row."""
-
-    def __init__(self, message: str, problems: list[RowProblem] | None = None) -> None:
-        super().__init__(message)
-        self.problems = problems or []
 
 
 @dataclass(frozen=True)
@@ -46,15 +38,20 @@ class PlanSettings:
     train_size: int = setting(
         DEFAULT_TRAIN_SIZE,
         help="How many candidates (in file order) form the train set; the rest are extended_targets.",
+        flag="--train-size",
     )
     shard_rows: int = setting(
-        DEFAULT_SHARD_ROWS, help="Rows per shard of the URL sets (the unit of work and of resume)."
+        DEFAULT_SHARD_ROWS, help="Rows per shard of the URL sets (the unit of work and of resume).", flag="--shard-rows"
     )
     skip_invalid: bool = setting(
-        False, help="Plan without invalid rows (listed in plan/rejected.parquet) instead of failing."
+        False,
+        help="Plan without invalid rows (listed in plan/rejected.parquet) instead of failing.",
+        flag="--skip-invalid/--no-skip-invalid",
     )
     force: bool = setting(
-        False, help="Re-plan even if an up-to-date plan exists (changes what recorded work refers to)."
+        False,
+        help="Re-plan even if an up-to-date plan exists (changes what recorded work refers to).",
+        flag="--force/--no-force",
     )
 
     def __post_init__(self) -> None:

@@ -27,10 +27,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from oiv4.contracts.errors import InputError
+from oiv4.contracts.errors import PlanError, UnreliableRead
 from oiv4.contracts.schema import COLUMNS
 from oiv4.io.sql import arrow_batches
-from oiv4.stages.plan.problems import MAX_RECORD_BYTES, PlanError
+from oiv4.stages.plan.problems import MAX_RECORD_BYTES
 
 BLOCK_SIZE = 16 << 20  # 16 MiB CSV blocks: ~50k rows a batch, fast and a flat memory profile
 EXACT_BATCH_ROWS = 50_000
@@ -39,10 +39,6 @@ _STRING_SCHEMA = pa.schema([pa.field(c, pa.string()) for c in COLUMNS])
 
 #: (line, text) of a line a reader could not split into 12 fields; text may say why.
 Malformed = tuple[int, str, str]
-
-
-class UnreliableRead(InputError):
-    """A fast reader failed or disagreed with the record count: read the file again with the exact reader."""
 
 
 class RecordCounter:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -34,12 +35,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from oiv4.contracts.errors import UsageError
+from oiv4.contracts.ledger_row import LedgerRow
+from oiv4.contracts.limits import at_least
 from oiv4.contracts.schema import ImageSet, Outcome
 from oiv4.contracts.setting import setting
 from oiv4.io.containers import BlobReader
 from oiv4.io.inventory import scan_set
 from oiv4.io.ledger import iter_ledger, list_ledger, read_ledger
-from oiv4.io.ledger_write import append_table, now_utc
+from oiv4.io.ledger_write import append_rows, now_utc
 from oiv4.io.manifest import plan_rows
 from oiv4.io.storage import Storage
 from oiv4.stages.verify.checks import check_rows, index_stored, orphans
@@ -84,16 +87,19 @@ class VerifySettings:
         False,
         help="Also decode every image strictly at full size (libjpeg-turbo; a 'Corrupt JPEG data' warning is "
         "corrupt_jpeg). CPU-bound: ~10-30 ms per image a core.",
+        flag="--deep/--no-deep",
     )
     fast: bool = setting(
         False,
         help="Only check that every file/member exists with the ledger's size: no data read, so no checksum "
         "or CRC check (a flipped bit or a zeroed block goes unseen).",
+        flag="--fast/--no-fast",
     )
     requeue: bool = setting(
         False,
         help="Append a `verify_failed` ledger row for each broken image, so `oiv4 fetch --retry-failed verify_failed` "
         "redoes it. Stored files are never modified or deleted.",
+        flag="--requeue/--no-requeue",
     )
     sets: tuple[str, ...] | None = setting(
         None,
@@ -104,9 +110,10 @@ class VerifySettings:
         choices=tuple(s.value for s in ImageSet),
     )
     #: File reads, zlib, xxh3 and libjpeg-turbo release the GIL, so threads do scale here.
-    workers: int = setting(4, help="Threads reading, hashing and (--deep) decoding images.")
+    workers: int = setting(4, help="Threads reading, hashing and (--deep) decoding images.", flag="--workers")
 
     def __post_init__(self) -> None:
+        at_least(self, 1, "workers")
         if self.deep and self.fast:
             raise UsageError("--deep and --fast contradict each other: --deep reads and decodes everything")
 
@@ -197,25 +204,33 @@ def requeue(storage: Storage, image_set: ImageSet, broken: pa.Table) -> int:
     finding = broken.take(pc.index_in(old["row"], value_set=broken["row"]))
     # Timestamped after the row it supersedes, even if that row's clock ran ahead of ours.
     now_ms = int(now_utc().timestamp() * 1000)
-    started = old["started_at"].combine_chunks().cast(pa.int64()).fill_null(now_ms).to_numpy(zero_copy_only=False)
-    stamps = pa.array(np.maximum(started + 1, now_ms)).cast(old.schema.field("started_at").type)
-    new = (
-        old.set_column(
-            old.schema.get_field_index("outcome"), "outcome", pa.array([Outcome.verify_failed.value] * old.num_rows)
+    new = [
+        prev.rewritten(
+            "verify_requeue",
+            outcome=Outcome.verify_failed.value,
+            reason=None if kind is None or detail is None else f"verify: {kind}: {detail}",
+            started_at=_after(prev.started_at, now_ms),
+            elapsed_s=0.0,
         )
-        .set_column(
-            old.schema.get_field_index("reason"),
-            "reason",
-            pc.binary_join_element_wise(
-                "verify: ", finding["kind"].cast(pa.string()), ": ", finding["detail"].cast(pa.string()), ""
-            ),
+        for prev, kind, detail in zip(
+            map(LedgerRow.from_mapping, old.to_pylist()),
+            finding["kind"].cast(pa.string()).to_pylist(),
+            finding["detail"].cast(pa.string()).to_pylist(),
+            strict=True,
         )
-        .set_column(old.schema.get_field_index("started_at"), "started_at", stamps)
-        .set_column(old.schema.get_field_index("elapsed_s"), "elapsed_s", pa.array([0.0] * old.num_rows))
-    )
+    ]
     for shard in shards:
-        append_table(storage, image_set, shard, new.filter(pc.equal(new["shard"], shard)))
-    return new.num_rows
+        append_rows(storage, image_set, shard, [r for r in new if r.shard == shard])
+    return len(new)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _after(started_at: datetime | None, now_ms: int) -> datetime:
+    """A millisecond after `started_at` (now when it is null), or now if that is later."""
+    before = now_ms if started_at is None else (started_at - _EPOCH) // timedelta(milliseconds=1)
+    return _EPOCH + timedelta(milliseconds=max(before + 1, now_ms))
 
 
 def summarize(report: VerifyReport) -> Counter[str]:

@@ -9,18 +9,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from oiv4.contracts.errors import BadArchiveError, BadLocationError
+from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
-from oiv4.io.blob_errors import BadArchiveError, BadLocationError
 from oiv4.io.containers import BlobReader, Member
 from oiv4.io.inventory import Inventory
-from oiv4.io.locations import parse_location
+from oiv4.io.locations import (
+    certainly_valid,
+    is_member_location,
+    member_location,
+    parse_location,
+    split_locations,
+    staged_paths,
+)
 from oiv4.io.storage import Storage
 from oiv4.stages.verify.findings import EXAMPLES_PER_KIND, Problem, SetCheck
-
-#: Locations that certainly parse (plain relative segments, optional `.zip:`/`.tar:` member); others are
-#: checked one by one with `parse_location`, which knows every rule.
-_PLAIN = r"[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*"
-_SAFE_LOCATION = f"^{_PLAIN}(\\.(zip|tar):{_PLAIN})?$"
 
 
 @dataclass
@@ -44,9 +47,10 @@ def index_stored(blobs: BlobReader, inv: Inventory, check: SetCheck) -> _Stored:
             containers[container] = str(exc)
             check.add("bad_archive", None, str(exc), container)
             continue
-        keys += [f"{container}:{m}" for m in idx]
+        keys += [member_location(container, m) for m in idx]
         sizes += [m.size for m in idx.values()]
-    staging = any("/staging/" in k for k in inv.files)
+    staging_root = LAYOUT.staging_root(check.image_set) + "/"
+    staging = any(k.startswith(staging_root) for k in inv.files)
     arr = pa.array(keys, pa.string())
     return _Stored(arr, np.array(sizes, dtype=np.int64), np.zeros(len(keys), dtype=bool), containers, staging)
 
@@ -58,12 +62,14 @@ def _lookup(stored: _Stored, keys: pa.Array) -> np.ndarray:
     return pc.index_in(keys, value_set=stored.keys).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
+# Kept long: vectorised over a batch of rows; each step narrows the same arrays (positions, sizes, containers)
+# that the next one reads, so pieces would hand half a dozen parallel arrays back and forth.
 def check_rows(storage: Storage, image_set: ImageSet, check: SetCheck, ok: pa.Table, stored: _Stored) -> pa.Table:
     """Check a batch of ok rows against what is stored; returns the rows that passed (for deep checks)."""
     loc = ok["location"].combine_chunks() if ok.num_rows else pa.array([], pa.string())
     no_loc = pc.is_null(loc)
     check.add("bad_location", ok.filter(no_loc), "ok row has no location")
-    safe = pc.fill_null(pc.match_substring_regex(loc, _SAFE_LOCATION), False)
+    safe = certainly_valid(loc)
     odd = np.flatnonzero(~safe.to_numpy(zero_copy_only=False) & ~no_loc.to_numpy(zero_copy_only=False))
     valid = safe.to_numpy(zero_copy_only=False).copy()
     for i in odd:  # rare: let the one parser decide, with its own words
@@ -74,9 +80,8 @@ def check_rows(storage: Storage, image_set: ImageSet, check: SetCheck, ok: pa.Ta
             check.add("bad_location", ok.slice(int(i), 1), str(exc))
     rows, loc = ok.filter(pa.array(valid)), loc.filter(pa.array(valid))
     pos = _lookup(stored, loc)
-    split = pc.split_pattern(loc, ":", max_splits=1)
-    in_container = pc.equal(pc.list_value_length(split), 2).to_numpy(zero_copy_only=False)
-    container = pc.if_else(pa.array(in_container), pc.list_element(split, 0), pa.scalar(None, pa.string()))
+    container, _member = split_locations(loc)
+    in_container = pc.is_valid(container).to_numpy(zero_copy_only=False)
     is_tar = pc.fill_null(pc.ends_with(container, ".tar"), False).to_numpy(zero_copy_only=False)
     retry = np.flatnonzero((pos < 0) & is_tar)  # a webdataset sample key: its image is the `.jpg` member
     if len(retry):
@@ -88,10 +93,7 @@ def check_rows(storage: Storage, image_set: ImageSet, check: SetCheck, ok: pa.Ta
     staged_ok = np.zeros(len(loc), dtype=bool)
     if stored.staging and len(loc):
         # Its shard has not packed its archive yet (killed or still running): fetch resumes it.
-        shard_txt = pc.utf8_lpad(pc.cast(rows["shard"], pa.string()), 5, "0")
-        staged = pc.binary_join_element_wise(
-            f"{image_set.value}/staging/shard-", shard_txt, "/", rows["image_id"], ".jpg", ""
-        )
+        staged = staged_paths(image_set, rows["shard"].combine_chunks(), rows["image_id"].combine_chunks())
         spos = _lookup(stored, staged)
         hit = np.flatnonzero((spos >= 0) & in_container)
         reason = _why_absent(stored, container, loc, pos)
@@ -137,7 +139,7 @@ def _why_absent(stored: _Stored, container: pa.Array, loc: pa.Array, pos: np.nda
     state = pc.index_in(container, value_set=names).fill_null(-1).to_numpy(zero_copy_only=False)
     known = state >= 0
     err = errors.take(pa.array(np.maximum(state, 0))) if len(names) else pa.nulls(len(loc), pa.string())
-    member = pc.replace_substring_regex(loc, "^[^:]*:", "")
+    _container, member = split_locations(loc)
     no_member = pc.binary_join_element_wise("no member '", member, "' in ", container, "")
     in_known = pc.if_else(pc.is_null(err), no_member, pc.binary_join_element_wise("archive unreadable: ", err, ""))
     out = pc.if_else(pa.array(known), in_known, pc.binary_join_element_wise("archive ", container, " is missing", ""))
@@ -149,9 +151,7 @@ def orphans(check: SetCheck, stored: _Stored, not_ok: list[pa.Table], inv: Inven
     unref = np.flatnonzero(~stored.referenced)
     if len(unref):
         cand = keys.take(pa.array(unref))
-        is_member = pc.match_substring(cand, ".zip:").to_numpy(zero_copy_only=False) | pc.match_substring(
-            cand, ".tar:"
-        ).to_numpy(zero_copy_only=False)
+        is_member = is_member_location(cand)
         # A webdataset sidecar (<id>.json) of a referenced image is not an orphan.
         stem = pc.replace_substring_regex(cand, "\\.[^./:]*$", "")
         sidecar = ~pc.ends_with(cand, ".jpg").to_numpy(zero_copy_only=False) & is_member

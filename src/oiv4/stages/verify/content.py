@@ -23,12 +23,12 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from oiv4.contracts.errors import BadArchiveError, BadLocationError, ChecksumError, CorruptImageError, OutcomeError
 from oiv4.contracts.schema import Outcome
-from oiv4.io.blob_errors import BadArchiveError, BadLocationError, CorruptImageError
-from oiv4.io.checksum import ChecksumError, verify_checksum
+from oiv4.io.checksum import verify_checksum
 from oiv4.io.containers import BlobReader
 from oiv4.io.locations import parse_location
-from oiv4.io.strict_decode import CorruptImageData, decode_strict
+from oiv4.io.strict_decode import decode_strict
 from oiv4.stages.verify.findings import SetCheck
 
 ProgressFn = Callable[[str, int, int], None]  # (set, done, total)
@@ -114,6 +114,6 @@ def _prove(blobs: BlobReader, location: str, expected: str | None, deep: bool) -
     if deep:
         try:
             decode_strict(data, max_pixels=DEEP_MAX_PIXELS)
-        except CorruptImageData as exc:
+        except OutcomeError as exc:
             found.append(("corrupt_jpeg" if exc.outcome == Outcome.corrupt_jpeg else "undecodable", exc.reason))
     return found

@@ -1,9 +1,36 @@
 """Every error oiv4 raises on purpose, under one root and a few categories, each with its exit code.
 
 A caller (the CLI, a notebook, a scheduler) decides what to do from the *category*, never from a list of
-concrete classes: the CLI prints `oiv4 <command>: <message>` and exits with `exit_code`. Concrete classes
-live next to the code that raises them and keep their other bases (ValueError, KeyError, OSError, ...)
-where callers rely on them, e.g. `class PlanError(RuntimeError, InputError)`.
+concrete classes: the CLI prints `oiv4 <command>: <message>` and exits with `exit_code`. This package is the
+one place the tree lives; import every class from here (`from oiv4.contracts.errors import PlanError`).
+Concrete classes keep the builtin bases callers already catch (ValueError, KeyError, OSError, RuntimeError).
+
+    Oiv4Error                      exit 1: failed in a way no category describes
+    ├── UsageError                 2   SettingError > SettingRangeError; SettingsChangedError, SettingsTypeError,
+    │                                  MissingExtraError, RootError, FetchError, HashError, FeaturesError,
+    │                                  ArchiveSetError
+    ├── InputError                 3   OutcomeError (this image ends in outcome X: a refused download, a damaged
+    │                                  JPEG); HostileIdError, JpegLayoutError, MetadataError, PlanError,
+    │                                  UnreliableRead, DedupError, NoFeaturesError; ImageNotFoundError,
+    │                                  BadLocationError (readers); CorruptTarError (archives)
+    ├── SourceError                4   TransientError, UnreachableError, ChangedError, NotFoundError, BlockedError,
+    │                                  TlsError, DownloadError (transfers); BodyTooLarge, BlockedAddress;
+    │                                  ArchiveSourceError > SourceChangedError (archives)
+    ├── StorageError               5   UnwritableRootError, UnsafePath, FetchAborted, WriteFailed,
+    │                                  DiskError (transfers)
+    ├── IntegrityError             6   DamagedFileError, ChecksumError, DamagedFeaturesError;
+    │                                  BadArchiveError, CorruptImageError (readers);
+    │                                  VerificationError, CorruptStreamError (archives)
+    ├── ExecutionError             7   DaskSetupError
+    ├── Incomplete                 8
+    ├── Busy                       9   RootLockedError, LedgerChangingError
+    └── Interrupted              130   Cancelled (transfers)
+    Bases without a category, caught for "this one thing failed": TransferError (`transfer`), ReaderError
+    (`data`), ArchiveError (`stages`); each concrete subclass adds its category.
+
+The classes are defined by area: `environment` (settings, extras, root, lock, executor), `data` (IDs,
+checksums, stored bytes), `transfer` (the network), `stages` (a stage that cannot start, archives); the
+categories and the exit codes are defined here.
 
 Exit codes (`oiv4 ...; echo $?`): `EXIT_CODES` below, the one table README and `oiv4 --help` are generated
 from (`exit_code_table()`).
@@ -37,6 +64,18 @@ class InputError(Oiv4Error):
 
     exit_code = 3
     category = "input"
+
+
+class OutcomeError(InputError):
+    """This image ends in ledger outcome `outcome` (an `Outcome` value), for `reason` (one line, the ledger's reason).
+
+    Raised where a check or decode refuses one image's bytes; the stage records the row and goes on.
+    """
+
+    def __init__(self, outcome: str, reason: str) -> None:
+        super().__init__(reason)
+        self.outcome = outcome
+        self.reason = reason
 
 
 class SourceError(Oiv4Error):
@@ -170,3 +209,79 @@ def exit_code(exc: BaseException) -> int | None:
     if isinstance(exc, KeyboardInterrupt):
         return INTERRUPTED_EXIT_CODE
     return None
+
+
+# The concrete classes subclass the categories above, so they are imported after them.
+from oiv4.contracts.errors.data import (  # noqa: E402
+    BadArchiveError,
+    BadLocationError,
+    ChecksumError,
+    CorruptImageError,
+    HostileIdError,
+    ImageNotFoundError,
+    JpegLayoutError,
+    LedgerChangingError,
+    ReaderError,
+    UnsafePath,
+)
+from oiv4.contracts.errors.environment import (  # noqa: E402
+    DaskSetupError,
+    MissingExtraError,
+    RootError,
+    RootLockedError,
+    SettingError,
+    SettingRangeError,
+    SettingsChangedError,
+    SettingsTypeError,
+    UnwritableRootError,
+)
+from oiv4.contracts.errors.stages import (  # noqa: E402
+    ArchiveError,
+    ArchiveSetError,
+    ArchiveSourceError,
+    CorruptStreamError,
+    CorruptTarError,
+    DamagedFeaturesError,
+    DedupError,
+    FeaturesError,
+    FetchAborted,
+    FetchError,
+    HashError,
+    MetadataError,
+    NoFeaturesError,
+    PlanError,
+    SourceChangedError,
+    UnreliableRead,
+    VerificationError,
+    WriteFailed,
+)
+from oiv4.contracts.errors.transfer import (  # noqa: E402
+    UNRESOLVED,
+    BlockedAddress,
+    BlockedError,
+    BodyTooLarge,
+    Cancelled,
+    ChangedError,
+    DiskError,
+    DownloadError,
+    NotFoundError,
+    TlsError,
+    TransferError,
+    TransientError,
+    UnreachableError,
+)
+
+__all__ = [
+    "CATEGORIES", "COMPLETE_WITH_FAILURES", "EXIT_CODES", "INTERNAL_ERROR", "INTERRUPTED_EXIT_CODE", "UNRESOLVED",
+    "ArchiveError", "ArchiveSetError", "ArchiveSourceError", "BadArchiveError", "BadLocationError",
+    "BlockedAddress", "BlockedError", "BodyTooLarge", "Busy", "Cancelled", "ChangedError", "ChecksumError",
+    "CorruptImageError", "CorruptStreamError", "CorruptTarError", "DamagedFeaturesError", "DamagedFileError",
+    "DaskSetupError", "DedupError", "DiskError", "DownloadError", "ExecutionError", "FeaturesError",
+    "FetchAborted", "FetchError", "HashError", "HostileIdError", "ImageNotFoundError", "Incomplete",
+    "InputError", "IntegrityError", "Interrupted", "JpegLayoutError", "LedgerChangingError", "MetadataError",
+    "MissingExtraError", "NoFeaturesError", "NotFoundError", "Oiv4Error", "OutcomeError", "PlanError", "ReaderError",
+    "RootError", "RootLockedError", "SettingError", "SettingRangeError", "SettingsChangedError", "SettingsTypeError",
+    "SourceChangedError", "SourceError", "StorageError", "TlsError", "TransferError", "TransientError",
+    "UnreachableError", "UnreliableRead", "UnsafePath", "UnwritableRootError", "UsageError",
+    "VerificationError", "WriteFailed", "exit_code", "exit_code_summary", "exit_code_table",
+]  # fmt: skip

@@ -1,4 +1,5 @@
-"""One set's feature shards (`features/<model>/<set>/`), memory-mapped, in plan order.
+"""One set's feature shards (`features/<model>/<set>/`), memory-mapped, in plan order: the one reader of stored
+vectors, for the neighbors stage and for `SetReader.features`.
 
 A shard counts only when its metadata Parquet exists (written last); an `.npy` without metadata is an
 unfinished shard and is ignored. Metadata whose `.npy` is missing or disagrees with it is damage.
@@ -7,30 +8,16 @@ unfinished shard and is ignored. Metadata whose `.npy` is missing or disagrees w
 from __future__ import annotations
 
 import mmap
-import re
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from oiv4.contracts.errors import InputError, IntegrityError
+from oiv4.contracts.errors import DamagedFeaturesError, NoFeaturesError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
 from oiv4.io.storage import Storage
-
-_SHARD = re.compile(r"metadata_(\d+)\.parquet$")
-
-
-class NoFeaturesError(KeyError, InputError):
-    """A model/set pair without any finished feature shard."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-class DamagedFeaturesError(RuntimeError, IntegrityError):
-    """A finished shard whose `.npy` is missing or disagrees with its metadata."""
 
 
 @dataclass
@@ -91,12 +78,24 @@ def _release(arr: np.ndarray) -> None:
         mm.madvise(mmap.MADV_DONTNEED)
 
 
+def stored_dim(storage: Storage, model: str, image_set: ImageSet | str) -> tuple[str, int] | None:
+    """(path, d) of the first finished npy of this model and set, from its header only (None: there is none)."""
+    for rel in sorted(storage.glob(LAYOUT.features_npy_glob(model, image_set))):
+        with storage.open(rel) as fh:
+            version = np.lib.format.read_magic(fh)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, _ = read(fh)
+        return rel, int(shape[1])
+    return None
+
+
 def open_features(storage: Storage, model: str, image_set: ImageSet | str) -> FeatureStore:
     """The finished feature shards of `model` for `image_set`; NoFeaturesError when there are none."""
     name = ImageSet(image_set).value
-    base = LAYOUT.features_dir(model, name)
     metas = sorted(
-        (int(m.group(1)), p) for p in storage.glob(f"{base}/metadata/metadata_*.parquet") if (m := _SHARD.search(p))
+        (shard, p)
+        for p in storage.glob(LAYOUT.features_metadata_glob(model, name))
+        if (shard := LAYOUT.features_metadata_shard(p)) is not None
     )
     if not metas:
         raise NoFeaturesError(
