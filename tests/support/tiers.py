@@ -2,7 +2,7 @@
 
 Every test file is placed here by name: "fast" (its tests join the fast subset unless one measured over
 FAST_LIMIT) or "slow" (left to the full `make test` on purpose: it installs from the registry, soaks, or builds
-and kills whole pipelines). tests/test_tiers.py fails for a file placed nowhere and for a measured test that
+and kills whole pipelines). tests/project/test_tiers.py fails for a file placed nowhere and for a measured test that
 no longer exists, so the subset cannot rot silently. SECONDS holds every test function that took at least a
 second, all its parameter cases together: `pytest -n 2 --junitxml`, 2 cores shared with other runs (load ~20),
 so the figures are about twice an idle machine's; only their ratios matter here.

@@ -245,7 +245,7 @@ def test_the_core_install_declares_no_cluster_cloud_or_torch_package() -> None:
 
 def test_the_cluster_guide_installs_the_dask_extra_it_then_uses() -> None:
     # The guide runs `.venv/bin/dask scheduler`: only the [dask] extra installs that command
-    # (tests/test_install.py runs it from the lowest [s3,dask] install).
+    # (tests/project/test_install.py runs it from the lowest [s3,dask] install).
     text = (REPO / "docs" / "cluster.md").read_text()
     installs = [line for line in text.splitlines() if "pip install" in line and "requirements.lock" in line]
     assert installs and all("'.[s3,dask]'" in line for line in installs), installs

@@ -1,6 +1,6 @@
 """`--executor dask` without `--scheduler` starts a LocalCluster: its worker processes must not outlive the
 main process, however it ends (SIGKILL, SIGTERM, SIGINT sent to the main process alone). Real processes, a
-real mirror, real signals: the same checks tests/test_process_hygiene.py makes for the local pool.
+real mirror, real signals: the same checks tests/run/test_process_hygiene.py makes for the local pool.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ second venv adds the lowest [s3] and [dask] extras and fetches on a Dask LocalCl
 pyproject.toml tells an install>`, so later runs install nothing.
 
 All of them need the package registry. Measured on 2 shared cores (load average about 8), `pytest -n 2
-tests/test_install.py`: 4 min 41 s with nothing installed yet, 2 min 50 s with the lowest venvs kept (the
+tests/project/test_install.py`: 4 min 41 s with nothing installed yet, 2 min 50 s with the lowest venvs kept (the
 newest-versions test, 165 s of it, always installs).
 """
 

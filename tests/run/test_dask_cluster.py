@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from distributed import Client, LocalCluster
+from test_dask_executor import run_in_thread
 
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import LEDGER_SCHEMA
@@ -36,7 +37,6 @@ from oiv4.stages.metadata import MetadataSettings, fetch_metadata
 from oiv4.stages.plan import PlanSettings, build_plan
 from oiv4.stages.status import collect_status
 from oiv4_mirror import MirrorHandle, UniverseSpec, start_mirror
-from test_dask_executor import run_in_thread
 
 SHARD_ROWS = 8
 TRAIN_SIZE = 40  # 5 shards over 2 workers

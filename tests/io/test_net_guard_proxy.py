@@ -1,6 +1,6 @@
 """Through a proxy the network guard judges the target by the same rules as without one.
 
-A real forwarding proxy on 127.0.0.1 (tests/test_tls_proxy.py) would happily forward any target to an internal
+A real forwarding proxy on 127.0.0.1 (tests/io/test_tls_proxy.py) would happily forward any target to an internal
 service; every spelling of a loopback address that the OS resolver accepts (decimal, short, octal, "0", a
 trailing dot) must be refused as `blocked_address` before the proxy is asked, and the service must see nothing.
 """
@@ -11,13 +11,13 @@ import asyncio
 from dataclasses import replace
 
 import pytest
+from test_net_guard_fetch import _internal_service_in_a_thread
+from test_tls_proxy import _PROXY_VARS, ForwardProxy
 
 from oiv4.contracts.transfer import TransferSettings
 from oiv4.io.net_guard import target_refusal
 from oiv4.stages.fetch import FETCH_TRANSFER
 from oiv4.stages.fetch.http import HttpClient
-from test_net_guard_fetch import _internal_service_in_a_thread
-from test_tls_proxy import _PROXY_VARS, ForwardProxy
 
 #: Spellings of 127.0.0.1 (or "this host") that aiohttp calls "not a canonical IPv4 address" but the OS accepts.
 SPELLINGS = ["2130706433", "127.1", "0177.0.0.1", "0", "0x7f.0.0.1", "localhost.", "localhost", "LOCALHOST."]

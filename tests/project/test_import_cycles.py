@@ -10,7 +10,6 @@ import ast
 from pathlib import Path
 
 import pytest
-
 import test_architecture as arch
 
 #: Cycles still being taken apart by the restructuring; each must still be a cycle (so the list only shrinks).
