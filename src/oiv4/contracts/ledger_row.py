@@ -1,7 +1,7 @@
 """One ledger row as a typed, frozen record: the only way a stage writes a row.
 
 Its fields are `LEDGER_SCHEMA`'s columns, in order, with the Python type of each column (`X | None` where the
-column is nullable); `tests/test_ledger_row.py` holds the two to each other. A misspelled or unknown field is a
+column is nullable); `tests/contracts/test_ledger_row.py` holds the two to each other. A misspelled or unknown field is a
 `TypeError` where the row is built, instead of a silently null column in the ledger.
 
 A stage that re-records an existing row (hash, verify --requeue) goes through `rewritten`, which changes only the

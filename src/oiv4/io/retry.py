@@ -1,7 +1,7 @@
 """The one loop that retries every transfer (metadata, archives, per-image fetches).
 
 How often and how long to wait is part of `oiv4.contracts.transfer.TransferSettings`; `retry_async` is
-the only place in oiv4 that sleeps between attempts (tests/test_transfers.py checks that no other retry loop appears). Failures are sorted
+the only place in oiv4 that sleeps between attempts (tests/io/test_transfers.py checks that no other retry loop appears). Failures are sorted
 once, here: `TransientError` is worth another attempt (429, 5xx, resets, timeouts, short reads); anything
 else, including `UnreachableError` (connection refused, unknown host), ends the loop at once, because a
 wrong or dead source URL should fail in seconds with the cause, not after minutes of backoff.

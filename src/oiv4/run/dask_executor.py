@@ -16,7 +16,7 @@ Why this is safe without any cluster code of our own:
   pipe from its parent closes) already ends workers when the main process is SIGKILLed; on top of it
   every worker process sets PR_SET_PDEATHSIG (the `dask_setup` preload below), which works even when
   the watchdog thread cannot get the GIL. SIGTERM/SIGINT stop the command like Ctrl-C, and leaving the
-  `LocalCluster` context closes it (tests/test_dask_hygiene.py).
+  `LocalCluster` context closes it (tests/run/test_dask_hygiene.py).
 - Keys are `<task.key>-<run token>`: one task per shard, readable in the dashboard, and unique per
   run so a long-lived scheduler never hands back a result remembered from an earlier run.
 """
