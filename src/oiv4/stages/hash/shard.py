@@ -57,7 +57,7 @@ def _hash_one(reader: BlobReader, row: LedgerRow) -> LedgerRow | str:
         return f"cannot read {row.location}: {type(exc).__name__}: {exc}"
     try:
         ph = int(phash_stored(data))
-    except Exception as exc:  # a stored file that no longer decodes is verify's to report, not ours to crash on
+    except Exception as exc:  # a stored file that fails to decode is verify's to report, not ours to crash on
         return f"cannot decode {row.location}: {type(exc).__name__}: {exc}"
     # `rewritten` refuses any column REWRITE_OWNERS["hash"] does not give this stage: nothing else is touched.
     return row.rewritten(
