@@ -221,7 +221,7 @@ def test_every_dependency_has_a_lower_bound_and_the_lock_satisfies_every_range()
     declared = [Requirement(r) for r in project["dependencies"]]
     for extra, reqs in project["optional-dependencies"].items():
         declared += [Requirement(r) for r in reqs if not r.startswith("oiv4[")]
-        assert extra in ("s3", "dask", "torch", "features", "clip", "all", "dev"), extra
+        assert extra in ("s3", "dask", "torch", "features", "clip", "neighbors", "all", "dev"), extra
     for req in declared:
         assert any(s.operator == ">=" for s in req.specifier), f"{req} has no tested lower bound"
         assert not any(s.operator == "==" for s in req.specifier), f"{req} is pinned: pins belong in requirements.lock"

@@ -41,9 +41,10 @@ from packaging.requirements import Requirement
 from support.paths import REPO
 
 VENVS = REPO / ".venv-lowest"
-#: Must not be importable after a core install (they are the [dask], [s3] and [torch] extras, or [dev]).
-NOT_IN_CORE = ("dask", "distributed", "s3fs", "aiobotocore", "boto3", "botocore", "torch")
-#: The extras whose lower bounds are tested too (torch is declared only: too big to install in CI).
+#: Must not be importable after a core install (the [dask], [s3], [torch] and [neighbors] extras, or [dev]).
+NOT_IN_CORE = ("dask", "distributed", "s3fs", "aiobotocore", "boto3", "botocore", "torch", "faiss")
+#: The extras whose lower bounds are tested too (torch and faiss are declared only: torch is too big to install
+#: in CI, and the lock's faiss runs every neighbours test).
 EXTRAS = ("s3", "dask")
 COMPLETE = ".complete"  # written last, so a half-built venv (killed run) is rebuilt, never used
 
