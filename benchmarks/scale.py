@@ -161,9 +161,13 @@ def real_reason(outcome: str, r: random.Random, md5: str, size: int, host: str) 
     if outcome == "decode_error":
         return f"cannot decode JPEG {w}x{h}: OSError: broken data stream when reading image file"
     if outcome == "corrupt_jpeg":
-        return f"stored file does not decode: Corrupt JPEG data: {r.randrange(1, 999)} extraneous bytes before marker 0xd9"
+        return (
+            f"stored file does not decode: Corrupt JPEG data: {r.randrange(1, 999)} extraneous bytes before marker 0xd9"
+        )
     if outcome == "too_large":
-        return f"Content-Length {r.randrange(104_857_601, 400_000_000):,} exceeds the 104,857,600-byte cap; not downloaded"
+        return (
+            f"Content-Length {r.randrange(104_857_601, 400_000_000):,} exceeds the 104,857,600-byte cap; not downloaded"
+        )
     raise ValueError(outcome)
 
 
@@ -266,7 +270,9 @@ def ledger_for(rng: np.random.Generator, name: str, plan: pa.Table, t0_ms: int, 
             "shard": pa.array(shard),
             "row": pa.array(rows),
             "outcome": _pick(names, outcome_idx),
-            "reason": reason_col if reason_col is not None else pa.array(reasons, pa.string()).take(pa.array(outcome_idx)),
+            "reason": reason_col
+            if reason_col is not None
+            else pa.array(reasons, pa.string()).take(pa.array(outcome_idx)),
             "attempts": pa.array(np.ones(n, dtype=np.int16)),
             "source": _pick([source], np.zeros(n, dtype=np.int64)),
             "url": url,
@@ -349,7 +355,7 @@ def generate(cache: Path, mix: str = "pooled") -> tuple[Path, Path]:
             idx = np.flatnonzero(shard == s)
             path = root / "ledger" / name / f"shard-{s:05d}.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(_table_bytes(ledger.take(pa.array(idx))))  # as `ShardLedger.close` compacts
+            path.write_bytes(_table_bytes(ledger.take(pa.array(idx))))  # as `LedgerBuffer.close` compacts
     summary = {"counts": SETS, "train_size": SETS["train"], "shard_rows": SHARD_ROWS, "inputs": {}}
     (root / "plan" / "summary.json").write_text(json.dumps(summary))
     generate_parts(root, parts_root)
@@ -359,7 +365,7 @@ def generate(cache: Path, mix: str = "pooled") -> tuple[Path, Path]:
 
 def generate_parts(root: Path, parts_root: Path) -> None:
     """The same build as `root`, but 100 extended_targets shards still as 200 parts of 50 rows each, written
-    the way `ShardLedger.flush` writes them (with the footer summary status reads)."""
+    the way `LedgerBuffer.flush` writes them (with the footer summary status reads)."""
     from oiv4.io.ledger_write import _table_bytes
 
     print("  generating the parts variant: 100 shards x 200 parts", flush=True)
@@ -472,7 +478,9 @@ def main() -> None:
             walls[mix] = wall
             line = f"{name:13s} {mix:6s} {wall:7.2f} s {gib:6.2f} GiB ({out.splitlines()[-1]})"
             out = "\n".join(out.splitlines()[:-1])
-            if name == "lazy":  # judged on the in-process open (interpreter start and imports are not the manifest's cost)
+            if (
+                name == "lazy"
+            ):  # judged on the in-process open (interpreter start and imports are not the manifest's cost)
                 opened = float(re.search(r"opened in ([\d.]+) s", out).group(1))
                 line += f"   target < 1 s, < 1 GiB: {'met' if opened < 1 and gib < 1 else 'MISSED'}"
             elif name == "lookup":  # first lookup <= 2 s and <= 1 GiB, later ones < 1 ms

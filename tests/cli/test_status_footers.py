@@ -14,7 +14,7 @@ from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
 from oiv4.io.ledger import read_ledger
 from oiv4.io.ledger_summary import read_summary
-from oiv4.io.ledger_write import ShardLedger, append_rows, now_utc
+from oiv4.io.ledger_write import LedgerBuffer, append_rows, now_utc
 from oiv4.io.reason_kind import reason_kind, reason_kind_sql
 from oiv4.io.storage import Storage
 from oiv4.stages.status import SetStatus, collect_status
@@ -77,7 +77,7 @@ def _fetch_shard(storage: Storage, shard: int, rng: random.Random, *, flush: int
     """A shard mid-run: rows in completion order (not plan order), flushed in small parts, never compacted."""
     rows = list(range(shard * 100, shard * 100 + 60))
     rng.shuffle(rows)
-    led = ShardLedger(storage, ImageSet.train, shard, flush_rows=flush)
+    led = LedgerBuffer(storage, ImageSet.train, shard, flush_rows=flush)
     for r in rows:
         led.record(**_row(r, rng))
     led.flush()
@@ -101,12 +101,12 @@ def test_status_is_exact_when_rows_are_recorded_twice(tmp_path: Path, case: str)
     if case == "retry":  # a retry of recorded failures of shard 1 lands in a later part of the same shard
         append_rows(storage, ImageSet.train, 1, [_row(r, rng, minutes=5) for r in range(100, 130)])
     elif case == "recovery":  # the same row twice within one part, the later one winning
-        led = ShardLedger(storage, ImageSet.train, 2, flush_rows=100)
+        led = LedgerBuffer(storage, ImageSet.train, 2, flush_rows=100)
         for r, minutes in ((250, 9), (251, 9), (250, 10)):
             led.record(**_row(r, rng, minutes=minutes))
         led.flush()
     elif case == "requeue":  # shard 0 compacted, then verify --requeue appends to it
-        ShardLedger(storage, ImageSet.train, 0).close()
+        LedgerBuffer(storage, ImageSet.train, 0).close()
         append_rows(storage, ImageSet.train, 0, [_row(r, rng, minutes=20) for r in range(0, 100, 3)])
     elif case == "mid_compaction":  # the shard file is written, the parts are not yet removed
         table = read_ledger(storage, "train", shards=[1])

@@ -12,7 +12,7 @@ from rich.console import Console
 from oiv4.cli.status_view import status_json, status_view
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
-from oiv4.io.ledger_write import ShardLedger, now_utc
+from oiv4.io.ledger_write import LedgerBuffer, now_utc
 from oiv4.io.storage import Storage
 from oiv4.stages.status import collect_status
 
@@ -31,7 +31,7 @@ def _root(tmp_path: Path) -> Storage:
     storage = Storage(str(tmp_path))
     counts = {"targets": 0, "validation": 0, "train": 40, "extended_targets": 0}
     storage.write_bytes(LAYOUT.plan_summary(), json.dumps({"shard_rows": 40, "counts": counts}).encode())
-    led = ShardLedger(storage, ImageSet.train, 0)
+    led = LedgerBuffer(storage, ImageSet.train, 0)
     outcomes = ["ok", "placeholder", "http_404", "timeout"]
     for row in range(36):
         o = outcomes[row % 4]

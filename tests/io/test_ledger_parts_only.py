@@ -68,7 +68,7 @@ def test_dedup_finds_a_set_whose_shards_are_all_parts(tmp_path: Path) -> None:
 def test_progress_counts_parts_and_compacted_shards_once_each(tmp_path: Path) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from oiv4.io.ledger_write import ShardLedger
+    from oiv4.io.ledger_write import LedgerBuffer
     from oiv4.stages.fetch.progress import LedgerPoller
 
     storage = Storage(str(tmp_path))
@@ -82,7 +82,7 @@ def test_progress_counts_parts_and_compacted_shards_once_each(tmp_path: Path) ->
     )
     append_rows(storage, ImageSet.train, 0, [{"image_id": _id(2), "row": 1, "outcome": "http_404", "started_at": now}])
     append_rows(storage, ImageSet.train, 0, [{"image_id": _id(3), "row": 2, "outcome": "ok", "started_at": old}])
-    led = ShardLedger(storage, ImageSet.train, 1)
+    led = LedgerBuffer(storage, ImageSet.train, 1)
     led.record(image_id=_id(4), row=10, outcome="ok", bytes_downloaded=5, started_at=now)
     led.close()  # compacted: its rows count once, not again from parts
     snap = LedgerPoller(storage, ImageSet.train, since, todo=4).poll()

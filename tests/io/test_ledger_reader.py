@@ -20,7 +20,7 @@ from oiv4.contracts.errors import ImageNotFoundError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
 from oiv4.io.ledger import iter_ledger, read_ledger, read_set, read_shard
-from oiv4.io.ledger_write import ShardLedger, append_rows
+from oiv4.io.ledger_write import LedgerBuffer, append_rows
 from oiv4.io.sql import connect
 from oiv4.io.storage import Storage
 from oiv4.read.set_reader import SetReader
@@ -37,7 +37,7 @@ def _row(storage: Storage, rel: str) -> list[int]:
 
 def test_compaction_leaves_one_row_per_set_and_row_with_the_latest_winning(tmp_path: Path) -> None:
     storage = Storage(str(tmp_path))
-    led = ShardLedger(storage, ImageSet.train, 0, flush_rows=2)
+    led = LedgerBuffer(storage, ImageSet.train, 0, flush_rows=2)
     for row in range(4):
         led.record(image_id=f"{row:016x}", row=row, outcome="timeout", reason="slow", started_at=T0)
     led.flush()
@@ -117,11 +117,11 @@ def _sql(root: str, query: str) -> list[dict[str, str]]:
 
 def test_oiv4_sql_counts_rows_still_in_parts_mid_run(tmp_path: Path) -> None:
     storage = Storage(str(tmp_path))
-    done = ShardLedger(storage, ImageSet.train, 0)
+    done = LedgerBuffer(storage, ImageSet.train, 0)
     for row in range(5):
         done.record(image_id=f"{row:016x}", row=row, outcome="ok", started_at=T0)
     done.close()
-    running = ShardLedger(storage, ImageSet.train, 1, flush_rows=2)  # a shard still running: parts only
+    running = LedgerBuffer(storage, ImageSet.train, 1, flush_rows=2)  # a shard still running: parts only
     for row in range(5, 10):
         running.record(image_id=f"{row:016x}", row=row, outcome="http_404" if row % 2 else "ok", started_at=T0)
     running.flush()
@@ -155,7 +155,7 @@ def test_oiv4_sql_names_a_bad_query_in_one_line(tmp_path: Path) -> None:
 def test_sql_views_work_on_an_s3_root(s3_root) -> None:
     root, opts = s3_root
     storage = Storage(root, opts)
-    led = ShardLedger(storage, ImageSet.validation, 0)
+    led = LedgerBuffer(storage, ImageSet.validation, 0)
     for row in range(3):
         led.record(image_id=f"{row:016x}", row=row, outcome="ok", started_at=T0)
     led.close()

@@ -16,7 +16,7 @@ import s3fs
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
 from oiv4.io.ledger import read_set, read_shard
-from oiv4.io.ledger_write import ShardLedger, now_utc
+from oiv4.io.ledger_write import LedgerBuffer, now_utc
 from oiv4.io.storage import Storage
 
 
@@ -94,7 +94,7 @@ def test_open_atomic_on_s3_publishes_the_whole_object(s3_root) -> None:
     assert other_writer(options).cat_file(bucket_path(root, "train/images/01.zip")) == chunk * 12
 
 
-def record(ledger: ShardLedger, rows: range, reason: str = "ok", minutes: int = 0) -> None:
+def record(ledger: LedgerBuffer, rows: range, reason: str = "ok", minutes: int = 0) -> None:
     for row in rows:
         ledger.record(
             image_id=f"{row:016x}",
@@ -108,14 +108,14 @@ def record(ledger: ShardLedger, rows: range, reason: str = "ok", minutes: int = 
 def test_ledger_on_s3_resumes_from_parts_and_compacts(s3_root) -> None:
     root, options = s3_root
     storage = Storage(root, options)
-    first = ShardLedger(storage, ImageSet.train, 3, flush_rows=2)
+    first = LedgerBuffer(storage, ImageSet.train, 3, flush_rows=2)
     record(first, range(30, 35), reason="service unavailable")
     first.flush()
     # The run was killed here: parts exist, no compacted file. A re-run sees every recorded row.
     assert sorted(read_shard(storage, "train", 3).column("row").to_pylist()) == list(range(30, 35))
     assert storage.glob(f"{LAYOUT.ledger_parts_dir('train', 3)}/part-*.parquet")
 
-    rerun = ShardLedger(storage, ImageSet.train, 3, flush_rows=2)
+    rerun = LedgerBuffer(storage, ImageSet.train, 3, flush_rows=2)
     record(rerun, range(30, 40), minutes=1)  # retried rows succeed later: the latest row wins
     table = rerun.close()
 
@@ -134,7 +134,7 @@ def test_read_set_while_shards_compact_never_fails_nor_loses_rows(s3_root) -> No
 
     def run_shards() -> None:
         for shard in range(n_shards):
-            ledger = ShardLedger(Storage(root, options), ImageSet.train, shard, flush_rows=1)
+            ledger = LedgerBuffer(Storage(root, options), ImageSet.train, shard, flush_rows=1)
             record(ledger, range(shard * rows_per_shard, (shard + 1) * rows_per_shard))
             ledger.close()
         done.set()

@@ -19,7 +19,7 @@ import pytest
 from oiv4.contracts.errors import ImageNotFoundError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import LEDGER_SCHEMA, ImageSet
-from oiv4.io.ledger_write import ShardLedger, now_utc
+from oiv4.io.ledger_write import LedgerBuffer, now_utc
 from oiv4.io.reason_kind import reason_kind, reason_kinds
 from oiv4.io.storage import Storage
 from oiv4.read.set_reader import SetReader
@@ -56,7 +56,7 @@ def _finished_build(tmp_path: Path, shards: int = 3) -> Storage:
     counts = {"targets": 0, "validation": 0, "train": shards * SHARD_ROWS, "extended_targets": 0}
     storage.write_bytes(LAYOUT.plan_summary(), json.dumps({"shard_rows": SHARD_ROWS, "counts": counts}).encode())
     for shard in range(shards):
-        led = ShardLedger(storage, ImageSet.train, shard, flush_rows=9)
+        led = LedgerBuffer(storage, ImageSet.train, shard, flush_rows=9)
         for r in range(shard * SHARD_ROWS, (shard + 1) * SHARD_ROWS):
             led.record(**_row(r, rng))
         led.close()
@@ -91,7 +91,7 @@ def test_status_of_a_finished_build_reads_no_row_data_of_its_shard_files(tmp_pat
 
 def test_reason_kind_is_stored_when_a_row_is_written_and_equals_the_rule(tmp_path: Path) -> None:
     storage, rng = Storage(str(tmp_path)), random.Random(3)
-    led = ShardLedger(storage, ImageSet.train, 0, flush_rows=7)
+    led = LedgerBuffer(storage, ImageSet.train, 0, flush_rows=7)
     for r in range(30):
         led.record(**_row(r, rng))
     led.flush()
@@ -121,7 +121,7 @@ def test_a_ledger_written_before_stored_kinds_gets_them_at_its_next_compaction(t
     (st,) = collect_status(storage, ["train"])
     assert st.shards_from_footers == 0  # counted row by row, with the rule, until it compacts
     retried = {**_row(3, rng), "outcome": "ok", "reason": "size and MD5 verified; JPEG RGB 800x600 -> 800x600"}
-    led = ShardLedger(storage, ImageSet.train, 0)
+    led = LedgerBuffer(storage, ImageSet.train, 0)
     led.record(**{**retried, "started_at": T0 + timedelta(days=1)})
     led.close()
     stored = pq.read_table(shard_file).to_pylist()
@@ -159,7 +159,7 @@ def test_a_failed_id_in_a_shard_with_newer_parts_is_judged_on_the_resolved_rows(
     storage = _finished_build(tmp_path, shards=2)
     shard1 = pq.read_table(tmp_path / LAYOUT.ledger_shard(ImageSet.train, 1)).to_pylist()
     retried = next(r for r in shard1 if r["outcome"] != "ok")
-    led = ShardLedger(storage, ImageSet.train, 1)
+    led = LedgerBuffer(storage, ImageSet.train, 1)
     led.record(**{**retried, "outcome": "timeout", "reason": "no data for 30s, after 30.0s (retried)",
                   "started_at": T0 + timedelta(days=1)})  # fmt: skip
     led.flush()  # not compacted: the footer's list of failed IDs is no longer the whole story

@@ -25,7 +25,7 @@ from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import LEDGER_SCHEMA, ImageSet
 from oiv4.contracts.shards import shard_bounds
 from oiv4.io.ledger import read_set, read_shard
-from oiv4.io.ledger_write import ShardLedger, now_utc
+from oiv4.io.ledger_write import LedgerBuffer, now_utc
 from oiv4.io.storage import Storage
 from oiv4.run.executor import ExecutorSettings, run_shards
 from oiv4.stages.base import ShardResult, ShardTask
@@ -54,7 +54,7 @@ def record_shard(task: ShardTask[RecordSettings]) -> ShardResult[None]:
         if tried < settings.fail_first_attempts:
             raise RuntimeError(f"{task.key}: deliberate failure on attempt {tried + 1}")
     finished = set(read_shard(storage, task.image_set, task.shard).column("row").to_pylist())
-    ledger = ShardLedger(storage, task.image_set, task.shard, flush_rows=1)
+    ledger = LedgerBuffer(storage, task.image_set, task.shard, flush_rows=1)
     result: ShardResult[None] = ShardResult(task.image_set, task.shard)
     started = time.monotonic()
     for row in range(task.start, task.stop):

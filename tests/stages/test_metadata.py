@@ -46,7 +46,15 @@ def test_metadata_resumes_a_partial_download_with_range(tmp_path: Path, mirror) 
     meta = tmp_path / "metadata"
     part_size = 1024
     assert len(body) > 8 * part_size
-    settings = TransferSettings(allow_private_networks=True, attempts=2, backoff_s=0.01, read_timeout_s=5, part_size=part_size, connections=1, checkpoint_s=0)
+    settings = TransferSettings(
+        allow_private_networks=True,
+        attempts=2,
+        backoff_s=0.01,
+        read_timeout_s=5,
+        part_size=part_size,
+        connections=1,
+        checkpoint_s=0,
+    )
     half = len(body) // 2
 
     def stop_at_half(name: str, done: int, total: int | None) -> None:
@@ -123,7 +131,17 @@ def test_http_error_is_a_clear_cli_error_not_a_traceback(tmp_path: Path) -> None
 
     with tiny_server({f"/{FULL_CSV}": missing, f"/train/{BOXABLE_CSV}": missing}) as base:
         proc = subprocess.run(
-            [sys.executable, "-m", "oiv4", "metadata", "--root", str(tmp_path), "--base-url", base, "--allow-private-networks"],
+            [
+                sys.executable,
+                "-m",
+                "oiv4",
+                "metadata",
+                "--root",
+                str(tmp_path),
+                "--base-url",
+                base,
+                "--allow-private-networks",
+            ],
             capture_output=True,
             text=True,
             timeout=60,

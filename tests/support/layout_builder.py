@@ -1,7 +1,7 @@
 """Build small, real oiv4 roots for reader / verify / report tests: real JPEGs, zips, tars, plans, ledgers.
 
 Every layout the pipeline writes is produced here the way the stages write it (through `Storage`,
-ledger rows through `ShardLedger`), so the tests exercise the reader on the same bytes it will meet:
+ledger rows through `LedgerBuffer`), so the tests exercise the reader on the same bytes it will meet:
 
 - "folder":      the seed layout `<set>/images/<id[:2]>/<id>.jpg`, location = the relative path
 - "shard_zip":   `LAYOUT.shard_zip` per shard, members `<id>.jpg`, location `<zip>:<id>.jpg`
@@ -30,7 +30,7 @@ from PIL import Image, ImageDraw
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import COLUMNS, ImageSet
 from oiv4.io.checksum import checksum
-from oiv4.io.ledger_write import ShardLedger
+from oiv4.io.ledger_write import LedgerBuffer
 from oiv4.io.storage import Storage
 
 LAYOUTS = ("folder", "shard_zip", "shard_tar", "archive_zip")
@@ -227,7 +227,7 @@ def build_set(
 
     if with_ledger:
         for shard, rows in sorted(rows_by_shard.items()):
-            led = ShardLedger(storage, image_set, shard)
+            led = LedgerBuffer(storage, image_set, shard)
             for r in rows:
                 led.record(**r)
             led.close()

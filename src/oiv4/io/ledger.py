@@ -275,7 +275,9 @@ def iter_ledger(
                 continue
             break
         else:
-            raise LedgerChangingError(f"ledger of {ImageSet(image_set).value} keeps changing under the reader; try again")
+            raise LedgerChangingError(
+                f"ledger of {ImageSet(image_set).value} keeps changing under the reader; try again"
+            )
         table = _resolve(compacted, pending)
         if table is not None and table.num_rows:
             yield table.select(list(columns or LEDGER_SCHEMA.names))

@@ -150,10 +150,6 @@ class LedgerBuffer:
         return compact(self.storage, self.image_set, self.shard)
 
 
-#: `LedgerBuffer` under the name the tests know it by.
-ShardLedger = LedgerBuffer
-
-
 def append_rows(
     storage: Storage, image_set: ImageSet, shard: int, rows: Iterable[LedgerRow | Mapping[str, Any]]
 ) -> None:

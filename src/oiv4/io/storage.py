@@ -58,11 +58,6 @@ class Storage(ABC):
         """Each backend writes its root in one canonical form (equal roots compare equal)."""
 
     @property
-    def local(self) -> bool:
-        """Whether this is a local folder; the backends' own methods are the way to act on it."""
-        return self.local_path("") is not None
-
-    @property
     def fs(self) -> Any:
         """The fsspec filesystem behind the root."""
         import fsspec
