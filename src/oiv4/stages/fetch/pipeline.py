@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import Executor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -34,30 +34,19 @@ class _AbortedBeforeWrite(Interrupted):
     """The shard began to stop while this row waited for a decode thread: it is left for the next run."""
 
 
+@dataclass
 class RowPipeline:
     """Turns each manifest row into its ledger row and hands it to the shard's `ShardRecorder`."""
 
-    def __init__(
-        self,
-        settings: FetchSettings,
-        image_set: ImageSet,
-        shard: int,
-        writer: ShardWriter,
-        guard: DiskGuard,
-        recorder: ShardRecorder,
-        recovery: Recovery,
-        cpu: Executor,
-        budget: MemoryBudget,
-    ) -> None:
-        self.settings = settings
-        self.image_set = image_set
-        self.shard = shard
-        self.writer = writer
-        self.guard = guard
-        self.recorder = recorder
-        self.recovery = recovery
-        self._cpu = cpu
-        self.budget = budget
+    settings: FetchSettings
+    image_set: ImageSet
+    shard: int
+    writer: ShardWriter
+    guard: DiskGuard
+    recorder: ShardRecorder
+    recovery: Recovery
+    cpu: Executor  # the shard's decode threads
+    budget: MemoryBudget
 
     def _ledger_row(self, row: dict[str, Any], **fields: Any) -> LedgerRow:
         fields.setdefault("url", row.get("OriginalURL"))
@@ -117,7 +106,7 @@ class RowPipeline:
             return self._ledger_row(row, **base, outcome=fetched.outcome, reason=fetched.reason)
         loop = asyncio.get_running_loop()
         try:
-            fields = await loop.run_in_executor(self._cpu, self._verify_and_write, row, fetched, original)
+            fields = await loop.run_in_executor(self.cpu, self._verify_and_write, row, fetched, original)
         except OutcomeError as exc:
             return self._ledger_row(row, **base, outcome=exc.outcome, reason=exc.reason)
         except _AbortedBeforeWrite:

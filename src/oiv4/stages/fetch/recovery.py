@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Any
 
 from oiv4.contracts.errors import OutcomeError, UnsafePath, WriteFailed
@@ -20,24 +21,16 @@ from oiv4.stages.fetch.transform import check_stored
 RECOVERED_REASON = "complete file found at its final path after an interrupted run; decodes, kept as is"
 
 
+@dataclass
 class Recovery:
     """Looks for a row's image at its final path, and turns a good one into its ledger fields."""
 
-    def __init__(
-        self,
-        storage: Storage,
-        writer: ShardWriter,
-        max_pixels: int,
-        budget: MemoryBudget,
-        cpu: Executor,
-        probe: Executor,
-    ) -> None:
-        self.storage = storage
-        self.writer = writer
-        self.max_pixels = max_pixels
-        self.budget = budget
-        self._cpu = cpu
-        self._probe = probe
+    storage: Storage
+    writer: ShardWriter
+    max_pixels: int
+    budget: MemoryBudget
+    cpu: Executor  # decodes what is found
+    probe: Executor  # asks an object store whether a file is there, without queueing behind the decoders
 
     async def check(self, image_id: str) -> dict[str, Any] | str | None:
         """The ledger fields of a good file at `image_id`'s final path; a str = why the file there is unusable
@@ -46,13 +39,13 @@ class Recovery:
         # microseconds; an object-store HEAD goes to the probe threads), decode only what exists.
         if not await self._exists(image_id):
             return None
-        return await asyncio.get_running_loop().run_in_executor(self._cpu, self._recover, image_id)
+        return await asyncio.get_running_loop().run_in_executor(self.cpu, self._recover, image_id)
 
     async def _exists(self, image_id: str) -> bool:
         try:
             if not self.storage.round_trips:
                 return self.writer.has_staged(image_id)
-            return await asyncio.get_running_loop().run_in_executor(self._probe, self.writer.has_staged, image_id)
+            return await asyncio.get_running_loop().run_in_executor(self.probe, self.writer.has_staged, image_id)
         except OSError as exc:
             raise WriteFailed(exc) from exc
 
