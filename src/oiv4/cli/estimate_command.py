@@ -51,6 +51,7 @@ def _print(est: Estimate) -> None:
     out = Console()
     out.print(table)
     _print_features(est, out)
+    _print_neighbors(est, out)
     for s in est.sets:
         if s.remaining_rows or s.remaining_archives:
             out.print(f"[dim]{s.image_set}: disk from {s.disk_basis}; time from {s.rate_basis}[/dim]")
@@ -68,17 +69,41 @@ def _print(est: Estimate) -> None:
     out.print(line)
 
 
+def _per_worker(core_seconds: float | None, workers: int) -> str:
+    if core_seconds is None:
+        return "unknown (see below)"
+    return f"{_duration(core_seconds)} / {workers} = {_duration(core_seconds / workers)}"
+
+
 def _print_features(est: Estimate, out: Console) -> None:
     todo = [f for f in est.features if f.remaining]
     if not todo:
         return
+    first = todo[0]
     total = sum(f.remaining for f in todo)
-    cpu, gpu = sum(f.cpu_core_seconds for f in todo), sum(f.gpu_seconds for f in todo)
+    cpu = None if first.cpu_core_seconds is None else sum(f.cpu_core_seconds or 0.0 for f in todo)
+    gpu = None if first.gpu_seconds is None else sum(f.gpu_seconds or 0.0 for f in todo)
     out.print(
-        f"features (vgg16-fc2, float16): {total:,} images to do, {_size(sum(f.disk_bytes for f in todo))} of vectors, "
-        f"CPU {_duration(cpu)} / {est.workers} worker(s) = {_duration(cpu / est.workers)}, one GPU {_duration(gpu)}"
+        f"features ({first.model}, {first.dim}-d {first.dtype}): {total:,} images to do, "
+        f"{_size(sum(f.disk_bytes for f in todo))} of vectors; CPU {_per_worker(cpu, est.workers)} "
+        f"on {est.workers} core(s); one GPU {'unknown' if gpu is None else _duration(gpu)}"
     )
-    out.print(f"[dim]features: {todo[0].rate_basis}[/dim]")
+    out.print(f"[dim]features: {first.rate_basis}[/dim]")
+
+
+def _print_neighbors(est: Estimate, out: Console) -> None:
+    n = est.neighbors
+    if n is None:
+        return
+    out.print(
+        f"ground truth ({n.model}, k {n.k}): {n.queries} against {'+'.join(n.database)}, "
+        f"{n.query_count:,} queries x {n.database_rows:,} vectors ({n.dim}-d): "
+        f"{_size(n.disk_bytes)} of Parquet; reads {_size(n.database_bytes)} per pass, {n.passes} passes "
+        f"({n.parts} part(s) at --memory-gb {n.memory_gb:g}) = {_size(n.read_bytes)}; "
+        f"CPU {_per_worker(n.cpu_core_seconds, est.workers)} on {est.workers} core(s); "
+        f"one GPU {_duration(n.gpu_seconds)}"
+    )
+    out.print(f"[dim]ground truth: {'; '.join(n.counts_basis)}; {n.rate_basis}[/dim]")
 
 
 @app.command("estimate", rich_help_panel=PANEL)
@@ -92,17 +117,23 @@ def estimate_cmd(
 
     Counts plan rows of the URL sets without a ledger row (their OriginalSize) and CVDF archives not yet converted (their published sizes). Disk and throughput come from this root's finished rows when there are enough, else from defaults measured in benchmarks/RESULTS.md.
 
+    Beside the build: `oiv4 features` for --model (vectors still to write, their disk in --dtype, CPU time, GPU time on paper) and one `oiv4 neighbors` job: by default every validation image against the targets (skipped when those are not planned), or the one --neighbors-queries/--neighbors-database name, with --k and --memory-gb (the Parquet's disk, the passes over the database, CPU time, GPU time on paper).
+
     Examples:
 
       oiv4 estimate --root /data/open_images --link-mbps 1000
 
       oiv4 estimate --root /data/open_images --workers 8 --json
+
+      oiv4 estimate --root /data/open_images --model resnet50 --dtype float32 --neighbors-queries validation:1000 --neighbors-database targets,train
     """
     from oiv4.stages.estimate import estimate
+    from oiv4.stages.features.models import MODELS
+    from oiv4.stages.neighbors.search import plan_sizes
 
     storage = named_root(root)
     built_root(storage)
-    est = estimate(storage, settings)
+    est = estimate(storage, settings, dims={m.name: m.dim for m in MODELS.values()}, sizing=plan_sizes)
     if as_json:
         typer.echo(est.to_json())
     else:

@@ -1,4 +1,4 @@
-"""`oiv4 estimate`: what the work still to do will cost in transfer, disk and wall time, before committing to it.
+"""The build's remaining work: transfer, disk and CPU time of the rows and archives still to do.
 
 Only rows still to do count: plan rows of a URL set (train, extended_targets) without a ledger row, and CVDF
 archives of targets/validation not yet converted. For each set:
@@ -10,31 +10,22 @@ archives of targets/validation not yet converted. For each set:
   its JPEGs STORED, so it weighs what the `.tar.gz` does (gzip gains ~1 % on JPEGs); `keep_tar` doubles it.
 - time: CPU core-seconds from the throughput of this root's finished shards (rows per second of shard
   wall time, i.e. per worker process) when there are enough, else `DEFAULT_IMAGES_PER_CORE_S` scaled by
-  the originals' mean size; archives at `ARCHIVE_CORE_S_PER_GB`. Wall time is the larger of the CPU time
-  spread over the workers and the transfer over the link speed the user gives (unknown without one).
+  the originals' mean size; archives at `ARCHIVE_CORE_S_PER_GB`.
 
-The defaults are measured (benchmarks/RESULTS.md); the figures say which basis they used. `oiv4 features`
-(vectors of the default model) is estimated beside: the images without a features-ledger row, their vectors'
-disk, CPU time from this root's own vgg16-fc2 shards when enough rows were measured (rows per second of a
-shard's span, per shard process using every core) else `VGG16_CPU_IMAGES_PER_CORE_S`, and GPU time at
-`VGG16_GPU_IMAGES_PER_S`, a figure on paper (docs/similarity.md).
+The defaults are measured (benchmarks/RESULTS.md); the figures say which basis they used.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING
 
-from oiv4.contracts.errors import UsageError
 from oiv4.contracts.layout import LAYOUT
-from oiv4.contracts.limits import above, at_least
 from oiv4.contracts.schema import ImageSet
-from oiv4.contracts.setting import setting
 from oiv4.io.ledger import ledger_started, shard_has_parts
-from oiv4.io.sql import attach_filesystem, features_ledger_files, features_relation, ledger_relation
+from oiv4.io.sql import ledger_relation
 from oiv4.io.storage import Storage
 
 if TYPE_CHECKING:
@@ -54,33 +45,6 @@ URL_SETS = (ImageSet.train, ImageSet.extended_targets)
 HEX_DIGITS = "0123456789abcdef"
 
 
-@dataclass(frozen=True)
-class EstimateSettings:
-    """What the machine that will do the work looks like."""
-
-    link_mbps: float | None = setting(
-        None,
-        help="Your download link in Mbit/s; wall time then includes the transfer.",
-        flag="--link-mbps",
-        default_text="not given",
-    )
-    workers: int | None = setting(
-        None,
-        help="Worker processes (one core each) that will do the work.",
-        flag="--workers",
-        default_text="one per core",
-    )
-    keep_tar: bool = setting(
-        False,
-        help="The archives will be kept beside their zips (archives --keep-tar).",
-        flag="--keep-tar/--no-keep-tar",
-    )
-
-    def __post_init__(self) -> None:
-        above(self, 0, "link_mbps")
-        at_least(self, 1, "workers")
-
-
 @dataclass
 class SetEstimate:
     """The remaining work of one set and what it will cost."""
@@ -96,81 +60,10 @@ class SetEstimate:
     rate_basis: str = ""
 
 
-@dataclass
-class Estimate:
-    """Every planned set's estimate, and the totals for `workers` processes and the given link."""
-
-    sets: list[SetEstimate]
-    workers: int
-    link_mbps: float | None
-    #: `oiv4 features` for the default model (vgg16-fc2, float16), per set: not part of the totals above.
-    features: list[FeaturesEstimate] = field(default_factory=list)
-
-    @property
-    def transfer_bytes(self) -> int:
-        return sum(s.transfer_bytes for s in self.sets)
-
-    @property
-    def disk_bytes(self) -> int:
-        return sum(s.disk_bytes for s in self.sets)
-
-    @property
-    def cpu_seconds(self) -> float:
-        """Wall time if the CPUs are the limit: core-seconds spread over the workers."""
-        return sum(s.core_seconds for s in self.sets) / self.workers
-
-    @property
-    def network_seconds(self) -> float | None:
-        """Wall time if the link is the limit; None when no link speed was given."""
-        return None if not self.link_mbps else self.transfer_bytes * 8 / (self.link_mbps * 1e6)
-
-    @property
-    def wall_seconds(self) -> float:
-        """The larger of the two limits (the CPU bound alone when the link is unknown)."""
-        return max(self.cpu_seconds, self.network_seconds or 0.0)
-
-    def to_json(self) -> str:
-        out = {
-            "workers": self.workers,
-            "link_mbps": self.link_mbps,
-            "transfer_bytes": self.transfer_bytes,
-            "disk_bytes": self.disk_bytes,
-            "cpu_seconds": round(self.cpu_seconds, 1),
-            "network_seconds": None if self.network_seconds is None else round(self.network_seconds, 1),
-            "wall_seconds": round(self.wall_seconds, 1),
-            "sets": [asdict(s) for s in self.sets],
-            "features": [asdict(f) for f in self.features],
-        }
-        return json.dumps(out, indent=1)
-
-
 def published_archive_bytes() -> dict[str, int]:
     """The CVDF archives' published sizes, `train_0` -> bytes (the table archives verify against)."""
     raw = json.loads(resources.files("oiv4").joinpath("data/archives.json").read_text())
     return {name.removesuffix(".tar.gz"): int(v["bytes"]) for name, v in raw["archives"].items()}
-
-
-def estimate(storage: Storage, settings: EstimateSettings | None = None) -> Estimate:
-    """The estimate for every set that has a plan under `storage` (a `UsageError` when there is none)."""
-    import duckdb
-
-    settings = settings or EstimateSettings()
-    con = duckdb.connect()
-    attach_filesystem(con, storage)
-    planned = [s for s in ImageSet if storage.exists(LAYOUT.plan(s))]
-    if not planned:
-        raise UsageError(
-            f"nothing to estimate: no plan under {storage.root}: run `oiv4 plan --root {storage.root}` first"
-        )
-    measured = {s: _measured(con, storage, s) for s in URL_SETS if s in planned}
-    sets = []
-    for s in planned:
-        if s in URL_SETS:
-            sets.append(_url_set(con, storage, s, measured))
-        else:
-            sets.append(_archive_set(con, storage, s, settings.keep_tar))
-    features = features_estimates(con, storage, planned)
-    return Estimate(sets, settings.workers or os.cpu_count() or 1, settings.link_mbps, features)
 
 
 @dataclass
@@ -310,80 +203,12 @@ def _archive_set(con: duckdb.DuckDBPyConnection, storage: Storage, image_set: Im
     )
 
 
-# --------------------------------------------------------------------------------------------------
-# oiv4 features
-
-#: The model the estimate is for, its dimension, and the default float16 storage.
-MODEL, DIM, BYTES_PER_VALUE = "vgg16-fc2", 4096, 2
-#: Metadata Parquet per row (image_id + row, zstd) and the npy header, measured on the demo: ~24 B a row.
-METADATA_BYTES_PER_ROW = 24
-#: benchmarks/RESULTS.md "Features": VGG16 fp32 on this 2-core CPU, process time: 2.5 images per CPU-second.
-VGG16_CPU_IMAGES_PER_CORE_S = 2.5
-#: On paper (docs/similarity.md): ~15.5 GFLOP per 224 px image; a T4/V100-class GPU under fp16 autocast.
-VGG16_GPU_IMAGES_PER_S = 1000.0
-MIN_MEASURED_ROWS = 50
-
-
-@dataclass
-class FeaturesEstimate:
-    """The vectors of one set still to write, and what they cost."""
-
-    image_set: str
-    images: int
-    remaining: int
-    disk_bytes: int
-    cpu_core_seconds: float
-    gpu_seconds: float
-    rate_basis: str
-
-
-def _count(con: duckdb.DuckDBPyConnection, query: str) -> int:
-    return int(con.execute(query).fetchall()[0][0] or 0)
-
-
-def features_estimates(
-    con: duckdb.DuckDBPyConnection, storage: Storage, planned: list[ImageSet]
-) -> list[FeaturesEstimate]:
-    """One estimate per planned set."""
-    out = []
-    measured_rows, measured_s = 0, 0.0
-    for s in planned:
-        files = features_ledger_files(storage, s).get(MODEL, [])
-        done = 0
-        if files:
-            features_relation(con, storage, files).create_view("features_done", replace=True)
-            done = _count(con, "SELECT count(*) FROM features_done")
-            rows, span = con.execute(
-                "SELECT coalesce(sum(n), 0), coalesce(sum(span), 0) FROM (SELECT count(*) AS n, "
-                "epoch_ms(max(started_at)) / 1000.0 - epoch_ms(min(started_at)) / 1000.0 AS span FROM features_done GROUP BY shard) "
-                "WHERE span > 0"
-            ).fetchall()[0]
-            measured_rows, measured_s = measured_rows + int(rows), measured_s + float(span)
-        if ledger_started(storage, s):
-            ledger_relation(con, storage, s, ["row", "outcome"]).create_view("features_stored", replace=True)
-            images = _count(con, "SELECT count(*) FROM features_stored WHERE outcome = 'ok' AND row >= 0")
-        else:
-            path = storage.path(LAYOUT.plan(s)).replace("'", "''")
-            images = _count(con, f"SELECT count(*) FROM read_parquet('{path}')")
-        remaining = max(0, images - done)
-        out.append(
-            FeaturesEstimate(
-                s.value,
-                images,
-                remaining,
-                remaining * (DIM * BYTES_PER_VALUE + METADATA_BYTES_PER_ROW),
-                remaining / VGG16_CPU_IMAGES_PER_CORE_S,
-                remaining / VGG16_GPU_IMAGES_PER_S,
-                "",
-            )
-        )
-    if measured_rows >= MIN_MEASURED_ROWS:
-        rate = measured_rows / measured_s
-        basis = f"CPU at {rate:.2f} images/s per shard process, measured over {measured_rows:,} rows of this root"
-        for e in out:
-            e.cpu_core_seconds = e.remaining / rate
-    else:
-        basis = f"CPU at {VGG16_CPU_IMAGES_PER_CORE_S:g} images per core-second (benchmarks/RESULTS.md, Features)"
-    for e in out:
-        e.rate_basis = f"{basis}; GPU at {VGG16_GPU_IMAGES_PER_S:g} images/s, on paper (docs/similarity.md)"
-    return out
+def build_estimates(
+    con: duckdb.DuckDBPyConnection, storage: Storage, planned: list[ImageSet], keep_tar: bool
+) -> list[SetEstimate]:
+    """One estimate per planned set, in `planned` order (URL sets share their measured sizes and rates)."""
+    measured = {s: _measured(con, storage, s) for s in URL_SETS if s in planned}
+    return [
+        _url_set(con, storage, s, measured) if s in URL_SETS else _archive_set(con, storage, s, keep_tar)
+        for s in planned
+    ]
