@@ -42,6 +42,7 @@ FILES: dict[str, str] = {
     "test_error_rules.py": "fast",
     "test_errors.py": "fast",
     "test_estimate.py": "slow",  # the tiny demo build
+    "test_estimate_neighbors.py": "slow",  # the tiny demo build, real features and neighbors runs
     "test_extras.py": "fast",
     "test_features.py": "slow",  # the tiny demo build, kill -9
     "test_features_models.py": "slow",  # the full-size networks

@@ -93,6 +93,8 @@ def _print_features(est: Estimate, out: Console) -> None:
 
 def _print_neighbors(est: Estimate, out: Console) -> None:
     n = est.neighbors
+    if est.neighbors_skipped:
+        out.print(f"ground truth not costed: {est.neighbors_skipped} (name a job: --neighbors-queries, --k)")
     if n is None:
         return
     out.print(

@@ -74,6 +74,8 @@ class Estimate:
     features: list[FeaturesEstimate] = field(default_factory=list)
     #: `oiv4 neighbors` for the chosen job (None: not asked and its default sets are not planned).
     neighbors: NeighborsEstimate | None = None
+    #: Why the default ground-truth job was not costed (e.g. a demo database smaller than k); "" otherwise.
+    neighbors_skipped: str = ""
 
     @property
     def transfer_bytes(self) -> int:
@@ -110,6 +112,7 @@ class Estimate:
             "sets": [asdict(s) for s in self.sets],
             "features": [asdict(f) for f in self.features],
             "neighbors": None if self.neighbors is None else asdict(self.neighbors),
+            "neighbors_skipped": self.neighbors_skipped,
         }
         return json.dumps(out, indent=1)
 
@@ -140,23 +143,31 @@ def estimate(
     sets = build_estimates(con, storage, planned, settings.keep_tar)
     dim = model_dim(storage, settings.model, dims)
     features = features_estimates(con, storage, planned, settings.model, dim, settings.dtype)
-    neighbors = None
+    neighbors, skipped = None, ""
     asked = settings.neighbors_queries is not None or settings.neighbors_database is not None
     queries = settings.neighbors_queries or DEFAULT_QUERIES
     database = settings.neighbors_database or DEFAULT_DATABASE
     if asked and sizing is None:
         raise UsageError("a ground-truth estimate needs the search's sizing (`sizing=plan_sizes`)")
     if sizing is not None and (asked or {ImageSet(DEFAULT_QUERIES), ImageSet(DEFAULT_DATABASE)} <= set(planned)):
-        neighbors = neighbors_estimate(
-            storage,
-            queries,
-            database,
-            model=settings.model,
-            dim=dim,
-            dtype=settings.dtype,
-            k=settings.k,
-            memory_gb=settings.memory_gb,
-            features=features,
-            sizing=sizing,
-        )
-    return Estimate(sets, settings.workers or os.cpu_count() or 1, settings.link_mbps, features, neighbors)
+        try:
+            neighbors = neighbors_estimate(
+                storage,
+                queries,
+                database,
+                model=settings.model,
+                dim=dim,
+                dtype=settings.dtype,
+                k=settings.k,
+                memory_gb=settings.memory_gb,
+                features=features,
+                sizing=sizing,
+            )
+        except UsageError as exc:
+            if asked:
+                raise
+            # The job nobody named must not stop the rest of the estimate (a demo's targets hold fewer than
+            # k = 100 images): say why it is missing instead.
+            skipped = f"{queries} against {database}: {exc}"
+    workers = settings.workers or os.cpu_count() or 1
+    return Estimate(sets, workers, settings.link_mbps, features, neighbors, skipped)
