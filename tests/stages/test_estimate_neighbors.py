@@ -34,9 +34,10 @@ from oiv4.stages.neighbors.search import plan_sizes
 
 MODEL = "tiny-cnn"
 DIMS = {m.name: m.dim for m in MODELS.values()}
-#: The ground-truth Parquet of a tiny job weighs within this fraction of the estimate (the per-row figure is
-#: measured at full scale, where ids no longer fit a dictionary; the demo's few hundred ids do, a little).
-PARQUET_TOLERANCE = 0.25
+#: The ground-truth Parquet of a demo job weighs between this fraction of the estimate and the estimate: the
+#: per-row figure is measured at full scale, where the ids no longer fit Parquet's dictionary; the demo's 84
+#: do, so its file is smaller (0.56x at k 20), never larger: the disk is not undersized.
+PARQUET_FLOOR = 0.5
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +67,11 @@ def _neighbors(root: Path, *args: str) -> pq.ParquetFile:
     return pq.ParquetFile(root / r.output.split("wrote ")[1].split()[0])
 
 
-@pytest.mark.parametrize("memory_gb", ["2", "0.00001"])
+@pytest.mark.parametrize(("memory_gb", "k"), [("2", "5"), ("0.00001", "5"), ("2", "20")])
 def test_the_ground_truth_estimate_is_what_oiv4_neighbors_then_writes_and_reads(
-    with_features: Path, memory_gb: str
+    with_features: Path, memory_gb: str, k: str
 ) -> None:
-    job = ["--neighbors-queries", "validation", "--neighbors-database", "targets", "--k", "5", "--memory-gb", memory_gb]
+    job = ["--neighbors-queries", "validation", "--neighbors-database", "targets", "--k", k, "--memory-gb", memory_gb]
     n = _json(with_features, *job)["neighbors"]
     storage = Storage(str(with_features))
     q, db = open_features(storage, MODEL, "validation"), open_features(storage, MODEL, "targets")
@@ -82,12 +83,12 @@ def test_the_ground_truth_estimate_is_what_oiv4_neighbors_then_writes_and_reads(
     assert n["cpu_core_seconds"] == pytest.approx(len(q) * len(db) * 16 / KNN_MULTIPLY_ADDS_PER_CPU_S)
 
     written = _neighbors(
-        with_features, "--queries", "validation", "--database", "targets", "--k", "5", "--memory-gb", memory_gb
+        with_features, "--queries", "validation", "--database", "targets", "--k", k, "--memory-gb", memory_gb
     )
     out = with_features / LAYOUT.neighbors_file(MODEL, "validation-targets")
     # The final file holds one row group per part of queries: as many as the estimate counted.
-    assert written.metadata.num_rows == len(q) * 5 and written.num_row_groups == n["parts"]
-    assert abs(out.stat().st_size - n["disk_bytes"]) <= PARQUET_TOLERANCE * n["disk_bytes"], (out.stat().st_size, n)
+    assert written.metadata.num_rows == len(q) * int(k) and written.num_row_groups == n["parts"]
+    assert PARQUET_FLOOR * n["disk_bytes"] <= out.stat().st_size <= n["disk_bytes"], (out.stat().st_size, n)
     if memory_gb == "2":
         assert n["parts"] == 1
     else:  # the search's floor of 16 queries a part
@@ -108,7 +109,7 @@ def test_a_query_set_without_vectors_is_costed_from_its_stored_images_and_its_dt
     assert n["counts_basis"][0] == f"train: {est['train'].images:,} images, vectors to write"
     # targets and validation as written (float16), train as it will be (float32).
     assert n["database_bytes"] == (len(t) + len(v)) * 16 * 2 + est["train"].images * 16 * 4
-    assert n["disk_bytes"] == 10 * 100 * GROUND_TRUTH_BYTES_PER_ROW + 2048
+    assert n["parts"] == 1 and n["disk_bytes"] == 10 * 100 * GROUND_TRUTH_BYTES_PER_ROW + 1200 + 2048
 
 
 def test_features_are_costed_for_the_named_model_and_dtype(with_features: Path) -> None:

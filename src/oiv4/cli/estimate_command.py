@@ -50,14 +50,19 @@ def _print(est: Estimate) -> None:
         )
     out = Console()
     out.print(table)
+    _print_build(est, out)
+    # After the build's totals: features and ground truth come after the build and are not in its totals.
     _print_features(est, out)
     _print_neighbors(est, out)
+
+
+def _print_build(est: Estimate, out: Console) -> None:
     for s in est.sets:
         if s.remaining_rows or s.remaining_archives:
             out.print(f"[dim]{s.image_set}: disk from {s.disk_basis}; time from {s.rate_basis}[/dim]")
     net = est.network_seconds
     if not est.transfer_bytes and not est.cpu_seconds:
-        out.print("nothing left to do: every planned row has a ledger row and every archive is converted")
+        out.print("the build: nothing left to do: every planned row has a ledger row and every archive is converted")
         return
     out.print(f"total: {_size(est.transfer_bytes)} to download, {_size(est.disk_bytes)} written to the root")
     line = f"wall time on {est.workers} worker(s): {_duration(est.wall_seconds)}"
@@ -71,7 +76,7 @@ def _print(est: Estimate) -> None:
 
 def _per_worker(core_seconds: float | None, workers: int) -> str:
     if core_seconds is None:
-        return "unknown (see below)"
+        return "unknown (see the basis below)"
     return f"{_duration(core_seconds)} / {workers} = {_duration(core_seconds / workers)}"
 
 

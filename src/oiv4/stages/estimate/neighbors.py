@@ -5,7 +5,7 @@ For one job (queries SET or SET:N, database SET[,SET...], k, --memory-gb), mirro
 - vectors: a set's count and dtype come from its written vectors of the model when they are complete, else
   from the images it will have (its `ok` ledger rows, or its plan) and `--dtype`; an unplanned set without
   vectors is an error.
-- disk: queries x k rows of `GROUND_TRUTH_BYTES_PER_ROW` plus `GROUND_TRUTH_FIXED_BYTES`.
+- disk: queries x k rows of `GROUND_TRUTH_BYTES_PER_ROW`, plus `GROUND_TRUTH_PART_BYTES` a part and a footer.
 - passes: the queries are cut into parts of `query_rows` (the search's own sizing of `--memory-gb`, passed
   in by the caller since stages never import each other); each part reads the database twice (candidates,
   then the float64 re-rank), so bytes read = 2 x parts x the database's vectors.
@@ -33,10 +33,12 @@ KNN_MULTIPLY_ADDS_PER_CPU_S = 2.2e10
 #: GPU faiss is taken at two thirds of it. The re-rank pass stays on the CPU and is not counted here.
 KNN_GPU_MULTIPLY_ADDS_PER_S = 5e12
 #: A `oiv4 neighbors` Parquet (query_id, rank, neighbor_id, neighbor_set, distance; pyarrow's defaults),
-#: measured on a written file of 2,000 queries x k 100 over 1.74M random 16-hex ids: 26.9 B a row (28.7 at
-#: 500 queries). Small databases write less (their ids fit a dictionary); the footer is ~2 KB.
+#: measured on a written file of 2,000 queries x k 100 over 1.74M random 16-hex ids and float64 distances:
+#: 26.9 B a row (28.7 at 500 queries); the footer ~2 KB, and each part (a row group) ~1.1 KB of metadata. A database of fewer than ~100k ids writes less
+#: (the neighbour ids fit Parquet's dictionary): the figure is then a ceiling (0.6-0.9x of it on the demo).
 GROUND_TRUTH_BYTES_PER_ROW = 27
 GROUND_TRUTH_FIXED_BYTES = 2048
+GROUND_TRUTH_PART_BYTES = 1200
 #: Passes over the database per part of queries: faiss's candidates, then the exact float64 re-rank.
 PASSES_PER_PART = 2
 
@@ -145,7 +147,7 @@ def neighbors_estimate(
         query_count=nq,
         database_rows=rows,
         dim=dim,
-        disk_bytes=nq * k * GROUND_TRUTH_BYTES_PER_ROW + GROUND_TRUTH_FIXED_BYTES,
+        disk_bytes=nq * k * GROUND_TRUTH_BYTES_PER_ROW + parts * GROUND_TRUTH_PART_BYTES + GROUND_TRUTH_FIXED_BYTES,
         database_bytes=db_bytes,
         parts=parts,
         passes=parts * PASSES_PER_PART,
