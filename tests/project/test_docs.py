@@ -422,3 +422,16 @@ def test_features_and_ground_truth_run_as_written_then_read_back(tiny: Path, tmp
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "0123456789abcdef has no tiny-cnn vector in targets" in done.stdout, done.stdout
+    # The report README points to after `make demo` now shows the ground truth: seeded queries, top 5 as images.
+    report = subprocess.run(
+        [str(work / ".venv/bin/oiv4"), "report", "--root", "demo-data"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert report.returncode == 0, report.stderr
+    html = (work / "demo-data/report/index.html").read_text()
+    section = html[html.index("<h2>Nearest neighbours</h2>") :].split("</section>", 1)[0]
+    assert section.count("query<br>") == 3 and section.count("#5 ·") == 3 and "not readable" not in section
+    assert section.count("data:image/jpeg;base64") == 18
