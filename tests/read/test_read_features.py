@@ -85,3 +85,12 @@ def test_an_unknown_id_and_a_set_without_features_are_one_clear_error_each(tmp_p
         ds["targets"].torch(features=MODEL)
     with pytest.raises(InputError, match=r"no single vgg16-fc2 ground truth .*\(present: none\); run `oiv4 neighbors"):
         ds.neighbors(MODEL)
+
+
+def test_a_truncated_npy_is_a_damaged_features_error_pointing_at_the_command_that_names_it(tmp_path) -> None:
+    build_set(tmp_path, "validation", 10)
+    write_features(tmp_path, MODEL, "validation", np.zeros((10, 4), np.float32), 5)
+    npy = tmp_path / LAYOUT.features_npy(MODEL, "validation", 1)
+    npy.write_bytes(npy.read_bytes()[:-40])
+    with pytest.raises(IntegrityError, match=r"features shard of validation .* is damaged .*`oiv4 features validation"):
+        oiv4.open(tmp_path)["validation"].features(MODEL)
