@@ -93,6 +93,12 @@ def test_features_of_another_dimension_than_earlier_shards_is_one_line_and_loses
     _refused(_features(root, weights, "targets")[1:], root, 2, "img_emb_00003.npy holds 32-d vectors but tiny-cnn")
 
 
+def test_features_of_a_planned_set_with_nothing_stored_yet_says_to_build_it(root: Path, weights: Path) -> None:
+    shutil.rmtree(root / "ledger" / "train")
+    shutil.rmtree(root / "train")
+    _refused(_features(root, weights, "train")[1:], root, 2, "train has no ledger under")
+
+
 @pytest.fixture
 def vectors(tmp_path: Path) -> Path:
     """Vectors for targets and validation (4-d), train (5-d), and a finished validation-targets ground truth."""
