@@ -82,13 +82,20 @@ def test_ties_straddling_the_cut_widen_and_keep_the_lowest_positions() -> None:
 @pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])
 def test_zero_vectors_in_queries_and_database(metric: str) -> None:
     # A zero vector's cosine distance to anything is 1 by definition, though normalising leaves it at the
-    # origin, where faiss's squared distances would put it at 1 from every unit vector (0.5 in cosine).
+    # origin, where faiss's squared distances would put it at 1 from every unit vector (0.5 in cosine): taken
+    # at that value, zero database vectors would crowd the candidates and force the exact rescan.
     rng = np.random.default_rng(8)
     x = rng.standard_normal((900, 12)).astype(np.float32)
     x[rng.choice(900, 40, replace=False)] = 0
     q = rng.standard_normal((20, 12)).astype(np.float32)
-    q[[0, 7, 19]] = 0
-    pos, dist = knn_block(q, lambda a, b: x[a:b], len(x), 50, metric, 128, tile_queries=8)
+    stats = SearchStats()
+    pos, dist = knn_block(q, lambda a, b: x[a:b], len(x), 50, metric, 128, tile_queries=8, stats=stats)
+    ref_pos, ref_dist = brute_force(q, x, 50, metric, set())
+    assert np.array_equal(pos, ref_pos) and np.array_equal(dist, ref_dist)
+    if metric == "cosine":  # (l2 and ip at 12-d have a few genuine near-ties at the cut)
+        assert stats.widened == 0
+    q[[0, 7, 19]] = 0  # every distance of a zero query ties (cosine: 1), so those three are searched exactly
+    pos, dist = knn_block(q, lambda a, b: x[a:b], len(x), 50, metric, 128, tile_queries=8, stats=stats)
     ref_pos, ref_dist = brute_force(q, x, 50, metric, set())
     assert np.array_equal(pos, ref_pos) and np.array_equal(dist, ref_dist)
 
