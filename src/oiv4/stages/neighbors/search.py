@@ -29,7 +29,7 @@ import numpy as np
 from oiv4.contracts.errors import UsageError
 from oiv4.stages.neighbors.candidates import Blocks, as_float32, candidate_pass, rounding_bound
 from oiv4.stages.neighbors.distances import exact_distances
-from oiv4.stages.neighbors.exact_scan import widen
+from oiv4.stages.neighbors.exact_scan import Pairs, widen
 
 #: What the process holds besides the search's buffers: interpreter, numpy, pyarrow (its Parquet reader
 #: loads ~60 MB of modules), faiss, and the per-thread buffers of two BLAS libraries (numpy's and faiss's):
@@ -41,8 +41,6 @@ MIN_WORK_BYTES = 32 * 2**20
 RERANK_THREADS = 8
 #: Bytes per database row held for the whole run: its id (Arrow string), its set index, exclusion bookkeeping.
 DB_ROW_BYTES = 48
-
-Pairs = tuple[np.ndarray, np.ndarray]
 
 
 def _no_pairs() -> Pairs:
