@@ -137,3 +137,10 @@ def test_neighbors_over_vectors_whose_npy_is_gone_names_the_file(vectors: Path) 
     npy.unlink()
     args = ["neighbors", "--root", str(vectors), "--queries", "validation", "--database", "targets"]
     _refused([*args, "--model", MODEL, "--k", "3"], vectors, 6, f"{npy} is missing but its metadata exists")
+
+
+def test_neighbors_over_a_truncated_npy_names_the_file_and_the_command_that_rewrites_it(vectors: Path) -> None:
+    npy = vectors / LAYOUT.features_npy(MODEL, "targets", 0)
+    npy.write_bytes(npy.read_bytes()[:-7])
+    args = ["neighbors", "--root", str(vectors), "--queries", "validation", "--database", "targets"]
+    _refused([*args, "--model", MODEL, "--k", "3"], vectors, 6, f"{npy} is damaged")
