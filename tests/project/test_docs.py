@@ -43,6 +43,10 @@ ROOT_WORDS = ("/data/open_images", "s3://my-bucket/open_images", "demo-data", "R
 MAX_SKIPS = 12
 #: README's section that is run as a whole: start the mirror, then every command as written.
 OFFLINE_SECTION = "### Working offline, or against your own mirror"
+#: README's section with the two commands after `make demo`, and docs/similarity.md's section that reads their
+#: output back: run together, in order, by test_features_and_ground_truth_run_as_written_then_read_back.
+FEATURES_SECTION = "## Features and ground truth"
+READING_SECTION = "## Reading features"
 
 
 @dataclass(frozen=True)
@@ -171,13 +175,17 @@ for block in json.load(open(sys.argv[1])):
 """
 
 
+def _generic_python(b: Block) -> bool:
+    return b.lang == "python" and b.skip is None and b.section != READING_SECTION
+
+
 def _python_docs() -> list[str]:
-    return sorted({b.doc for b in all_blocks() if b.lang == "python" and b.skip is None})
+    return sorted({b.doc for b in all_blocks() if _generic_python(b)})
 
 
 @pytest.mark.parametrize("doc", _python_docs())
 def test_python_blocks_of_each_document_run_against_a_tiny_build(doc: str, root: Path, tmp_path: Path) -> None:
-    blocks = [b for b in all_blocks() if b.doc == doc and b.lang == "python" and b.skip is None]
+    blocks = [b for b in all_blocks() if b.doc == doc and _generic_python(b)]
     code = []
     for b in blocks:
         text = b.code
@@ -217,6 +225,8 @@ def test_every_oiv4_command_line_in_a_shell_block_parses_and_read_only_ones_run(
             continue  # parsed above; not run (the marker says why, and the summary counts it)
         if block.section == OFFLINE_SECTION:
             continue  # run as a whole, against a mirror it starts: test_the_offline_section_runs_as_written
+        if block.section == FEATURES_SECTION:
+            continue  # run as a whole with the reading block: test_features_and_ground_truth_run_as_written_...
         if args is not None and args and args[0] in RUNNABLE | {"--help", "--version"}:
             run = [sys.executable, "-m", "oiv4", *_substitute(args, str(root))]
         elif args is not None:
@@ -368,3 +378,60 @@ def test_the_offline_section_runs_as_written(tmp_path: Path) -> None:
         got = dict(db.sql("select outcome, count(*) from ledger_train group by 1").fetchall())
     assert got.get("ok", 0) > 0.5 * sum(got.values()) and "blocked_address" not in got
     assert "targets" in done.stdout and "not yet done" not in done.stdout  # the status table, last command
+
+
+def test_features_and_ground_truth_run_as_written_then_read_back(tiny: Path, tmp_path: Path) -> None:
+    """README's two commands after `make demo`, typed in the folder that holds `demo-data` and `.venv` (an
+    80-column terminal's COLUMNS), then docs/similarity.md's reading block. The one change is the model:
+    vgg16-fc2's weights (528 MB) come from download.pytorch.org, out of reach here, so each command gets
+    `--model tiny-cnn` appended (the last --model wins; features also `--weights` with random weights saved as
+    published ones are) and the reading block reads tiny-cnn where it says vgg16-fc2."""
+    import torch
+
+    from oiv4.stages.features.nets import TinyNet
+
+    (block,) = [b for b in all_blocks() if b.doc == "README.md" and b.section == FEATURES_SECTION]
+    (reading,) = [b for b in all_blocks() if b.section == READING_SECTION and b.lang == "python"]
+    assert block.lang == "bash" and block.skip is None and reading.skip is None
+    work = tmp_path / "cwd"
+    shutil.copytree(tiny, work / "demo-data")
+    (work / ".venv" / "bin").mkdir(parents=True)
+    (work / ".venv" / "bin" / "oiv4").symlink_to(Path(sys.executable).with_name("oiv4"))  # the installed script
+    torch.save(TinyNet().state_dict(), tmp_path / "tiny.pth")
+    env = {**_env(), "COLUMNS": "80"}
+    said = []
+    for command in commands(block.code):
+        words = shlex.split(command)
+        words += ["--model", "tiny-cnn"] + (["--weights", str(tmp_path / "tiny.pth")] if "features" in words else [])
+        done = subprocess.run(words, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, f"{command}\n{done.stderr[-2000:]}"
+        said.append(done.stderr)
+    assert [re.match(r"features: (\w+) \(tiny-cnn, 16-d\): [1-9]", s) is not None for s in said[:2]] == [True, True]
+    assert "wrote neighbors/tiny-cnn/validation-targets.parquet" in said[2]
+    assert (work / "demo-data/neighbors/tiny-cnn/validation-targets.parquet").exists()  # the path README names
+    code = [{"where": f"{reading.doc}:{reading.line}", "code": reading.code.replace("vgg16-fc2", "tiny-cnn")}]
+    (tmp_path / "blocks.json").write_text(json.dumps(code))
+    (tmp_path / "driver.py").write_text(DRIVER)
+    done = subprocess.run(
+        [sys.executable, str(tmp_path / "driver.py"), str(tmp_path / "blocks.json")],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "0123456789abcdef has no tiny-cnn vector in targets" in done.stdout, done.stdout
+    # The report README points to after `make demo` now shows the ground truth: seeded queries, top 5 as images.
+    report = subprocess.run(
+        [str(work / ".venv/bin/oiv4"), "report", "--root", "demo-data"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert report.returncode == 0, report.stderr
+    html = (work / "demo-data/report/index.html").read_text()
+    section = html[html.index("<h2>Nearest neighbours</h2>") :].split("</section>", 1)[0]
+    assert section.count("query<br>") == 3 and section.count("#5 ·") == 3 and "not readable" not in section
+    assert section.count("data:image/jpeg;base64") == 18

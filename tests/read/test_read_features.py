@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 import oiv4
 from oiv4.cli import app
-from oiv4.contracts.errors import InputError, IntegrityError
+from oiv4.contracts.errors import ImageNotFoundError, InputError, IntegrityError
 from oiv4.contracts.layout import LAYOUT
 from support.feature_shards import write_features
 from support.layout_builder import build_set
@@ -72,3 +72,25 @@ def test_torch_adapter_yields_image_vector_pairs(tmp_path) -> None:
     data = oiv4.open(tmp_path)["validation"].torch(with_ids=True, features=MODEL)
     image_id, (img, vec) = data[4]
     assert image_id == built.ok_ids[4] and img.mode == "RGB" and np.array_equal(vec, vecs[4])
+
+
+def test_an_unknown_id_and_a_set_without_features_are_one_clear_error_each(tmp_path) -> None:
+    built = build_set(tmp_path, "validation", 6)
+    write_features(tmp_path, MODEL, "validation", np.ones((len(built.ok_ids), 3), np.float16), 4, built.ok_ids)
+    build_set(tmp_path, "targets", 3)
+    ds = oiv4.open(tmp_path)
+    with pytest.raises(ImageNotFoundError, match=r"^ffffffffffffffff has no vgg16-fc2 vector in validation$"):
+        ds["validation"].features(MODEL).vector("ffffffffffffffff")
+    with pytest.raises(InputError, match=r"no vgg16-fc2 features for targets .*run `oiv4 features targets --model"):
+        ds["targets"].torch(features=MODEL)
+    with pytest.raises(InputError, match=r"no single vgg16-fc2 ground truth .*\(present: none\); run `oiv4 neighbors"):
+        ds.neighbors(MODEL)
+
+
+def test_a_truncated_npy_is_a_damaged_features_error_pointing_at_the_command_that_names_it(tmp_path) -> None:
+    build_set(tmp_path, "validation", 10)
+    write_features(tmp_path, MODEL, "validation", np.zeros((10, 4), np.float32), 5)
+    npy = tmp_path / LAYOUT.features_npy(MODEL, "validation", 1)
+    npy.write_bytes(npy.read_bytes()[:-40])
+    with pytest.raises(IntegrityError, match=r"features shard of validation .* is damaged .*`oiv4 features validation"):
+        oiv4.open(tmp_path)["validation"].features(MODEL)

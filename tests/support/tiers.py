@@ -88,6 +88,7 @@ FILES: dict[str, str] = {
     "test_s3_destination.py": "fast",
     "test_safe_paths.py": "fast",
     "test_shard_settings.py": "fast",
+    "test_similarity_bad_input.py": "slow",  # the tiny demo build, features run by the real command
     "test_soak.py": "slow",  # 5,000 rows killed five times
     "test_stage_base.py": "fast",
     "test_status.py": "fast",

@@ -27,18 +27,27 @@ def features_cmd(
         ..., "--root", "-r", help="Where the sets are built: a folder, or an fsspec URL such as s3://bucket/prefix."
     ),
 ) -> None:
-    """Write one vector per stored image of SET: R/features/<model>/<set>/img_emb/img_emb_NNNNN.npy (N x d, float16
-    by default) + metadata/metadata_NNNNN.parquet (image_id, row), one pair per plan shard, in plan order.
+    """Compute one vector per stored image of SET with a pretrained network (default vgg16-fc2: 4096-d).
 
-    embedding-reader and autofaiss read that folder as it is. Each image is decoded only as large as the model
-    needs; every stored image ends with a vector or a recorded reason in the features ledger (oiv4 status, oiv4
-    sql: features_<model>_<set>). Resumable: a killed run goes on from its last batch, byte-identical. The model,
-    the SHA-256 of the weights, the preprocessing and the dtype are recorded per shard; resuming with others is
-    refused unless --force-settings. Weights: --weights FILE, else the torch hub cache, downloaded on first use.
-    One shard process by default (--workers 1): it keeps every core busy. Needs the features extra (in the oiv4
-    clone: pip install '.[features]', which brings torch); clip-vit-b-32 also needs the clip extra.
+    Output, one pair per plan shard, in plan order, the layout embedding-reader and autofaiss read as it is:
+    R/features/<model>/<set>/img_emb/img_emb_NNNNN.npy (N x d, float16) and metadata/metadata_NNNNN.parquet
+    (image_id, row). Read it back with oiv4.open(R)[SET].features(model); oiv4 neighbors computes exact
+    ground truth from it.
 
-    Example: oiv4 features targets --root /data/open_images --model vgg16-fc2 --device auto
+    Every stored image ends with a vector or a recorded reason in the features ledger (oiv4 status; oiv4 sql:
+    features_<model>_<set>). A killed run resumes from its last batch, byte-identical. The model, the weights'
+    SHA-256, the preprocessing and the dtype are recorded per shard; resuming with others is refused unless
+    --force-settings. Weights: --weights FILE, else the torch hub cache, downloaded on first use. One shard
+    process by default: it keeps every core busy. Needs the features extra (in the oiv4 clone: pip install
+    '.[features]'); clip-vit-b-32 also needs the clip extra.
+
+    Examples:
+
+      oiv4 features targets --root /data/open_images
+
+      oiv4 features validation --root R --model resnet50 --dtype float32
+
+      oiv4 features train --root R --weights vgg16-397923af.pth
     """
     from oiv4.run.features import features_set
 

@@ -107,8 +107,16 @@ def open_features(storage: Storage, model: str, image_set: ImageSet | str) -> Fe
         if not storage.exists(npy_rel):
             raise DamagedFeaturesError(f"{storage.path(npy_rel)} is missing but its metadata exists")
         with storage.open(meta_rel) as fh:
-            meta = pq.read_table(fh, columns=["image_id", "row"])
-        arr = np.load(storage.local_path(npy_rel), mmap_mode="r")
+            # ParquetFile, not read_table: the latter imports pyarrow.dataset (time and memory a --memory-gb
+            # budget counts).
+            meta = pq.ParquetFile(fh).read(columns=["image_id", "row"])
+        try:
+            arr = np.load(storage.local_path(npy_rel), mmap_mode="r")
+        except (ValueError, OSError) as exc:  # a truncated file or header: numpy's "mmap length is greater ..."
+            raise DamagedFeaturesError(
+                f"{storage.path(npy_rel)} is damaged ({' '.join(str(exc).split())[:120]}): remove it and its "
+                f"metadata {storage.path(meta_rel)}, then run `oiv4 features {name} --model {model}` again"
+            ) from exc
         if arr.ndim != 2 or arr.shape[0] != meta.num_rows:
             raise DamagedFeaturesError(
                 f"{storage.path(npy_rel)} holds {arr.shape[0] if arr.ndim else 0} vectors but "

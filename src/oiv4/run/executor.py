@@ -46,7 +46,7 @@ class ExecutorSettings:
         help="Worker processes: the local pool's, or the LocalCluster's with --executor dask and no --scheduler "
         "(a running cluster brings its own workers).",
         flag="--workers",
-        default_text="one per core",
+        default_text="one per core; oiv4 features: 1",
     )
     scheduler: str | None = setting(
         None,

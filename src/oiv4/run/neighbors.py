@@ -167,6 +167,7 @@ def run_neighbors(storage: Storage, s: NeighborsSettings, stats: SearchStats | N
             (ex_q[sel] - start, ex_p[sel]),
             sizes.rerank_pairs,
             stats=stats,
+            tile_queries=sizes.tile_queries,
         )
         flat = pos.ravel()
         # Columns built in Arrow, not as Python strings: k rows per query would cost ~70 bytes each.

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 
-from oiv4.contracts.errors import FeaturesError
+from oiv4.contracts.errors import DamagedFeaturesError, FeaturesError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet, Outcome
 from oiv4.contracts.shards import DEFAULT_SHARD_ROWS, describe_changes, setting_changes, shard_bounds
@@ -76,6 +76,23 @@ def _finished(storage: Storage, model: str, image_set: ImageSet, shard: int) -> 
     )
 
 
+def _check_sizes(storage: Storage, model: str, image_set: ImageSet, shard: int) -> None:
+    """A finished shard's npy and metadata still have the sizes recorded when it finished (a stat each, no read):
+    a truncated or deleted vector file is named here, not counted as done or hit later as a crash on mmap."""
+    rel = LAYOUT.features_checksums(model, image_set, shard)
+    if not storage.exists(rel):
+        return
+    for entry in json.loads(storage.read_bytes(rel)).values():
+        path = entry["path"]
+        size = storage.size(path) if storage.exists(path) else None
+        if size != entry["bytes"]:
+            state = "is missing" if size is None else f"holds {size:,} bytes, not the {entry['bytes']:,} written"
+            raise DamagedFeaturesError(
+                f"{storage.path(path)} {state}: remove {storage.path(LAYOUT.features_dir(model, image_set))}/*/*{shard:05d}.* "
+                f"(its npy, metadata, ledger, checksums and settings) and run again to write shard {shard} anew"
+            )
+
+
 @dataclass(frozen=True)
 class FeaturesPlan:
     """What planning found out, for the summary."""
@@ -121,6 +138,7 @@ class FeaturesStage(ShardStage[FeaturesSettings, FeaturesPlan, None, FeaturesSum
         for shard, (start, stop) in enumerate(shard_bounds(n, plan_shard_rows(storage))):
             lo, hi = np.searchsorted(rows, [start, stop])
             if _finished(storage, settings.model, image_set, shard):
+                _check_sizes(storage, settings.model, image_set, shard)
                 if diff := _changed(storage, settings, image_set, shard):
                     raise FeaturesError(
                         f"{image_set.value} shard {shard} was finished with other settings ({diff}): run with those, "
