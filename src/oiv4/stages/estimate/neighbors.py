@@ -26,16 +26,16 @@ from oiv4.io.vector_shards import open_features
 from oiv4.stages.estimate.features import DTYPE_BYTES, FeaturesEstimate
 
 #: benchmarks/RESULTS.md "Exact kNN", oiv4's whole run (both passes, re-rank, Parquet) in CPU-seconds:
-#: 2k x 100k x 4096 in 36.9 CPU-s = 2.2e10 multiply-adds per CPU-second (10k x 500k x 512 in 88-103 CPU-s is
-#: 2.5-2.9e10). The 4096-d figure, the slowest, is used: VGG16-FC2 vectors are 4096-d.
-KNN_MULTIPLY_ADDS_PER_CPU_S = 2.2e10
+#: 2k x 100k x 4096 in 19.9 CPU-s = 4.1e10 multiply-adds per CPU-second (10k x 500k x 512 in 47.6-54.7 CPU-s is
+#: 4.7-5.4e10). The 4096-d figure, the slowest, is used: VGG16-FC2 vectors are 4096-d.
+KNN_MULTIPLY_ADDS_PER_CPU_S = 4.1e10
 #: On paper (docs/similarity.md): one GPU at ~15 TFLOP/s float32 is 7.5e12 multiply-adds/s at its peak;
 #: GPU faiss is taken at two thirds of it. The re-rank pass stays on the CPU and is not counted here.
 KNN_GPU_MULTIPLY_ADDS_PER_S = 5e12
 #: A `oiv4 neighbors` Parquet (query_id, rank, neighbor_id, neighbor_set, distance; pyarrow's defaults),
 #: measured on a written file of 2,000 queries x k 100 over 1.74M random 16-hex ids and float64 distances:
 #: 26.9 B a row (28.7 at 500 queries); the footer ~2 KB, and each part (a row group) ~1.1 KB of metadata. A database of fewer than ~100k ids writes less
-#: (the neighbour ids fit Parquet's dictionary): the figure is then a ceiling (0.6-0.9x of it on the demo).
+#: (the neighbour ids fit Parquet's dictionary): the figure is then a ceiling (0.47-0.9x of it in the tests).
 GROUND_TRUTH_BYTES_PER_ROW = 27
 GROUND_TRUTH_FIXED_BYTES = 2048
 GROUND_TRUTH_PART_BYTES = 1200
