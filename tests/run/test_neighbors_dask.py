@@ -1,0 +1,72 @@
+"""`oiv4 neighbors` on Dask: every query block is one task on the cluster's worker processes, which read the
+memory-mapped shards of the root and write the block's part file there; the ground truth is the same bytes as
+when the command's own process runs every block, and the search's counts come back summed."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from distributed import Client, LocalCluster, get_task_stream
+from test_neighbors_executors import MODEL, tied_features
+from typer.testing import CliRunner
+
+from oiv4.cli import app
+from oiv4.io.storage import Storage
+from oiv4.run.executor import ExecutorSettings
+from oiv4.run.neighbors import NeighborsSettings, run_neighbors
+from oiv4.stages.neighbors import SearchStats
+
+SETTINGS = NeighborsSettings(MODEL, "validation", None, ("targets", "validation"), 20, "l2", 0.0001)
+FILE = f"neighbors/{MODEL}/validation-targets+validation.parquet"
+
+
+@pytest.fixture
+def cluster():
+    """A running scheduler with 2 single-threaded worker processes, as `dask worker --nthreads 1` gives."""
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        yield cluster, client
+
+
+def _in_this_process(root: Path) -> tuple[bytes, SearchStats]:
+    tied_features(root, 3000, 600)
+    stats = SearchStats()
+    run_neighbors(Storage(str(root)), SETTINGS, stats)
+    return (root / FILE).read_bytes(), stats
+
+
+def test_blocks_sent_to_a_running_scheduler_run_on_its_workers_and_give_the_same_bytes(tmp_path, cluster) -> None:
+    local, client = cluster
+    expected, expected_stats = _in_this_process(tmp_path / "one")
+    tied_features(tmp_path / "dask", 3000, 600)
+    stats = SearchStats()
+    with get_task_stream(client) as tasks:
+        rel, reused = run_neighbors(
+            Storage(str(tmp_path / "dask")), SETTINGS, stats, ExecutorSettings(scheduler=local.scheduler_address)
+        )
+    assert reused == 0 and rel == FILE
+    assert (tmp_path / "dask" / FILE).read_bytes() == expected
+    assert expected_stats.widened > 0 and stats == expected_stats
+    blocks = [t for t in tasks.data if str(t["key"]).startswith("neighbors-validation-")]
+    assert len(blocks) == 600 // 16 + 1  # one task per block of 16 queries (the floor --memory-gb 0.0001 gives)
+    assert len({t["key"] for t in blocks}) == len(blocks)
+    assert {t["worker"] for t in blocks} == set(client.scheduler_info()["workers"])  # both workers took blocks
+
+
+def test_cli_executor_dask_starts_its_own_cluster_of_workers_and_gives_the_same_bytes(tmp_path, caplog) -> None:
+    expected, _ = _in_this_process(tmp_path / "one")
+    root = tmp_path / "dask"
+    tied_features(root, 3000, 600)
+    args = ["neighbors", "--root", str(root), "--queries", "validation", "--database", "targets,validation"]
+    args += ["--k", "20", "--memory-gb", "0.0001", "--executor", "dask", "--workers", "2"]
+    with caplog.at_level(logging.INFO, logger="oiv4.run.dask_executor"):
+        r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "started a LocalCluster of 2 worker processes" in caplog.text
+    assert (root / FILE).read_bytes() == expected
+    again = CliRunner().invoke(app, args)  # finished: nothing is searched again, the file is left as it is
+    assert again.exit_code == 0 and (root / FILE).read_bytes() == expected

@@ -1,0 +1,113 @@
+"""`oiv4 neighbors` on the local process pool: each query block is a task, and the ground truth is the same bytes
+as when this process runs every block, the search's counts summed over the workers; a kill -9 of the command
+leaves no worker behind and the re-run on the pool keeps the finished blocks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from typer.testing import CliRunner
+
+from oiv4.cli import app
+from oiv4.io.storage import Storage
+from oiv4.run.executor import ExecutorSettings
+from oiv4.run.neighbors import NeighborsSettings, run_neighbors
+from oiv4.stages.neighbors import SearchStats
+from support.feature_shards import write_features
+
+MODEL = "vgg16-fc2"
+
+
+def tied_features(root: Path, targets: int, queries: int) -> None:
+    """Vectors of -1/0/1 in 4-d: ties everywhere, so some queries are widened (near-ties at the cut)."""
+    rng = np.random.default_rng(5)
+    write_features(root, MODEL, "targets", rng.integers(-1, 2, (targets, 4)).astype(np.float16), 700)
+    write_features(root, MODEL, "validation", rng.integers(-1, 2, (queries, 4)).astype(np.float16), 300)
+
+
+def test_two_pool_workers_give_the_bytes_of_one_process_and_the_summed_search_counts(tmp_path: Path) -> None:
+    settings = NeighborsSettings(MODEL, "validation", None, ("targets", "validation"), 20, "l2", 0.0001)
+    out = {}
+    stats = {"one": SearchStats(), "pool": SearchStats()}
+    executors = {"one": None, "pool": ExecutorSettings(kind="local", workers=2)}
+    for name, executor in executors.items():
+        tied_features(tmp_path / name, 3000, 600)
+        rel, reused = run_neighbors(Storage(str(tmp_path / name)), settings, stats[name], executor)
+        assert reused == 0
+        out[name] = (tmp_path / name / rel).read_bytes()
+    assert out["pool"] == out["one"]
+    # Counted in the workers and sent back with each block's result: lost, they would read 0.
+    assert stats["one"].widened > 0
+    assert stats["pool"] == stats["one"]
+
+
+def _spawned_workers(pid: int) -> list[int]:
+    """PIDs of the pool's worker processes among `pid`'s children (not multiprocessing's resource tracker)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    workers = []
+    for child in map(int, children):
+        try:
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                workers.append(child)
+        except OSError:
+            continue
+    return workers
+
+
+def test_kill_9_on_the_pool_leaves_no_worker_and_the_rerun_keeps_finished_blocks_byte_identical(
+    tmp_path: Path,
+) -> None:
+    tied_features(tmp_path, 20000, 2000)
+    base = [sys.executable, "-m", "oiv4", "neighbors", "--root", str(tmp_path), "--queries", "validation"]
+    args = [*base, "--database", "targets", "--k", "20", "--memory-gb", "0.0001"]
+    parts = tmp_path / "neighbors" / MODEL / "validation-targets.parts"
+    proc = subprocess.Popen([*args, "--workers", "2"], stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    while proc.poll() is None and not (parts.exists() and len(list(parts.glob("part-*.parquet"))) >= 3):
+        workers = _spawned_workers(proc.pid) or workers
+        time.sleep(0.01)
+    workers = _spawned_workers(proc.pid) or workers
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(workers) == 2  # the blocks ran in two worker processes, not in the command's own
+    deadline = time.monotonic() + 20
+    while any(Path(f"/proc/{w}").exists() for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [w for w in workers if Path(f"/proc/{w}").exists()]  # they died with the command
+    done = sorted(p.name for p in parts.glob("part-*.parquet"))
+    assert done  # killed after some blocks were finished and before the final file
+
+    again = subprocess.run([*args, "--workers", "2"], check=True, capture_output=True, text=True)
+    assert f"({len(done)} finished query blocks kept)" in " ".join(again.stderr.split())
+    out = tmp_path / "neighbors" / MODEL / "validation-targets.parquet"
+    resumed = out.read_bytes()
+    assert not parts.exists() or not list(parts.glob("part-*.parquet"))
+    out.unlink()
+    subprocess.run(args, check=True, stderr=subprocess.DEVNULL)  # uninterrupted, in the command's own process
+    assert out.read_bytes() == resumed
+
+
+def test_bad_executor_options_are_one_line_and_write_nothing(tmp_path: Path) -> None:
+    tied_features(tmp_path, 50, 10)
+    base = ["neighbors", "--root", str(tmp_path), "--queries", "validation", "--database", "targets", "--k", "3"]
+    cases = {
+        ("--executor", "threads"): "'threads' is not one of 'local', 'dask'",
+        ("--workers", "0"): "--workers must be >= 1, got 0",
+        ("--max-pool-restarts", "-1"): "--max-pool-restarts must be >= 0, got -1",
+    }
+    for extra, message in cases.items():
+        r = CliRunner().invoke(app, [*base, *extra])
+        assert r.exit_code == 2, (extra, r.output)
+        lines = r.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("oiv4 neighbors: ") and message in lines[0], r.output
+    assert not (tmp_path / "neighbors").exists()
