@@ -12,36 +12,60 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
 from oiv4.cli import app
 from oiv4.io.storage import Storage
 from oiv4.run.executor import ExecutorSettings
 from oiv4.run.neighbors import NeighborsSettings, run_neighbors
-from oiv4.stages.neighbors import SearchStats
+from oiv4.stages.neighbors import SearchStats, exact_distances
 from support.feature_shards import write_features
 
 MODEL = "vgg16-fc2"
 
 
-def tied_features(root: Path, targets: int, queries: int) -> None:
-    """Vectors of -1/0/1 in 4-d: ties everywhere, so some queries are widened (near-ties at the cut)."""
+def tied_features(root: Path, targets: int, queries: int, dim: int = 8) -> tuple[np.ndarray, list[str]]:
+    """Vectors of -1/0/1: ties everywhere, so some queries are widened (near-ties at the cut), yet in 8-d few
+    exact copies, so a query's own vector would be its first neighbour if it were not excluded.
+
+    Returns the vectors and ids of targets then validation, in database order for `--database targets,validation`.
+    """
     rng = np.random.default_rng(5)
-    write_features(root, MODEL, "targets", rng.integers(-1, 2, (targets, 4)).astype(np.float16), 700)
-    write_features(root, MODEL, "validation", rng.integers(-1, 2, (queries, 4)).astype(np.float16), 300)
+    t, v = (rng.integers(-1, 2, (n, dim)).astype(np.float16) for n in (targets, queries))
+    ids = write_features(root, MODEL, "targets", t, 700) + write_features(root, MODEL, "validation", v, 300)
+    return np.concatenate([t, v]), ids
+
+
+def brute_force_ids(x: np.ndarray, ids: list[str], query_ids: list[str], k: int) -> tuple[list[str], list[float]]:
+    """Neighbour ids and l2 distances of each query in turn, itself excluded, ties in database order."""
+    at = {image_id: i for i, image_id in enumerate(ids)}
+    got_ids, got_dist = [], []
+    for qid in query_ids:
+        d = exact_distances(x[at[qid]][None, :], x, "l2")
+        d[at[qid]] = np.inf
+        order = np.lexsort((np.arange(len(x)), d))[:k]
+        got_ids += [ids[i] for i in order]
+        got_dist += d[order].tolist()
+    return got_ids, got_dist
 
 
 def test_two_pool_workers_give_the_bytes_of_one_process_and_the_summed_search_counts(tmp_path: Path) -> None:
-    settings = NeighborsSettings(MODEL, "validation", None, ("targets", "validation"), 20, "l2", 0.0001)
+    # A seeded sample, drawn again in every worker: each must take the same queries for its positions.
+    settings = NeighborsSettings(MODEL, "validation", 550, ("targets", "validation"), 20, "l2", 0.0001, seed=7)
     out = {}
     stats = {"one": SearchStats(), "pool": SearchStats()}
     executors = {"one": None, "pool": ExecutorSettings(kind="local", workers=2)}
     for name, executor in executors.items():
-        tied_features(tmp_path / name, 3000, 600)
+        x, ids = tied_features(tmp_path / name, 3000, 600)
         rel, reused = run_neighbors(Storage(str(tmp_path / name)), settings, stats[name], executor)
         assert reused == 0
         out[name] = (tmp_path / name / rel).read_bytes()
     assert out["pool"] == out["one"]
+    got = pq.read_table(tmp_path / "pool" / rel)
+    queries = got["query_id"].to_pylist()[::20]
+    assert len(set(queries)) == 550 and set(queries) <= set(ids[3000:])
+    assert (got["neighbor_id"].to_pylist(), got["distance"].to_pylist()) == brute_force_ids(x, ids, queries, 20)
     # Counted in the workers and sent back with each block's result: lost, they would read 0.
     assert stats["one"].widened > 0
     assert stats["pool"] == stats["one"]
@@ -66,7 +90,7 @@ def _spawned_workers(pid: int) -> list[int]:
 def test_kill_9_on_the_pool_leaves_no_worker_and_the_rerun_keeps_finished_blocks_byte_identical(
     tmp_path: Path,
 ) -> None:
-    tied_features(tmp_path, 20000, 2000)
+    tied_features(tmp_path, 10000, 1000, dim=4)  # 4-d: blocks fast enough for a short test
     base = [sys.executable, "-m", "oiv4", "neighbors", "--root", str(tmp_path), "--queries", "validation"]
     args = [*base, "--database", "targets", "--k", "20", "--memory-gb", "0.0001"]
     parts = tmp_path / "neighbors" / MODEL / "validation-targets.parts"
