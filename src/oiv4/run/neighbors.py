@@ -47,6 +47,14 @@ class NeighborsExecutor(ExecutorSettings):
     """`ExecutorSettings` as `oiv4 neighbors` defaults them: one part at a time, in this process (each worker
     holds its own --memory-gb, so more of them is asked for, never assumed from the cores)."""
 
+    kind: str = setting(
+        "local",
+        help="local: worker processes on this machine (with --workers 2 or more). dask: one Dask task per block of "
+        "queries; each worker memory-maps the vectors under --root and writes its part file there (a folder "
+        "mounted at the same path everywhere). See docs/similarity.md.",
+        flag="--executor",
+        choices=("local", "dask"),
+    )
     workers: int | None = setting(
         1,
         help="Query blocks searched at once, each in its own worker process within --memory-gb: the local "
