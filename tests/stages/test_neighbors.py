@@ -79,6 +79,39 @@ def test_ties_straddling_the_cut_widen_and_keep_the_lowest_positions() -> None:
     assert stats.widened == 3
 
 
+@pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])
+def test_zero_vectors_in_queries_and_database(metric: str) -> None:
+    # A zero vector's cosine distance to anything is 1 by definition, though normalising leaves it at the
+    # origin, where faiss's squared distances would put it at 1 from every unit vector (0.5 in cosine): taken
+    # at that value, zero database vectors would crowd the candidates and force the exact rescan.
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((900, 12)).astype(np.float32)
+    x[rng.choice(900, 40, replace=False)] = 0
+    q = rng.standard_normal((20, 12)).astype(np.float32)
+    stats = SearchStats()
+    pos, dist = knn_block(q, lambda a, b: x[a:b], len(x), 50, metric, 128, tile_queries=8, stats=stats)
+    ref_pos, ref_dist = brute_force(q, x, 50, metric, set())
+    assert np.array_equal(pos, ref_pos) and np.array_equal(dist, ref_dist)
+    if metric == "cosine":  # (l2 and ip at 12-d have a few genuine near-ties at the cut)
+        assert stats.widened == 0
+    q[[0, 7, 19]] = 0  # every distance of a zero query ties (cosine: 1), so those three are searched exactly
+    pos, dist = knn_block(q, lambda a, b: x[a:b], len(x), 50, metric, 128, tile_queries=8, stats=stats)
+    ref_pos, ref_dist = brute_force(q, x, 50, metric, set())
+    assert np.array_equal(pos, ref_pos) and np.array_equal(dist, ref_dist)
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])
+def test_answer_does_not_depend_on_block_or_tile_sizes(metric: str) -> None:
+    rng = np.random.default_rng(9)
+    x = (rng.standard_normal((2500, 40)) * rng.uniform(0.1, 10, (2500, 1))).astype(np.float16)
+    q = (rng.standard_normal((70, 40)) * rng.uniform(0.1, 10, (70, 1))).astype(np.float16)
+    runs = [knn_block(q, lambda a, b: x[a:b], len(x), 25, metric, rows, tile_queries=t) for rows, t in
+            [(97, 5), (2500, 70), (1024, 33)]]  # fmt: skip
+    ref_pos, ref_dist = brute_force(q, x, 25, metric, set())
+    for pos, dist in runs:
+        assert np.array_equal(pos, ref_pos) and np.array_equal(dist, ref_dist)
+
+
 def test_exclusions_beyond_the_first_k() -> None:
     rng = np.random.default_rng(7)
     x = rng.standard_normal((1500, 16)).astype(np.float32)

@@ -107,7 +107,9 @@ def open_features(storage: Storage, model: str, image_set: ImageSet | str) -> Fe
         if not storage.exists(npy_rel):
             raise DamagedFeaturesError(f"{storage.path(npy_rel)} is missing but its metadata exists")
         with storage.open(meta_rel) as fh:
-            meta = pq.read_table(fh, columns=["image_id", "row"])
+            # ParquetFile, not read_table: the latter imports pyarrow.dataset (time and memory a --memory-gb
+            # budget counts).
+            meta = pq.ParquetFile(fh).read(columns=["image_id", "row"])
         arr = np.load(storage.local_path(npy_rel), mmap_mode="r")
         if arr.ndim != 2 or arr.shape[0] != meta.num_rows:
             raise DamagedFeaturesError(

@@ -179,6 +179,7 @@ class PartRunner:
             (ex_q, ex_p),
             sizes.rerank_pairs,
             stats=stats,
+            tile_queries=sizes.tile_queries,
         )
         names = np.concatenate([np.full(len(db), i, dtype=np.int8) for i, db in enumerate(dbs)])
         all_ids = pa.concat_arrays([db.ids for db in dbs])

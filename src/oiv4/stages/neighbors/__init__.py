@@ -2,7 +2,8 @@
 
 from oiv4.contracts.errors import DamagedFeaturesError, NoFeaturesError
 from oiv4.io.vector_shards import FeatureStore, open_features
-from oiv4.stages.neighbors.search import METRICS, SearchSizes, SearchStats, exact_distances, knn_block, plan_sizes
+from oiv4.stages.neighbors.distances import METRICS, exact_distances
+from oiv4.stages.neighbors.search import SearchSizes, SearchStats, knn_block, plan_sizes
 
 __all__ = [
     "METRICS",
