@@ -121,6 +121,33 @@ def test_kill_9_on_the_pool_leaves_no_worker_and_the_rerun_keeps_finished_blocks
     assert out.read_bytes() == resumed
 
 
+def test_a_worker_killed_past_the_restarts_allowed_is_one_line_exit_7_and_the_rerun_finishes(tmp_path: Path) -> None:
+    tied_features(tmp_path, 6000, 600, dim=4)
+    base = [sys.executable, "-m", "oiv4", "neighbors", "--root", str(tmp_path), "--queries", "validation"]
+    args = [*base, "--database", "targets", "--k", "20", "--memory-gb", "0.0001"]
+    parts = tmp_path / "neighbors" / MODEL / "validation-targets.parts"
+    proc = subprocess.Popen([*args, "--workers", "2", "--max-pool-restarts", "0"], stderr=subprocess.PIPE, text=True)
+    while proc.poll() is None and not (parts.exists() and list(parts.glob("part-*.parquet"))):
+        time.sleep(0.01)
+    workers = _spawned_workers(proc.pid)
+    assert workers, "the run ended before a worker could be killed"
+    os.kill(workers[0], signal.SIGKILL)  # as the OOM killer would
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 7, err
+    assert err.strip().splitlines() == [
+        "oiv4 neighbors: worker processes kept dying (out of memory? killed?); finished query blocks are kept: "
+        "re-run to resume, with fewer --workers or a lower --memory-gb"
+    ]
+    kept = len(list(parts.glob("part-*.parquet")))
+    again = subprocess.run([*args, "--workers", "2"], check=True, capture_output=True, text=True)
+    assert f"({kept} finished query blocks kept)" in " ".join(again.stderr.split())
+    out = tmp_path / "neighbors" / MODEL / "validation-targets.parquet"
+    resumed = out.read_bytes()
+    out.unlink()
+    subprocess.run(args, check=True, stderr=subprocess.DEVNULL)
+    assert out.read_bytes() == resumed
+
+
 def test_bad_executor_options_are_one_line_and_write_nothing(tmp_path: Path) -> None:
     tied_features(tmp_path, 50, 10)
     base = ["neighbors", "--root", str(tmp_path), "--queries", "validation", "--database", "targets", "--k", "3"]

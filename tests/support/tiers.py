@@ -163,6 +163,7 @@ SECONDS: dict[str, float] = {
     "test_dask_executor.py::test_shard_that_raises_is_retried_by_dask": 18.4,
     "test_first_contact.py::test_refused_private_addresses_name_the_cli_flag": 17.7,
     "test_decode_budget.py::test_several_giant_images_at_once_never_hold_more_than_the_budget": 17.4,
+    "test_neighbors_executors.py::test_a_worker_killed_past_the_restarts_allowed_is_one_line_exit_7_and_the_rerun_finishes": 16.9,
     "test_shard_settings.py::test_fetch_resumed_with_another_quality_is_refused_then_forced_and_recorded": 17.3,
     "test_build.py::test_build_produces_all_four_sets_and_a_rerun_redoes_nothing": 16.4,
     "test_dask_executor.py::test_shard_failing_every_retry_raises_its_error": 16.0,
