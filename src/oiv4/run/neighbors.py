@@ -2,8 +2,8 @@
 
 Output `neighbors/<model>/<queries>-<database>.parquet` where <queries> is the set name, or
 `<set>.<N>s<seed>` for a seeded sample of N, and <database> joins several sets with `+`; a metric other
-than l2 adds `.<metric>`, `--exclude-duplicates` adds `.nodup`. The queries are cut into parts (one pass over
-the database each, sized from `--memory-gb`); each part is a task (`neighbors_part.PartRunner`) that any
+than l2 adds `.<metric>`, `--exclude-duplicates` adds `.nodup`. The queries are cut into parts (each one
+search over the whole database, sized from `--memory-gb`); each part is a task (`neighbors_part.PartRunner`) that any
 executor runs, this process by default, and writes `<name>.parts/part-NNNNN.parquet` atomically. When all
 are there they are joined, in part order, into the final file: the same bytes whatever ran the parts.
 """
