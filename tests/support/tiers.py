@@ -227,6 +227,7 @@ SECONDS: dict[str, float] = {
     "test_strict_decode.py::test_clean_jpegs_of_every_encoding_decode_with_no_warnings_and_match_pillow": 2.8,
     "test_mirror.py::test_same_seed_gives_the_same_bytes_and_another_seed_other_bytes": 2.8,
     "test_reader.py::test_manifest_joins_every_plan_row_with_its_outcome": 2.7,
+    "test_neighbors_dask.py::test_a_part_gives_faiss_the_threads_planned_for_it_on_a_dask_worker": 2.3,
     "test_archives_resume.py::test_resume_after_the_remote_changed_starts_over_and_says_so": 2.7,
     "test_archives_resume.py::test_kill_mid_download_resumes_and_fetches_only_the_missing_parts": 2.7,
     "test_first_contact.py::test_no_user_facing_message_names_a_settings_field": 2.6,

@@ -24,7 +24,7 @@ from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
 from oiv4.contracts.setting import setting
 from oiv4.io.storage import Storage
-from oiv4.run.executor import ExecutorSettings, run_shards
+from oiv4.run.executor import ExecutorSettings, default_workers, run_shards
 from oiv4.run.neighbors_part import (
     SCHEMA,
     STAGE,
@@ -39,7 +39,7 @@ from oiv4.run.neighbors_part import (
 from oiv4.stages.base import ShardTask
 from oiv4.stages.neighbors import SearchSizes, SearchStats, plan_sizes
 
-__all__ = ["SCHEMA", "NeighborsExecutor", "NeighborsSettings", "parts_executor", "run_neighbors"]
+__all__ = ["SCHEMA", "NeighborsExecutor", "NeighborsSettings", "faiss_threads", "parts_executor", "run_neighbors"]
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,16 @@ def parts_executor(executor: ExecutorSettings | None) -> ExecutorSettings:
     return executor
 
 
+def faiss_threads(executor: ExecutorSettings) -> int | None:
+    """OpenMP threads for faiss in each worker process this machine starts: its cores shared among them (a
+    Dask nanny starts every worker with OMP_NUM_THREADS=1, and a pool of N would run N x cores threads).
+    None for this process and for a running cluster's workers: their own environment decides
+    (docs/similarity.md says how to give a Dask worker its machine's cores)."""
+    if executor.kind == "thread" or executor.scheduler:
+        return None
+    return max(1, default_workers() // (executor.workers or default_workers()))
+
+
 # Kept together: the checks, the resume stamp, the parts and the join share one set of sizes and names; the
 # resume rule (a part is reused only under the same stamp) is visible only while they sit together.
 def run_neighbors(
@@ -140,16 +150,18 @@ def run_neighbors(
         for p in storage.glob(LAYOUT.neighbors_parts_glob(s.model, s.file_name)):
             storage.remove(p)
     storage.write_bytes(stamp_rel, stamp.encode())
+    executor = parts_executor(executor)
+    part = PartSettings(s, plan.sizes, faiss_threads(executor))
     part_rels, tasks = [], []
     for b, start in enumerate(range(0, plan.queries, plan.q_rows)):
         rel = LAYOUT.neighbors_part(s.model, s.file_name, b)
         part_rels.append(rel)
         if not storage.exists(rel):
             stop = min(start + plan.q_rows, plan.queries)
-            tasks.append(ShardTask(STAGE, ImageSet(s.queries), b, start, stop, storage, PartSettings(s, plan.sizes)))
+            tasks.append(ShardTask(STAGE, ImageSet(s.queries), b, start, stop, storage, part))
     runner = PartRunner()
     try:
-        results = run_shards(tasks, runner, parts_executor(executor), interrupt=runner.interrupt)
+        results = run_shards(tasks, runner, executor, interrupt=runner.interrupt)
     except BrokenProcessPool:
         raise ExecutionError(
             "worker processes kept dying (out of memory? killed?); finished query blocks are kept: re-run to "

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from oiv4.contracts.errors import InputError, Interrupted
+from oiv4.contracts.extras import require
 from oiv4.contracts.layout import LAYOUT
 from oiv4.io.storage import Storage
 from oiv4.stages.base import ShardResult, ShardTask
@@ -71,6 +72,9 @@ class PartSettings:
 
     run: NeighborsSettings
     sizes: SearchSizes
+    # OpenMP threads of faiss (and of the BLAS it brings) in the process running the part; None: as that
+    # process's environment says. Speed only: the answer does not depend on them.
+    threads: int | None = None
 
 
 def open_stores(storage: Storage, s: NeighborsSettings) -> tuple[FeatureStore, list[FeatureStore]]:
@@ -153,6 +157,9 @@ class PartRunner:
         rel = LAYOUT.neighbors_part(s.model, s.file_name, task.shard)
         if storage.exists(rel):  # a retried task whose first attempt got as far as the rename
             return ShardResult(task.image_set, task.shard, skipped=task.stop - task.start, detail=stats)
+        if task.settings.threads:
+            faiss = require("faiss", extra="neighbors", feature="the exact kNN search")
+            faiss.omp_set_num_threads(task.settings.threads)
         qstore, dbs = open_stores(storage, s)
         qpos = query_positions(s, len(qstore))[task.start : task.stop]
         qids = query_ids(qstore, qpos)
