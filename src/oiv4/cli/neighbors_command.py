@@ -35,10 +35,10 @@ def neighbors_cmd(
 ) -> None:
     """Exact kNN ground truth; writes neighbors/<model>/<queries>-<database>.parquet (resumable).
 
-    The queries are cut into blocks (one pass over the database each, sized from --memory-gb), each written as a
-    part file, so a killed run keeps its finished blocks. By default they run one after another in this process;
-    --workers N runs N at once in worker processes, --executor dask (or --scheduler ADDRESS) on a Dask cluster
-    whose workers see the root: the output is the same bytes whichever runs them.
+    The queries are cut into blocks (one search over the whole database each, sized from --memory-gb), each
+    written as a part file, so a killed run keeps its finished blocks. By default they run one after another in
+    this process; --workers N runs N at once in worker processes, --executor dask (or --scheduler ADDRESS) on a
+    Dask cluster whose workers see the root: the output is the same bytes whichever runs them.
 
     Example: oiv4 neighbors --root /data/open_images --queries validation:1000 --database targets --k 100
     """
