@@ -198,6 +198,15 @@ def test_bad_input_is_one_line(tmp_path) -> None:
     assert r.exit_code == 3 and "oiv4 dedup" in r.output
 
 
+def test_a_budget_below_the_runtime_is_refused_not_exceeded(tmp_path) -> None:
+    write_features(tmp_path, MODEL, "targets", np.ones((10, 4), np.float16))
+    base = ["neighbors", "--root", str(tmp_path), "--queries", "targets", "--database", "targets", "--k", "3"]
+    r = CliRunner().invoke(app, [*base, "--memory-gb", "0.2"])
+    assert r.exit_code == 2, r.output
+    assert "--memory-gb 0.2 is below what this search needs, 0.26" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "neighbors").exists()
+
+
 def test_resume_after_kill_is_byte_identical(tmp_path) -> None:
     rng = np.random.default_rng(3)
     write_features(tmp_path, MODEL, "targets", rng.standard_normal((3000, 16)).astype(np.float16), 500)

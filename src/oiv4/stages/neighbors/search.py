@@ -19,12 +19,14 @@ So float32 rounding, in faiss or in BLAS, cannot change the answer.
 
 from __future__ import annotations
 
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
+from oiv4.contracts.errors import UsageError
 from oiv4.stages.neighbors.candidates import Blocks, as_float32, candidate_pass, rounding_bound
 from oiv4.stages.neighbors.distances import exact_distances
 from oiv4.stages.neighbors.exact_scan import widen
@@ -33,6 +35,8 @@ from oiv4.stages.neighbors.exact_scan import widen
 #: loads ~60 MB of modules), faiss, and the per-thread buffers of two BLAS libraries (numpy's and faiss's):
 #: measured 0.19-0.22 GiB, counted against --memory-gb before anything is sized.
 RUNTIME_BYTES = 224 * 2**20
+#: The least the search itself is given: below it, blocks and parts get so small that it crawls.
+MIN_WORK_BYTES = 32 * 2**20
 #: Threads for the float64 re-rank (at most one per core).
 RERANK_THREADS = 8
 #: Bytes per database row held for the whole run: its id (Arrow string), its set index, exclusion bookkeeping.
@@ -83,12 +87,19 @@ def plan_sizes(memory_gb: float, dim: int, itemsize: int, k: int, extra: int, da
     (their vectors, the candidate heaps, the exact re-scores, the output rows) and 1/4 to the float64 re-rank
     (gathered rows as stored, their float64 copies and one temporary). Parts cost little: every part is one
     more read of the database, but the arithmetic is the same whatever the number of parts. Deterministic in
-    its inputs, so a resumed run cuts the queries into the same parts. A budget below the runtime itself
-    cannot be met: the sizes are then taken from an eighth of it, with floors (16 queries, 256 rows, 64
-    pairs) that keep the search going.
+    its inputs, so a resumed run cuts the queries into the same parts. A budget that cannot hold the runtime,
+    the bookkeeping and `MIN_WORK_BYTES` is refused (UsageError) rather than silently exceeded.
     """
     budget = memory_gb * 2**30
-    work = max(budget - RUNTIME_BYTES - database_size * DB_ROW_BYTES, budget / 8)
+    floor = RUNTIME_BYTES + database_size * DB_ROW_BYTES + MIN_WORK_BYTES
+    if budget < floor:
+        raise UsageError(
+            f"--memory-gb {memory_gb:g} is below what this search needs, {math.ceil(floor / 2**30 * 100) / 100:.2f}:"
+            f" the runtime takes ~{RUNTIME_BYTES / 2**30:.2f} GiB, the {database_size:,} database rows"
+            f" {database_size * DB_ROW_BYTES / 2**20:.0f} MiB of bookkeeping, and the search"
+            f" {MIN_WORK_BYTES / 2**20:.0f} MiB to work in"
+        )
+    work = budget - RUNTIME_BYTES - database_size * DB_ROW_BYTES
     want = k + extra + margin_for(dim)
     db_rows = max(256, min(BLOCK_ROWS, int(work / 4 / (dim * (itemsize + 4) + 8))))
     tile_queries = max(16, min(TILE_QUERIES, int(work / 4 / (db_rows * 4))))
