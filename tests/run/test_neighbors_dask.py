@@ -23,7 +23,8 @@ from oiv4.run.neighbors_part import PartRunner, PartSettings
 from oiv4.stages.base import ShardTask
 from oiv4.stages.neighbors import SearchStats, plan_sizes
 
-SETTINGS = NeighborsSettings(MODEL, "validation", None, ("targets", "validation"), 20, "l2", 0.0001)
+#: Blocks of 16 queries: 38 parts, enough to spread over the workers.
+SETTINGS = NeighborsSettings(MODEL, "validation", None, ("targets", "validation"), 20, "l2", 0.5, part_queries=16)
 FILE = f"neighbors/{MODEL}/validation-targets+validation.parquet"
 
 
@@ -57,7 +58,7 @@ def test_blocks_sent_to_a_running_scheduler_run_on_its_workers_and_give_the_same
     assert (tmp_path / "dask" / FILE).read_bytes() == expected
     assert expected_stats.widened > 0 and stats == expected_stats
     blocks = [t for t in tasks.data if str(t["key"]).startswith("neighbors-validation-")]
-    assert len(blocks) == 600 // 16 + 1  # one task per block of 16 queries (the floor --memory-gb 0.0001 gives)
+    assert len(blocks) == 600 // 16 + 1  # one task per block of 16 queries
     assert len({t["key"] for t in blocks}) == len(blocks)
     assert {t["worker"] for t in blocks} == set(client.scheduler_info()["workers"])  # both workers took blocks
 
@@ -67,7 +68,7 @@ def test_cli_executor_dask_starts_its_own_cluster_of_workers_and_gives_the_same_
     root = tmp_path / "dask"
     tied_features(root, 3000, 600)
     args = ["neighbors", "--root", str(root), "--queries", "validation", "--database", "targets,validation"]
-    args += ["--k", "20", "--memory-gb", "0.0001", "--executor", "dask", "--workers", "2"]
+    args += ["--k", "20", "--memory-gb", "0.5", "--part-queries", "16", "--executor", "dask", "--workers", "2"]
     with caplog.at_level(logging.INFO, logger="oiv4.run.dask_executor"):
         r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output

@@ -52,7 +52,9 @@ def brute_force_ids(x: np.ndarray, ids: list[str], query_ids: list[str], k: int)
 
 def test_two_pool_workers_give_the_bytes_of_one_process_and_the_summed_search_counts(tmp_path: Path) -> None:
     # A seeded sample, drawn again in every worker: each must take the same queries for its positions.
-    settings = NeighborsSettings(MODEL, "validation", 550, ("targets", "validation"), 20, "l2", 0.0001, seed=7)
+    settings = NeighborsSettings(
+        MODEL, "validation", 550, ("targets", "validation"), 20, "l2", 0.5, seed=7, part_queries=16
+    )
     out = {}
     stats = {"one": SearchStats(), "pool": SearchStats()}
     executors = {"one": None, "pool": ExecutorSettings(kind="local", workers=2)}
@@ -92,7 +94,7 @@ def test_kill_9_on_the_pool_leaves_no_worker_and_the_rerun_keeps_finished_blocks
 ) -> None:
     tied_features(tmp_path, 10000, 1000, dim=4)  # 4-d: blocks fast enough for a short test
     base = [sys.executable, "-m", "oiv4", "neighbors", "--root", str(tmp_path), "--queries", "validation"]
-    args = [*base, "--database", "targets", "--k", "20", "--memory-gb", "0.0001"]
+    args = [*base, "--database", "targets", "--k", "20", "--memory-gb", "0.5", "--part-queries", "16"]
     parts = tmp_path / "neighbors" / MODEL / "validation-targets.parts"
     proc = subprocess.Popen([*args, "--workers", "2"], stderr=subprocess.DEVNULL)
     workers: list[int] = []
@@ -124,7 +126,7 @@ def test_kill_9_on_the_pool_leaves_no_worker_and_the_rerun_keeps_finished_blocks
 def test_a_worker_killed_past_the_restarts_allowed_is_one_line_exit_7_and_the_rerun_finishes(tmp_path: Path) -> None:
     tied_features(tmp_path, 6000, 600, dim=4)
     base = [sys.executable, "-m", "oiv4", "neighbors", "--root", str(tmp_path), "--queries", "validation"]
-    args = [*base, "--database", "targets", "--k", "20", "--memory-gb", "0.0001"]
+    args = [*base, "--database", "targets", "--k", "20", "--memory-gb", "0.5", "--part-queries", "16"]
     parts = tmp_path / "neighbors" / MODEL / "validation-targets.parts"
     proc = subprocess.Popen([*args, "--workers", "2", "--max-pool-restarts", "0"], stderr=subprocess.PIPE, text=True)
     while proc.poll() is None and not (parts.exists() and list(parts.glob("part-*.parquet"))):

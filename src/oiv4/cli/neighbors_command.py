@@ -32,6 +32,13 @@ def neighbors_cmd(
     ),
     exclude_duplicates: bool = typer.Option(False, "--exclude-duplicates", help="Drop pairs oiv4 dedup found."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the query sample."),
+    part_queries: int | None = typer.Option(
+        None,
+        "--part-queries",
+        min=1,
+        help="At most this many queries per block (default: as many as --memory-gb allows): more, smaller blocks "
+        "keep more workers busy, each reading the database again.",
+    ),
 ) -> None:
     """Exact kNN ground truth; writes neighbors/<model>/<queries>-<database>.parquet (resumable).
 
@@ -54,7 +61,9 @@ def neighbors_cmd(
         qname = ImageSet(qset).value
     except ValueError as exc:
         raise UsageError(f"bad --queries/--database: {exc}") from None
-    settings = NeighborsSettings(model, qname, sample, names, k, metric, memory_gb, exclude_duplicates, seed)
+    settings = NeighborsSettings(
+        model, qname, sample, names, k, metric, memory_gb, exclude_duplicates, seed, part_queries
+    )
     with writing(root, "oiv4 neighbors") as storage:
         out, reused = run_neighbors(storage, settings, executor=executor)
     err.print(f"  wrote {out}" + (f" ({reused} finished query blocks kept)" if reused else ""))

@@ -96,7 +96,7 @@ def _plan(storage: Storage, s: NeighborsSettings) -> _Plan:
     extra = int(np.bincount(ex_q).max()) if len(ex_q) else 0
     itemsize = max(x.dtype.itemsize for x in [qstore, *dbs])
     sizes = plan_sizes(s.memory_gb, qstore.dim, itemsize, s.k, extra, total)
-    return _Plan(len(qpos), max(1, min(sizes.query_rows, len(qpos))), sizes)
+    return _Plan(len(qpos), max(1, min(sizes.query_rows, s.part_queries or len(qpos), len(qpos))), sizes)
 
 
 def parts_executor(executor: ExecutorSettings | None) -> ExecutorSettings:

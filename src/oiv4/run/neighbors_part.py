@@ -53,6 +53,9 @@ class NeighborsSettings:
     memory_gb: float = 2.0  # per process that searches: N workers hold about N times this
     exclude_duplicates: bool = False
     seed: int = 0
+    # At most this many queries per part (None: as many as --memory-gb allows): more, smaller parts keep more
+    # workers busy, each reading the database again.
+    part_queries: int | None = None
 
     @property
     def file_name(self) -> str:
