@@ -16,10 +16,14 @@ import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
 from oiv4.cli import app
+from oiv4.contracts.layout import LAYOUT
+from oiv4.contracts.schema import ImageSet
 from oiv4.io.storage import Storage
 from oiv4.run.executor import ExecutorSettings
 from oiv4.run.neighbors import NeighborsSettings, run_neighbors
-from oiv4.stages.neighbors import SearchStats, exact_distances
+from oiv4.run.neighbors_part import PartRunner, PartSettings
+from oiv4.stages.base import ShardTask
+from oiv4.stages.neighbors import SearchStats, exact_distances, plan_sizes
 from support.feature_shards import write_features
 
 MODEL = "vgg16-fc2"
@@ -148,6 +152,28 @@ def test_a_worker_killed_past_the_restarts_allowed_is_one_line_exit_7_and_the_re
     out.unlink()
     subprocess.run(args, check=True, stderr=subprocess.DEVNULL)
     assert out.read_bytes() == resumed
+
+
+def test_a_block_retried_after_its_file_was_written_is_not_searched_again(tmp_path: Path) -> None:
+    # What a Dask retry meets when the worker died between the rename and reporting back.
+    tied_features(tmp_path, 300, 40)
+    settings = NeighborsSettings(MODEL, "validation", None, ("targets",), 5, part_queries=16)
+    task = ShardTask(
+        "neighbors",
+        ImageSet("validation"),
+        1,
+        16,
+        32,
+        Storage(str(tmp_path)),
+        PartSettings(settings, plan_sizes(settings.memory_gb, 8, 2, 5, 0, 300)),
+    )
+    part = tmp_path / LAYOUT.neighbors_part(MODEL, settings.file_name, 1)
+    first = PartRunner()(task)
+    written = (part.read_bytes(), part.stat().st_mtime_ns)
+    again = PartRunner()(task)
+    assert (first.skipped, again.skipped) == (0, 16)
+    assert (part.read_bytes(), part.stat().st_mtime_ns) == written
+    assert pq.read_table(part)["query_id"].to_pylist()[::5] == [f"b{i:015x}" for i in range(16, 32)]
 
 
 def test_bad_executor_options_are_one_line_and_write_nothing(tmp_path: Path) -> None:
