@@ -7,7 +7,7 @@ own fresh interpreter; wall and CPU seconds come from the parent, peak RSS is th
 wall), both peak RSS against the budget, how many neighbour lists are identical, and checks the first
 queries whose lists differ against a float64 brute force (oiv4's definition of the answer).
 
-    .venv/bin/python benchmarks/knn.py --queries 10000 --database 500000 --dim 512 --k 100 --memory-gb 0.25
+    .venv/bin/python benchmarks/knn.py --queries 10000 --database 500000 --dim 512 --k 100 --memory-gb 0.5
 
 Targets (issue 19): >= 0.8x IndexFlat's speed, peak RSS under --memory-gb, identical results.
 """
@@ -118,7 +118,7 @@ def main() -> None:
     ap.add_argument("--database", type=int, default=200_000)
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--k", type=int, default=100)
-    ap.add_argument("--memory-gb", type=float, default=0.25)
+    ap.add_argument("--memory-gb", type=float, default=0.5)
     ap.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="as stored")
     ap.add_argument("--check", type=int, default=10, help="differing lists checked against the brute force")
     a = ap.parse_args()

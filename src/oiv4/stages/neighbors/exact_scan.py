@@ -8,6 +8,7 @@ from oiv4.stages.neighbors.candidates import Blocks
 from oiv4.stages.neighbors.distances import exact_distances
 
 EPS32 = float(np.finfo(np.float32).eps)
+#: (query index, database position) pairs never to return.
 Pairs = tuple[np.ndarray, np.ndarray]
 
 

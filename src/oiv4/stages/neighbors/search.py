@@ -28,8 +28,8 @@ import numpy as np
 
 from oiv4.contracts.errors import UsageError
 from oiv4.stages.neighbors.candidates import Blocks, as_float32, candidate_pass, rounding_bound
-from oiv4.stages.neighbors.distances import exact_distances
-from oiv4.stages.neighbors.exact_scan import widen
+from oiv4.stages.neighbors.distances import exact_distances, row_norms
+from oiv4.stages.neighbors.exact_scan import Pairs, widen
 
 #: What the process holds besides the search's buffers: interpreter, numpy, pyarrow (its Parquet reader
 #: loads ~60 MB of modules), faiss, and the per-thread buffers of two BLAS libraries (numpy's and faiss's):
@@ -41,8 +41,6 @@ MIN_WORK_BYTES = 32 * 2**20
 RERANK_THREADS = 8
 #: Bytes per database row held for the whole run: its id (Arrow string), its set index, exclusion bookkeeping.
 DB_ROW_BYTES = 48
-
-Pairs = tuple[np.ndarray, np.ndarray]
 
 
 def _no_pairs() -> Pairs:
@@ -195,9 +193,14 @@ def _rerank(
     threads = max(1, min(RERANK_THREADS, os.cpu_count() or 1))
     step = max(1, pairs // threads)
 
-    def score(c: int, hi: int, block: np.ndarray, start: int) -> None:
+    # Cosine: each query's and each row's norm once, not once per pair (the same bits: `row_norms`).
+    q_norms = row_norms(queries) if metric == "cosine" else None
+
+    def score(c: int, hi: int, block: np.ndarray, start: int, x_norms: np.ndarray | None) -> None:
         sel = order[c : min(c + step, hi)]
-        exact[sel] = exact_distances(queries[sel // width], block[flat[sel] - start], metric)
+        qi, bj = sel // width, flat[sel] - start
+        norms = (q_norms[qi], x_norms[bj]) if q_norms is not None and x_norms is not None else (None, None)
+        exact[sel] = exact_distances(queries[qi], block[bj], metric, *norms)
 
     with ThreadPoolExecutor(threads) as pool:
         for start in range(0, n, rows):
@@ -205,8 +208,10 @@ def _rerank(
             if hi == lo:
                 continue
             block = database_block(start, min(start + rows, n))
+            x_norms = row_norms(block) if q_norms is not None else None
             for c0 in range(lo, hi, step * threads):
-                done = [pool.submit(score, c, hi, block, start) for c in range(c0, min(c0 + step * threads, hi), step)]
+                chunks = range(c0, min(c0 + step * threads, hi), step)
+                done = [pool.submit(score, c, hi, block, start, x_norms) for c in chunks]
                 for f in done:
                     f.result()
     return exact.reshape(cand_pos.shape)
