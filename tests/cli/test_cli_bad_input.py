@@ -69,6 +69,8 @@ def _args(name: str, flag: str, value: str, root: Path) -> list[str]:
     cmd = COMMAND.commands[name]
     nargs = next(p.nargs for p in cmd.params if p.opts and p.opts[0] == flag)
     args = [name] + (["targets"] if name in ("archives", "features") else [])
+    if name == "neighbors":  # required, else their absence is reported before a bad executor option
+        args += ["--queries", "validation", "--database", "targets"]
     if any(p.opts and p.opts[0] == "--root" for p in cmd.params):
         args += ["--root", str(root)]
     return [*args, flag, *([value] * max(1, nargs))]

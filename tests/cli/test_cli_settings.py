@@ -19,7 +19,7 @@ from oiv4.stages.fetch import FetchSettings
 
 GENERATED = (
     "metadata", "plan", "archives", "fetch", "verify", "report", "build", "demo", "hash", "estimate", "features",
-    "dedup",
+    "dedup", "neighbors",
 )  # fmt: skip
 
 
@@ -225,7 +225,8 @@ def _owner(cls: type, path: tuple[str, ...]) -> type:
 
     for name in path[:-1]:
         cls = typing.get_type_hints(cls)[name]
-    return cls
+    # The class that declares the field, which may be a base of the group's class (NeighborsExecutor).
+    return next(c for c in cls.__mro__ if path[-1] in vars(c).get("__annotations__", {}))
 
 
 def test_one_shared_option_sets_every_stage_and_stage_transfers_keep_their_defaults(monkeypatch, tmp_path) -> None:

@@ -168,7 +168,9 @@ def test_cli_several_database_sets_never_return_the_query(tmp_path, metric: str)
             "--metric",
             metric,
             "--memory-gb",
-            "0.00001",
+            "0.5",
+            "--part-queries",
+            "16",
         ],
     )
     assert r.exit_code == 0, r.output
@@ -225,7 +227,9 @@ def test_resume_after_kill_is_byte_identical(tmp_path) -> None:
         "--k",
         "20",
         "--memory-gb",
-        "0.0001",
+        "0.5",
+        "--part-queries",
+        "16",
     ]
     parts = tmp_path / "neighbors" / MODEL / "validation-targets.parts"
     proc = subprocess.Popen(args, stderr=subprocess.DEVNULL)

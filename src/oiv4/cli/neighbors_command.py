@@ -7,23 +7,45 @@ import typer
 from oiv4.cli.app import app
 from oiv4.cli.app import console as err
 from oiv4.cli.guard import writing
+from oiv4.cli.options import settings_command
 from oiv4.contracts.errors import UsageError
 from oiv4.contracts.schema import ImageSet
+from oiv4.run.neighbors import NeighborsExecutor
 
 
 @app.command("neighbors", rich_help_panel="Similarity")
+@settings_command({"executor": NeighborsExecutor})
 def neighbors_cmd(
+    executor: NeighborsExecutor,
     root: str = typer.Option(..., "--root", "-r", help="Where the sets and their features are."),
     queries: str = typer.Option(..., "--queries", help="SET, or SET:N for a seeded sample of N images."),
     database: str = typer.Option(..., "--database", help="SET[,SET...] to search, in tie order."),
     model: str = typer.Option("vgg16-fc2", "--model", help="Feature model (as given to oiv4 features)."),
     k: int = typer.Option(100, "--k", min=1, help="Neighbours per query."),
     metric: str = typer.Option("l2", "--metric", help="l2 (squared), ip or cosine."),
-    memory_gb: float = typer.Option(2.0, "--memory-gb", min=1e-6, help="Memory bound for the search."),
+    memory_gb: float = typer.Option(
+        2.0,
+        "--memory-gb",
+        min=1e-6,
+        help="Memory bound of each process that searches (this one, or each worker: --workers N holds about N "
+        "times this).",
+    ),
     exclude_duplicates: bool = typer.Option(False, "--exclude-duplicates", help="Drop pairs oiv4 dedup found."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the query sample."),
+    part_queries: int | None = typer.Option(
+        None,
+        "--part-queries",
+        min=1,
+        help="At most this many queries per block (default: as many as --memory-gb allows): more, smaller blocks "
+        "keep more workers busy, each reading the database again.",
+    ),
 ) -> None:
     """Exact kNN ground truth; writes neighbors/<model>/<queries>-<database>.parquet (resumable).
+
+    The queries are cut into blocks (one search over the whole database each, sized from --memory-gb), each
+    written as a part file, so a killed run keeps its finished blocks. By default they run one after another in
+    this process; --workers N runs N at once in worker processes, --executor dask (or --scheduler ADDRESS) on a
+    Dask cluster whose workers see the root: the output is the same bytes whichever runs them.
 
     Example: oiv4 neighbors --root /data/open_images --queries validation:1000 --database targets --k 100
     """
@@ -39,7 +61,9 @@ def neighbors_cmd(
         qname = ImageSet(qset).value
     except ValueError as exc:
         raise UsageError(f"bad --queries/--database: {exc}") from None
-    settings = NeighborsSettings(model, qname, sample, names, k, metric, memory_gb, exclude_duplicates, seed)
+    settings = NeighborsSettings(
+        model, qname, sample, names, k, metric, memory_gb, exclude_duplicates, seed, part_queries
+    )
     with writing(root, "oiv4 neighbors") as storage:
-        out, reused = run_neighbors(storage, settings)
+        out, reused = run_neighbors(storage, settings, executor=executor)
     err.print(f"  wrote {out}" + (f" ({reused} finished query blocks kept)" if reused else ""))

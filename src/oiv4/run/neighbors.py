@@ -1,104 +1,85 @@
-"""`oiv4 neighbors`: exact kNN ground truth, resumable per block of queries.
+"""`oiv4 neighbors`: exact kNN ground truth, resumable per block of queries, each block a task for an executor.
 
 Output `neighbors/<model>/<queries>-<database>.parquet` where <queries> is the set name, or
 `<set>.<N>s<seed>` for a seeded sample of N, and <database> joins several sets with `+`; a metric other
-than l2 adds `.<metric>`, `--exclude-duplicates` adds `.nodup`. Each block of queries is written atomically
-as `<name>.parts/part-NNNNN.parquet`; when all are there they are joined into the final file.
+than l2 adds `.<metric>`, `--exclude-duplicates` adds `.nodup`. The queries are cut into parts (each one
+search over the whole database, sized from `--memory-gb`); each part is a task (`neighbors_part.PartRunner`) that any
+executor runs, this process by default, and writes `<name>.parts/part-NNNNN.parquet` atomically. When all
+are there they are joined, in part order, into the final file: the same bytes whatever ran the parts.
 """
 
 from __future__ import annotations
 
-import io
+import dataclasses
 import json
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from oiv4.contracts.errors import InputError
+from oiv4.contracts.errors import ExecutionError, InputError
 from oiv4.contracts.layout import LAYOUT
+from oiv4.contracts.schema import ImageSet
+from oiv4.contracts.setting import setting
 from oiv4.io.storage import Storage
-from oiv4.stages.neighbors import FeatureStore, SearchStats, knn_block, open_features, plan_sizes
-
-SCHEMA = pa.schema(
-    [
-        ("query_id", pa.string()),
-        ("rank", pa.int32()),
-        ("neighbor_id", pa.string()),
-        ("neighbor_set", pa.string()),
-        ("distance", pa.float64()),
-    ]
+from oiv4.run.executor import ExecutorSettings, default_workers, run_shards
+from oiv4.run.neighbors_part import (
+    SCHEMA,
+    STAGE,
+    NeighborsSettings,
+    PartRunner,
+    PartSettings,
+    exclusions,
+    open_stores,
+    query_ids,
+    query_positions,
 )
+from oiv4.stages.base import ShardTask
+from oiv4.stages.neighbors import SearchSizes, SearchStats, plan_sizes
+
+__all__ = ["SCHEMA", "NeighborsExecutor", "NeighborsSettings", "faiss_threads", "parts_executor", "run_neighbors"]
 
 
 @dataclass(frozen=True)
-class NeighborsSettings:
-    """What `oiv4 neighbors` computes."""
+class NeighborsExecutor(ExecutorSettings):
+    """`ExecutorSettings` as `oiv4 neighbors` defaults them: one part at a time, in this process (each worker
+    holds its own --memory-gb, so more of them is asked for, never assumed from the cores)."""
 
-    model: str
-    queries: str
-    sample: int | None
-    database: tuple[str, ...]
-    k: int = 100
-    metric: str = "l2"
-    memory_gb: float = 2.0
-    exclude_duplicates: bool = False
-    seed: int = 0
-
-    @property
-    def file_name(self) -> str:
-        q = self.queries if self.sample is None else f"{self.queries}.{self.sample}s{self.seed}"
-        name = f"{q}-{'+'.join(self.database)}"
-        if self.metric != "l2":
-            name += f".{self.metric}"
-        if self.exclude_duplicates:
-            name += ".nodup"
-        return name
-
-
-def _exclusions(storage: Storage, s: NeighborsSettings, qids: np.ndarray, dbs: list[FeatureStore]) -> tuple:
-    """(query index, database position) pairs never returned: the query itself, and dedup pairs if asked."""
-    # Matched in Arrow (hash lookups over the id arrays), never as Python objects: a database of millions
-    # of ids as str objects or a dict would cost more than a --memory-gb of a few hundred MB allows.
-    query_ids = pa.array(qids, pa.string())
-    pairs_q, pairs_p, offset = [], [], 0
-    for db in dbs:
-        pos = pc.index_in(query_ids, value_set=db.ids)
-        hit = pos.is_valid().to_numpy(zero_copy_only=False)
-        pairs_q.append(np.flatnonzero(hit))
-        pairs_p.append(pos.to_numpy(zero_copy_only=False)[hit].astype(np.int64) + offset)
-        offset += len(db)
-    if s.exclude_duplicates:
-        rel = LAYOUT.dedup_pairs()
-        if not storage.exists(rel):
-            raise InputError(f"--exclude-duplicates needs {storage.path(rel)}: run `oiv4 dedup --root {storage.root}`")
-        with storage.open(rel) as fh:
-            t = pq.ParquetFile(fh).read(columns=["id_a", "set_a", "id_b", "set_b"])
-        both = [(t["id_a"], t["set_a"], t["id_b"], t["set_b"]), (t["id_b"], t["set_b"], t["id_a"], t["set_a"])]
-        offset = 0
-        for db in dbs:
-            for qa, qs, da, ds in both:
-                m = pc.and_(pc.equal(qs, s.queries), pc.equal(ds, db.image_set))
-                qi = pc.index_in(pc.filter(qa, m), value_set=query_ids)
-                pi = pc.index_in(pc.filter(da, m), value_set=db.ids)
-                hit = pc.and_(qi.is_valid(), pi.is_valid())
-                pairs_q.append(pc.filter(qi, hit).to_numpy().astype(np.int64))
-                pairs_p.append(pc.filter(pi, hit).to_numpy().astype(np.int64) + offset)
-            offset += len(db)
-    return np.concatenate(pairs_q).astype(np.int64), np.concatenate(pairs_p).astype(np.int64)
+    kind: str = setting(
+        "local",
+        help="local: worker processes on this machine (with --workers 2 or more). dask: one Dask task per block of "
+        "queries; each worker memory-maps the vectors under --root and writes its part file there (a folder "
+        "mounted at the same path everywhere). See docs/similarity.md.",
+        flag="--executor",
+        choices=("local", "dask"),
+    )
+    workers: int | None = setting(
+        1,
+        help="Query blocks searched at once, each in its own worker process within --memory-gb: the local "
+        "pool's, or the LocalCluster's with --executor dask and no --scheduler (a running cluster brings its "
+        "own workers). 1 with --executor local searches in this process.",
+        flag="--workers",
+    )
+    scheduler: str | None = setting(
+        None,
+        help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (implies --executor dask).",
+        flag="--scheduler",
+        default_text="a LocalCluster of --workers processes",
+    )
 
 
-# Kept long: the checks, block sizes, resume stamp and per-block parts share one set of sizes and names; the
-# resume rule (a part is reused only under the same stamp) is visible only while they sit together.
-def run_neighbors(storage: Storage, s: NeighborsSettings, stats: SearchStats | None = None) -> tuple[str, int]:
-    """Compute (or finish) the ground truth; returns (output path relative to the root, query blocks reused).
+@dataclass(frozen=True)
+class _Plan:
+    queries: int
+    q_rows: int
+    sizes: SearchSizes
 
-    `stats`, when given, counts what the searches did (queries widened, GPU or not).
-    """
-    qstore = open_features(storage, s.model, s.queries)
-    dbs = [open_features(storage, s.model, name) for name in s.database]
+
+def _plan(storage: Storage, s: NeighborsSettings) -> _Plan:
+    """Check the input and size the search; the ids and exclusions read for it are dropped on return."""
+    qstore, dbs = open_stores(storage, s)
     for db in dbs:
         if db.dim != qstore.dim:
             raise InputError(
@@ -107,34 +88,59 @@ def run_neighbors(storage: Storage, s: NeighborsSettings, stats: SearchStats | N
     total = sum(len(db) for db in dbs)
     if s.k > total - (1 if s.queries in s.database else 0) or s.k < 1:
         raise InputError(f"--k {s.k} is larger than the database ({total:,} vectors)")
-    qpos = np.arange(len(qstore))
-    if s.sample is not None:
-        if s.sample > len(qstore):
-            raise InputError(f"{s.queries}:{s.sample} asks for more queries than {s.queries} has ({len(qstore):,})")
-        qpos = np.sort(np.random.default_rng(s.seed).choice(len(qstore), s.sample, replace=False))
-    qids = np.asarray(qstore.ids.take(pa.array(qpos)).to_pylist(), dtype=str)
-    # The Parquet reads above leave freed buffers in Arrow's pool: give them back before the search sizes itself.
-    pa.default_memory_pool().release_unused()
-    ex_q, ex_p = _exclusions(storage, s, qids, dbs)
-    offsets = np.cumsum([0] + [len(db) for db in dbs])
-
-    def database_block(start: int, stop: int) -> np.ndarray:
-        parts = []
-        for i, db in enumerate(dbs):
-            lo, hi = max(start, offsets[i]), min(stop, offsets[i + 1])
-            if hi > lo:
-                parts.append(db.block(int(lo - offsets[i]), int(hi - offsets[i])))
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
+    qpos = query_positions(s, len(qstore))
+    ex_q, _ = exclusions(storage, s, query_ids(qstore, qpos), dbs)
     # Every buffer of the search is sized from --memory-gb (the search decides how; the largest stored
-    # itemsize, since sets of one model may differ in dtype).
+    # itemsize, since sets of one model may differ in dtype). Sized here once, so every part, whichever
+    # process runs it, uses the same sizes.
     extra = int(np.bincount(ex_q).max()) if len(ex_q) else 0
     itemsize = max(x.dtype.itemsize for x in [qstore, *dbs])
     sizes = plan_sizes(s.memory_gb, qstore.dim, itemsize, s.k, extra, total)
-    q_rows = max(1, min(sizes.query_rows, len(qpos)))
+    return _Plan(len(qpos), max(1, min(sizes.query_rows, s.part_queries or len(qpos), len(qpos))), sizes)
+
+
+def parts_executor(executor: ExecutorSettings | None) -> ExecutorSettings:
+    """Where the parts run. One worker (the default) searches in this process: no process to spawn, and its
+    memory is this process's, within --memory-gb. More workers, or Dask, run that many parts at once, each
+    in its own process within --memory-gb; a LocalCluster also defaults to one worker, since every worker
+    holds its own --memory-gb."""
+    executor = executor or ExecutorSettings()
+    if executor.kind == "local" and (executor.workers or 1) == 1:
+        return dataclasses.replace(executor, kind="thread", workers=1)
+    if executor.kind == "dask" and not executor.scheduler and executor.workers is None:
+        return dataclasses.replace(executor, workers=1)
+    return executor
+
+
+def faiss_threads(executor: ExecutorSettings) -> int | None:
+    """OpenMP threads for faiss in each worker process this machine starts: its cores shared among them (a
+    Dask nanny starts every worker with OMP_NUM_THREADS=1, and a pool of N would run N x cores threads).
+    None for this process and for a running cluster's workers: their own environment decides
+    (docs/similarity.md says how to give a Dask worker its machine's cores)."""
+    if executor.kind == "thread" or executor.scheduler:
+        return None
+    return max(1, default_workers() // (executor.workers or default_workers()))
+
+
+# Kept together: the checks, the resume stamp, the parts and the join share one set of sizes and names; the
+# resume rule (a part is reused only under the same stamp) is visible only while they sit together.
+def run_neighbors(
+    storage: Storage,
+    s: NeighborsSettings,
+    stats: SearchStats | None = None,
+    executor: ExecutorSettings | None = None,
+) -> tuple[str, int]:
+    """Compute (or finish) the ground truth; returns (output path relative to the root, query blocks reused).
+
+    `stats`, when given, counts what the searches did (queries widened, GPU or not), summed over the parts
+    wherever they ran. `executor` says where the parts run (see `parts_executor`); the output is the same bytes.
+    """
+    plan = _plan(storage, s)
+    # The Parquet reads of the plan leave freed buffers in Arrow's pool: give them back before a part sizes itself.
+    pa.default_memory_pool().release_unused()
     out_rel = LAYOUT.neighbors_file(s.model, s.file_name)
     stamp_rel = LAYOUT.neighbors_parts_settings(s.model, s.file_name)
-    stamp = json.dumps({"k": s.k, "queries": len(qpos), "q_rows": q_rows}, sort_keys=True)
+    stamp = json.dumps({"k": s.k, "queries": plan.queries, "q_rows": plan.q_rows}, sort_keys=True)
     if storage.exists(out_rel):
         with storage.open(out_rel) as fh:
             meta = pq.read_schema(fh).metadata or {}
@@ -144,46 +150,27 @@ def run_neighbors(storage: Storage, s: NeighborsSettings, stats: SearchStats | N
         for p in storage.glob(LAYOUT.neighbors_parts_glob(s.model, s.file_name)):
             storage.remove(p)
     storage.write_bytes(stamp_rel, stamp.encode())
-    names = np.concatenate([np.full(len(db), i, dtype=np.int8) for i, db in enumerate(dbs)])
-    set_names = pa.array(s.database, pa.string())
-    all_ids = pa.concat_arrays([db.ids for db in dbs])
-    part_rels, reused = [], 0
-    for b, start in enumerate(range(0, len(qpos), q_rows)):
+    executor = parts_executor(executor)
+    part = PartSettings(s, plan.sizes, faiss_threads(executor))
+    part_rels, tasks = [], []
+    for b, start in enumerate(range(0, plan.queries, plan.q_rows)):
         rel = LAYOUT.neighbors_part(s.model, s.file_name, b)
         part_rels.append(rel)
-        if storage.exists(rel):
-            reused += 1
-            continue
-        stop = min(start + q_rows, len(qpos))
-        sel = (ex_q >= start) & (ex_q < stop)
-        queries = qstore.take(qpos[start:stop])
-        pos, dist = knn_block(
-            queries,
-            database_block,
-            total,
-            s.k,
-            s.metric,
-            sizes.db_rows,
-            (ex_q[sel] - start, ex_p[sel]),
-            sizes.rerank_pairs,
-            stats=stats,
-            tile_queries=sizes.tile_queries,
-        )
-        flat = pos.ravel()
-        # Columns built in Arrow, not as Python strings: k rows per query would cost ~70 bytes each.
-        table = pa.table(
-            {
-                "query_id": pa.array(qids[start:stop], pa.string()).take(np.repeat(np.arange(stop - start), s.k)),
-                "rank": pa.array(np.tile(np.arange(1, s.k + 1, dtype=np.int32), stop - start)),
-                "neighbor_id": all_ids.take(pa.array(flat)),
-                "neighbor_set": set_names.take(names[flat]),
-                "distance": pa.array(dist.ravel()),
-            },
-            schema=SCHEMA,
-        )
-        buf = io.BytesIO()
-        pq.write_table(table, buf)
-        storage.write_bytes(rel, buf.getvalue(), fsync=True)
+        if not storage.exists(rel):
+            stop = min(start + plan.q_rows, plan.queries)
+            tasks.append(ShardTask(STAGE, ImageSet(s.queries), b, start, stop, storage, part))
+    runner = PartRunner()
+    try:
+        results = run_shards(tasks, runner, executor, interrupt=runner.interrupt)
+    except BrokenProcessPool:
+        raise ExecutionError(
+            "worker processes kept dying (out of memory? killed?); finished query blocks are kept: re-run to "
+            "resume, with fewer --workers or a lower --memory-gb"
+        ) from None
+    if stats is not None:
+        for r in results:
+            stats.widened += r.detail.widened if r.detail else 0
+            stats.gpu = stats.gpu or bool(r.detail and r.detail.gpu)
     # Streamed a part at a time (one row group each), so the whole ground truth is never held in memory.
     # ParquetFile rather than read_table: the latter imports pandas (~50 MB of the --memory-gb budget).
     with storage.open_atomic(out_rel) as out, pq.ParquetWriter(out, SCHEMA.with_metadata({"oiv4": stamp})) as w:
@@ -192,4 +179,4 @@ def run_neighbors(storage: Storage, s: NeighborsSettings, stats: SearchStats | N
                 w.write_table(pq.ParquetFile(fh).read())
     for rel in part_rels:
         storage.remove(rel)
-    return out_rel, reused
+    return out_rel, len(part_rels) - len(tasks)
