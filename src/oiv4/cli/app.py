@@ -45,7 +45,15 @@ COMMAND_ORDER = (
     "sql",
     "mirror",
 )
-console = Console(stderr=True)
+
+
+def make_console(**options: object) -> Console:
+    """A rich console that prints ids, paths and messages as given: emoji codes off (`validation:x:` or a path
+    with `:smile:` in it must not turn into a picture); markup stays, and callers escape what they did not write."""
+    return Console(emoji=False, **options)  # type: ignore[arg-type]
+
+
+console = make_console(stderr=True)
 
 
 def _click_usage_errors() -> tuple[type[Exception], ...]:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from oiv4.cli.app import app
+from oiv4.cli.app import app, make_console
 from oiv4.cli.app import console as err
 from oiv4.cli.guard import writing
 from oiv4.cli.options import settings_command
@@ -77,7 +76,7 @@ def dedup_cmd(
     if as_json:
         typer.echo(summary.to_json())
         return
-    out = Console()
+    out = make_console()
     out.print(summary.headline)
     table = Table("set", "has a duplicate in", "images")
     for c in summary.counts:

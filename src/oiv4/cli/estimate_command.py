@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from oiv4.cli.app import app
+from oiv4.cli.app import app, make_console
 from oiv4.cli.options import settings_command
 from oiv4.io.root_check import built_root, named_root
 from oiv4.stages.estimate import Estimate, EstimateSettings
@@ -48,7 +48,7 @@ def _print(est: Estimate) -> None:
             _size(s.disk_bytes),
             _duration(s.core_seconds),
         )
-    out = Console()
+    out = make_console()
     out.print(table)
     _print_build(est, out)
     # After the build's totals: features and ground truth come after the build and are not in its totals.

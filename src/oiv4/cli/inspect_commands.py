@@ -6,10 +6,9 @@ import contextlib
 import sys
 
 import typer
-from rich.console import Console
 
 from oiv4.cli import render
-from oiv4.cli.app import app
+from oiv4.cli.app import app, make_console
 from oiv4.cli.app import console as err
 from oiv4.cli.guard import report_target, writing
 from oiv4.cli.logs import LogSettings, emit_summary
@@ -71,10 +70,10 @@ def status_cmd(
     holder = read_holder(storage)
     running = f"a run is going: {holder.describe()}" if holder else None
     as_json = emit_summary("status", statuses, _as_json(json_out), root=storage.root, running=running)
-    Console(stderr=as_json).print(status_view(statuses, verbose=verbose))
+    make_console(stderr=as_json).print(status_view(statuses, verbose=verbose))
     from oiv4.cli.features_command import print_features_status
 
-    print_features_status(storage, sets, Console(stderr=as_json))
+    print_features_status(storage, sets, make_console(stderr=as_json))
     if running:
         err.print(f"[cyan]{running}[/cyan]", soft_wrap=True, highlight=False)
 
@@ -153,7 +152,7 @@ def report_cmd(settings: ReportSettings, root: str = BuiltRootOpt, json_out: boo
     with err.status("collecting figures ...") as status:
         path = build_report(storage, settings, on_set=lambda s: status.update(f"collecting {s} ..."))
     if not emit_summary("report", {"path": path}, _as_json(json_out), root=storage.root):
-        Console().print(f"report written to [bold]{path}[/bold]")
+        make_console().print(f"report written to [bold]{path}[/bold]")
 
 
 @app.command("sql", rich_help_panel=INSPECT_PANEL)

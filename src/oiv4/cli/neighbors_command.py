@@ -55,6 +55,8 @@ def neighbors_cmd(
     if metric not in METRICS:
         raise UsageError(f"--metric must be one of {', '.join(METRICS)}, got {metric!r}")
     qset, _, n = queries.partition(":")
+    if n and not (n.isdigit() and int(n) >= 1):
+        raise UsageError(f"--queries {queries}: N in SET:N must be a whole number of at least 1")
     try:
         sample = int(n) if n else None
         names = tuple(ImageSet(x.strip()).value for x in database.split(","))

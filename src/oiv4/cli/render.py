@@ -1,6 +1,6 @@
 """What the commands print: tables, progress bars, summaries. Commands decide; this module only draws.
 
-`err` is the stderr console (progress, messages); results that a user may pipe go to a stdout `Console()`.
+`err` is the stderr console (progress, messages); results that a user may pipe go to a stdout `make_console()`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich import box
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -23,6 +22,7 @@ from rich.progress import (
 from rich.table import Table
 
 from oiv4.cli.app import console as err
+from oiv4.cli.app import make_console
 from oiv4.cli.fetch_view import fetch_progress, summary_table
 from oiv4.cli.logs import LineLog, LogSettings
 from oiv4.contracts.schema import ImageSet
@@ -78,7 +78,7 @@ def plan_table(summary: Any) -> None:
     table.add_column("source")
     for name, n in in_set_order(summary.counts):
         table.add_row(name, f"{n:,}", "CVDF archives" if name in ("targets", "validation") else "OriginalURL (Flickr)")
-    Console().print(table)
+    make_console().print(table)
     if summary.rejected:
         err.print(f"[yellow]{summary.rejected:,} invalid rows skipped[/yellow] (see plan/rejected.parquet)")
 
@@ -96,7 +96,7 @@ _VERIFY_KINDS = {
 
 
 def verify_report(report: Any, show: int) -> None:
-    out = Console()
+    out = make_console()
     # Problem columns appear only when some set has that problem, so the table fits 80 columns.
     shown = {c: ks for c, ks in _VERIFY_KINDS.items() if any(s.count(k) for s in report.sets for k in ks)}
     table = Table(
@@ -188,7 +188,7 @@ def archives_summary(summary: Any, to_stderr: bool) -> None:
             f"{refused:,}",
             detail,
         )
-    Console(stderr=to_stderr).print(table)
+    make_console(stderr=to_stderr).print(table)
     for a in summary.archives:
         if a.status == "failed" and a.error:  # in full, on one line to copy (the table folds it)
             err.print(f"[red]{escape(a.error)}[/red]", soft_wrap=True, highlight=False)
@@ -224,7 +224,7 @@ class BuildView:
         self._stages = STAGES
         self._detail = ""
         self.log = log or LogSettings()
-        self.out = Console(stderr=self.log.json or self.log.log_format == "json")
+        self.out = make_console(stderr=self.log.json or self.log.log_format == "json")
 
     def stage(self, name: str, detail: str = "") -> None:
         self._detail = detail  # the set a stage's result belongs to, when the result does not say
@@ -283,7 +283,7 @@ def dedup_line(result: Any) -> str:
 
 def build_finish(result: Any, status: Any, to_stderr: bool = False) -> None:
     """The status table after a build, where the report is, and a hint when something failed."""
-    out = Console(stderr=to_stderr)
+    out = make_console(stderr=to_stderr)
     out.print(status)
     if result.report_path:
         out.print(f"report: [bold]{result.report_path}[/bold]")
@@ -304,4 +304,4 @@ def sql_result(columns: list[str], rows: list[tuple], *, csv: bool) -> None:
     table = Table(*columns, header_style="bold")
     for r in rows:
         table.add_row(*("" if v is None else f"{v:,}" if isinstance(v, int) else str(v) for v in r))
-    Console().print(table)
+    make_console().print(table)

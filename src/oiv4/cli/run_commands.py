@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 
 from oiv4.cli import render
-from oiv4.cli.app import app
+from oiv4.cli.app import app, make_console
 from oiv4.cli.app import console as err
 from oiv4.cli.demo import DemoSettings
 from oiv4.cli.guard import report_target, writing
@@ -111,7 +110,7 @@ def demo_cmd(settings: DemoSettings, log: LogSettings) -> None:
         )
         result = run_demo(settings, render.BuildView(log))
     _finish(result, log, failures_code=False)
-    Console(stderr=log.json or log.log_format == "json").print(
+    make_console(stderr=log.json or log.log_format == "json").print(
         f"\nNext: open the data in Python with [bold]import oiv4; ds = oiv4.open({settings.root!r})[/bold], "
         f"run [bold]oiv4 verify --root {settings.root} --deep[/bold], or look at the report above."
     )
@@ -196,7 +195,7 @@ def mirror_cmd(
 
     def ready(base_url: str) -> None:
         counts = {role: sum(1 for i in universe.images if i.role == role) for role in ("targets", "url", "validation")}
-        out = Console(highlight=False, soft_wrap=True)  # soft wrap: commands stay one line each, to copy
+        out = make_console(highlight=False, soft_wrap=True)  # soft wrap: commands stay one line each, to copy
         out.print(
             f"mirror serving at {base_url}; Ctrl-C to stop\n"
             f"  metadata base URL: {base_url}/openimages/2018_04/\n"

@@ -5,10 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 import typer
-from rich.console import Console
 
 from oiv4.cli import render
-from oiv4.cli.app import app
+from oiv4.cli.app import app, make_console
 from oiv4.cli.app import console as err
 from oiv4.cli.fetch_view import fetch_progress
 from oiv4.cli.guard import check_outcomes, writing
@@ -202,7 +201,7 @@ def fetch_cmd(
             summaries.append(summary)
             as_json = emit_summary("fetch", summary, log, set=image_set)
             if log.log_format != "json":  # JSON logs: stderr holds JSON lines only
-                Console(stderr=as_json).print(summary_table(summary))
+                make_console(stderr=as_json).print(summary_table(summary))
     raise typer.Exit(fetch_exit_code(summaries))
 
 
