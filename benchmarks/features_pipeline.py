@@ -88,7 +88,6 @@ def _baseline_loader(folder: Path, batch: int, workers: int):
 
 
 def input_pipeline(root: Path, folder: Path, batch: int, workers: int) -> float:
-    import torch
     import torchvision.datasets  # imported before timing: neither side pays for imports
     import torchvision.models  # noqa: F401
 
