@@ -88,13 +88,13 @@ def _baseline_loader(folder: Path, batch: int, workers: int):
 
 
 def input_pipeline(root: Path, folder: Path, batch: int, workers: int) -> float:
-    import torch
     import torchvision.datasets  # imported before timing: neither side pays for imports
     import torchvision.models  # noqa: F401
 
+    from oiv4.stages.features.loader import Normalise
     from oiv4.stages.features.preprocess import IMAGENET
 
-    scale, shift = (torch.tensor(v).view(1, 3, 1, 1) for v in IMAGENET.affine())
+    normalise = Normalise(IMAGENET)  # the stage's own step on the device
     rows = _stored_rows(root)  # what the stage's plan hands each shard: not part of the input pipeline
     results = {}
     for name in ("baseline", "oiv4") * 3:  # three times each, interleaved: a shared machine drifts
@@ -103,7 +103,7 @@ def input_pipeline(root: Path, folder: Path, batch: int, workers: int) -> float:
         if name == "oiv4":
             loader = _ours_loader(root, rows, batch, workers)
             for b in loader:
-                x = b.crops.permute(0, 3, 1, 2).float().mul_(scale).add_(shift)  # what the device does
+                x = normalise(b.crops)
                 n += x.shape[0]
         else:
             loader, _ = _baseline_loader(folder, batch, workers)

@@ -28,7 +28,7 @@ from oiv4.io.checksum import checksum
 from oiv4.io.storage import Storage
 from oiv4.stages.base import ShardResult, ShardTask
 from oiv4.stages.features import ledger
-from oiv4.stages.features.loader import StoredImages, make_loader
+from oiv4.stages.features.loader import Normalise, StoredImages, make_loader
 from oiv4.stages.features.models import ModelSpec, load_model, model_spec
 from oiv4.stages.features.settings import FeaturesSettings
 
@@ -82,7 +82,7 @@ def _extract(
     storage = task.storage
     device = pick_device(s.device)
     model = load_model(spec, s.weights_path).to(device)
-    scale, shift = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in spec.preprocess.affine())
+    normalise = Normalise(spec.preprocess, device)
     dtype = np.dtype(s.dtype)
     batches = [list(range(i, min(i + s.batch_size, len(rows)))) for i in range(0, len(rows), s.batch_size)]
     dataset = StoredImages(task.storage, rows, spec.preprocess)
@@ -91,7 +91,7 @@ def _extract(
         chunk = rows[indices[0]][0]
         vectors = np.zeros((0, spec.dim), dtype=dtype)
         if batch.crops is not None:
-            x = batch.crops.to(device, non_blocking=True).permute(0, 3, 1, 2).float().mul_(scale).add_(shift)
+            x = normalise(batch.crops)
             with torch.inference_mode(), torch.autocast("cuda", enabled=device == "cuda"):
                 out = model(x)
             if out.shape[1] != spec.dim:
