@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from oiv4.contracts.errors import DamagedFeaturesError, ImageNotFoundError
+from oiv4.contracts.errors import ImageNotFoundError
 from oiv4.io.storage import Storage
 from oiv4.io.vector_shards import FeatureStore, open_features
 from oiv4.read.id_index import IdIndex
@@ -58,13 +58,8 @@ class Features:
     """The vectors of one model for one set: `.ids`, `.rows`, `.array`, `.vector(image_id)`, `.dim`, `.dtype`."""
 
     def __init__(self, storage: Storage, model: str, image_set: str) -> None:
-        try:
-            self._store = open_features(storage, model, image_set)
-        except ValueError as exc:  # np.load's mmap of a truncated npy; the features command names the file
-            raise DamagedFeaturesError(
-                f"a {model} features shard of {image_set} under {storage.root} is damaged ({exc}): "
-                f"`oiv4 features {image_set} --model {model}` names it and what to remove"
-            ) from None
+        # A truncated npy is a DamagedFeaturesError naming the file (io.vector_shards, the one reader).
+        self._store = open_features(storage, model, image_set)
         self.model = model
         self.image_set = self._store.image_set
         self.array = ShardedArray(self._store)
