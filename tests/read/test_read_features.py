@@ -92,5 +92,7 @@ def test_a_truncated_npy_is_a_damaged_features_error_pointing_at_the_command_tha
     write_features(tmp_path, MODEL, "validation", np.zeros((10, 4), np.float32), 5)
     npy = tmp_path / LAYOUT.features_npy(MODEL, "validation", 1)
     npy.write_bytes(npy.read_bytes()[:-40])
-    with pytest.raises(IntegrityError, match=r"img_emb_00001.npy is damaged .*`oiv4 features validation --model vgg16-fc2` again"):
+    with pytest.raises(
+        IntegrityError, match=r"img_emb_00001.npy is damaged .*`oiv4 features validation --model vgg16-fc2` again"
+    ):
         oiv4.open(tmp_path)["validation"].features(MODEL)
