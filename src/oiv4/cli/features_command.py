@@ -34,9 +34,10 @@ def features_cmd(
     needs; every stored image ends with a vector or a recorded reason in the features ledger (oiv4 status, oiv4
     sql: features_<model>_<set>). Resumable: a killed run goes on from its last batch, byte-identical. The model,
     the SHA-256 of the weights, the preprocessing and the dtype are recorded per shard; resuming with others is
-    refused unless --force-settings. Weights: --weights FILE, else the torch hub cache, downloaded on first use.
-    One shard process by default (--workers 1): it keeps every core busy. Needs the features extra (in the oiv4
-    clone: pip install '.[features]', which brings torch); clip-vit-b-32 also needs the clip extra.
+    refused unless --force-settings. Weights: --weights FILE, else the torch hub cache (clip-vit-b-32: the Hugging
+    Face cache), downloaded on first use. One shard process by default (--workers 1): it keeps every core busy.
+    Needs the features extra (in the oiv4 clone: pip install '.[features]', which brings torch); clip-vit-b-32
+    also needs the clip extra.
 
     Example: oiv4 features targets --root /data/open_images --model vgg16-fc2 --device auto
     """

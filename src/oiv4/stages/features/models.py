@@ -3,7 +3,8 @@
 A spec names the network (a factory in `nets`, or an open_clip model), its output dimension, its
 preprocessing, and where its published weights come from. Weights are resolved once per run, before any
 shard starts: `--weights FILE` if given, else the torch hub cache (`<torch.hub dir>/checkpoints/<file>`),
-else a download into that cache. Their SHA-256 is recorded with every shard, so the vectors can always be
+else a download into that cache; open_clip models use open_clip's own (the Hugging Face cache, downloaded
+into it). Their SHA-256 is recorded with every shard, so the vectors can always be
 traced to the exact weights that made them.
 """
 
