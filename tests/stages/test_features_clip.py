@@ -128,9 +128,10 @@ def test_clip_vit_b_32_through_oiv4_features_gives_open_clips_own_vectors_and_re
     assert _files(tmp_path / "hf") == []  # --weights: the hub's cache was not even looked at
 
     stored = _stored(root, "validation")
-    shards = sorted((root / LAYOUT.features_dir("clip-vit-b-32", "validation") / "img_emb").glob("*.npy"))
-    vectors = np.concatenate([np.load(p) for p in shards])
-    ids = [i for s in range(len(shards)) for i in pq.read_table(root / LAYOUT.features_metadata(SPEC.name, "validation", s))["image_id"].to_pylist()]  # fmt: skip
+    shards = range(len(list((root / LAYOUT.features_dir(SPEC.name, "validation") / "img_emb").glob("*.npy"))))
+    vectors = np.concatenate([np.load(root / LAYOUT.features_npy(SPEC.name, "validation", s)) for s in shards])
+    metadata = [pq.read_table(root / LAYOUT.features_metadata(SPEC.name, "validation", s)) for s in shards]
+    ids = [image_id for table in metadata for image_id in table["image_id"].to_pylist()]
     assert vectors.dtype == np.float32 and vectors.shape == (len(stored), 512) and len(stored) > 10
     assert ids == [image_id for _, image_id, _ in stored]
 
