@@ -27,7 +27,18 @@ from support.paths import REPO
 
 SRC = REPO / "src"
 #: Importable only with an extra (boto3 only with [dev]: tests seed moto with it, oiv4 itself never imports it).
-OPTIONAL = ("dask", "distributed", "s3fs", "aiobotocore", "boto3", "botocore", "torch", "faiss")
+OPTIONAL = (
+    "dask",
+    "distributed",
+    "s3fs",
+    "aiobotocore",
+    "boto3",
+    "botocore",
+    "torch",
+    "faiss",
+    "open_clip",
+    "torchvision",
+)
 
 
 def _run(script: str, *, hide: tuple[str, ...] = (), cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -194,6 +205,24 @@ def test_an_installed_but_broken_extra_says_what_failed(tmp_path: Path, monkeypa
     assert "oiv4_dependency_that_is_not_there" in message
     assert "\n" not in message
     assert caught.value.extra == "dask" and caught.value.module == "oiv4_brokenextra"
+
+
+def test_an_extra_whose_import_raises_something_else_is_named_with_what_it_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Not an ImportError: a binary extension built for another torch raises RuntimeError or OSError at import.
+    (tmp_path / "oiv4_raisingextra").mkdir()
+    (tmp_path / "oiv4_raisingextra" / "__init__.py").write_text(
+        "raise RuntimeError('operator x::y does not\\nexist')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(MissingExtraError) as caught:
+        require("oiv4_raisingextra", extra="clip", feature="the clip-vit-b-32 model")
+    assert str(caught.value) == (
+        "the clip-vit-b-32 model needs the [clip] extra: in the oiv4 clone, pip install '.[clip]' "
+        "(import oiv4_raisingextra failed: RuntimeError: operator x::y does not exist)"
+    )
+    assert caught.value.cause == "RuntimeError: operator x::y does not exist"
 
 
 def test_require_returns_the_module_when_it_is_installed() -> None:

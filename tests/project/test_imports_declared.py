@@ -33,9 +33,6 @@ GATED_MODULES = {
     "oiv4_mirror.tls": "dev",  # the HTTPS mirror's test CA: only tests import it
     "oiv4.stages.features.nets": "features",  # imported by models.py only after require("torch")
 }
-#: Import name -> distribution for extras this venv does not install (open_clip needs torchvision, which does
-#: not install beside the CPU torch here), where packages_distributions() cannot tell.
-NOT_INSTALLED_HERE = {"open_clip": "open-clip-torch"}
 
 
 def _module_name(path: Path) -> str:
@@ -97,7 +94,7 @@ def _providers() -> dict[str, list[str]]:
 
 def _distribution(top: str) -> str:
     """The distribution that provides import name `top` here (the name itself when it is not installed, e.g. torch)."""
-    found = _providers().get(top, [NOT_INSTALLED_HERE.get(top, top)])
+    found = _providers().get(top, [top])
     assert len(set(found)) == 1, f"{top} is provided by several distributions: {found}"
     return canonicalize_name(found[0])
 

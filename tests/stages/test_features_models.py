@@ -3,7 +3,9 @@ preprocessing equals resize-then-crop, weights are found or refused with one lin
 
 from __future__ import annotations
 
+import importlib.metadata
 import io
+import os
 import subprocess
 import sys
 
@@ -12,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from oiv4.contracts.errors import FeaturesError, MissingExtraError
+from oiv4.contracts.errors import FeaturesError
 from oiv4.stages.features.models import MODELS, load_model, model_spec, resolve_weights, sha256_file
 from oiv4.stages.features.nets import VGG16FC2, ResNet50Pool, TinyNet
 from oiv4.stages.features.preprocess import IMAGENET
@@ -129,12 +131,42 @@ def test_no_network_and_no_cache_says_where_the_weights_come_from_and_how_to_sup
     assert f"{tmp_path}/checkpoints/vgg16-397923af.pth" in last and "--weights FILE" in last
 
 
-def test_clip_without_the_clip_extra_is_a_one_line_hint():
-    with pytest.raises(
-        MissingExtraError,
-        match=r"clip-vit-b-32 model needs the \[clip\] extra: in the oiv4 clone, pip install '\.\[clip\]'",
-    ):
-        resolve_weights(MODELS["clip-vit-b-32"], None)
+def test_clip_without_the_clip_extra_is_a_one_line_hint(tmp_path):
+    (tmp_path / "metadata").mkdir()  # an oiv4 root: the root is checked before the extra
+    code = (
+        "import sys; sys.modules['open_clip'] = None\n"  # what an absent package does to `import open_clip`
+        "from oiv4.cli import main; sys.argv = ['oiv4', 'features', 'targets', '--root', sys.argv[1], '--model', 'clip-vit-b-32']\n"
+        "main()"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == (
+        "oiv4 features: the clip-vit-b-32 model needs the [clip] extra: in the oiv4 clone, pip install '.[clip]'"
+    )
+
+
+def test_a_torchvision_built_for_another_torch_is_one_line_naming_both_and_the_remedy(tmp_path):
+    # What this machine's index gives: the CUDA torchvision wheel beside the CPU torch, whose import stops here.
+    fake = tmp_path / "site" / "open_clip"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('raise RuntimeError("operator torchvision::nms does not exist")\n')
+    (tmp_path / "root" / "metadata").mkdir(parents=True)
+    code = (
+        "import sys; from oiv4.cli import main\n"
+        "sys.argv = ['oiv4', 'features', 'targets', '--root', sys.argv[1], '--model', 'clip-vit-b-32']\nmain()"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "root")], capture_output=True, text=True, env=env)
+    assert proc.returncode == 2, proc.stderr
+    line = proc.stderr.strip()
+    assert "\n" not in line and "Traceback" not in line, line
+    torch_version, torchvision_version = (importlib.metadata.version(n) for n in ("torch", "torchvision"))
+    assert line == (
+        f"oiv4 features: the clip-vit-b-32 model cannot import open_clip: torchvision {torchvision_version} was not "
+        f"built for torch {torch_version} (RuntimeError: operator torchvision::nms does not exist); install the "
+        "torchvision wheel from the index this torch came from (a CPU torch: pip install "
+        f"torchvision=={torchvision_version.split('+')[0]} --index-url https://download.pytorch.org/whl/cpu)"
+    )
 
 
 def test_features_without_torch_is_a_one_line_hint_naming_the_features_extra(tmp_path):

@@ -36,4 +36,8 @@ def require(*modules: str, extra: str, feature: str) -> ModuleType:
             not_installed = exc.name == name or (exc.name is None and isinstance(exc, ModuleNotFoundError))
             cause = None if not_installed else " ".join(str(exc).split())
             raise MissingExtraError(feature, extra, name, cause) from None
+        except Exception as exc:  # installed, but its import raises (a binary built for another torch, say)
+            raise MissingExtraError(
+                feature, extra, name, f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+            ) from None
     return imported[0]

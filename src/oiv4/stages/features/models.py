@@ -3,20 +3,22 @@
 A spec names the network (a factory in `nets`, or an open_clip model), its output dimension, its
 preprocessing, and where its published weights come from. Weights are resolved once per run, before any
 shard starts: `--weights FILE` if given, else the torch hub cache (`<torch.hub dir>/checkpoints/<file>`),
-else a download into that cache. Their SHA-256 is recorded with every shard, so the vectors can always be
+else a download into that cache; open_clip models use open_clip's own (the Hugging Face cache, downloaded
+into it). Their SHA-256 is recorded with every shard, so the vectors can always be
 traced to the exact weights that made them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from oiv4.contracts.errors import FeaturesError
+from oiv4.contracts.errors import FeaturesError, MissingExtraError
 from oiv4.contracts.extras import require
 from oiv4.stages.features.preprocess import CLIP, IMAGENET, TINY, Preprocess
 
@@ -70,7 +72,9 @@ MODELS: dict[str, ModelSpec] = {
             CLIP,
             "OpenAI CLIP ViT-B/32 image embedding, through open_clip (the [clip] extra)",
             kind="open_clip",
-            network="ViT-B-32",
+            # OpenAI trained CLIP with QuickGELU; open_clip's plain "ViT-B-32" uses GELU, which loads the same
+            # weights without complaint and gives other vectors.
+            network="ViT-B-32-quickgelu",
         ),
         ModelSpec(
             "tiny-cnn",
@@ -97,7 +101,29 @@ def _torch() -> Any:
 
 
 def _open_clip() -> Any:
-    return require("open_clip", extra="clip", feature="the clip-vit-b-32 model")
+    try:
+        return require("open_clip", extra="clip", feature="the clip-vit-b-32 model")
+    except MissingExtraError as exc:
+        if exc.cause and "torchvision::" in exc.cause:
+            raise FeaturesError(_torchvision_mismatch(exc.cause)) from None
+        raise
+
+
+def _torchvision_mismatch(cause: str) -> str:
+    """open_clip imports torchvision, whose C++ operators load only next to the torch build it was made for
+    (a CUDA torchvision wheel beside a CPU torch fails at import): say which pair and how to match them."""
+    versions = {}
+    for name in ("torch", "torchvision"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "?"
+    return (
+        f"the clip-vit-b-32 model cannot import open_clip: torchvision {versions['torchvision']} was not built for "
+        f"torch {versions['torch']} ({cause}); install the torchvision wheel from the index this torch came from "
+        f"(a CPU torch: pip install torchvision=={versions['torchvision'].split('+')[0]} "
+        "--index-url https://download.pytorch.org/whl/cpu)"
+    )
 
 
 def require_extras(spec: ModelSpec) -> None:
@@ -142,12 +168,18 @@ def resolve_weights(spec: ModelSpec, weights: str | None) -> Path:
 def _open_clip_weights(spec: ModelSpec) -> Path:
     open_clip = _open_clip()
     cfg = open_clip.get_pretrained_cfg(spec.network, "openai")
+    source = cfg.get("hf_hub", "").rstrip("/") or cfg.get("url", "")
     try:
+        # From the Hugging Face cache when it holds them, else downloaded into it (HF_HOME, HF_HUB_OFFLINE apply).
         return Path(open_clip.download_pretrained(cfg))
-    except Exception as exc:
+    except Exception as exc:  # no network, offline mode, a proxy: all end in the same advice
+        # open_clip wraps the hub's error as "Failed to download file (...). Last error: <the hub's reason>".
+        reason = " ".join(str(exc).split()).split("Last error: ", 1)[-1].split(". ")[0][:200]
         raise FeaturesError(
-            f"no weights for {spec.name}: open_clip could not fetch the 'openai' weights ({type(exc).__name__}: "
-            f"{' '.join(str(exc).split())[:160]}); pass --weights FILE (the open_clip checkpoint)"
+            f"no weights for {spec.name}: open_clip could not fetch the 'openai' weights of {source} "
+            f"({type(exc).__name__}: {reason}); run once with network to fill the Hugging Face cache (HF_HOME), "
+            "or pass --weights FILE (that repository's open_clip_model.safetensors, or another open_clip "
+            "ViT-B-32 checkpoint)"
         ) from None
 
 
@@ -164,9 +196,7 @@ def load_model(spec: ModelSpec, weights: str | os.PathLike[str]) -> nn.Module:
     """`spec`'s network with `weights` loaded, in eval mode, on the CPU; FeaturesError if they do not fit."""
     torch = _torch()
     if spec.kind == "open_clip":
-        open_clip = _open_clip()
-        model = open_clip.create_model(spec.network, pretrained=str(weights))
-        return _clip_image(model).eval()
+        return _load_open_clip(spec, weights)
     from oiv4.stages.features import nets
 
     factory: Callable[[], nn.Module] = getattr(nets, spec.network)
@@ -180,15 +210,13 @@ def load_model(spec: ModelSpec, weights: str | os.PathLike[str]) -> nn.Module:
     return model.eval()
 
 
-def _clip_image(model: Any) -> nn.Module:
-    torch = _torch()
-
-    class ClipImage(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.clip = model
-
-        def forward(self, x: Any) -> Any:
-            return self.clip.encode_image(x)
-
-    return ClipImage()
+def _load_open_clip(spec: ModelSpec, weights: str | os.PathLike[str]) -> nn.Module:
+    """The image tower of open_clip's `spec.network` with `weights`: its forward is `encode_image` (unnormalised)."""
+    open_clip = _open_clip()
+    try:
+        model = open_clip.create_model(spec.network, pretrained=str(weights))
+    except Exception as exc:  # not a checkpoint, another architecture's tensors, a TorchScript archive
+        first = " ".join(str(exc).split())[:200]
+        raise FeaturesError(f"weights file {weights} does not fit model {spec.name}: {first}") from None
+    # The text tower (40% of the parameters) is never used: only the image tower is kept and moved.
+    return model.visual.eval()

@@ -23,9 +23,10 @@ class FeaturesSettings:
     )
     weights: str | None = setting(
         None,
-        help="Weights file (a torch state_dict as published; for machines without internet).",
+        help="Weights file (a torch state_dict as published; clip-vit-b-32: an open_clip checkpoint such as the "
+        "hub's open_clip_model.safetensors). For machines without internet.",
         flag="--weights",
-        default_text="the torch hub cache, downloaded on first use",
+        default_text="the torch hub cache (clip-vit-b-32: the Hugging Face cache), downloaded on first use",
     )
     device: str = setting(
         "auto",
