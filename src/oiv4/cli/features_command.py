@@ -36,10 +36,10 @@ def features_cmd(
 
     Every stored image ends with a vector or a recorded reason in the features ledger (oiv4 status; oiv4 sql:
     features_<model>_<set>). A killed run resumes from its last batch, byte-identical. The model, the weights'
-    SHA-256, the preprocessing and the dtype are recorded per shard; resuming with others is refused unless --force-
-    settings. Weights: --weights FILE, else the torch hub cache (clip-vit-b-32: the Hugging Face cache), downloaded
-    on first use. One shard process by default: it keeps every core busy. Needs the features extra (in the oiv4
-    clone: pip install '.[features]'); clip-vit-b-32 also needs the clip extra.
+    SHA-256, the preprocessing and the dtype are recorded per shard; resuming with others is refused unless
+    --force-settings. Weights: --weights FILE, else the torch hub cache (clip-vit-b-32: the Hugging Face cache),
+    downloaded on first use. One shard process by default: it keeps every core busy. Needs the features extra (in
+    the oiv4 clone: pip install '.[features]'); clip-vit-b-32 also needs the clip extra.
 
     Examples:
 
