@@ -46,6 +46,7 @@ FILES: dict[str, str] = {
     "test_extras.py": "fast",
     "test_features.py": "slow",  # the tiny demo build, kill -9
     "test_features_models.py": "slow",  # the full-size networks
+    "test_features_input.py": "fast",
     "test_fetch_diskfull.py": "slow",  # a full disk
     "test_fetch_http.py": "fast",
     "test_fetch_mirror.py": "fast",
