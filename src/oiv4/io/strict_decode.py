@@ -39,7 +39,9 @@ import io
 import math
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import simplejpeg
@@ -47,7 +49,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 from oiv4.contracts.errors import JpegLayoutError, OutcomeError, UsageError
 from oiv4.contracts.schema import Outcome
-from oiv4.io.jpeg_layout import read_layout
+from oiv4.io.jpeg_layout import JpegLayout, read_layout
 from oiv4.io.memory_budget import decoded_bytes, jpeg_decoded_bytes
 
 #: Decoders we let near untrusted bytes (as fetch/transform.py): EPS would run Ghostscript, so it is refused.
@@ -155,25 +157,33 @@ def _without_app0(data: bytes) -> bytes | None:
     return None
 
 
-def _decode_jpeg(data: bytes, header: Image.Image, target_side: int | None, draft_gap: float) -> Decoded:
-    mode = header.mode
-    colorspace = {"L": "GRAY", "CMYK": "CMYK"}.get(mode, "RGB")
-    min_w, min_h = _min_size(header.size, target_side, draft_gap)
+def _strict_pixels(
+    data: bytes, colorspace: str, min_size: tuple[int, int], size: tuple[int, int], out: Any = None
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """libjpeg-turbo's pixels of `data` with every warning checked; raises OutcomeError for damage."""
     warnings: list[str] = []
     scan = data
-    for _ in range(2):  # the second pass only after dropping APP0 for a harmless JFIF warning
+    while True:  # a second pass only after dropping APP0 for a harmless JFIF warning; a third never
         try:
-            arr = simplejpeg.decode_jpeg(scan, colorspace=colorspace, min_width=min_w, min_height=min_h, strict=True)
-            break
+            arr = simplejpeg.decode_jpeg(
+                scan, colorspace=colorspace, min_width=min_size[0], min_height=min_size[1], buffer=out, strict=True
+            )
+            return arr, tuple(warnings)
         except ValueError as exc:
             message = str(exc).strip()
             outcome = classify_warning(message)
             stripped = _without_app0(scan) if outcome is None and not warnings else None
             if stripped is None:
-                w, h = header.size
+                w, h = size
                 raise OutcomeError(outcome or Outcome.decode_error, f"JPEG {w}x{h}: libjpeg-turbo: {message}") from None
             warnings.append(message)
             scan = stripped
+
+
+def _decode_jpeg(data: bytes, header: Image.Image, target_side: int | None, draft_gap: float) -> Decoded:
+    mode = header.mode
+    colorspace = {"L": "GRAY", "CMYK": "CMYK"}.get(mode, "RGB")
+    arr, warnings = _strict_pixels(data, colorspace, _min_size(header.size, target_side, draft_gap), header.size)
     if colorspace == "GRAY":
         image = Image.fromarray(arr[:, :, 0] if arr.ndim == 3 else arr, "L")
     elif colorspace == "CMYK":
@@ -184,7 +194,53 @@ def _decode_jpeg(data: bytes, header: Image.Image, target_side: int | None, draf
     for key in ("icc_profile", "exif", "adobe", "adobe_transform"):
         if key in header.info:
             image.info[key] = header.info[key]
-    return Decoded(image, header.format or "JPEG", header.size, tuple(warnings))
+    return Decoded(image, header.format or "JPEG", header.size, warnings)
+
+
+def decode_colour_jpeg(
+    data: bytes,
+    *,
+    max_pixels: int,
+    target_side: Callable[[int, int], int],
+    colorspace: str = "RGB",
+    buffer: Callable[[int], Any] | None = None,
+) -> tuple[np.ndarray, tuple[int, int]] | None:
+    """The pixels of a 3-component (colour) JPEG and its declared (width, height), as strictly as `decode_strict`, without parsing it with Pillow.
+
+    For a caller that wants pixels only (no ICC profile, no EXIF): the marker layout (`read_layout`, needed for
+    the scan limit anyway) gives the size, so Pillow's header parse and the array -> Image copy are skipped.
+    Scaled by M/8 so both sides stay >= what `target_side(width, height)` asks of the longer one; `colorspace`
+    is simplejpeg's (RGB, or RGBX: 4 bytes per pixel, Pillow's own layout for RGB). `buffer(nbytes)`, when
+    given, returns writable memory of at least `nbytes` to decode into (the result is then a view of it): a
+    caller decoding many images reuses one, where a fresh array per image costs a page fault per 4 KiB. Returns None for anything
+    else (not a JPEG, a malformed layout, grey or CMYK): `decode_strict` then decides, with its own words.
+    Raises OutcomeError (damage, a pixel count over `max_pixels`, too many scans) as `decode_strict` does.
+    """
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        raise UsageError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is on in this process; strict decoding refuses to run")
+    try:
+        layout = read_layout(data)
+    except JpegLayoutError:
+        return None
+    w, h = layout.width, layout.height
+    if layout.components != 3 or w < 1 or h < 1:
+        return None
+    if w * h > max_pixels:
+        raise OutcomeError(
+            Outcome.decompression_bomb,
+            f"JPEG declares {w}x{h} = {w * h / 1e6:.0f} MP, above the {max_pixels / 1e6:.0f} MP limit; not decoded",
+        )
+    if layout.scans > MAX_SCANS:
+        raise OutcomeError(Outcome.too_many_scans, _too_many_scans(layout))
+    out = buffer(w * h * 4) if buffer is not None else None  # 4 B per pixel bounds every colorspace, any scale
+    return _strict_pixels(data, colorspace, _min_size((w, h), target_side(w, h), 1.0), (w, h), out)[0], (w, h)
+
+
+def _too_many_scans(layout: JpegLayout) -> str:
+    return (
+        f"JPEG {layout.width}x{layout.height} has {layout.scans:,} scans, more than {MAX_SCANS}: not decoded "
+        "(each scan is a pass over the whole image; a crafted progression would cost minutes of CPU)"
+    )
 
 
 def scan_problem(data: bytes) -> str | None:
@@ -193,12 +249,7 @@ def scan_problem(data: bytes) -> str | None:
         layout = read_layout(data)
     except JpegLayoutError:
         return None  # the decoder reports a broken layout with its own words
-    if layout.scans > MAX_SCANS:
-        return (
-            f"JPEG {layout.width}x{layout.height} has {layout.scans:,} scans, more than {MAX_SCANS}: not decoded "
-            "(each scan is a pass over the whole image; a crafted progression would cost minutes of CPU)"
-        )
-    return None
+    return _too_many_scans(layout) if layout.scans > MAX_SCANS else None
 
 
 def decode_charge(data: bytes, header: Image.Image) -> int:
