@@ -114,7 +114,7 @@ def vectors(tmp_path: Path) -> Path:
 
 
 NEIGHBORS_CASES = {
-    "unknown metric": (["--metric", "hamming"], 2, "--metric must be one of l2, ip, cosine, got 'hamming'"),
+    "unknown metric": (["--metric", "hamming"], 2, "'hamming' is not one of 'l2', 'ip', 'cosine'"),
     "sample larger than the set": (["--queries", "validation:7"], 3, "asks for more queries than validation has (6)"),
     "k larger than the database": (["--k", "11"], 3, "--k 11 is larger than the database (10 vectors)"),
     "a sample of none": (["--queries", "validation:0"], 2, "N in SET:N must be a whole number of at least 1"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import typer
 
 from oiv4.cli.app import app
@@ -11,34 +13,17 @@ from oiv4.cli.options import settings_command
 from oiv4.contracts.errors import UsageError
 from oiv4.contracts.schema import ImageSet
 from oiv4.run.neighbors import NeighborsExecutor
+from oiv4.stages.neighbors.settings import NeighborsSettings
 
 
 @app.command("neighbors", rich_help_panel="Similarity")
-@settings_command({"executor": NeighborsExecutor})
+@settings_command({"settings": NeighborsSettings, "executor": NeighborsExecutor})
 def neighbors_cmd(
+    settings: NeighborsSettings,
     executor: NeighborsExecutor,
     root: str = typer.Option(..., "--root", "-r", help="Where the sets and their features are."),
     queries: str = typer.Option(..., "--queries", help="SET, or SET:N for a seeded sample of N images."),
     database: str = typer.Option(..., "--database", help="SET[,SET...] to search, in tie order."),
-    model: str = typer.Option("vgg16-fc2", "--model", help="Feature model (as given to oiv4 features)."),
-    k: int = typer.Option(100, "--k", min=1, help="Neighbours per query."),
-    metric: str = typer.Option("l2", "--metric", help="l2 (squared), ip or cosine."),
-    memory_gb: float = typer.Option(
-        2.0,
-        "--memory-gb",
-        min=1e-6,
-        help="Memory bound of each process that searches (this one, or each worker: --workers N holds about N "
-        "times this).",
-    ),
-    exclude_duplicates: bool = typer.Option(False, "--exclude-duplicates", help="Drop pairs oiv4 dedup found."),
-    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the query sample."),
-    part_queries: int | None = typer.Option(
-        None,
-        "--part-queries",
-        min=1,
-        help="At most this many queries per block (default: as many as --memory-gb allows): more, smaller blocks "
-        "keep more workers busy, each reading the database again.",
-    ),
 ) -> None:
     """Exact kNN ground truth; writes neighbors/<model>/<queries>-<database>.parquet (resumable).
 
@@ -49,23 +34,17 @@ def neighbors_cmd(
 
     Example: oiv4 neighbors --root /data/open_images --queries validation:1000 --database targets --k 100
     """
-    from oiv4.run.neighbors import NeighborsSettings, run_neighbors
-    from oiv4.stages.neighbors import METRICS
+    from oiv4.run.neighbors import run_neighbors
 
-    if metric not in METRICS:
-        raise UsageError(f"--metric must be one of {', '.join(METRICS)}, got {metric!r}")
     qset, _, n = queries.partition(":")
     if n and not (n.isdigit() and int(n) >= 1):
         raise UsageError(f"--queries {queries}: N in SET:N must be a whole number of at least 1")
     try:
-        sample = int(n) if n else None
         names = tuple(ImageSet(x.strip()).value for x in database.split(","))
         qname = ImageSet(qset).value
     except ValueError as exc:
         raise UsageError(f"bad --queries/--database: {exc}") from None
-    settings = NeighborsSettings(
-        model, qname, sample, names, k, metric, memory_gb, exclude_duplicates, seed, part_queries
-    )
+    settings = replace(settings, queries=qname, sample=int(n) if n else None, database=names)
     with writing(root, "oiv4 neighbors") as storage:
         out, reused = run_neighbors(storage, settings, executor=executor)
     err.print(f"  wrote {out}" + (f" ({reused} finished query blocks kept)" if reused else ""))

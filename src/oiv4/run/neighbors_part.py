@@ -24,7 +24,7 @@ from oiv4.contracts.extras import require
 from oiv4.contracts.layout import LAYOUT
 from oiv4.io.storage import Storage
 from oiv4.stages.base import ShardResult, ShardTask
-from oiv4.stages.neighbors import FeatureStore, SearchSizes, SearchStats, knn_block, open_features
+from oiv4.stages.neighbors import FeatureStore, NeighborsSettings, SearchSizes, SearchStats, knn_block, open_features
 
 #: `ShardTask.stage` of a part (also the first word of its Dask key).
 STAGE = "neighbors"
@@ -38,34 +38,6 @@ SCHEMA = pa.schema(
         ("distance", pa.float64()),
     ]
 )
-
-
-@dataclass(frozen=True)
-class NeighborsSettings:
-    """What `oiv4 neighbors` computes."""
-
-    model: str
-    queries: str
-    sample: int | None
-    database: tuple[str, ...]
-    k: int = 100
-    metric: str = "l2"
-    memory_gb: float = 2.0  # per process that searches: N workers hold about N times this
-    exclude_duplicates: bool = False
-    seed: int = 0
-    # At most this many queries per part (None: as many as --memory-gb allows): more, smaller parts keep more
-    # workers busy, each reading the database again.
-    part_queries: int | None = None
-
-    @property
-    def file_name(self) -> str:
-        q = self.queries if self.sample is None else f"{self.queries}.{self.sample}s{self.seed}"
-        name = f"{q}-{'+'.join(self.database)}"
-        if self.metric != "l2":
-            name += f".{self.metric}"
-        if self.exclude_duplicates:
-            name += ".nodup"
-        return name
 
 
 @dataclass(frozen=True)

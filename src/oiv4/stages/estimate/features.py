@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from oiv4.contracts.errors import UsageError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
+from oiv4.contracts.vectors import DEFAULT_DTYPE, DEFAULT_MODEL, VECTOR_DTYPES
 from oiv4.io.ledger import ledger_started
 from oiv4.io.sql import features_ledger_files, features_relation, ledger_relation
 from oiv4.io.storage import Storage
@@ -24,8 +25,7 @@ if TYPE_CHECKING:
     import duckdb
 
 #: The default model and its dimension (what `estimate` assumes when the caller gives no registry).
-MODEL, DIM = "vgg16-fc2", 4096
-DTYPE_BYTES = {"float16": 2, "float32": 4}
+MODEL, DIM = DEFAULT_MODEL, 4096
 #: Metadata Parquet per row (image_id + row, zstd) and the npy header, measured on the demo: ~24 B a row.
 METADATA_BYTES_PER_ROW = 24
 #: benchmarks/RESULTS.md "Features": fp32 on this 2-core CPU, batch 8, process time, images per CPU-second.
@@ -51,7 +51,7 @@ class FeaturesEstimate:
     rate_basis: str
     model: str = MODEL
     dim: int = DIM
-    dtype: str = "float16"
+    dtype: str = DEFAULT_DTYPE
 
 
 def _count(con: duckdb.DuckDBPyConnection, query: str) -> int:
@@ -86,11 +86,11 @@ def features_estimates(
     planned: list[ImageSet],
     model: str = MODEL,
     dim: int = DIM,
-    dtype: str = "float16",
+    dtype: str = DEFAULT_DTYPE,
 ) -> list[FeaturesEstimate]:
     """One estimate per planned set, for `model` (`dim`-d) stored as `dtype`."""
-    if dtype not in DTYPE_BYTES:
-        raise UsageError(f"--dtype must be one of {', '.join(DTYPE_BYTES)}, got {dtype!r}")
+    if dtype not in VECTOR_DTYPES:
+        raise UsageError(f"--dtype must be one of {', '.join(VECTOR_DTYPES)}, got {dtype!r}")
     out = []
     measured_rows, measured_s = 0, 0.0
     for s in planned:
@@ -107,7 +107,7 @@ def features_estimates(
             measured_rows, measured_s = measured_rows + int(rows), measured_s + float(span)
         images = stored_images(con, storage, s)
         remaining = max(0, images - done)
-        disk = remaining * (dim * DTYPE_BYTES[dtype] + METADATA_BYTES_PER_ROW)
+        disk = remaining * (dim * VECTOR_DTYPES[dtype] + METADATA_BYTES_PER_ROW)
         out.append(FeaturesEstimate(s.value, images, remaining, disk, None, None, "", model, dim, dtype))
     rate: float | None
     if measured_rows >= MIN_MEASURED_ROWS:

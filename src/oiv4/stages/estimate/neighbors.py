@@ -21,9 +21,10 @@ from typing import Any
 
 from oiv4.contracts.errors import NoFeaturesError, UsageError
 from oiv4.contracts.schema import ImageSet
+from oiv4.contracts.vectors import VECTOR_DTYPES
 from oiv4.io.storage import Storage
 from oiv4.io.vector_shards import open_features
-from oiv4.stages.estimate.features import DTYPE_BYTES, FeaturesEstimate
+from oiv4.stages.estimate.features import FeaturesEstimate
 
 #: benchmarks/RESULTS.md "Exact kNN", oiv4's whole run (both passes, re-rank, Parquet) in CPU-seconds:
 #: 2k x 100k x 4096 in 19.9 CPU-s = 4.1e10 multiply-adds per CPU-second (10k x 500k x 512 in 47.6-54.7 CPU-s is
@@ -94,7 +95,7 @@ def _vectors(
             f"{image_set.value} has neither a plan nor {model} features under {storage.root}: "
             f"run `oiv4 plan --root {storage.root}` first"
         )
-    return planned.images, DTYPE_BYTES[dtype], f"{image_set.value}: {planned.images:,} images, vectors to write"
+    return planned.images, VECTOR_DTYPES[dtype], f"{image_set.value}: {planned.images:,} images, vectors to write"
 
 
 def neighbors_estimate(

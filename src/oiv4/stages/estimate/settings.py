@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from oiv4.contracts.limits import above, at_least
 from oiv4.contracts.setting import setting
+from oiv4.contracts.vectors import DEFAULT_DTYPE, DEFAULT_K, DEFAULT_MEMORY_GB, DEFAULT_MODEL, VECTOR_DTYPES
 
 #: The ground-truth job estimated when none is named: the one the published work uses, every validation
 #: image as a query against the targets.
@@ -34,15 +35,15 @@ class EstimateSettings:
         flag="--keep-tar/--no-keep-tar",
     )
     model: str = setting(
-        "vgg16-fc2",
+        DEFAULT_MODEL,
         help="Feature model to cost `oiv4 features` and `oiv4 neighbors` for (oiv4 features --model).",
         flag="--model",
     )
     dtype: str = setting(
-        "float16",
+        DEFAULT_DTYPE,
         help="How the vectors still to write will be stored (oiv4 features --dtype).",
         flag="--dtype",
-        choices=("float16", "float32"),
+        choices=tuple(VECTOR_DTYPES),
     )
     neighbors_queries: str | None = setting(
         None,
@@ -56,9 +57,11 @@ class EstimateSettings:
         flag="--neighbors-database",
         default_text=f"{DEFAULT_DATABASE}, skipped if not planned",
     )
-    k: int = setting(100, help="Neighbours per query of that ground truth (oiv4 neighbors --k).", flag="--k")
+    k: int = setting(DEFAULT_K, help="Neighbours per query of that ground truth (oiv4 neighbors --k).", flag="--k")
     memory_gb: float = setting(
-        2.0, help="Memory bound of that search (oiv4 neighbors --memory-gb): sets its passes.", flag="--memory-gb"
+        DEFAULT_MEMORY_GB,
+        help="Memory bound of that search (oiv4 neighbors --memory-gb): sets its passes.",
+        flag="--memory-gb",
     )
 
     def __post_init__(self) -> None:

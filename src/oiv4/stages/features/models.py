@@ -85,7 +85,6 @@ MODELS: dict[str, ModelSpec] = {
         ),
     )
 }
-DEFAULT_MODEL = "vgg16-fc2"
 
 
 def model_spec(name: str) -> ModelSpec:

@@ -9,7 +9,8 @@ from oiv4.contracts.limits import at_least
 from oiv4.contracts.schema import ImageSet
 from oiv4.contracts.setting import setting
 from oiv4.contracts.shards import SettingValue
-from oiv4.stages.features.models import DEFAULT_MODEL, MODELS
+from oiv4.contracts.vectors import DEFAULT_DTYPE, DEFAULT_MODEL, VECTOR_DTYPES
+from oiv4.stages.features.models import MODELS
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,10 @@ class FeaturesSettings:
         32, help="Images per forward pass (and per ledger part: a kill loses at most one batch).", flag="--batch-size"
     )
     dtype: str = setting(
-        "float16",
+        DEFAULT_DTYPE,
         help="Stored vector precision (float16 halves the disk).",
         flag="--dtype",
-        choices=("float16", "float32"),
+        choices=tuple(VECTOR_DTYPES),
     )
     loader_workers: int | None = setting(
         None,
