@@ -26,16 +26,19 @@ wheel: $(STAMP)
 test: $(STAMP) wheel
 	bash tests/setup-system.sh
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/pytest -n 2 --dist worksteal --durations=15
 
 # The edit loop: the `fast` subset (support/tiers.py places every test file), every layer, under 90 s on 2 cores.
 test-fast: $(STAMP)
 	bash tests/setup-system.sh
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/pytest -n 2 --dist worksteal -q -m fast
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 clean:
 	rm -rf $(VENV) demo-data
