@@ -6,6 +6,7 @@ Every test of a file placed "fast" in support/tiers.py (and not listed there as 
 
 from __future__ import annotations
 
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,17 @@ import pytest
 from support import tiers
 from support.demo_root import shared_tiny_root
 from support.moto import moto_s3
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give Ctrl-C back to the processes the tests start, when pytest itself was started with SIGINT ignored.
+
+    A shell starts a background job (`make test &`, `nohup`) with SIGINT ignored, and an ignored signal stays
+    ignored across exec: the CLIs the tests interrupt would never see their Ctrl-C (three interrupt tests failed
+    that way). A handled signal is reset to the default on exec, so handling it here restores it for children.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
