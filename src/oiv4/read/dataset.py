@@ -24,6 +24,7 @@ from typing import Any
 
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
+from oiv4.contracts.vectors import DEFAULT_MODEL
 from oiv4.io.containers import BlobReader
 from oiv4.io.ledger import ledger_started
 from oiv4.io.storage import Storage
@@ -74,7 +75,7 @@ class Dataset:
     def __repr__(self) -> str:
         return f"<oiv4 dataset at {self.root}: {', '.join(self.sets) or 'no sets'}>"
 
-    def neighbors(self, model: str = "vgg16-fc2", name: str | None = None, *, duckdb: bool = False) -> Any:
+    def neighbors(self, model: str = DEFAULT_MODEL, name: str | None = None, *, duckdb: bool = False) -> Any:
         """Ground truth from `oiv4 neighbors` as a pa.Table (or a DuckDB relation); see `oiv4.read.neighbors`."""
         from oiv4.read.neighbors import neighbors_relation, read_neighbors
 

@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 
 from oiv4.contracts.errors import InputError
 from oiv4.contracts.layout import LAYOUT
+from oiv4.contracts.vectors import DEFAULT_MODEL
 from oiv4.io.storage import Storage
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ def neighbor_files(storage: Storage, model: str) -> list[str]:
     return sorted(storage.glob(LAYOUT.neighbors_files_glob(model)))
 
 
-def read_neighbors(storage: Storage, model: str = "vgg16-fc2", name: str | None = None) -> pa.Table:
+def read_neighbors(storage: Storage, model: str = DEFAULT_MODEL, name: str | None = None) -> pa.Table:
     """One ground-truth table (`name` as in the file name, e.g. "validation-targets"); the only one if None."""
     files = neighbor_files(storage, model)
     if name is not None:
@@ -35,7 +36,9 @@ def read_neighbors(storage: Storage, model: str = "vgg16-fc2", name: str | None 
         return pq.read_table(fh)
 
 
-def neighbors_relation(storage: Storage, model: str = "vgg16-fc2", name: str | None = None) -> duckdb.DuckDBPyRelation:
+def neighbors_relation(
+    storage: Storage, model: str = DEFAULT_MODEL, name: str | None = None
+) -> duckdb.DuckDBPyRelation:
     """The same table as a DuckDB relation."""
     import duckdb
 

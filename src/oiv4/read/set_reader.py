@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 from oiv4.contracts.errors import BadArchiveError, CorruptImageError, ImageNotFoundError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import LEDGER_SCHEMA, ImageSet, Outcome, is_valid_image_id
+from oiv4.contracts.vectors import DEFAULT_MODEL
 from oiv4.io.containers import BlobReader
 from oiv4.io.damage import find_damage_in_root, is_read_error
 from oiv4.io.image_decode import decode
@@ -367,7 +368,7 @@ class SetReader:
         """A PyTorch map-style Dataset over this set; see `oiv4.read.torch_adapter` (torch stays optional)."""
         return TorchImageDataset(self, transform=transform, with_ids=with_ids, to_tensor=to_tensor, features=features)
 
-    def features(self, model: str = "vgg16-fc2") -> Features:
+    def features(self, model: str = DEFAULT_MODEL) -> Features:
         """This set's `model` vectors (ids + memory-mapped array in plan order); see `oiv4.read.features`."""
         from oiv4.read.features import Features
 
