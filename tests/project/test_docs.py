@@ -406,7 +406,8 @@ def test_features_and_ground_truth_run_as_written_then_read_back(tiny: Path, tmp
         done = subprocess.run(words, cwd=work, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0 and "Traceback" not in done.stderr, f"{command}\n{done.stderr[-2000:]}"
         said.append(done.stderr)
-    assert [re.match(r"features: (\w+) \(tiny-cnn, 16-d\): [1-9]", s) is not None for s in said[:2]] == [True, True]
+    summaries = [re.search(r"^features: (\w+) \(tiny-cnn, 16-d\): [1-9]", s, re.MULTILINE) for s in said[:2]]
+    assert [s is not None for s in summaries] == [True, True]
     assert "wrote neighbors/tiny-cnn/validation-targets.parquet" in said[2]
     assert (work / "demo-data/neighbors/tiny-cnn/validation-targets.parquet").exists()  # the path README names
     code = [{"where": f"{reading.doc}:{reading.line}", "code": reading.code.replace("vgg16-fc2", "tiny-cnn")}]

@@ -48,6 +48,7 @@ FILES: dict[str, str] = {
     "test_features_clip.py": "slow",  # the tiny demo build, a full-size ViT-B-32 (600 MB of weights)
     "test_features_models.py": "slow",  # the full-size networks
     "test_features_input.py": "fast",
+    "test_features_progress.py": "slow",  # the tiny demo build, real features runs, kill -9
     "test_similarity_defaults.py": "fast",
     "test_fetch_diskfull.py": "slow",  # a full disk
     "test_fetch_http.py": "fast",

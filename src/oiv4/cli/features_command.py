@@ -7,7 +7,9 @@ from rich.console import Console
 
 from oiv4.cli.app import app
 from oiv4.cli.app import console as err
+from oiv4.cli.fetch_view import set_progress
 from oiv4.cli.guard import writing
+from oiv4.cli.logs import LogSettings, emit_summary
 from oiv4.cli.options import settings_command
 from oiv4.contracts.schema import ImageSet
 from oiv4.io.storage import Storage
@@ -18,10 +20,11 @@ PANEL = "Similarity"
 
 
 @app.command("features", rich_help_panel=PANEL)
-@settings_command({"settings": FeaturesSettings, "executor": ExecutorSettings})
+@settings_command({"settings": FeaturesSettings, "executor": ExecutorSettings, "log": LogSettings})
 def features_cmd(
     settings: FeaturesSettings,
     executor: ExecutorSettings,
+    log: LogSettings,
     image_set: str = typer.Argument(..., metavar="SET", help="targets, validation, train or extended_targets."),
     root: str = typer.Option(
         ..., "--root", "-r", help="Where the sets are built: a folder, or an fsspec URL such as s3://bucket/prefix."
@@ -56,8 +59,11 @@ def features_cmd(
         from oiv4.contracts.errors import FeaturesError
 
         raise FeaturesError(f"unknown set {image_set!r}: choose one of {', '.join(s.value for s in ImageSet)}")
-    with writing(root, "oiv4 features") as storage:
-        summary = features_set(storage, name, settings, executor)
+    with writing(root, "oiv4 features") as storage, set_progress(err, name, log, "features", transfers=False) as on:
+        summary = features_set(storage, name, settings, executor, progress=on)
+    emit_summary("features", summary, log, set=name)
+    if log.log_format == "json":
+        return  # JSON logs: stderr holds JSON lines only
     line = f"features: {name} ({summary.model}, {summary.dim}-d): {summary.vectors:,} vectors"
     if summary.vectors and summary.elapsed_s:
         line += f" ({summary.images_per_s:,.1f} images/s)"

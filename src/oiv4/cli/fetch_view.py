@@ -1,4 +1,5 @@
-"""Rich rendering for `oiv4 fetch`: the live progress panel and the end-of-run summary."""
+"""Rich rendering for `oiv4 fetch` (and the live progress of `oiv4 features`): the live progress panel and the
+end-of-run summary."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from oiv4.stages.fetch.stage import FetchSummary
 class LiveFetchView:
     """A live panel fed by `fetch_set(progress=view.update)`: bar, images/s, MB/s, success rate, ETA, top failures."""
 
-    def __init__(self, console: Console, image_set: str) -> None:
+    def __init__(self, console: Console, image_set: str, *, transfers: bool = True) -> None:
+        self._transfers = transfers
         self._bar = Progress(
             TextColumn(f"[bold]{image_set}[/bold]"),
             BarColumn(),
@@ -49,7 +51,8 @@ class LiveFetchView:
             self._bar.update(self._task, total=p.todo, completed=p.done)
             line = Text()
             line.append(f"{p.images_per_s:,.1f} images/s", style="bold cyan")
-            line.append(f"  {p.mb_per_s:,.1f} MB/s")
+            if self._transfers:
+                line.append(f"  {p.mb_per_s:,.1f} MB/s")
             line.append(f"  {100 * p.success_rate:.1f}% ok", style="green" if p.success_rate > 0.9 else "yellow")
             line.append(f"  ETA {duration(p.eta_s)}")
             fails = p.top_failures(4)
@@ -61,13 +64,16 @@ class LiveFetchView:
 
 
 @contextmanager
-def fetch_progress(console: Console, image_set: str, settings: LogSettings) -> Iterator[Callable[..., None]]:
-    """The progress callback for one fetched set: a live panel on a terminal, lines otherwise."""
+def set_progress(
+    console: Console, image_set: str, settings: LogSettings, command: str = "fetch", *, transfers: bool = True
+) -> Iterator[Callable[..., None]]:
+    """The progress callback for one set a stage works through: a live panel on a terminal, lines otherwise.
+    `transfers`: the stage downloads, so MB/s means something."""
     if settings.live:
-        with LiveFetchView(console, image_set) as view:
+        with LiveFetchView(console, image_set, transfers=transfers) as view:
             yield view.update
         return
-    log = LineLog("fetch", settings)
+    log = LineLog(command, settings, transfers=transfers)
     try:
         yield log.update
     finally:

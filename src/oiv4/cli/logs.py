@@ -74,8 +74,9 @@ def duration(seconds: float | None) -> str:
     return (f"{d}d " if d else "") + f"{h:d}:{m:02d}:{s:02d}"
 
 
-def progress_record(command: str, p: FetchProgress) -> dict[str, Any]:
-    """One progress event as a flat dict (the JSON line; the text line is drawn from it)."""
+def progress_record(command: str, p: FetchProgress, transfers: bool = True) -> dict[str, Any]:
+    """One progress event as a flat dict (the JSON line; the text line is drawn from it). `mb_per_s` is None for
+    a command that downloads nothing (features)."""
     top = p.top_failures(1)
     return {
         "event": "progress",
@@ -86,7 +87,7 @@ def progress_record(command: str, p: FetchProgress) -> dict[str, Any]:
         "total": p.todo,
         "ok_pct": round(100 * p.success_rate, 1),
         "images_per_s": round(p.images_per_s, 2),
-        "mb_per_s": round(p.mb_per_s, 2),
+        "mb_per_s": round(p.mb_per_s, 2) if transfers else None,
         "eta_s": None if p.eta_s is None else round(p.eta_s),
         "top_failure": {"outcome": top[0][0], "rows": top[0][1]} if top else None,
     }
@@ -96,8 +97,9 @@ def progress_line(record: dict[str, Any]) -> str:
     pct = 100 * record["done"] / record["total"] if record["total"] else 100.0
     line = (
         f"{record['command']} {record['set']}: {record['done']:,}/{record['total']:,} ({pct:.1f}%) "
-        f"ok {record['ok_pct']:.1f}% {record['images_per_s']:,.1f} images/s {record['mb_per_s']:,.1f} MB/s "
-        f"ETA {duration(record['eta_s'])}"
+        f"ok {record['ok_pct']:.1f}% {record['images_per_s']:,.1f} images/s "
+        + ("" if record["mb_per_s"] is None else f"{record['mb_per_s']:,.1f} MB/s ")
+        + f"ETA {duration(record['eta_s'])}"
     )
     top = record["top_failure"]
     return line + (f" top failure: {top['outcome']} {top['rows']:,}" if top else "")
@@ -106,16 +108,17 @@ def progress_line(record: dict[str, Any]) -> str:
 class LineLog:
     """Progress as lines on stderr, at most one per `every` seconds, plus the last snapshot at the end."""
 
-    def __init__(self, command: str, settings: LogSettings, stream: Any = None) -> None:
+    def __init__(self, command: str, settings: LogSettings, stream: Any = None, *, transfers: bool = True) -> None:
         self.command = command
         self.settings = settings
+        self.transfers = transfers
         self.stream = stream or sys.stderr
         self._last = 0.0
         self._pending: FetchProgress | None = None
         self._lock = threading.Lock()
 
     def _write(self, p: FetchProgress) -> None:
-        record = progress_record(self.command, p)
+        record = progress_record(self.command, p, self.transfers)
         text = json.dumps(record) if self.settings.log_format == "json" else progress_line(record)
         self.stream.write(text + "\n")
         self.stream.flush()

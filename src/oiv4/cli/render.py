@@ -23,7 +23,7 @@ from rich.table import Table
 
 from oiv4.cli.app import console as err
 from oiv4.cli.app import make_console
-from oiv4.cli.fetch_view import fetch_progress, summary_table
+from oiv4.cli.fetch_view import set_progress, summary_table
 from oiv4.cli.logs import LineLog, LogSettings
 from oiv4.contracts.schema import ImageSet
 from oiv4.stages.archives import ArchiveProgress
@@ -236,7 +236,7 @@ class BuildView:
 
     @contextmanager
     def fetch_view(self, image_set: str) -> Iterator[Callable[..., None]]:
-        with fetch_progress(err, image_set, self.log) as update:
+        with set_progress(err, image_set, self.log) as update:
             yield update
 
     def archive_progress(self, image_set: str) -> ArchiveProgress:

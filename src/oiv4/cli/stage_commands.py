@@ -9,7 +9,7 @@ import typer
 from oiv4.cli import render
 from oiv4.cli.app import app, make_console
 from oiv4.cli.app import console as err
-from oiv4.cli.fetch_view import fetch_progress
+from oiv4.cli.fetch_view import set_progress
 from oiv4.cli.guard import check_outcomes, writing
 from oiv4.cli.logs import LineLog, LogSettings, emit_summary
 from oiv4.cli.options import choice_enum, settings_command
@@ -194,7 +194,7 @@ def fetch_cmd(
     with writing(root, " ".join(["oiv4 fetch", *chosen])) as storage:
         for image_set in chosen:
             if progress:
-                with fetch_progress(err, image_set, log) as on_progress:
+                with set_progress(err, image_set, log) as on_progress:
                     summary = fetch_set(storage, image_set, settings, executor, progress=on_progress)
             else:
                 summary = fetch_set(storage, image_set, settings, executor)

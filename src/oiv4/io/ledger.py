@@ -102,14 +102,17 @@ class LedgerFiles:
         return not self.compacted and not self.parts
 
 
-def list_ledger(storage: Storage, image_set: ImageSet | str, shards: Sequence[int] | None = None) -> LedgerFiles:
-    """List a set's ledger files. Parts are listed *before* shard files: a shard compacting meanwhile writes
-    its shard file before removing its parts, so every row is in something this listing names."""
+def list_ledger(
+    storage: Storage, image_set: ImageSet | str, shards: Sequence[int] | None = None, *, ledger_dir: str | None = None
+) -> LedgerFiles:
+    """List a set's ledger files (or those of another ledger folder of the set's, such as a features ledger's).
+    Parts are listed *before* shard files: a shard compacting meanwhile writes its shard file before removing
+    its parts, so every row is in something this listing names."""
     image_set = ImageSet(image_set)
-    d = LAYOUT.ledger_dir(image_set)
+    d = ledger_dir or LAYOUT.ledger_dir(image_set)
     if shards is not None and len(shards) == 1:
-        parts = storage.glob(LAYOUT.shard_parts_glob(LAYOUT.ledger_parts_dir(image_set, shards[0])))
-        one = LAYOUT.ledger_shard(image_set, shards[0])
+        parts = storage.glob(LAYOUT.shard_parts_glob(LAYOUT.folder_shard_parts_dir(d, shards[0])))
+        one = LAYOUT.folder_shard_file(d, shards[0])
         compacted = [one] if storage.exists(one) else []
     else:
         parts = storage.glob(LAYOUT.part_files_glob(d))

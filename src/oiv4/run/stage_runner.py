@@ -57,7 +57,7 @@ def run_set(
     stop_polling = threading.Event()
     poller_thread = None
     if progress is not None and plan.tasks:
-        poller = LedgerPoller(storage, image_set, started, plan.todo)
+        poller = LedgerPoller(storage, image_set, started, plan.todo, stage.ledger_dir(image_set, settings))
 
         def poll() -> None:
             while not stop_polling.wait(progress_interval):

@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import pyarrow as pa
 
 from oiv4.contracts.errors import SettingsTypeError
+from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
 from oiv4.io.ledger import read_ledger
 from oiv4.io.storage import Storage
@@ -143,6 +144,10 @@ class ShardStage(ABC, Generic[S, P, D, Summary]):
 
     def planned(self, storage: Storage, plan: SetPlan[S, P]) -> None:
         """Called once the plan is made, before any shard runs (e.g. to sweep temp files); nothing by default."""
+
+    def ledger_dir(self, image_set: ImageSet, settings: S) -> str:
+        """Where this stage's shards record their rows (live progress reads it): the set's ledger by default."""
+        return LAYOUT.ledger_dir(image_set)
 
     # ---- the machinery ---------------------------------------------------------------------------------
     def check_settings(self, settings: object) -> None:

@@ -22,6 +22,7 @@ from oiv4.contracts.errors import DamagedFeaturesError, FeaturesError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet, Outcome
 from oiv4.contracts.shards import DEFAULT_SHARD_ROWS, describe_changes, setting_changes, shard_bounds
+from oiv4.io.ledger import list_ledger
 from oiv4.io.manifest import plan_rows
 from oiv4.io.storage import Storage
 from oiv4.io.vector_shards import stored_dim
@@ -110,6 +111,10 @@ class FeaturesStage(ShardStage[FeaturesSettings, FeaturesPlan, None, FeaturesSum
     settings_type = FeaturesSettings
     error = FeaturesError
 
+    def ledger_dir(self, image_set: ImageSet, settings: FeaturesSettings) -> str:
+        """The model's features ledger of the set: one row per stored image as its batch is written."""
+        return LAYOUT.features_ledger_dir(settings.model, image_set)
+
     def shards(
         self, storage: Storage, image_set: ImageSet, settings: FeaturesSettings
     ) -> Shards[FeaturesSettings, FeaturesPlan]:
@@ -135,6 +140,9 @@ class FeaturesStage(ShardStage[FeaturesSettings, FeaturesPlan, None, FeaturesSum
         rows = stored["row"].to_numpy()
         ok = pc.equal(stored["outcome"], Outcome.ok.value).to_numpy(zero_copy_only=False)
         shards, waiting = [], []
+        # Shards a killed run left part-way: their recorded images are done, not this run's work (its progress
+        # and ETA count only the rest). One listing of the features ledger finds them.
+        listed = list_ledger(storage, image_set, ledger_dir=self.ledger_dir(image_set, settings)).shards
         for shard, (start, stop) in enumerate(shard_bounds(n, plan_shard_rows(storage))):
             lo, hi = np.searchsorted(rows, [start, stop])
             if _finished(storage, settings.model, image_set, shard):
@@ -156,7 +164,8 @@ class FeaturesStage(ShardStage[FeaturesSettings, FeaturesPlan, None, FeaturesSum
                     )
                 )
                 mine = dataclasses.replace(settings, todo=todo)
-                shards.append(Shard(shard, start, stop, todo=len(todo), settings=mine))
+                recorded = read_shard(storage, settings.model, image_set, shard).num_rows if shard in listed else 0
+                shards.append(Shard(shard, start, stop, todo=len(todo) - recorded, done=recorded, settings=mine))
         detail = FeaturesPlan(spec.name, waiting, str(weights), settings.weights_sha256)
         return Shards(shards, detail)
 
@@ -179,14 +188,13 @@ class FeaturesStage(ShardStage[FeaturesSettings, FeaturesPlan, None, FeaturesSum
             plan.detail.model,
             model_spec(plan.detail.model).dim,
             shards_run=len(results),
-            already=plan.skipped,
+            already=plan.skipped,  # finished shards' images and those a killed run recorded
             waiting=[s for s in plan.detail.waiting if s in asked],
             weights=plan.detail.weights,
             weights_sha256=plan.detail.weights_sha256,
             elapsed_s=elapsed_s,
         )
         for r in results:
-            summary.already += r.skipped
             summary.vectors += r.outcomes["ok"]
             summary.failed.update({k: v for k, v in r.outcomes.items() if k != "ok"})
         return summary

@@ -71,13 +71,17 @@ class _FileCounts:
 
 
 class LedgerPoller:
-    """Counts ledger rows started at or after `since` across a set's shard files and parts."""
+    """Counts ledger rows started at or after `since` across a set's shard files and parts (of the set's ledger,
+    or of `ledger_dir`, another ledger folder kept by the same rules such as a model's features ledger)."""
 
-    def __init__(self, storage: Storage, image_set: ImageSet | str, since: datetime, todo: int) -> None:
+    def __init__(
+        self, storage: Storage, image_set: ImageSet | str, since: datetime, todo: int, ledger_dir: str | None = None
+    ) -> None:
         self.storage = storage
         self.image_set = ImageSet(image_set)
         self.since = since
         self.todo = todo
+        self.ledger_dir = ledger_dir
         self._t0 = time.monotonic()
         self._cache: dict[tuple[str, int], _FileCounts] = {}
 
@@ -102,7 +106,7 @@ class LedgerPoller:
 
     def poll(self) -> FetchProgress:
         snap = FetchProgress(self.image_set.value, self.todo, elapsed_s=time.monotonic() - self._t0)
-        files = list_ledger(self.storage, self.image_set)
+        files = list_ledger(self.storage, self.image_set, ledger_dir=self.ledger_dir)
         # Files not seen yet are read on a few threads (a cluster run adds hundreds of parts between polls).
         seen = {rel for rel, _size in self._cache}
         listed = [*files.compacted.values(), *(p for ps in files.parts.values() for p in ps)]
