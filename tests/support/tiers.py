@@ -50,6 +50,7 @@ FILES: dict[str, str] = {
     "test_features_input.py": "fast",
     "test_features_progress.py": "slow",  # the tiny demo build, real features runs, kill -9
     "test_similarity_defaults.py": "fast",
+    "test_similarity_s3.py": "slow",  # the tiny demo on a folder and in moto, real features and neighbors runs
     "test_fetch_diskfull.py": "slow",  # a full disk
     "test_fetch_http.py": "fast",
     "test_fetch_mirror.py": "fast",

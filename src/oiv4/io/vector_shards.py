@@ -3,12 +3,22 @@ vectors, for the neighbors stage and for `SetReader.features`.
 
 A shard counts only when its metadata Parquet exists (written last); an `.npy` without metadata is an
 unfinished shard and is ignored. Metadata whose `.npy` is missing or disagrees with it is damage.
+
+On an object store (`s3://...`) there is nothing to memory-map: each shard's header is read where it is, and
+the first read of its vectors copies the `.npy` into a local cache (`vector_cache_dir`), streamed in chunks,
+hashed on the way and refused unless it matches the checksum `oiv4 features` recorded; the copy is named by
+that checksum, so it is reused by every later run, process and root, and can never be a stale one.
 """
 
 from __future__ import annotations
 
+import json
 import mmap
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -17,7 +27,38 @@ import pyarrow.parquet as pq
 from oiv4.contracts.errors import DamagedFeaturesError, NoFeaturesError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
+from oiv4.io.checksum import StreamingChecksum, parse
 from oiv4.io.storage import Storage
+
+#: Bytes read from the object store per request while copying a shard (bounds the copy's memory).
+COPY_CHUNK = 8 << 20
+
+
+def vector_cache_dir() -> Path:
+    """Where copies of remote feature shards are kept: $OIV4_VECTOR_CACHE, else $XDG_CACHE_HOME/oiv4/vectors
+    (~/.cache/oiv4/vectors). Copies are named by content, so the folder may be emptied at any time."""
+    if folder := os.environ.get("OIV4_VECTOR_CACHE"):
+        return Path(folder)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "oiv4" / "vectors"
+
+
+class _RemoteShard:
+    """A feature shard on an object store: shape and dtype from its header; its vectors are read from a checked
+    local copy made on first use (numpy indexing goes to that copy's memory map)."""
+
+    def __init__(self, shape: tuple[int, int], dtype: np.dtype, copy: Callable[[], Path]) -> None:
+        self.shape, self.dtype, self.ndim = shape, dtype, 2
+        self._copy = copy
+        self._array: np.ndarray | None = None
+
+    @property
+    def array(self) -> np.ndarray:
+        if self._array is None:
+            self._array = np.load(self._copy(), mmap_mode="r")
+        return self._array
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return self.array[key]
 
 
 @dataclass
@@ -28,7 +69,7 @@ class FeatureStore:
     image_set: str
     ids: pa.Array
     rows: np.ndarray
-    shards: list[np.ndarray]
+    shards: list[Any]  # np.memmap, or _RemoteShard on an object store
     offsets: np.ndarray  # offsets[i] = first position of shard i; offsets[-1] = total rows
 
     def __len__(self) -> int:
@@ -73,20 +114,77 @@ class FeatureStore:
 def _release(arr: np.ndarray) -> None:
     """Drop a memmap's pages from this process's resident set once copied (they stay in the page cache):
     streaming a 50 GB database through mmap must not count 50 GB against --memory-gb."""
+    if isinstance(arr, _RemoteShard):
+        arr = arr.array
     mm = getattr(arr, "_mmap", None)
     if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
         mm.madvise(mmap.MADV_DONTNEED)
 
 
+def _header(storage: Storage, rel: str) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, data offset) of an npy, read from its first bytes wherever it is."""
+    with storage.open(rel) as fh:
+        version = np.lib.format.read_magic(fh)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(fh)
+        return shape, dtype, fh.tell()
+
+
 def stored_dim(storage: Storage, model: str, image_set: ImageSet | str) -> tuple[str, int] | None:
     """(path, d) of the first finished npy of this model and set, from its header only (None: there is none)."""
     for rel in sorted(storage.glob(LAYOUT.features_npy_glob(model, image_set))):
-        with storage.open(rel) as fh:
-            version = np.lib.format.read_magic(fh)
-            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, _, _ = read(fh)
-        return rel, int(shape[1])
+        return rel, int(_header(storage, rel)[0][1])
     return None
+
+
+def _local_copy(storage: Storage, model: str, name: str, shard: int) -> Path:
+    """The checked local copy of a remote shard's npy (made now if the cache lacks it)."""
+    npy_rel, sums_rel = LAYOUT.features_npy(model, name, shard), LAYOUT.features_checksums(model, name, shard)
+    if not storage.exists(sums_rel):
+        raise DamagedFeaturesError(
+            f"{storage.path(sums_rel)} is missing, so the copy of {storage.path(npy_rel)} cannot be checked: remove "
+            f"the shard's metadata and run `oiv4 features {name} --model {model}` again"
+        )
+    expected = json.loads(storage.read_bytes(sums_rel))["npy"]["checksum"]
+    algorithm, digest = parse(expected)
+    folder = vector_cache_dir()
+    path = folder / f"{algorithm}-{digest}.npy"
+    if path.exists():  # only ever renamed into place after its check
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{path.name}.{os.getpid()}.tmp"
+    summed = StreamingChecksum(algorithm)
+    try:
+        with storage.open(npy_rel) as src, open(tmp, "wb") as dst:
+            while chunk := src.read(COPY_CHUNK):
+                summed.update(chunk)
+                dst.write(chunk)
+        if summed.value != expected:
+            raise DamagedFeaturesError(
+                f"{storage.path(npy_rel)} ({summed.size:,} bytes) hashes to {summed.value}, but oiv4 features recorded "
+                f"{expected}: remove it and its metadata, then run `oiv4 features {name} --model {model}` again"
+            )
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _map(storage: Storage, model: str, name: str, shard: int) -> Any:
+    """The shard's vectors: a memory map of the file, or, on an object store, of its checked local copy."""
+    npy_rel = LAYOUT.features_npy(model, name, shard)
+    local = storage.local_path(npy_rel)
+    if local is not None:
+        return np.load(local, mmap_mode="r")
+    shape, dtype, offset = _header(storage, npy_rel)
+    size = storage.size(npy_rel)
+    if len(shape) != 2 or offset + int(np.prod(shape)) * dtype.itemsize != size:
+        raise DamagedFeaturesError(
+            f"{storage.path(npy_rel)} is damaged ({size:,} bytes do not hold the {shape} {dtype} array its header "
+            f"declares): remove it and its metadata {storage.path(LAYOUT.features_metadata(model, name, shard))}, "
+            f"then run `oiv4 features {name} --model {model}` again"
+        )
+    return _RemoteShard((int(shape[0]), int(shape[1])), dtype, lambda: _local_copy(storage, model, name, shard))
 
 
 def open_features(storage: Storage, model: str, image_set: ImageSet | str) -> FeatureStore:
@@ -111,7 +209,7 @@ def open_features(storage: Storage, model: str, image_set: ImageSet | str) -> Fe
             # budget counts).
             meta = pq.ParquetFile(fh).read(columns=["image_id", "row"])
         try:
-            arr = np.load(storage.local_path(npy_rel), mmap_mode="r")
+            arr = _map(storage, model, name, shard)
         except (ValueError, OSError) as exc:  # a truncated file or header: numpy's "mmap length is greater ..."
             raise DamagedFeaturesError(
                 f"{storage.path(npy_rel)} is damaged ({' '.join(str(exc).split())[:120]}): remove it and its "
