@@ -2,7 +2,8 @@
 
 Newest: a fresh venv gets `pip install .` from a copy of the clone (no lock, no extras, no -e), so pip picks
 the newest versions the ranges allow; then `oiv4 --help`, every command's `-h`, and metadata -> plan ->
-fetch -> verify against `oiv4 mirror` served by that same install. That venv is rebuilt every run: the newest
+fetch -> verify against `oiv4 mirror` served by that same install; then `pip install '.[neighbors]'` adds the
+newest faiss-cpu and `oiv4 neighbors` must give the lock venv's ground truth. That venv is rebuilt every run: the newest
 versions change under the ranges, which is what it is there to catch (typer 0.26 dropping click did).
 
 Lowest: a venv with `name==<lower bound>` of every core dependency (read from pyproject.toml, so the bounds
@@ -10,7 +11,8 @@ cannot drift from what is tested: numpy 1.26.4, Pillow 10.4.0, pyarrow 15.0.2, .
 extras runs the demo pipeline (metadata, plan, archives, fetch, hash, dedup, verify, report) against the
 bundled mirror on 127.0.0.1, reads the result back and runs `oiv4 status`/`verify`/`sql`/`estimate`. A
 second venv adds the lowest [s3] and [dask] extras and fetches on a Dask LocalCluster into an s3:// root
-(moto on 127.0.0.1). Each lowest venv is kept under `.venv-lowest/<hash of the constraints and of what
+(moto on 127.0.0.1). A third holds the lowest [neighbors] (faiss-cpu 1.8.0.post1 with numpy 1.26.4), whose
+`oiv4 neighbors` must give the lock venv's ground truth for l2, ip and cosine. Each lowest venv is kept under `.venv-lowest/<hash of the constraints and of what
 pyproject.toml tells an install>`, so later runs install nothing.
 
 All of them need the package registry. Measured on 2 shared cores (load average about 8), `pytest -n 2
@@ -43,9 +45,10 @@ from support.paths import REPO
 VENVS = REPO / ".venv-lowest"
 #: Must not be importable after a core install (the [dask], [s3], [torch] and [neighbors] extras, or [dev]).
 NOT_IN_CORE = ("dask", "distributed", "s3fs", "aiobotocore", "boto3", "botocore", "torch", "faiss")
-#: The extras whose lower bounds are tested too (torch and faiss are declared only: torch is too big to install
-#: in CI, and the lock's faiss runs every neighbours test).
+#: The extras whose lower bounds are tested too (torch is declared only: too big to install in CI); the
+#: [neighbors] extra (faiss-cpu) has a venv of its own at its lower bounds, and joins the newest-versions venv.
 EXTRAS = ("s3", "dask")
+NEIGHBORS = ("neighbors",)
 COMPLETE = ".complete"  # written last, so a half-built venv (killed run) is rebuilt, never used
 
 
@@ -168,7 +171,7 @@ SMOKE = """
 @pytest.mark.timeout(900)  # a cold cache installs from the registry first; a warm run takes well under a minute
 def test_the_lowest_supported_versions_plan_fetch_and_read_against_the_mirror(tmp_path: Path) -> None:
     venv = lowest_venv()
-    _prune_others({venv.name, lowest_venv_key(EXTRAS)})
+    _prune_others({venv.name, lowest_venv_key(EXTRAS), lowest_venv_key(NEIGHBORS)})
 
     versions = _python(
         venv,
@@ -453,7 +456,61 @@ def test_a_plain_pip_install_at_the_newest_versions_runs_every_command_and_a_fet
         mirror.communicate(timeout=60)
     read = _python(venv, "import sys, oiv4; print(len(oiv4.open(sys.argv[1])['train']))", root, cwd=tmp_path)
     assert read.returncode == 0 and int(read.stdout) == 20, read.stderr[-2000:]
+
+    # The [neighbors] extra at the newest faiss-cpu its range allows, beside the newest numpy already there.
+    added = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "--quiet", ".[neighbors]"],
+        capture_output=True, text=True, env=env, cwd=clone, timeout=600,
+    )  # fmt: skip
+    assert added.returncode == 0, f"pip install '.[neighbors]' failed:\n{added.stderr[-3000:]}"
+    _ground_truth_agrees_with_the_locks(venv / "bin" / "oiv4", tmp_path)
     shutil.rmtree(venv)  # ~350 MB that pytest would keep for its last three runs (kept when the test fails)
+
+
+def _ground_truth_agrees_with_the_locks(oiv4_bin: Path, tmp_path: Path) -> None:
+    """`oiv4 neighbors` of another install gives the lock venv's ground truth on the same vectors, per metric.
+
+    float16 vectors with exact duplicates in the database (ties, broken by database order) and 10,000 database
+    rows, so the search merges three blocks; the lock's own runs equal a float64 brute force (test_neighbors)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from oiv4.contracts.layout import LAYOUT
+    from support.feature_shards import write_features
+
+    rng = np.random.default_rng(11)
+    db = rng.standard_normal((10_000, 24)).astype(np.float16)
+    db[5000:5200] = db[100:300]  # exact ties
+    queries = np.concatenate([db[:40] + np.float16(0.01), rng.standard_normal((60, 24)).astype(np.float16)])
+    roots = {"lock": tmp_path / "lock-root", "other": tmp_path / "other-root"}
+    for root in roots.values():
+        write_features(root, "m", "targets", db, shard_rows=3000)
+        write_features(root, "m", "validation", queries, shard_rows=40)
+    bins = {"lock": Path(sys.executable).with_name("oiv4"), "other": oiv4_bin}
+    for metric in ("l2", "ip", "cosine"):
+        tables = {}
+        for side, root in roots.items():
+            done = subprocess.run(
+                [str(bins[side]), "neighbors", "--root", str(root), "--queries", "validation", "--database", "targets",
+                 "--model", "m", "--k", "10", "--metric", metric],
+                capture_output=True, text=True, env=_clean_env(), timeout=300,
+            )  # fmt: skip
+            assert done.returncode == 0 and "Traceback" not in done.stderr, (side, metric, done.stderr[-3000:])
+            name = "validation-targets" + ("" if metric == "l2" else f".{metric}")
+            tables[side] = pq.read_table(root / LAYOUT.neighbors_file("m", name))
+        assert tables["other"].num_rows == 100 * 10
+        assert tables["other"].equals(tables["lock"]), metric
+
+
+@pytest.mark.timeout(900)
+def test_the_lowest_neighbors_extra_gives_the_locks_ground_truth(tmp_path: Path) -> None:
+    venv = lowest_venv(NEIGHBORS)
+    versions = _python(
+        venv, "import importlib.metadata as m; print(m.version('faiss-cpu'), m.version('numpy'))", cwd=tmp_path
+    )
+    wanted = dict(line.split("==") for line in lowest_constraints(NEIGHBORS).splitlines())
+    assert versions.stdout.split() == [wanted["faiss-cpu"], wanted["numpy"]], versions.stderr[-2000:]
+    _ground_truth_agrees_with_the_locks(venv / "bin" / "oiv4", tmp_path)
 
 
 def test_the_numpy_1_bit_count_agrees_with_numpy_2s_bitwise_count() -> None:
