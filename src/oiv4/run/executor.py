@@ -76,10 +76,16 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
     Safe: rows without a ledger outcome are simply done again by the next run, and files are only ever
     renamed into place, so a killed worker leaves at worst a temp file that the next run removes.
     """
-    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    for proc in procs:
         if proc.is_alive():
             proc.kill()
-    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        proc.join(timeout=5)
+    # With its workers dead the pool's manager thread ends at once, so waiting for it costs nothing. Left
+    # running, it would keep the interpreter from a normal exit: the CLI then ends without atexit, and
+    # multiprocessing's resource tracker reports the pool's queue semaphores as leaked.
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def run_shards(
