@@ -18,10 +18,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from oiv4.contracts.layout import LAYOUT
-from oiv4.stages.features.nets import TinyNet
+from support.tiny_weights import save_tiny_weights
 
 OIV4 = str(Path(sys.executable).with_name("oiv4"))
 MODEL = "tiny-cnn"
@@ -30,10 +29,7 @@ LINE = re.compile(r"^features (\w+): ([\d,]+)/([\d,]+) \(([\d.]+)%\) ok ([\d.]+)
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(3)
-    path = tmp_path_factory.mktemp("w") / "tiny.pth"
-    torch.save(TinyNet().state_dict(), path)
-    return path
+    return save_tiny_weights(tmp_path_factory.mktemp("w") / "tiny.pth", seed=3)
 
 
 @pytest.fixture

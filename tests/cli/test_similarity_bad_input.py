@@ -12,11 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from oiv4.contracts.layout import LAYOUT
-from oiv4.stages.features.nets import TinyNet
 from support.feature_shards import write_features
+from support.tiny_weights import save_tiny_weights
 
 OIV4 = str(Path(sys.executable).with_name("oiv4"))
 MODEL = "tiny-cnn"
@@ -40,10 +39,7 @@ def _refused(args: list[str], root: Path, code: int, message: str) -> str:
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(5)
-    path = tmp_path_factory.mktemp("w") / "tiny.pth"
-    torch.save(TinyNet().state_dict(), path)
-    return path
+    return save_tiny_weights(tmp_path_factory.mktemp("w") / "tiny.pth", seed=5)
 
 
 @pytest.fixture(scope="module")

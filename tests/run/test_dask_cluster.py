@@ -37,6 +37,7 @@ from oiv4.stages.metadata import MetadataSettings, fetch_metadata
 from oiv4.stages.plan import PlanSettings, build_plan
 from oiv4.stages.status import collect_status
 from oiv4_mirror import MirrorHandle, UniverseSpec, start_mirror
+from support.dask_cluster import two_worker_cluster
 
 SHARD_ROWS = 8
 TRAIN_SIZE = 40  # 5 shards over 2 workers
@@ -80,11 +81,8 @@ def planned(mirror: MirrorHandle, tmp_path_factory: pytest.TempPathFactory) -> S
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[tuple[LocalCluster, Client]]:
-    with (
-        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
-        Client(cluster) as client,
-    ):
-        yield cluster, client
+    with two_worker_cluster() as running:
+        yield running
 
 
 def destination(kind: str, tmp_path: Path, moto_endpoint: str) -> Storage:

@@ -29,6 +29,7 @@ from oiv4.io.ledger_write import LedgerBuffer, now_utc
 from oiv4.io.storage import Storage
 from oiv4.run.executor import ExecutorSettings, run_shards
 from oiv4.stages.base import ShardResult, ShardTask
+from support.dask_cluster import two_worker_cluster
 
 PID_RE = re.compile(r"pid (\d+)")
 
@@ -122,12 +123,8 @@ def test_dask_local_cluster_runs_each_shard_once_on_worker_processes(tmp_path: P
 
 @pytest.fixture
 def cluster():
-    """A real scheduler + 2 single-threaded worker processes, the shape `oiv4 --executor dask` starts."""
-    with (
-        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
-        Client(cluster) as client,
-    ):
-        yield cluster, client
+    with two_worker_cluster() as running:
+        yield running
 
 
 def running_shard_writer(storage: Storage, shard_rows: int) -> tuple[int, int] | None:

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-from distributed import Client, LocalCluster, get_task_stream
+from distributed import Client, get_task_stream
 from test_neighbors_executors import MODEL, tied_features
 from typer.testing import CliRunner
 
@@ -22,6 +22,7 @@ from oiv4.run.neighbors import NeighborsSettings, faiss_threads, run_neighbors
 from oiv4.run.neighbors_part import PartRunner, PartSettings
 from oiv4.stages.base import ShardTask
 from oiv4.stages.neighbors import SearchStats, plan_sizes
+from support.dask_cluster import two_worker_cluster
 
 #: Blocks of 16 queries: 38 parts, enough to spread over the workers.
 SETTINGS = NeighborsSettings(MODEL, "validation", None, ("targets", "validation"), 20, "l2", 0.5, part_queries=16)
@@ -30,12 +31,8 @@ FILE = f"neighbors/{MODEL}/validation-targets+validation.parquet"
 
 @pytest.fixture
 def cluster():
-    """A running scheduler with 2 single-threaded worker processes, as `dask worker --nthreads 1` gives."""
-    with (
-        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
-        Client(cluster) as client,
-    ):
-        yield cluster, client
+    with two_worker_cluster() as running:
+        yield running
 
 
 def _in_this_process(root: Path) -> tuple[bytes, SearchStats]:

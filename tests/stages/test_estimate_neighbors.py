@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import torch
 from rich.cells import cell_len
 from typer.testing import CliRunner
 
@@ -31,9 +30,9 @@ from oiv4.stages.estimate import (
 )
 from oiv4.stages.features import FeaturesSettings
 from oiv4.stages.features.models import MODELS
-from oiv4.stages.features.nets import TinyNet
 from oiv4.stages.neighbors.search import DB_ROW_BYTES, MIN_WORK_BYTES, RUNTIME_BYTES, plan_sizes
 from support.feature_shards import write_features
+from support.tiny_weights import save_tiny_weights
 
 MODEL = "tiny-cnn"
 DIMS = {m.name: m.dim for m in MODELS.values()}
@@ -49,9 +48,7 @@ def with_features(tmp_path_factory: pytest.TempPathFactory, tiny_demo_root: Path
     root = shutil.copytree(
         tiny_demo_root, tmp_path_factory.mktemp("est") / "root", ignore=shutil.ignore_patterns("report")
     )
-    torch.manual_seed(3)
-    weights = root.parent / "tiny.pth"
-    torch.save(TinyNet().state_dict(), weights)
+    weights = save_tiny_weights(root.parent / "tiny.pth", seed=3)
     settings = FeaturesSettings(model=MODEL, weights=str(weights), loader_workers=0, batch_size=8)
     for image_set in ("validation", "targets"):
         features_set(Storage(str(root)), image_set, settings, ExecutorSettings(kind="thread", workers=1))

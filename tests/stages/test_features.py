@@ -31,9 +31,9 @@ from oiv4.run.executor import ExecutorSettings
 from oiv4.run.features import features_set
 from oiv4.stages.features import FeaturesSettings
 from oiv4.stages.features.models import load_model, model_spec
-from oiv4.stages.features.nets import TinyNet
 from oiv4.stages.features.preprocess import TINY
 from oiv4.stages.features.stage import shard_ledger
+from support.tiny_weights import save_tiny_weights
 
 THREAD = ExecutorSettings(kind="thread", workers=1)
 
@@ -45,10 +45,7 @@ def built(tmp_path_factory, tiny_demo_root):
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    torch.manual_seed(7)
-    path = tmp_path_factory.mktemp("w") / "tiny.pth"
-    torch.save(TinyNet().state_dict(), path)
-    return path
+    return save_tiny_weights(tmp_path_factory.mktemp("w") / "tiny.pth", seed=7)
 
 
 @pytest.fixture
@@ -155,9 +152,7 @@ def test_a_damaged_and_a_missing_stored_image_are_recorded_with_their_reason_and
 
 def test_resuming_with_other_weights_or_dtype_is_refused_unless_forced(root, weights, tmp_path):
     storage = Storage(str(root))
-    other = tmp_path / "other.pth"
-    torch.manual_seed(8)
-    torch.save(TinyNet().state_dict(), other)
+    other = save_tiny_weights(tmp_path / "other.pth", seed=8)
     # A shard started (one ledger part recorded) and then stopped: simulated by running, then re-opening shard 0.
     features_set(storage, "validation", _settings(weights), THREAD)
     with pytest.raises(FeaturesError, match=r"finished with other settings \(weights_sha256: was '[0-9a-f]{64}'"):
@@ -245,9 +240,7 @@ def test_an_unfinished_shard_resumed_with_other_weights_is_refused_unless_forced
     root, weights, tmp_path
 ):
     storage = Storage(str(root))
-    other = tmp_path / "other.pth"
-    torch.manual_seed(8)
-    torch.save(TinyNet().state_dict(), other)
+    other = save_tiny_weights(tmp_path / "other.pth", seed=8)
     first = _settings(weights)
     record = root / LAYOUT.features_settings("tiny-cnn", "validation", 0)
     features_set(storage, "validation", first, THREAD)

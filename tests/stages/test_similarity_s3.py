@@ -15,11 +15,10 @@ from pathlib import Path
 import fsspec
 import numpy as np
 import pytest
-import torch
 
 import oiv4
 from oiv4.contracts.layout import LAYOUT
-from oiv4.stages.features.nets import TinyNet
+from support.tiny_weights import save_tiny_weights
 
 OIV4 = str(Path(sys.executable).with_name("oiv4"))
 MODEL = "tiny-cnn"
@@ -28,10 +27,7 @@ SETS = ("validation", "targets")
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(7)
-    path = tmp_path_factory.mktemp("w") / "tiny.pth"
-    torch.save(TinyNet().state_dict(), path)
-    return path
+    return save_tiny_weights(tmp_path_factory.mktemp("w") / "tiny.pth", seed=7)
 
 
 def _env(endpoint: str, cache: Path) -> dict[str, str]:
