@@ -1,5 +1,8 @@
 """Exact kNN: `oiv4 neighbors` (database streamed from memory-mapped shards under --memory-gb) vs faiss
-IndexFlatL2 holding the whole database in RAM, on the same random vectors, side by side in one run.
+IndexFlat holding the whole database in RAM, on the same random vectors, side by side in one run.
+
+The baseline per --metric is what a hand-written script uses: IndexFlatL2 for l2, IndexFlatIP for ip, and
+IndexFlatIP over `faiss.normalize_L2`-ed copies for cosine.
 
 Random vectors are written once as feature shards (the `oiv4 features` layout). Each side then runs in its
 own fresh interpreter; wall and CPU seconds come from the parent, peak RSS is the child's own VmHWM
@@ -8,6 +11,7 @@ wall), both peak RSS against the budget, how many neighbour lists are identical,
 queries whose lists differ against a float64 brute force (oiv4's definition of the answer).
 
     .venv/bin/python benchmarks/knn.py --queries 10000 --database 500000 --dim 512 --k 100 --memory-gb 0.5
+    .venv/bin/python benchmarks/knn.py --queries 4000 --database 100000 --metric cosine
 
 Targets (issue 19): >= 0.8x IndexFlat's speed, peak RSS under --memory-gb, identical results.
 """
@@ -31,6 +35,7 @@ import pyarrow.parquet as pq
 
 from oiv4.contracts.layout import LAYOUT
 from oiv4.io.storage import Storage
+from oiv4.run.neighbors import NeighborsSettings
 from oiv4.stages.neighbors import exact_distances, open_features
 
 MODEL = "bench"
@@ -40,9 +45,9 @@ import json, sys
 from oiv4.io.storage import Storage
 from oiv4.run.neighbors import NeighborsSettings, run_neighbors
 from oiv4.stages.neighbors import SearchStats, plan_sizes, open_features
-root, k, mem = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+root, k, mem, metric = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 stats = SearchStats()
-s = NeighborsSettings("bench", "validation", None, ("targets",), k, "l2", mem)
+s = NeighborsSettings("bench", "validation", None, ("targets",), k, metric, mem)
 run_neighbors(Storage(root), s, stats)
 db = open_features(Storage(root), "bench", "targets")
 sizes = plan_sizes(mem, db.dim, db.dtype.itemsize, k, 0, len(db))
@@ -55,12 +60,17 @@ import json, sys
 import numpy as np, faiss
 from oiv4.io.storage import Storage
 from oiv4.stages.neighbors import open_features
-root, k, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+root, k, out, metric = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 st = Storage(root)
 db, qs = open_features(st, "bench", "targets"), open_features(st, "bench", "validation")
-index = faiss.IndexFlatL2(db.dim)
-index.add(np.ascontiguousarray(db.block(0, len(db)), dtype=np.float32))
-_, ids = index.search(np.ascontiguousarray(qs.block(0, len(qs)), dtype=np.float32), k)
+x = np.ascontiguousarray(db.block(0, len(db)), dtype=np.float32)
+q = np.ascontiguousarray(qs.block(0, len(qs)), dtype=np.float32)
+if metric == "cosine":
+    faiss.normalize_L2(x)
+    faiss.normalize_L2(q)
+index = faiss.IndexFlatL2(db.dim) if metric == "l2" else faiss.IndexFlatIP(db.dim)
+index.add(x)
+_, ids = index.search(q, k)
 np.save(out, ids)
 hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM")][0].split()[1]
 print(json.dumps({"rss_gb": int(hwm) / 2**20}))
@@ -100,7 +110,7 @@ def measure(args: list[str]) -> dict:
     return {"wall": wall, "cpu": cpu, **json.loads(p.stdout.strip().splitlines()[-1])}
 
 
-def brute_force_rows(st: Storage, rows: np.ndarray, k: int) -> np.ndarray:
+def brute_force_rows(st: Storage, rows: np.ndarray, k: int, metric: str) -> np.ndarray:
     """Positions of the k nearest (float64, ties by position) of the given query rows, database in chunks."""
     db, qs = open_features(st, MODEL, "targets"), open_features(st, MODEL, "validation")
     q = qs.take(rows)
@@ -108,7 +118,7 @@ def brute_force_rows(st: Storage, rows: np.ndarray, k: int) -> np.ndarray:
     for lo in range(0, len(db), 20_000):
         x = db.block(lo, lo + 20_000)
         for i in range(len(rows)):
-            dist[i, lo : lo + len(x)] = exact_distances(q[i : i + 1], x, "l2")
+            dist[i, lo : lo + len(x)] = exact_distances(q[i : i + 1], x, metric)
     return np.lexsort((np.broadcast_to(np.arange(len(db)), dist.shape), dist), axis=1)[:, :k]
 
 
@@ -119,6 +129,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--k", type=int, default=100)
     ap.add_argument("--memory-gb", type=float, default=0.5)
+    ap.add_argument("--metric", default="l2", choices=["l2", "ip", "cosine"])
     ap.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="as stored")
     ap.add_argument("--check", type=int, default=10, help="differing lists checked against the brute force")
     a = ap.parse_args()
@@ -128,19 +139,23 @@ def main() -> None:
         st = Storage(tmp)
         write_set(st, "targets", rng, a.database, a, 0)
         write_set(st, "validation", rng, a.queries, a, 1 << 40)
-        ours = measure([OIV4, tmp, str(a.k), str(a.memory_gb)])
+        ours = measure([OIV4, tmp, str(a.k), str(a.memory_gb), a.metric])
         flat_ids = Path(tmp, "flat.npy")
-        flat = measure([FLAT, tmp, str(a.k), str(flat_ids)])
-        got = pq.read_table(Path(tmp, LAYOUT.neighbors_dir(MODEL), "validation-targets.parquet"))
+        flat = measure([FLAT, tmp, str(a.k), str(flat_ids), a.metric])
+        name = NeighborsSettings(MODEL, "validation", None, ("targets",), a.k, a.metric, a.memory_gb).file_name
+        got = pq.read_table(Path(tmp, LAYOUT.neighbors_file(MODEL, name)))
         mine = np.array([int(s, 16) for s in got["neighbor_id"].to_pylist()]).reshape(a.queries, a.k)
         theirs = np.load(flat_ids)
         same = (mine == theirs).all(axis=1)
         differ = np.flatnonzero(~same)[: a.check]
-        exact = int((brute_force_rows(st, differ, a.k) == mine[differ]).all(axis=1).sum()) if len(differ) else 0
+        exact = (
+            int((brute_force_rows(st, differ, a.k, a.metric) == mine[differ]).all(axis=1).sum()) if len(differ) else 0
+        )
     end = os.getloadavg()
     db_gb = a.database * a.dim * 4 / 2**30
     print(
-        f"{a.queries:,} queries x {a.database:,} x {a.dim}-d {a.dtype} (database {db_gb:.2f} GiB as float32), k={a.k}"
+        f"{a.queries:,} queries x {a.database:,} x {a.dim}-d {a.dtype} (database {db_gb:.2f} GiB as float32), k={a.k},"
+        f" {a.metric}"
     )
     print(f"load average at start {load[0]:.1f}, at end {end[0]:.1f} (1 min); {os.cpu_count()} cores")
     print(f"{'':30}{'wall s':>8}{'CPU s':>8}{'peak RSS GiB':>14}")
@@ -148,7 +163,8 @@ def main() -> None:
     print(f"{'oiv4 neighbors':30}{ours['wall']:8.1f}{ours['cpu']:8.1f}{ours['rss_gb']:14.3f}"
           f"   --memory-gb {a.memory_gb}: {sz['query_rows']:,} queries/part, {sz['db_rows']:,} rows/block,"
           f" {ours['widened']} widened{', GPU' if ours['gpu'] else ''}")  # fmt: skip
-    print(f"{'faiss IndexFlatL2 (all in RAM)':30}{flat['wall']:8.1f}{flat['cpu']:8.1f}{flat['rss_gb']:14.3f}")
+    flat_name = f"faiss {'IndexFlatL2' if a.metric == 'l2' else 'IndexFlatIP'} (all in RAM)"
+    print(f"{flat_name:30}{flat['wall']:8.1f}{flat['cpu']:8.1f}{flat['rss_gb']:14.3f}")
     print(f"speed ratio (IndexFlat wall / oiv4 wall): {flat['wall'] / ours['wall']:.2f}x (goal >= 0.8x)")
     under = "under" if ours["rss_gb"] < a.memory_gb else "OVER"
     print(f"oiv4 peak RSS {ours['rss_gb']:.3f} GiB is {under} --memory-gb {a.memory_gb}")
