@@ -161,8 +161,16 @@ def test_piped_help_at_80_columns_cuts_no_option_name(name: str | None) -> None:
 
 def test_workers_help_says_one_per_core_and_booleans_are_flags() -> None:
     text = " ".join(CliRunner().invoke(app, ["fetch", "--help"], env={"COLUMNS": "80"}).output.split())
-    assert "default: one per core" in text
+    assert "default: one per core]" in text and "oiv4 features" not in text
     assert "--no-rotate" in text and "--fallback-thumbnail" in text
+
+
+def test_features_help_gives_its_own_workers_default_of_one_shard_process() -> None:
+    # One features shard keeps every core busy, so its local pool defaults to 1, and its help says so
+    # (not another command's "one per core").
+    text = " ".join(CliRunner().invoke(app, ["features", "--help"], env={"COLUMNS": "80"}).output.split())
+    assert "[default: 1 with --executor local (one shard keeps every core busy), else the cluster's]" in text
+    assert "one per core" not in text
 
 
 def test_version_is_printed() -> None:

@@ -11,19 +11,20 @@ from oiv4.cli.fetch_view import set_progress
 from oiv4.cli.guard import writing
 from oiv4.cli.logs import LogSettings, emit_summary
 from oiv4.cli.options import settings_command
+from oiv4.contracts.errors import FeaturesError
 from oiv4.contracts.schema import ImageSet
 from oiv4.io.storage import Storage
-from oiv4.run.executor import ExecutorSettings
+from oiv4.run.features import FeaturesExecutorSettings, features_set
 from oiv4.stages.features import FeaturesSettings
 
 PANEL = "Similarity"
 
 
 @app.command("features", rich_help_panel=PANEL)
-@settings_command({"settings": FeaturesSettings, "executor": ExecutorSettings, "log": LogSettings})
+@settings_command({"settings": FeaturesSettings, "executor": FeaturesExecutorSettings, "log": LogSettings})
 def features_cmd(
     settings: FeaturesSettings,
-    executor: ExecutorSettings,
+    executor: FeaturesExecutorSettings,
     log: LogSettings,
     image_set: str = typer.Argument(..., metavar="SET", help="targets, validation, train or extended_targets."),
     root: str = typer.Option(
@@ -52,12 +53,8 @@ def features_cmd(
 
       oiv4 features train --root R --weights vgg16-397923af.pth
     """
-    from oiv4.run.features import features_set
-
     name = ImageSet(image_set).value if image_set in ImageSet.__members__ else image_set
     if name not in ImageSet.__members__:
-        from oiv4.contracts.errors import FeaturesError
-
         raise FeaturesError(f"unknown set {image_set!r}: choose one of {', '.join(s.value for s in ImageSet)}")
     with writing(root, "oiv4 features") as storage, set_progress(err, name, log, "features", transfers=False) as on:
         summary = features_set(storage, name, settings, executor, progress=on)

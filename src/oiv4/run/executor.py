@@ -21,9 +21,13 @@ from oiv4.run.dask_executor import run_dask
 from oiv4.run.worker_process import ShardFn, default_workers, die_with_parent
 from oiv4.stages.base import ShardResult, ShardTask
 
-__all__ = ["ExecutorSettings", "ShardFn", "default_workers", "die_with_parent", "run_shards"]
+__all__ = ["WORKERS_HELP", "ExecutorSettings", "ShardFn", "default_workers", "die_with_parent", "run_shards"]
 
 KINDS = ("local", "dask", "thread")
+WORKERS_HELP = (
+    "Worker processes: the local pool's, or the LocalCluster's with --executor dask and no --scheduler "
+    "(a running cluster brings its own workers)."
+)
 
 
 @dataclass(frozen=True)
@@ -41,13 +45,7 @@ class ExecutorSettings:
         flag="--executor",
         choices=("local", "dask"),
     )
-    workers: int | None = setting(
-        None,
-        help="Worker processes: the local pool's, or the LocalCluster's with --executor dask and no --scheduler "
-        "(a running cluster brings its own workers).",
-        flag="--workers",
-        default_text="one per core; oiv4 features: 1",
-    )
+    workers: int | None = setting(None, help=WORKERS_HELP, flag="--workers", default_text="one per core")
     scheduler: str | None = setting(
         None,
         help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (implies --executor dask).",

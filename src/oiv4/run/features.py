@@ -4,13 +4,28 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from oiv4.contracts.schema import ImageSet
+from oiv4.contracts.setting import setting
 from oiv4.io.storage import Storage
-from oiv4.run.executor import ExecutorSettings
+from oiv4.run.executor import WORKERS_HELP, ExecutorSettings
 from oiv4.run.stage_runner import run_set
 from oiv4.stages.features import FEATURES, FeaturesSettings, FeaturesSummary
 from oiv4.stages.fetch.progress import FetchProgress
+
+
+@dataclass(frozen=True)
+class FeaturesExecutorSettings(ExecutorSettings):
+    """`ExecutorSettings` as `oiv4 features` offers them: the local pool's default is one shard process (see
+    `features_set`), and its help says so."""
+
+    workers: int | None = setting(
+        None,
+        help=WORKERS_HELP,
+        flag="--workers",
+        default_text="1 with --executor local (one shard keeps every core busy), else the cluster's",
+    )
 
 
 def features_set(
