@@ -31,7 +31,10 @@ class NeighborsSettings:
         flag="--memory-gb",
     )
     exclude_duplicates: bool = setting(
-        False, help="Drop pairs oiv4 dedup found.", flag="--exclude-duplicates/--no-exclude-duplicates"
+        False,
+        help="Never return a database image that oiv4 dedup found to be a near-copy of the query (run oiv4 dedup "
+        "first); the output name ends in .nodup.",
+        flag="--exclude-duplicates/--no-exclude-duplicates",
     )
     seed: int = setting(0, help="Seed of the query sample.", flag="--seed")
     part_queries: int | None = setting(
