@@ -12,12 +12,13 @@ The ledger's columns stay as they are: readers of the ledger never need this fil
 
 from __future__ import annotations
 
+import errno
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from oiv4.contracts.errors import SettingsChangedError
+from oiv4.contracts.errors import DiskError, SettingsChangedError
 from oiv4.contracts.layout import LAYOUT
 from oiv4.contracts.schema import ImageSet
 from oiv4.contracts.shards import (
@@ -140,7 +141,16 @@ class RecordingShard:
         wanted = _wanted(task)
         record = read_record(storage, task.image_set, task.shard, record_rel(task))
         if record is None:
-            _write(storage, task, wanted, [])
+            try:
+                _write(storage, task, wanted, [])
+            except OSError as exc:
+                # The first write of a shard can be the one that meets a full disk: the same exit as any other.
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                raise DiskError(
+                    f"disk full while recording {task.image_set.value} shard {task.shard}'s settings in"
+                    f" {storage.path(record_rel(task))}; free space and re-run (it resumes)"
+                ) from exc
         elif diff := setting_changes(record["settings"], wanted):
             raise SettingsChangedError(
                 f"{task.image_set.value} shard {task.shard} was started with other settings meanwhile "
