@@ -11,6 +11,7 @@ Code that needs something only one backend has asks the backend (`free_bytes`, `
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -26,7 +27,10 @@ from oiv4.io.safe_paths import TMP_MARK, open_atomic_under, safe_target
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["TMP_MARK", "FsspecStorage", "LocalStorage", "Storage", "is_remote"]
+__all__ = ["SPACE_ERRNOS", "TMP_MARK", "FsspecStorage", "LocalStorage", "Storage", "is_remote"]
+
+#: The errnos of a write that means "no space left" (a full disk, a quota).
+SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def is_remote(root: str | os.PathLike[str]) -> bool:

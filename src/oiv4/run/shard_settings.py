@@ -12,7 +12,6 @@ The ledger's columns stay as they are: readers of the ledger never need this fil
 
 from __future__ import annotations
 
-import errno
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from oiv4.contracts.shards import (
 )
 from oiv4.io.damage import damaged, read_json_object
 from oiv4.io.ledger_write import now_utc
-from oiv4.io.storage import Storage
+from oiv4.io.storage import SPACE_ERRNOS, Storage
 from oiv4.stages.base import ShardResult, ShardTask
 
 
@@ -145,7 +144,7 @@ class RecordingShard:
                 _write(storage, task, wanted, [])
             except OSError as exc:
                 # The first write of a shard can be the one that meets a full disk: the same exit as any other.
-                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                if exc.errno not in SPACE_ERRNOS:
                     raise
                 raise DiskError(
                     f"disk full while recording {task.image_set.value} shard {task.shard}'s settings in"

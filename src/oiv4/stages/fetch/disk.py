@@ -7,14 +7,9 @@ and a re-run after fixing the cause continues where this one stopped.
 
 from __future__ import annotations
 
-import errno
-
 from oiv4.contracts.errors import FetchAborted, WriteFailed
 from oiv4.contracts.schema import Outcome
-from oiv4.io.storage import Storage
-
-#: The errnos that mean "no space left" (a full disk, a quota).
-SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+from oiv4.io.storage import SPACE_ERRNOS, Storage
 
 
 def write_outcome(failed: WriteFailed) -> Outcome:
